@@ -1,0 +1,14 @@
+//! Honeydew: a local job daemon that runs commands as sandboxed WebAssembly components.
+//!
+//! A job is submitted through the [`queue::Manager`], persisted by the [`store`], run by
+//! a [`worker::WorkerPool`] through an [`worker::Executor`], and retried by the rules in
+//! [`retry`]. [`recovery`] makes a restart lose nothing. See `ARCHITECTURE.md` for the
+//! map of modules and the invariants they keep.
+
+pub mod job;
+pub mod queue;
+pub mod recovery;
+pub mod retry;
+pub mod store;
+pub mod telemetry;
+pub mod worker;

@@ -1,0 +1,48 @@
+//! Start-up recovery: make the store and the in-memory queue agree before any worker
+//! runs.
+//!
+//! A job that was `running` when the daemon died goes back to `pending` (at-least-once:
+//! it runs again), and every pending job, delayed retries with their `run_at` kept, is
+//! loaded into the queue in dispatch order. The counts are logged.
+
+use chrono::Utc;
+
+use crate::queue::Manager;
+use crate::store::StoreError;
+
+/// What recovery did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Jobs found `running`, now `pending` again.
+    pub reset_running: usize,
+    /// Pending jobs loaded into the queue (including the reset ones).
+    pub loaded: usize,
+    /// Of those, how many wait for a future `run_at`.
+    pub delayed: usize,
+}
+
+/// Recovers the store into `manager`'s queue. Run once, before the workers start.
+pub async fn recover(manager: &Manager) -> Result<RecoveryReport, StoreError> {
+    let now = Utc::now();
+    let recovered = manager.store().recover(now).await?;
+    let delayed = recovered
+        .pending
+        .iter()
+        .filter(|job| job.run_at > now)
+        .count();
+    let report = RecoveryReport {
+        reset_running: recovered.reset_running,
+        loaded: recovered.pending.len(),
+        delayed,
+    };
+    for job in recovered.pending {
+        manager.queue().push(job);
+    }
+    tracing::info!(
+        reset_running = report.reset_running,
+        loaded = report.loaded,
+        delayed = report.delayed,
+        "recovered jobs"
+    );
+    Ok(report)
+}

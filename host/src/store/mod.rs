@@ -1,0 +1,312 @@
+//! The durable job store: the only module that holds SQL or sees rusqlite.
+//!
+//! [`Store`] is a cheap, cloneable handle. All writes go through one writer thread
+//! that owns the single read-write connection and practises **group commit**: it takes
+//! every write waiting in its channel (up to `max_batch`), applies each inside its own
+//! savepoint, commits once, and only then answers each caller. A submit is therefore
+//! acknowledged only after its row is durable, and 64 concurrent submitters share one
+//! fsync instead of paying for 64. Reads run on a small pool of read-only connections
+//! in blocking tasks, so they never wait behind the writer (WAL).
+//!
+//! Every state change is one guarded `UPDATE ... WHERE id = ? AND status = ?`; a
+//! transition whose guard does not hold changes nothing and comes back as
+//! [`StoreError::StaleTransition`]. The public API speaks only domain types
+//! ([`crate::job`]), which is the seam where another backend could later sit.
+
+mod jobs;
+mod schema;
+#[cfg(test)]
+mod tests;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::oneshot;
+
+use crate::job::{JobId, JobStatus};
+
+pub use jobs::{AttemptReport, AttemptRow, Claimed, JobFilter, JobPage, Outcome, RecoveredJobs};
+
+/// How hard SQLite works to make a commit survive power loss.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncMode {
+    /// fsync the WAL on every commit: an acknowledged job survives power loss.
+    #[default]
+    Full,
+    /// fsync only at checkpoints: survives a daemon crash, not power loss.
+    Normal,
+    /// Never fsync: for throwaway data only.
+    Off,
+}
+
+impl SyncMode {
+    fn pragma(self) -> &'static str {
+        match self {
+            SyncMode::Full => "FULL",
+            SyncMode::Normal => "NORMAL",
+            SyncMode::Off => "OFF",
+        }
+    }
+}
+
+/// How to open the store.
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    /// The database file; created with its schema when missing.
+    pub path: PathBuf,
+    /// Commit durability.
+    pub sync: SyncMode,
+    /// How long a statement waits on a lock held by another process.
+    pub busy_timeout: Duration,
+    /// The most writes one commit may carry; 1 turns group commit off.
+    pub max_batch: usize,
+}
+
+impl StoreConfig {
+    /// Defaults for a database at `path`: FULL sync, 5 s busy timeout, batches of 1024.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self {
+            path: path.into(),
+            sync: SyncMode::Full,
+            busy_timeout: Duration::from_secs(5),
+            max_batch: 1024,
+        }
+    }
+}
+
+/// What can go wrong in the store. Callers branch on `StaleTransition` and `NotFound`;
+/// the rest are reported.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// SQLite refused an operation.
+    #[error("database error: {0}")]
+    Database(#[from] rusqlite::Error),
+    /// The commit that carried this write failed; the write did not happen.
+    #[error("database commit failed: {0}")]
+    Commit(String),
+    /// The database was written by a newer daemon.
+    #[error(
+        "database schema version {found} is newer than this daemon supports ({supported}); upgrade honeydewd"
+    )]
+    SchemaTooNew {
+        /// Version found in the file.
+        found: u32,
+        /// Newest version this binary knows.
+        supported: u32,
+    },
+    /// No job has this id.
+    #[error("job {0} not found")]
+    NotFound(JobId),
+    /// A guarded transition found the job in another state and changed nothing.
+    #[error("job {id} is {actual}, not {expected}: transition ignored")]
+    StaleTransition {
+        /// The job.
+        id: JobId,
+        /// The state the transition required.
+        expected: JobStatus,
+        /// The state the job is actually in.
+        actual: JobStatus,
+    },
+    /// A stored value could not be read back (a hand-edited row, say).
+    #[error("corrupt row for job {id}: {reason}")]
+    Corrupt {
+        /// The job's id as stored.
+        id: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// The writer thread is gone or its connection broke; the write did not happen.
+    #[error("the store is closed or its connection failed")]
+    Closed,
+    /// The database file could not be opened or prepared.
+    #[error("cannot open database {path}: {source}")]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: rusqlite::Error,
+    },
+}
+
+type Reply = Box<dyn FnOnce(Result<(), &StoreError>) + Send>;
+/// A write: applies itself and says whether it succeeded (a failed write's savepoint is
+/// rolled back), returning the reply to send once the commit's fate is known.
+type WriteOp = Box<dyn FnOnce(&Connection) -> (bool, Reply) + Send>;
+
+/// Handle to the job database. Clones share the writer thread and the reader pool.
+#[derive(Clone)]
+pub struct Store {
+    writer: mpsc::Sender<WriteOp>,
+    readers: Arc<ReaderPool>,
+}
+
+impl Store {
+    /// Opens (creating if needed) and migrates the database, then starts the writer.
+    pub fn open(config: StoreConfig) -> Result<Self, StoreError> {
+        let opened = |source| StoreError::Open {
+            path: config.path.clone(),
+            source,
+        };
+        let mut conn = Connection::open(&config.path).map_err(opened)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(opened)?;
+        conn.pragma_update(None, "synchronous", config.sync.pragma())
+            .map_err(opened)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(opened)?;
+        conn.busy_timeout(config.busy_timeout).map_err(opened)?;
+        conn.set_prepared_statement_cache_capacity(64);
+        schema::migrate(&mut conn)?;
+
+        let (writer, ops) = mpsc::channel();
+        let max_batch = config.max_batch.max(1);
+        thread::Builder::new()
+            .name("honeydew-store-writer".into())
+            .spawn(move || run_writer(conn, ops, max_batch))
+            .map_err(|err| StoreError::Commit(format!("cannot start writer thread: {err}")))?;
+        Ok(Self {
+            writer,
+            readers: Arc::new(ReaderPool {
+                path: config.path,
+                busy_timeout: config.busy_timeout,
+                idle: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+
+    /// Runs `apply` on the writer connection inside the next group commit and returns
+    /// its value once that commit is durable.
+    async fn write<T, F>(&self, apply: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let op: WriteOp = Box::new(move |conn| {
+            let outcome = apply(conn);
+            let succeeded = outcome.is_ok();
+            let reply: Reply = Box::new(move |commit: Result<(), &StoreError>| {
+                let result = match commit {
+                    Ok(()) => outcome,
+                    Err(err) => Err(StoreError::Commit(err.to_string())),
+                };
+                let _ = tx.send(result);
+            });
+            (succeeded, reply)
+        });
+        self.writer.send(op).map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Runs `query` on a pooled read-only connection in a blocking task.
+    async fn read<T, F>(&self, query: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let readers = Arc::clone(&self.readers);
+        tokio::task::spawn_blocking(move || {
+            let conn = readers.take()?;
+            let result = query(&conn);
+            readers.give_back(conn);
+            result
+        })
+        .await
+        .map_err(|err| StoreError::Commit(format!("reader task failed: {err}")))?
+    }
+
+    /// The database file's path.
+    pub fn path(&self) -> &Path {
+        &self.readers.path
+    }
+}
+
+/// The writer loop: block for one write, gather whatever else is waiting, apply all in
+/// one transaction with a savepoint each, commit, answer.
+fn run_writer(mut conn: Connection, ops: mpsc::Receiver<WriteOp>, max_batch: usize) {
+    let mut batch: Vec<WriteOp> = Vec::with_capacity(max_batch);
+    let mut replies: Vec<Reply> = Vec::with_capacity(max_batch);
+    while let Ok(first) = ops.recv() {
+        batch.push(first);
+        while batch.len() < max_batch {
+            match ops.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        let commit = apply_batch(&mut conn, &mut batch, &mut replies);
+        for reply in replies.drain(..) {
+            reply(commit.as_ref().copied());
+        }
+    }
+}
+
+/// Applies `batch` in one transaction. A write whose savepoint cannot even begin is
+/// dropped, which its caller sees as [`StoreError::Closed`]; that happens only when the
+/// connection itself is broken.
+fn apply_batch(
+    conn: &mut Connection,
+    batch: &mut Vec<WriteOp>,
+    replies: &mut Vec<Reply>,
+) -> Result<(), StoreError> {
+    let mut tx = match conn.transaction() {
+        Ok(tx) => tx,
+        Err(err) => {
+            tracing::error!(error = %err, writes = batch.len(), "cannot begin a store transaction");
+            batch.clear();
+            return Err(err.into());
+        }
+    };
+    for op in batch.drain(..) {
+        let mut savepoint = match tx.savepoint() {
+            Ok(savepoint) => savepoint,
+            Err(err) => {
+                tracing::error!(error = %err, "cannot begin a savepoint; write dropped");
+                continue;
+            }
+        };
+        // Each write commits or rolls back alone: one failing write never spoils the
+        // others in its batch. Its own error travels in its reply.
+        let (succeeded, reply) = op(&savepoint);
+        if succeeded {
+            savepoint.commit()?;
+        } else {
+            savepoint.rollback()?;
+            savepoint.commit()?;
+        }
+        replies.push(reply);
+    }
+    tx.commit().map_err(StoreError::from)
+}
+
+/// Read-only connections, opened on demand and kept for reuse.
+struct ReaderPool {
+    path: PathBuf,
+    busy_timeout: Duration,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl ReaderPool {
+    fn take(&self) -> Result<Connection, StoreError> {
+        if let Some(conn) = self.idle.lock().expect("reader pool poisoned").pop() {
+            return Ok(conn);
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(&self.path, flags)?;
+        conn.busy_timeout(self.busy_timeout)?;
+        conn.set_prepared_statement_cache_capacity(32);
+        Ok(conn)
+    }
+
+    fn give_back(&self, conn: Connection) {
+        let mut idle = self.idle.lock().expect("reader pool poisoned");
+        if idle.len() < 8 {
+            idle.push(conn);
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! The database schema and its migrations, versioned by `PRAGMA user_version`.
+//!
+//! Each entry of [`MIGRATIONS`] moves the schema one version up and runs in its own
+//! transaction; a database newer than this binary is refused rather than guessed at.
+//! The tables are meant to be read by people with `sqlite3`: plain columns, RFC 3339
+//! UTC timestamps as text, `result` and `payload` as TEXT when they are UTF-8.
+
+use rusqlite::Connection;
+
+use super::StoreError;
+
+/// Migration `n` (0-based) takes the schema from version `n` to `n + 1`.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE jobs (
+    id             TEXT PRIMARY KEY NOT NULL,
+    command        TEXT NOT NULL,
+    payload        BLOB NOT NULL,              -- TEXT when the bytes are UTF-8
+    priority       INTEGER NOT NULL DEFAULT 0,
+    status         TEXT NOT NULL CHECK (status IN ('pending', 'running', 'completed', 'failed', 'cancelled')),
+    created_at     TEXT NOT NULL,              -- RFC 3339 UTC, milliseconds
+    run_at         TEXT NOT NULL,              -- not eligible before this instant
+    started_at     TEXT,
+    completed_at   TEXT,
+    result         BLOB,                       -- TEXT when the bytes are UTF-8
+    error          TEXT,
+    error_kind     TEXT,
+    retry_count    INTEGER NOT NULL DEFAULT 0,
+    max_retries    INTEGER NOT NULL DEFAULT 0,
+    plugin_name    TEXT,
+    plugin_version TEXT,
+    plugin_sha256  TEXT,
+    updated_at     TEXT NOT NULL
+);
+-- Recovery and dispatch: pending jobs by priority, then age.
+CREATE INDEX jobs_by_status_priority ON jobs (status, priority DESC, created_at, id);
+-- Listing newest first, optionally by status or command (ids are UUID v7: time order).
+CREATE INDEX jobs_by_status_id ON jobs (status, id DESC);
+CREATE INDEX jobs_by_command_id ON jobs (command, id DESC);
+-- The spec's "recent failures" query.
+CREATE INDEX jobs_by_status_completed ON jobs (status, completed_at DESC);
+
+CREATE TABLE job_attempts (
+    job_id       TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+    attempt      INTEGER NOT NULL,             -- 1 for the first run
+    worker_id    INTEGER,
+    started_at   TEXT NOT NULL,
+    finished_at  TEXT,
+    outcome      TEXT,                         -- completed, failed, retrying, cancelled, interrupted
+    error_kind   TEXT,
+    error        TEXT,
+    duration_ms  INTEGER,
+    fuel_used    INTEGER,
+    PRIMARY KEY (job_id, attempt)
+);
+"#];
+
+/// The schema version this binary writes.
+pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// Brings the database at `conn` up to [`SCHEMA_VERSION`].
+pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let current: u32 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    if current > SCHEMA_VERSION {
+        return Err(StoreError::SchemaTooNew {
+            found: current,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    for (version, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", version as u32 + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}

@@ -1,0 +1,489 @@
+//! The store's test suite: every behaviour callers rely on, against a real database
+//! file. A future backend runs the same checks.
+
+use std::collections::HashSet;
+
+use chrono::{SubsecRound, TimeDelta, Utc};
+use rusqlite::Connection;
+use tempfile::TempDir;
+
+use super::*;
+use crate::job::{ErrorKind, Job, JobStatus, PluginRef};
+
+fn open(dir: &TempDir) -> Store {
+    Store::open(StoreConfig::new(dir.path().join("honeydew.db"))).unwrap()
+}
+
+fn raw(dir: &TempDir) -> Connection {
+    Connection::open(dir.path().join("honeydew.db")).unwrap()
+}
+
+fn job(command: &str, payload: &[u8], priority: i64) -> Job {
+    Job::new(command, payload.to_vec(), priority, 3)
+}
+
+async fn insert_running(store: &Store, job: &Job) -> Claimed {
+    store.insert_job(job.clone()).await.unwrap();
+    store.claim(job.id, 1, Utc::now()).await.unwrap().unwrap()
+}
+
+fn report() -> AttemptReport {
+    AttemptReport {
+        finished_at: Utc::now(),
+        duration_ms: 12,
+        fuel_used: Some(3456),
+        plugin: Some(PluginRef {
+            name: "echo".into(),
+            version: "0.1.0".into(),
+            sha256: "ab".repeat(32),
+        }),
+    }
+}
+
+#[tokio::test]
+async fn inserted_job_reads_back_identically() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let job = job("echo.echo", br#"{"x":1}"#, 7);
+    store.insert_job(job.clone()).await.unwrap();
+    assert_eq!(store.get_job(job.id).await.unwrap(), job);
+}
+
+#[tokio::test]
+async fn unknown_id_is_not_found() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let id = crate::job::JobId::new();
+    assert!(matches!(store.get_job(id).await, Err(StoreError::NotFound(found)) if found == id));
+}
+
+#[tokio::test]
+async fn schema_is_versioned_and_journal_is_wal() {
+    let dir = TempDir::new().unwrap();
+    let _store = open(&dir);
+    let conn = raw(&dir);
+    let version: u32 = conn
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .unwrap();
+    assert_eq!(version, schema::SCHEMA_VERSION);
+    let mode: String = conn
+        .pragma_query_value(None, "journal_mode", |row| row.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+}
+
+#[tokio::test]
+async fn database_from_a_newer_daemon_is_refused() {
+    let dir = TempDir::new().unwrap();
+    drop(open(&dir));
+    raw(&dir)
+        .pragma_update(None, "user_version", schema::SCHEMA_VERSION + 1)
+        .unwrap();
+    let err = Store::open(StoreConfig::new(dir.path().join("honeydew.db")))
+        .err()
+        .unwrap();
+    assert!(
+        err.to_string().contains("newer than this daemon supports"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn utf8_results_are_text_that_json_extract_reads_and_binary_is_blob() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let text_job = job("echo.echo", br#"{"q":"x"}"#, 0);
+    let binary_job = job("echo.echo", &[0xff, 0x00, 0xfe], 0);
+    for (job, result) in [
+        (&text_job, br#"{"count":42}"#.to_vec()),
+        (&binary_job, vec![0xff, 0xfe, 0x00]),
+    ] {
+        let claimed = insert_running(&store, job).await;
+        store
+            .finish(
+                job.id,
+                claimed.attempt,
+                Outcome::Completed(result),
+                report(),
+            )
+            .await
+            .unwrap();
+    }
+    let conn = raw(&dir);
+    let (kind, count): (String, i64) = conn
+        .query_row(
+            "SELECT typeof(result), json_extract(result, '$.count') FROM jobs WHERE id = ?1",
+            [text_job.id.to_string()],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((kind.as_str(), count), ("text", 42));
+    let (kind, payload_kind): (String, String) = conn
+        .query_row(
+            "SELECT typeof(result), typeof(payload) FROM jobs WHERE id = ?1",
+            [binary_job.id.to_string()],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((kind.as_str(), payload_kind.as_str()), ("blob", "blob"));
+    assert_eq!(
+        store.get_job(binary_job.id).await.unwrap().result.unwrap(),
+        vec![0xff, 0xfe, 0x00]
+    );
+}
+
+#[tokio::test]
+async fn the_spec_failed_jobs_query_works_verbatim() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let mut failed = Vec::new();
+    for n in 0..3 {
+        let job = job("github.commits", b"{}", 0);
+        let claimed = insert_running(&store, &job).await;
+        let outcome = Outcome::Failed {
+            kind: ErrorKind::PluginError,
+            error: format!("404 number {n}"),
+        };
+        let mut report = report();
+        report.finished_at = Utc::now() + TimeDelta::seconds(n);
+        store
+            .finish(job.id, claimed.attempt, outcome, report)
+            .await
+            .unwrap();
+        failed.push(job.id.to_string());
+    }
+    store.insert_job(job("echo.echo", b"{}", 0)).await.unwrap();
+    let conn = raw(&dir);
+    let mut statement = conn
+        .prepare(
+            "SELECT id, command, error, created_at, completed_at
+             FROM jobs
+             WHERE status = 'failed'
+             ORDER BY completed_at DESC
+             LIMIT 20;",
+        )
+        .unwrap();
+    let rows: Vec<(String, String, String, String, String)> = statement
+        .query_map([], |row| {
+            Ok((
+                row.get(0)?,
+                row.get(1)?,
+                row.get(2)?,
+                row.get(3)?,
+                row.get(4)?,
+            ))
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let ids: Vec<&str> = rows.iter().map(|row| row.0.as_str()).collect();
+    failed.reverse();
+    assert_eq!(ids, failed.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(rows[0].2, "404 number 2");
+    // Timestamps are RFC 3339 UTC with milliseconds.
+    assert_eq!(rows[0].4.len(), "2026-11-29T15:42:04.123Z".len());
+    assert!(rows[0].4.ends_with('Z'));
+}
+
+#[tokio::test]
+async fn claim_moves_pending_to_running_once_and_opens_an_attempt() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let job = job("echo.echo", b"{}", 0);
+    store.insert_job(job.clone()).await.unwrap();
+    let claimed = store.claim(job.id, 4, Utc::now()).await.unwrap().unwrap();
+    assert_eq!(claimed.attempt, 1);
+    assert_eq!(claimed.job.status, JobStatus::Running);
+    assert!(claimed.job.started_at.is_some());
+    assert!(store.claim(job.id, 5, Utc::now()).await.unwrap().is_none());
+    let attempts = store.attempts(job.id).await.unwrap();
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0].worker_id, Some(4));
+    assert_eq!(attempts[0].outcome, None);
+}
+
+#[tokio::test]
+async fn claim_refuses_a_job_that_is_not_yet_due() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let mut job = job("echo.echo", b"{}", 0);
+    job.run_at = (Utc::now() + TimeDelta::hours(1)).trunc_subsecs(3);
+    store.insert_job(job.clone()).await.unwrap();
+    assert!(store.claim(job.id, 1, Utc::now()).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn a_second_completion_changes_nothing_and_says_so() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let job = job("echo.echo", b"{}", 0);
+    let claimed = insert_running(&store, &job).await;
+    store
+        .finish(
+            job.id,
+            claimed.attempt,
+            Outcome::Completed(b"first".to_vec()),
+            report(),
+        )
+        .await
+        .unwrap();
+    let err = store
+        .finish(
+            job.id,
+            claimed.attempt,
+            Outcome::Completed(b"second".to_vec()),
+            report(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::StaleTransition {
+                expected: JobStatus::Running,
+                actual: JobStatus::Completed,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("is completed, not running"),
+        "{err}"
+    );
+    let stored = store.get_job(job.id).await.unwrap();
+    assert_eq!(stored.result.as_deref(), Some(&b"first"[..]));
+}
+
+#[tokio::test]
+async fn finish_records_the_attempt_and_the_plugin_that_ran_it() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let job = job("echo.echo", b"{}", 0);
+    let claimed = insert_running(&store, &job).await;
+    store
+        .finish(
+            job.id,
+            claimed.attempt,
+            Outcome::Completed(b"ok".to_vec()),
+            report(),
+        )
+        .await
+        .unwrap();
+    let stored = store.get_job(job.id).await.unwrap();
+    assert_eq!(stored.status, JobStatus::Completed);
+    assert_eq!(stored.plugin.unwrap().name, "echo");
+    let attempts = store.attempts(job.id).await.unwrap();
+    assert_eq!(attempts[0].outcome.as_deref(), Some("completed"));
+    assert_eq!(attempts[0].fuel_used, Some(3456));
+    assert_eq!(attempts[0].duration_ms, Some(12));
+}
+
+#[tokio::test]
+async fn retry_goes_back_to_pending_with_a_later_run_at_and_counts() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let job = job("flaky.fail", b"{}", 0);
+    let claimed = insert_running(&store, &job).await;
+    let run_at = (Utc::now() + TimeDelta::seconds(30)).trunc_subsecs(3);
+    let outcome = Outcome::Retry {
+        kind: ErrorKind::PluginError,
+        error: "503".into(),
+        run_at,
+    };
+    store
+        .finish(job.id, claimed.attempt, outcome, report())
+        .await
+        .unwrap();
+    let stored = store.get_job(job.id).await.unwrap();
+    assert_eq!(stored.status, JobStatus::Pending);
+    assert_eq!(stored.retry_count, 1);
+    assert_eq!(stored.run_at, run_at);
+    assert_eq!(stored.error.as_deref(), Some("503"));
+    assert_eq!(stored.completed_at, None);
+    let attempts = store.attempts(job.id).await.unwrap();
+    assert_eq!(attempts[0].outcome.as_deref(), Some("retrying"));
+}
+
+#[tokio::test]
+async fn cancel_pending_works_once_and_refuses_running_jobs() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let pending = job("echo.echo", b"{}", 0);
+    store.insert_job(pending.clone()).await.unwrap();
+    store.cancel_pending(pending.id, Utc::now()).await.unwrap();
+    let stored = store.get_job(pending.id).await.unwrap();
+    assert_eq!(stored.status, JobStatus::Cancelled);
+    assert_eq!(stored.error_kind, Some(ErrorKind::Cancelled));
+    assert!(matches!(
+        store.cancel_pending(pending.id, Utc::now()).await,
+        Err(StoreError::StaleTransition {
+            actual: JobStatus::Cancelled,
+            ..
+        })
+    ));
+    let running = job("echo.echo", b"{}", 0);
+    insert_running(&store, &running).await;
+    assert!(matches!(
+        store.cancel_pending(running.id, Utc::now()).await,
+        Err(StoreError::StaleTransition {
+            actual: JobStatus::Running,
+            ..
+        })
+    ));
+}
+
+#[tokio::test]
+async fn list_filters_by_status_and_command_and_pages_newest_first() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let mut echoes = Vec::new();
+    for _ in 0..5 {
+        let job = job("echo.echo", b"{}", 0);
+        store.insert_job(job.clone()).await.unwrap();
+        echoes.push(job.id);
+    }
+    let other = job("github.commits", b"{}", 0);
+    insert_running(&store, &other).await;
+
+    let page = store
+        .list_jobs(JobFilter {
+            command: Some("echo.echo".into()),
+            limit: 2,
+            ..JobFilter::default()
+        })
+        .await
+        .unwrap();
+    let ids: Vec<_> = page.jobs.iter().map(|job| job.id).collect();
+    assert_eq!(ids, [echoes[4], echoes[3]]);
+    let rest = store
+        .list_jobs(JobFilter {
+            command: Some("echo.echo".into()),
+            limit: 10,
+            cursor: page.next_cursor,
+            ..JobFilter::default()
+        })
+        .await
+        .unwrap();
+    let ids: Vec<_> = rest.jobs.iter().map(|job| job.id).collect();
+    assert_eq!(ids, [echoes[2], echoes[1], echoes[0]]);
+    assert_eq!(rest.next_cursor, None);
+
+    let running = store
+        .list_jobs(JobFilter {
+            status: Some(JobStatus::Running),
+            ..JobFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(running.jobs.len(), 1);
+    assert_eq!(running.jobs[0].id, other.id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_submits_are_all_durable_after_reopening() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let tasks: Vec<_> = (0..64)
+        .map(|task| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut ids = Vec::new();
+                for n in 0..20 {
+                    let job = Job::new("echo.echo", format!("{task}-{n}").into_bytes(), n, 3);
+                    store.insert_job(job.clone()).await.unwrap();
+                    ids.push(job.id);
+                }
+                ids
+            })
+        })
+        .collect();
+    let mut acknowledged = HashSet::new();
+    for task in tasks {
+        acknowledged.extend(task.await.unwrap());
+    }
+    drop(store);
+    let reopened = open(&dir);
+    let recovered = reopened.recover(Utc::now()).await.unwrap();
+    let stored: HashSet<_> = recovered.pending.iter().map(|job| job.id).collect();
+    assert_eq!(acknowledged.len(), 64 * 20);
+    assert_eq!(stored, acknowledged);
+}
+
+#[tokio::test]
+async fn a_failing_write_does_not_spoil_its_batch() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let job = job("echo.echo", b"{}", 0);
+    let duplicate = job.clone();
+    let other = self::job("echo.echo", b"{}", 0);
+    let (first, second, third) = tokio::join!(
+        store.insert_job(job.clone()),
+        store.insert_job(duplicate),
+        store.insert_job(other.clone()),
+    );
+    first.unwrap();
+    assert!(matches!(second, Err(StoreError::Database(_))));
+    third.unwrap();
+    assert!(store.get_job(other.id).await.is_ok());
+}
+
+#[tokio::test]
+async fn recovery_after_a_crash_resets_running_and_keeps_delayed_retries() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let interrupted = job("echo.echo", b"{}", 1);
+    let claimed = insert_running(&store, &interrupted).await;
+    let waiting = job("echo.echo", b"{}", 9);
+    store.insert_job(waiting.clone()).await.unwrap();
+    let retrying = job("flaky.fail", b"{}", 5);
+    let retry_claim = insert_running(&store, &retrying).await;
+    let run_at = (Utc::now() + TimeDelta::minutes(5)).trunc_subsecs(3);
+    store
+        .finish(
+            retrying.id,
+            retry_claim.attempt,
+            Outcome::Retry {
+                kind: ErrorKind::PluginError,
+                error: "503".into(),
+                run_at,
+            },
+            report(),
+        )
+        .await
+        .unwrap();
+    let finished = job("echo.echo", b"{}", 100);
+    let done = insert_running(&store, &finished).await;
+    store
+        .finish(
+            finished.id,
+            done.attempt,
+            Outcome::Completed(vec![]),
+            report(),
+        )
+        .await
+        .unwrap();
+    // The process dies: no shutdown, the handle is simply gone.
+    drop(store);
+
+    let store = open(&dir);
+    let recovered = store.recover(Utc::now()).await.unwrap();
+    assert_eq!(recovered.reset_running, 1);
+    let order: Vec<_> = recovered.pending.iter().map(|job| job.id).collect();
+    assert_eq!(order, [waiting.id, retrying.id, interrupted.id]);
+    assert_eq!(recovered.pending[1].run_at, run_at);
+    assert_eq!(
+        store.get_job(interrupted.id).await.unwrap().status,
+        JobStatus::Pending
+    );
+    let attempts = store.attempts(claimed.job.id).await.unwrap();
+    assert_eq!(attempts[0].outcome.as_deref(), Some("interrupted"));
+    assert_eq!(attempts[0].error_kind, Some(ErrorKind::Shutdown));
+    // The next run of the interrupted job is attempt 2.
+    let again = store
+        .claim(interrupted.id, 1, Utc::now())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.attempt, 2);
+}

@@ -1,0 +1,33 @@
+# Every developer command. Recipes are thin: CI calls the scripts they name.
+
+# List the recipes.
+default:
+    @just --list
+
+# Install the project's tools (apt packages, just, the guest toolchain); idempotent.
+setup:
+    scripts/setup.sh
+
+# Build every plugin under plugins/ into target/plugins/NAME.wasm + NAME.toml.
+plugins:
+    scripts/build-plugins.sh
+
+# Scaffold a new plugin crate under plugins/NAME.
+new-plugin NAME:
+    scripts/new-plugin.sh {{NAME}}
+
+# Build the daemon and the CLI.
+build:
+    cargo build --workspace
+
+# Everything CI runs: format, lints, the whole test suite.
+test:
+    scripts/test.sh
+
+# Run the daemon with the bundled plugins and put a few real jobs through it.
+run:
+    scripts/run.sh
+
+# Throughput and latency benchmarks (figures go into issue notes).
+bench:
+    cargo bench -p honeydew
