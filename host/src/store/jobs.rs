@@ -135,7 +135,8 @@ const JOB_COLUMNS: &str = "id, command, payload, priority, status, created_at, r
 impl Store {
     /// Inserts a new pending job; returns once the row is durable.
     pub async fn insert_job(&self, job: Job) -> Result<(), StoreError> {
-        self.write(move |conn| insert_job(conn, &job)).await
+        self.write_statement(move |conn| insert_job(conn, &job))
+            .await
     }
 
     /// Inserts many jobs in one commit (used by benchmarks and bulk submitters).
@@ -171,7 +172,7 @@ impl Store {
 
     /// Cancels a pending job. [`StoreError::StaleTransition`] when it is not pending.
     pub async fn cancel_pending(&self, id: JobId, now: DateTime<Utc>) -> Result<(), StoreError> {
-        self.write(move |conn| {
+        self.write_statement(move |conn| {
             let changed = conn
                 .prepare_cached(
                     "UPDATE jobs SET status = 'cancelled', error = 'cancelled on request', \

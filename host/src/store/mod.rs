@@ -2,10 +2,10 @@
 //!
 //! [`Store`] is a cheap, cloneable handle. All writes go through one writer thread
 //! that owns the single read-write connection and practises **group commit**: it takes
-//! every write waiting in its channel (up to `max_batch`), applies each inside its own
-//! savepoint, commits once, and only then answers each caller. A submit is therefore
-//! acknowledged only after its row is durable, and 64 concurrent submitters share one
-//! fsync instead of paying for 64. Reads run on a small pool of read-only connections
+//! every write waiting in its channel (up to `max_batch`), applies each (inside its own
+//! savepoint when it has several statements), commits once, and only then answers each
+//! caller. A submit is therefore acknowledged only after its row is durable, and 64
+//! concurrent submitters share one fsync instead of paying for 64. Reads run on a small pool of read-only connections
 //! in blocking tasks, so they never wait behind the writer (WAL).
 //!
 //! Every state change is one guarded `UPDATE ... WHERE id = ? AND status = ?`; a
@@ -134,9 +134,14 @@ pub enum StoreError {
 }
 
 type Reply = Box<dyn FnOnce(Result<(), &StoreError>) + Send>;
-/// A write: applies itself and says whether it succeeded (a failed write's savepoint is
-/// rolled back), returning the reply to send once the commit's fate is known.
-type WriteOp = Box<dyn FnOnce(&Connection) -> (bool, Reply) + Send>;
+/// A write: applies itself and says whether it succeeded, returning the reply to send
+/// once the commit's fate is known.
+struct WriteOp {
+    apply: Box<dyn FnOnce(&Connection) -> (bool, Reply) + Send>,
+    /// Whether the write runs several statements and so needs a savepoint to stay
+    /// atomic; a single statement is atomic by itself and skips that cost.
+    compound: bool,
+}
 
 /// Handle to the job database. Clones share the writer thread and the reader pool.
 #[derive(Clone)]
@@ -179,15 +184,33 @@ impl Store {
         })
     }
 
-    /// Runs `apply` on the writer connection inside the next group commit and returns
-    /// its value once that commit is durable.
+    /// Runs `apply` (one SQL statement) on the writer connection inside the next group
+    /// commit and returns its value once that commit is durable.
+    async fn write_statement<T, F>(&self, apply: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.submit_write(apply, false).await
+    }
+
+    /// Like [`Store::write_statement`] for a write of several statements, which then
+    /// commits or rolls back as one.
     async fn write<T, F>(&self, apply: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
+        self.submit_write(apply, true).await
+    }
+
+    async fn submit_write<T, F>(&self, apply: F, compound: bool) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
         let (tx, rx) = oneshot::channel();
-        let op: WriteOp = Box::new(move |conn| {
+        let apply = Box::new(move |conn: &Connection| {
             let outcome = apply(conn);
             let succeeded = outcome.is_ok();
             let reply: Reply = Box::new(move |commit: Result<(), &StoreError>| {
@@ -199,7 +222,8 @@ impl Store {
             });
             (succeeded, reply)
         });
-        self.writer.send(op).map_err(|_| StoreError::Closed)?;
+        self.writer
+            .send(WriteOp { apply, compound }).map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -227,7 +251,7 @@ impl Store {
 }
 
 /// The writer loop: block for one write, gather whatever else is waiting, apply all in
-/// one transaction with a savepoint each, commit, answer.
+/// one transaction, commit, answer.
 fn run_writer(mut conn: Connection, ops: mpsc::Receiver<WriteOp>, max_batch: usize) {
     let mut batch: Vec<WriteOp> = Vec::with_capacity(max_batch);
     let mut replies: Vec<Reply> = Vec::with_capacity(max_batch);
@@ -263,6 +287,13 @@ fn apply_batch(
         }
     };
     for op in batch.drain(..) {
+        // Each write commits or rolls back alone: one failing write never spoils the
+        // others in its batch. Its own error travels in its reply.
+        if !op.compound {
+            let (_, reply) = (op.apply)(&tx);
+            replies.push(reply);
+            continue;
+        }
         let mut savepoint = match tx.savepoint() {
             Ok(savepoint) => savepoint,
             Err(err) => {
@@ -270,9 +301,7 @@ fn apply_batch(
                 continue;
             }
         };
-        // Each write commits or rolls back alone: one failing write never spoils the
-        // others in its batch. Its own error travels in its reply.
-        let (succeeded, reply) = op(&savepoint);
+        let (succeeded, reply) = (op.apply)(&savepoint);
         if succeeded {
             savepoint.commit()?;
         } else {

@@ -31,13 +31,13 @@ CREATE TABLE jobs (
     plugin_sha256  TEXT,
     updated_at     TEXT NOT NULL
 );
--- Recovery and dispatch: pending jobs by priority, then age.
-CREATE INDEX jobs_by_status_priority ON jobs (status, priority DESC, created_at, id);
+-- Recovery and dispatch: pending jobs by priority, then age (finished jobs leave it).
+CREATE INDEX jobs_pending_by_priority ON jobs (priority DESC, created_at, id) WHERE status = 'pending';
 -- Listing newest first, optionally by status or command (ids are UUID v7: time order).
 CREATE INDEX jobs_by_status_id ON jobs (status, id DESC);
 CREATE INDEX jobs_by_command_id ON jobs (command, id DESC);
--- The spec's "recent failures" query.
-CREATE INDEX jobs_by_status_completed ON jobs (status, completed_at DESC);
+-- The spec's "recent failures" query; submits never touch it.
+CREATE INDEX jobs_failed_by_completed ON jobs (completed_at DESC) WHERE status = 'failed';
 
 CREATE TABLE job_attempts (
     job_id       TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
