@@ -189,13 +189,17 @@ impl Manager {
     /// Persists a new job and queues it; returns its id once the row is durable.
     pub async fn submit(&self, request: SubmitRequest) -> Result<JobId, SubmitError> {
         let job = self.new_job(request)?;
-        let id = job.id;
-        let (command, priority) = (job.command.clone(), job.priority);
         self.store.insert_job(job.clone()).await?;
-        self.queue.push(QueuedJob::from(&job));
-        tracing::info!(job_id = %id, command = %command, priority, "job submitted");
-        self.publish(&job, 0);
-        Ok(id)
+        self.accept(&job);
+        Ok(job.id)
+    }
+
+    /// Queues a job whose row the caller has just made durable (the scheduler inserts
+    /// it together with its trigger record), logs and publishes it.
+    pub fn accept(&self, job: &Job) {
+        self.queue.push(QueuedJob::from(job));
+        tracing::info!(job_id = %job.id, command = %job.command, priority = job.priority, "job submitted");
+        self.publish(job, 0);
     }
 
     /// Validates a request and builds its job, without storing anything.

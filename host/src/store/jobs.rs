@@ -356,7 +356,7 @@ pub struct AttemptRow {
     pub fuel_used: Option<u64>,
 }
 
-fn insert_job(conn: &Connection, job: &Job) -> Result<(), StoreError> {
+pub(super) fn insert_job(conn: &Connection, job: &Job) -> Result<(), StoreError> {
     conn.prepare_cached(
         "INSERT INTO jobs (id, command, payload, priority, status, created_at, run_at, \
          retry_count, max_retries, updated_at) \
@@ -549,7 +549,7 @@ fn read_job(row: &Row<'_>) -> rusqlite::Result<Result<Job, StoreError>> {
     })())
 }
 
-fn bytes(value: ValueRef<'_>) -> Vec<u8> {
+pub(super) fn bytes(value: ValueRef<'_>) -> Vec<u8> {
     match value {
         ValueRef::Text(text) | ValueRef::Blob(text) => text.to_vec(),
         ValueRef::Integer(n) => n.to_string().into_bytes(),
@@ -558,14 +558,14 @@ fn bytes(value: ValueRef<'_>) -> Vec<u8> {
     }
 }
 
-fn parse_id(id: &str) -> Result<JobId, StoreError> {
+pub(super) fn parse_id(id: &str) -> Result<JobId, StoreError> {
     id.parse().map_err(|err| StoreError::Corrupt {
         id: id.to_owned(),
         reason: format!("bad id: {err}"),
     })
 }
 
-fn parse_time(id: &str, text: &str) -> Result<DateTime<Utc>, StoreError> {
+pub(super) fn parse_time(id: &str, text: &str) -> Result<DateTime<Utc>, StoreError> {
     DateTime::parse_from_rfc3339(text)
         .map(|time| time.with_timezone(&Utc))
         .map_err(|err| StoreError::Corrupt {
@@ -575,7 +575,7 @@ fn parse_time(id: &str, text: &str) -> Result<DateTime<Utc>, StoreError> {
 }
 
 /// A job id bound as TEXT.
-struct Text(JobId);
+pub(super) struct Text(pub(super) JobId);
 
 impl ToSql for Text {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
@@ -584,7 +584,7 @@ impl ToSql for Text {
 }
 
 /// A timestamp bound as RFC 3339 UTC text with milliseconds.
-struct Time(DateTime<Utc>);
+pub(super) struct Time(pub(super) DateTime<Utc>);
 
 impl ToSql for Time {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
@@ -595,7 +595,7 @@ impl ToSql for Time {
 }
 
 /// Bytes bound as TEXT when they are UTF-8, BLOB otherwise.
-struct Bytes<'a>(&'a [u8]);
+pub(super) struct Bytes<'a>(pub(super) &'a [u8]);
 
 impl ToSql for Bytes<'_> {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {

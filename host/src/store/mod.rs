@@ -14,6 +14,7 @@
 //! ([`crate::job`]), which is the seam where another backend could later sit.
 
 mod jobs;
+mod schedules;
 mod schema;
 #[cfg(test)]
 mod tests;
@@ -102,6 +103,12 @@ pub enum StoreError {
     /// No job has this id.
     #[error("job {0} not found")]
     NotFound(JobId),
+    /// No schedule has this name or id.
+    #[error("no schedule named or with id {0:?}")]
+    ScheduleNotFound(String),
+    /// Another schedule already has this name.
+    #[error("a schedule named {0:?} already exists")]
+    DuplicateSchedule(String),
     /// A guarded transition found the job in another state and changed nothing.
     #[error("job {id} is {actual}, not {expected}: transition ignored")]
     StaleTransition {
@@ -134,10 +141,12 @@ pub enum StoreError {
 }
 
 type Reply = Box<dyn FnOnce(Result<(), &StoreError>) + Send>;
+/// Runs a write's statements; says whether they succeeded and what to answer.
+type Apply = Box<dyn FnOnce(&Connection) -> (bool, Reply) + Send>;
 /// A write: applies itself and says whether it succeeded, returning the reply to send
 /// once the commit's fate is known.
 struct WriteOp {
-    apply: Box<dyn FnOnce(&Connection) -> (bool, Reply) + Send>,
+    apply: Apply,
     /// Whether the write runs several statements and so needs a savepoint to stay
     /// atomic; a single statement is atomic by itself and skips that cost.
     compound: bool,
@@ -223,7 +232,8 @@ impl Store {
             (succeeded, reply)
         });
         self.writer
-            .send(WriteOp { apply, compound }).map_err(|_| StoreError::Closed)?;
+            .send(WriteOp { apply, compound })
+            .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 

@@ -10,7 +10,8 @@ use rusqlite::Connection;
 use super::StoreError;
 
 /// Migration `n` (0-based) takes the schema from version `n` to `n + 1`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE jobs (
     id             TEXT PRIMARY KEY NOT NULL,
     command        TEXT NOT NULL,
@@ -52,7 +53,27 @@ CREATE TABLE job_attempts (
     fuel_used    INTEGER,
     PRIMARY KEY (job_id, attempt)
 );
-"#];
+"#,
+    r#"
+CREATE TABLE schedules (
+    id                 TEXT PRIMARY KEY NOT NULL,
+    name               TEXT NOT NULL UNIQUE,
+    cron_expr          TEXT NOT NULL,             -- as given: 5 fields, or 6 with seconds
+    timezone           TEXT NOT NULL DEFAULT 'UTC', -- IANA name
+    command            TEXT NOT NULL,
+    payload            BLOB NOT NULL,             -- TEXT when the bytes are UTF-8
+    priority           INTEGER NOT NULL DEFAULT 0,
+    max_retries        INTEGER,                   -- NULL: the plugin's or daemon's default
+    misfire            TEXT NOT NULL DEFAULT 'skip' CHECK (misfire IN ('skip', 'run_once')),
+    enabled            INTEGER NOT NULL DEFAULT 1,
+    created_at         TEXT NOT NULL,
+    last_run_at        TEXT,
+    next_run_at        TEXT,
+    last_job_id        TEXT,
+    last_scheduled_for TEXT                       -- the instant of the last trigger (dedup)
+);
+"#,
+];
 
 /// The schema version this binary writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;

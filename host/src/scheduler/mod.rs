@@ -1,0 +1,301 @@
+//! The cron scheduler: persisted schedules that submit jobs by themselves.
+//!
+//! [`Scheduler`] wraps `tokio-cron-scheduler` for the timing, while our own `schedules`
+//! table (through [`crate::store`]) is the source of truth: schedules are loaded from it
+//! at start, written to it on add and remove, and every trigger records its instant
+//! there together with the job it submits, in one transaction, so an instant fires at
+//! most once even across a restart. Instants missed while the daemon was down follow
+//! the schedule's [`MisfirePolicy`]. The cron arithmetic lives in [`model`], free of I/O.
+
+mod model;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+
+use chrono::{DateTime, Utc};
+use tokio_cron_scheduler::{Job as CronJob, JobScheduler};
+use uuid::Uuid;
+
+use crate::job::JobId;
+use crate::queue::{Manager, SubmitRequest};
+use crate::store::StoreError;
+
+pub use model::{
+    CronSpec, Misfire, MisfirePolicy, Schedule, ScheduleError, misfire, validate_name,
+};
+
+/// A schedule to add.
+#[derive(Clone, Debug, Default)]
+pub struct NewSchedule {
+    /// Unique name.
+    pub name: String,
+    /// 5 fields, or 6 with seconds first.
+    pub cron_expr: String,
+    /// IANA zone; UTC when `None`.
+    pub timezone: Option<String>,
+    /// `plugin.command` to submit.
+    pub command: String,
+    /// Payload of each job.
+    pub payload: Vec<u8>,
+    /// Priority of each job.
+    pub priority: i64,
+    /// Retries of each job.
+    pub max_retries: Option<u32>,
+    /// What to do about instants missed while down.
+    pub misfire: MisfirePolicy,
+}
+
+/// What start-up did with the stored schedules.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LoadReport {
+    /// Schedules registered with the cron library.
+    pub loaded: usize,
+    /// Schedules whose missed instants were skipped.
+    pub skipped: usize,
+    /// Jobs submitted for missed instants (`run_once`).
+    pub caught_up: usize,
+    /// Schedules that could not be registered (logged with the reason).
+    pub broken: usize,
+}
+
+/// Persisted cron schedules driving job submission.
+pub struct Scheduler {
+    manager: Arc<Manager>,
+    cron: JobScheduler,
+    /// Our schedule id -> the cron library's job id.
+    entries: Mutex<HashMap<Uuid, Uuid>>,
+    this: Weak<Scheduler>,
+}
+
+impl Scheduler {
+    /// A scheduler submitting through `manager`; nothing fires until [`Scheduler::start`].
+    pub async fn new(manager: Arc<Manager>) -> Result<Arc<Self>, ScheduleError> {
+        let cron = JobScheduler::new().await.map_err(library)?;
+        Ok(Arc::new_cyclic(|this| Self {
+            manager,
+            cron,
+            entries: Mutex::new(HashMap::new()),
+            this: this.clone(),
+        }))
+    }
+
+    /// Loads the stored schedules (applying misfire policies as of now) and starts
+    /// firing.
+    pub async fn start(&self) -> Result<LoadReport, ScheduleError> {
+        let report = self.load_schedules(Utc::now()).await?;
+        self.cron.start().await.map_err(library)?;
+        tracing::info!(
+            loaded = report.loaded,
+            skipped = report.skipped,
+            caught_up = report.caught_up,
+            broken = report.broken,
+            "scheduler started"
+        );
+        Ok(report)
+    }
+
+    /// Stops firing. Stored schedules stay for the next start.
+    pub async fn stop(&self) {
+        let mut cron = self.cron.clone();
+        if let Err(err) = cron.shutdown().await {
+            tracing::warn!(error = %err, "cron scheduler did not shut down cleanly");
+        }
+    }
+
+    /// Registers every stored, enabled schedule, first settling instants missed before
+    /// `now` by each schedule's misfire policy.
+    pub async fn load_schedules(&self, now: DateTime<Utc>) -> Result<LoadReport, ScheduleError> {
+        let mut report = LoadReport::default();
+        for schedule in self.manager.store().list_schedules().await? {
+            if !schedule.enabled {
+                continue;
+            }
+            let spec = match CronSpec::parse(&schedule.cron_expr, &schedule.timezone) {
+                Ok(spec) => spec,
+                Err(err) => {
+                    tracing::error!(schedule_id = %schedule.id, schedule_name = %schedule.name, error = %err, "stored schedule is invalid; not loaded");
+                    report.broken += 1;
+                    continue;
+                }
+            };
+            match misfire(&schedule, &spec, now) {
+                Misfire::None => {}
+                Misfire::Skip { missed, next } => {
+                    tracing::warn!(schedule_id = %schedule.id, schedule_name = %schedule.name, missed, "schedule missed runs while the daemon was down; skipped (misfire policy skip)");
+                    self.manager
+                        .store()
+                        .set_schedule_next_run(schedule.id, next)
+                        .await?;
+                    report.skipped += 1;
+                }
+                Misfire::RunOnce { missed, instant } => {
+                    tracing::warn!(schedule_id = %schedule.id, schedule_name = %schedule.name, missed, "schedule missed runs while the daemon was down; running once (misfire policy run_once)");
+                    let next = spec.next_after(now);
+                    if self.trigger(&schedule, instant, next).await?.is_some() {
+                        report.caught_up += 1;
+                    }
+                }
+            }
+            match self.register(&schedule, &spec).await {
+                Ok(()) => report.loaded += 1,
+                Err(err) => {
+                    tracing::error!(schedule_id = %schedule.id, schedule_name = %schedule.name, error = %err, "cannot register schedule");
+                    report.broken += 1;
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Validates, stores and registers a schedule.
+    pub async fn add_schedule(&self, new: NewSchedule) -> Result<Schedule, ScheduleError> {
+        validate_name(&new.name)?;
+        let timezone = new.timezone.unwrap_or_else(|| "UTC".to_owned());
+        let spec = CronSpec::parse(&new.cron_expr, &timezone)?;
+        // The same checks as a submit: well-formed, served command, payload size.
+        self.manager.new_job(SubmitRequest {
+            command: new.command.clone(),
+            payload: new.payload.clone(),
+            priority: new.priority,
+            max_retries: new.max_retries,
+        })?;
+        let now = Utc::now();
+        let schedule = Schedule {
+            id: Uuid::now_v7(),
+            name: new.name,
+            cron_expr: new.cron_expr,
+            timezone,
+            command: new.command,
+            payload: new.payload,
+            priority: new.priority,
+            max_retries: new.max_retries,
+            misfire: new.misfire,
+            enabled: true,
+            created_at: now,
+            last_run_at: None,
+            next_run_at: spec.next_after(now),
+            last_job_id: None,
+            last_scheduled_for: None,
+        };
+        self.manager
+            .store()
+            .insert_schedule(schedule.clone())
+            .await
+            .map_err(|err| match err {
+                StoreError::DuplicateSchedule(name) => ScheduleError::DuplicateName(name),
+                other => other.into(),
+            })?;
+        if let Err(err) = self.register(&schedule, &spec).await {
+            // Keep the table the truth: a schedule that cannot fire is not kept.
+            let _ = self
+                .manager
+                .store()
+                .delete_schedule(schedule.id.to_string())
+                .await;
+            return Err(err);
+        }
+        tracing::info!(schedule_id = %schedule.id, schedule_name = %schedule.name, cron = %schedule.cron_expr, timezone = %schedule.timezone, command = %schedule.command, "schedule added");
+        Ok(schedule)
+    }
+
+    /// Removes the schedule named `key` (or with id `key`); it fires no more.
+    pub async fn remove_schedule(&self, key: &str) -> Result<Schedule, ScheduleError> {
+        let schedule = self
+            .manager
+            .store()
+            .delete_schedule(key.to_owned())
+            .await
+            .map_err(|err| match err {
+                StoreError::ScheduleNotFound(key) => ScheduleError::NotFound(key),
+                other => other.into(),
+            })?;
+        let entry = self.lock_entries().remove(&schedule.id);
+        if let Some(entry) = entry {
+            self.cron.remove(&entry).await.map_err(library)?;
+        }
+        tracing::info!(schedule_id = %schedule.id, schedule_name = %schedule.name, "schedule removed");
+        Ok(schedule)
+    }
+
+    /// Every stored schedule, by name.
+    pub async fn list_schedules(&self) -> Result<Vec<Schedule>, ScheduleError> {
+        Ok(self.manager.store().list_schedules().await?)
+    }
+
+    /// Submits `schedule`'s job for `instant` unless that instant already fired, and
+    /// moves `next_run_at` to `next`. Returns the new job's id, or `None` for a repeat.
+    pub async fn trigger(
+        &self,
+        schedule: &Schedule,
+        instant: DateTime<Utc>,
+        next: Option<DateTime<Utc>>,
+    ) -> Result<Option<JobId>, ScheduleError> {
+        let job = self.manager.new_job(SubmitRequest {
+            command: schedule.command.clone(),
+            payload: schedule.payload.clone(),
+            priority: schedule.priority,
+            max_retries: schedule.max_retries,
+        })?;
+        let fresh = self
+            .manager
+            .store()
+            .trigger_schedule(schedule.id, instant, next, job.clone())
+            .await?;
+        if !fresh {
+            tracing::debug!(schedule_id = %schedule.id, scheduled_for = %instant, "instant already triggered");
+            return Ok(None);
+        }
+        self.manager.accept(&job);
+        tracing::info!(schedule_id = %schedule.id, schedule_name = %schedule.name, job_id = %job.id, "schedule triggered");
+        Ok(Some(job.id))
+    }
+
+    /// Called by the cron library when a schedule's instant comes.
+    async fn fire(&self, schedule_id: Uuid) {
+        let now = Utc::now();
+        let schedule = match self.manager.store().get_schedule(schedule_id).await {
+            Ok(schedule) => schedule,
+            // Removed meanwhile: nothing to do.
+            Err(StoreError::ScheduleNotFound(_)) => return,
+            Err(err) => {
+                tracing::error!(schedule_id = %schedule_id, error = %err, "schedule trigger failed");
+                return;
+            }
+        };
+        let outcome = match CronSpec::parse(&schedule.cron_expr, &schedule.timezone) {
+            Ok(spec) => match spec.latest_at_or_before(now) {
+                Some(instant) => self.trigger(&schedule, instant, spec.next_after(now)).await,
+                None => return,
+            },
+            Err(err) => Err(err),
+        };
+        if let Err(err) = outcome {
+            tracing::error!(schedule_id = %schedule.id, schedule_name = %schedule.name, error = %err, "schedule trigger failed");
+        }
+    }
+
+    async fn register(&self, schedule: &Schedule, spec: &CronSpec) -> Result<(), ScheduleError> {
+        let this = self.this.clone();
+        let schedule_id = schedule.id;
+        let job = CronJob::new_async_tz(spec.library_form(), spec.zone(), move |_, _| {
+            let this = this.clone();
+            Box::pin(async move {
+                if let Some(scheduler) = this.upgrade() {
+                    scheduler.fire(schedule_id).await;
+                }
+            })
+        })
+        .map_err(library)?;
+        let entry = self.cron.add(job).await.map_err(library)?;
+        self.lock_entries().insert(schedule.id, entry);
+        Ok(())
+    }
+
+    fn lock_entries(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Uuid>> {
+        self.entries.lock().expect("schedule entries poisoned")
+    }
+}
+
+fn library(err: tokio_cron_scheduler::JobSchedulerError) -> ScheduleError {
+    ScheduleError::Scheduler(err.to_string())
+}
