@@ -9,6 +9,7 @@ pub mod job;
 pub mod queue;
 pub mod recovery;
 pub mod retry;
+pub mod runtime;
 pub mod scheduler;
 pub mod store;
 pub mod telemetry;

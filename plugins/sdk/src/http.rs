@@ -384,6 +384,11 @@ fn transport_error(code: ErrorCode) -> PluginError {
             "HTTP request denied: the plugin's manifest does not grant this destination",
         ),
         ErrorCode::HttpRequestUriInvalid => PluginError::permanent("HTTP request URI invalid"),
+        // The host caps response bodies; the same request would meet the same cap.
+        ErrorCode::HttpResponseBodySize(size) => PluginError::permanent(match size {
+            Some(size) => format!("HTTP response body of {size} bytes is over the host's limit"),
+            None => "HTTP response body is over the host's limit".to_owned(),
+        }),
         code => PluginError::retriable(format!("HTTP transport error: {code:?}")),
     }
 }

@@ -1,0 +1,16 @@
+//! Generated host bindings of the `honeydew:plugin/plugin` world (`wit/plugin.wit`).
+//!
+//! Only `bindgen!` output lives here. The WASI interfaces the world imports are
+//! provided by wasmtime-wasi, wasmtime-wasi-http and wasmtime-wasi-config (see
+//! `engine`), so their generated types are mapped to those crates' own.
+
+wasmtime::component::bindgen!({
+    path: "../wit",
+    world: "honeydew:plugin/plugin",
+    exports: { default: async },
+    with: {
+        "wasi:io": wasmtime_wasi::p2::bindings::io,
+        "wasi:clocks": wasmtime_wasi::p2::bindings::clocks,
+        "wasi:http": wasmtime_wasi_http::p2::bindings::http,
+    },
+});

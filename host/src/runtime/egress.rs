@@ -1,0 +1,487 @@
+//! Outgoing HTTP policy: which hosts a plugin may reach, which credentials the host
+//! adds on its behalf, how much of a response it may read and how long it may wait.
+//!
+//! [`EgressHooks`] is wasmtime-wasi-http's send hook for one job. Every request a guest
+//! sends passes through it before any connection is made: a request to a host that no
+//! `allowed_hosts` entry matches is refused (the guest gets `HTTP-request-denied`) and
+//! recorded so that the sandbox ends the job `egress_denied`; an allowed one gets its
+//! `[[auth]]` headers (replacing any the guest set under the same name), timeouts no
+//! longer than the job's remaining deadline, and a capped response body. This file
+//! must not log header values: auth values are secrets.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use http::{HeaderName, HeaderValue, Uri};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
+
+/// One `scheme://host[:port]` entry: the host may start with `*.` (any subdomain, not
+/// the bare domain); the port may be `*`; no port means the scheme's default.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct HostPattern {
+    text: String,
+    scheme: Scheme,
+    host: HostMatch,
+    port: PortMatch,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Scheme {
+    Http,
+    Https,
+}
+
+impl Scheme {
+    fn parse(text: &str) -> Option<Scheme> {
+        match text.to_ascii_lowercase().as_str() {
+            "http" => Some(Scheme::Http),
+            "https" => Some(Scheme::Https),
+            _ => None,
+        }
+    }
+
+    fn default_port(self) -> u16 {
+        match self {
+            Scheme::Http => 80,
+            Scheme::Https => 443,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum HostMatch {
+    /// Exactly this host (lowercase, no trailing dot).
+    Exact(String),
+    /// Any subdomain of this domain.
+    Subdomains(String),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PortMatch {
+    Any,
+    Exact(u16),
+}
+
+impl HostPattern {
+    /// Parses `scheme://host[:port]`.
+    pub(super) fn parse(text: &str) -> anyhow::Result<HostPattern> {
+        let Some((scheme, rest)) = text.split_once("://") else {
+            bail!("expected scheme://host[:port], such as \"https://api.github.com\"");
+        };
+        let scheme = Scheme::parse(scheme)
+            .with_context(|| format!("the scheme must be http or https, not {scheme:?}"))?;
+        if rest.contains(['/', '?', '#', '@']) {
+            bail!("an entry names a host and port only: no path, query or user");
+        }
+        let (host, port) = if let Some(bracketed) = rest.strip_prefix('[') {
+            let Some((address, after)) = bracketed.split_once(']') else {
+                bail!("unclosed '[' in an IPv6 address");
+            };
+            let port = match after {
+                "" => None,
+                after => Some(after.strip_prefix(':').context("expected ':' after ']'")?),
+            };
+            (format!("[{}]", address.to_ascii_lowercase()), port)
+        } else {
+            match rest.rsplit_once(':') {
+                Some((host, port)) => (host.to_ascii_lowercase(), Some(port)),
+                None => (rest.to_ascii_lowercase(), None),
+            }
+        };
+        let port = match port {
+            None => PortMatch::Exact(scheme.default_port()),
+            Some("*") => PortMatch::Any,
+            Some(port) => PortMatch::Exact(
+                port.parse()
+                    .ok()
+                    .filter(|port| *port > 0)
+                    .with_context(|| format!("invalid port {port:?}: a number or *"))?,
+            ),
+        };
+        let host = host.trim_end_matches('.');
+        let host = match host.strip_prefix("*.") {
+            Some(domain) => HostMatch::Subdomains(domain.to_owned()),
+            None => HostMatch::Exact(host.to_owned()),
+        };
+        let name = match &host {
+            HostMatch::Exact(name) | HostMatch::Subdomains(name) => name,
+        };
+        let valid_name = !name.is_empty()
+            && (name.starts_with('[')
+                || (name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+                    && !name.split('.').any(str::is_empty)));
+        if !valid_name {
+            bail!("invalid host {name:?} (a '*.' prefix is the only wildcard)");
+        }
+        Ok(HostPattern {
+            text: text.to_owned(),
+            scheme,
+            host,
+            port,
+        })
+    }
+
+    /// Whether a request to `uri` matches this entry.
+    fn matches(&self, uri: &Uri) -> bool {
+        let Some(scheme) = uri.scheme_str().and_then(Scheme::parse) else {
+            return false;
+        };
+        let Some(host) = uri.host() else {
+            return false;
+        };
+        let host = host.to_ascii_lowercase();
+        let host = host.trim_end_matches('.');
+        let port = uri.port_u16().unwrap_or(scheme.default_port());
+        scheme == self.scheme
+            && match self.port {
+                PortMatch::Any => true,
+                PortMatch::Exact(allowed) => allowed == port,
+            }
+            && match &self.host {
+                HostMatch::Exact(allowed) => allowed == host,
+                HostMatch::Subdomains(domain) => host
+                    .strip_suffix(domain.as_str())
+                    .is_some_and(|prefix| prefix.len() > 1 && prefix.ends_with('.')),
+            }
+    }
+
+    /// Whether every request this entry matches is also matched by `other`.
+    pub(super) fn is_within(&self, other: &HostPattern) -> bool {
+        let port_within = match (self.port, other.port) {
+            (_, PortMatch::Any) => true,
+            (PortMatch::Exact(mine), PortMatch::Exact(theirs)) => mine == theirs,
+            (PortMatch::Any, PortMatch::Exact(_)) => false,
+        };
+        let host_within = match (&self.host, &other.host) {
+            (HostMatch::Exact(mine), HostMatch::Exact(theirs)) => mine == theirs,
+            (
+                HostMatch::Exact(name) | HostMatch::Subdomains(name),
+                HostMatch::Subdomains(domain),
+            ) => {
+                name.strip_suffix(domain.as_str())
+                    .is_some_and(|prefix| prefix.ends_with('.'))
+                    || matches!(&self.host, HostMatch::Subdomains(mine) if mine == domain)
+            }
+            (HostMatch::Subdomains(_), HostMatch::Exact(_)) => false,
+        };
+        self.scheme == other.scheme && port_within && host_within
+    }
+}
+
+impl fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+/// A header the host adds to requests matching `host`. Its value is a secret.
+#[derive(Clone)]
+pub(super) struct AuthHeader {
+    host: HostPattern,
+    name: HeaderName,
+    value: HeaderValue,
+}
+
+impl AuthHeader {
+    pub(super) fn new(host: HostPattern, name: HeaderName, value: HeaderValue) -> Self {
+        Self { host, name, value }
+    }
+
+    #[cfg(test)]
+    pub(super) fn value(&self) -> &HeaderValue {
+        &self.value
+    }
+}
+
+impl fmt::Debug for AuthHeader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthHeader")
+            .field("host", &self.host.text)
+            .field("name", &self.name)
+            .field("value", &"(hidden)")
+            .finish()
+    }
+}
+
+/// One plugin's egress policy, shared by all its jobs.
+#[derive(Debug)]
+pub(super) struct EgressPolicy {
+    plugin: String,
+    allowed: Vec<HostPattern>,
+    auth: Vec<AuthHeader>,
+    max_response_body_bytes: usize,
+}
+
+impl EgressPolicy {
+    pub(super) fn new(
+        plugin: String,
+        allowed: Vec<HostPattern>,
+        auth: Vec<AuthHeader>,
+        max_response_body_bytes: usize,
+    ) -> Self {
+        Self {
+            plugin,
+            allowed,
+            auth,
+            max_response_body_bytes,
+        }
+    }
+
+    /// A policy that lets nothing out (used while a plugin is being loaded).
+    pub(super) fn deny_all(plugin: String) -> Self {
+        Self::new(plugin, Vec::new(), Vec::new(), 0)
+    }
+
+    fn allows(&self, uri: &Uri) -> bool {
+        self.allowed.iter().any(|pattern| pattern.matches(uri))
+    }
+}
+
+/// The send hook of one job: enforces `policy` and remembers a refusal.
+pub(super) struct EgressHooks {
+    policy: Arc<EgressPolicy>,
+    deadline: Instant,
+    denied: Option<String>,
+}
+
+impl EgressHooks {
+    /// Hooks for a job that must be over by `deadline`.
+    pub(super) fn new(policy: Arc<EgressPolicy>, deadline: Instant) -> Self {
+        Self {
+            policy,
+            deadline,
+            denied: None,
+        }
+    }
+
+    /// The first URL this job was refused, if any.
+    pub(super) fn denied(&self) -> Option<&str> {
+        self.denied.as_deref()
+    }
+
+    /// The guest's timeouts, each cut to what is left of the job's deadline.
+    fn clamp(&self, options: Option<RequestOptions>) -> RequestOptions {
+        let remaining = self.deadline.saturating_duration_since(Instant::now());
+        let clamp =
+            |timeout: Option<Duration>| Some(timeout.map_or(remaining, |t| t.min(remaining)));
+        let options = options.unwrap_or_default();
+        RequestOptions {
+            connect_timeout: clamp(options.connect_timeout),
+            first_byte_timeout: clamp(options.first_byte_timeout),
+            between_bytes_timeout: clamp(options.between_bytes_timeout),
+        }
+    }
+}
+
+type HttpResult<T> = Result<T, HttpError>;
+type IoFuture = Box<dyn Future<Output = HttpResult<()>> + Send>;
+
+impl WasiHttpHooks for EgressHooks {
+    fn send_request(
+        &mut self,
+        mut request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        _fut: IoFuture,
+    ) -> Box<dyn Future<Output = HttpResult<(http::Response<WasiBody>, IoFuture)>> + Send> {
+        let url = request.uri().to_string();
+        let plugin = self.policy.plugin.clone();
+        if !self.policy.allows(request.uri()) {
+            tracing::warn!(plugin = %plugin, url = %url, "egress denied: no network.allowed_hosts entry matches");
+            self.denied.get_or_insert(url);
+            return Box::new(async { Err(HttpError::HttpRequestDenied) });
+        }
+        for auth in &self.policy.auth {
+            if auth.host.matches(request.uri()) {
+                request
+                    .headers_mut()
+                    .insert(auth.name.clone(), auth.value.clone());
+            }
+        }
+        let options = self.clamp(options);
+        let limit = self.policy.max_response_body_bytes;
+        Box::new(async move {
+            let (response, io) =
+                wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
+            let declared = response
+                .headers()
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
+            if let Some(declared) = declared
+                && declared > limit as u64
+            {
+                tracing::warn!(plugin = %plugin, url = %url, limit, declared, "response body over the cap");
+                return Err(HttpError::HttpResponseBodySize(Some(declared)));
+            }
+            let response = response.map(|body| cap_body(body.boxed_unsync(), limit, plugin, url));
+            Ok((response, Box::new(io) as IoFuture))
+        })
+    }
+}
+
+/// `body`, failing with `HttpResponseBodySize` once more than `limit` bytes came.
+fn cap_body(body: WasiBody, limit: usize, plugin: String, url: String) -> WasiBody {
+    Limited::new(body, limit)
+        .map_err(move |err| body_error(err, limit, &plugin, &url))
+        .boxed_unsync()
+}
+
+/// Turns the capped body's error back into wasi-http's, logging a cap hit.
+fn body_error(
+    err: Box<dyn std::error::Error + Send + Sync>,
+    limit: usize,
+    plugin: &str,
+    url: &str,
+) -> HttpError {
+    match err.downcast::<HttpError>() {
+        Ok(err) => *err,
+        Err(err) if err.is::<LengthLimitError>() => {
+            tracing::warn!(plugin = %plugin, url = %url, limit, "response body over the cap");
+            HttpError::HttpResponseBodySize(Some(limit as u64))
+        }
+        Err(err) => HttpError::InternalError(Some(err.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pattern(text: &str) -> HostPattern {
+        HostPattern::parse(text).unwrap_or_else(|err| panic!("{text}: {err:#}"))
+    }
+
+    fn check(entry: &str, url: &str, expected: bool) {
+        let uri: Uri = url.parse().unwrap();
+        assert_eq!(pattern(entry).matches(&uri), expected, "{entry} vs {url}");
+    }
+
+    #[test]
+    fn entries_match_scheme_host_and_port() {
+        check(
+            "https://api.github.com",
+            "https://api.github.com/repos",
+            true,
+        );
+        check(
+            "https://api.github.com",
+            "https://API.GitHub.com./repos",
+            true,
+        );
+        check(
+            "https://api.github.com",
+            "https://api.github.com:443/",
+            true,
+        );
+        check("https://api.github.com", "http://api.github.com/", false);
+        check(
+            "https://api.github.com",
+            "https://api.github.com:8443/",
+            false,
+        );
+        check(
+            "https://api.github.com",
+            "https://evil.com/?api.github.com",
+            false,
+        );
+        check(
+            "https://api.github.com",
+            "https://api.github.com.evil.com/",
+            false,
+        );
+        check("http://127.0.0.1:8080", "http://127.0.0.1:8080/x", true);
+        check("http://127.0.0.1:8080", "http://127.0.0.1:8081/x", false);
+        check("http://127.0.0.1:*", "http://127.0.0.1:1/x", true);
+        check("http://127.0.0.1:*", "http://127.0.0.1/x", true);
+        check("http://127.0.0.1:*", "http://localhost:80/x", false);
+        check("http://[::1]:9000", "http://[::1]:9000/", true);
+    }
+
+    #[test]
+    fn wildcards_match_subdomains_only() {
+        check("https://*.github.com", "https://api.github.com/", true);
+        check("https://*.github.com", "https://a.b.github.com/", true);
+        check("https://*.github.com", "https://github.com/", false);
+        check("https://*.github.com", "https://evilgithub.com/", false);
+        check("https://*.github.com", "https://.github.com/", false);
+    }
+
+    #[test]
+    fn malformed_entries_are_refused_with_a_reason() {
+        for (entry, reason) in [
+            ("api.github.com", "expected scheme://host[:port]"),
+            ("ftp://x.com", "the scheme must be http or https"),
+            ("https://x.com/path", "no path"),
+            ("https://user@x.com", "no path, query or user"),
+            ("https://x.com:port", "invalid port \"port\""),
+            ("https://x.com:0", "invalid port"),
+            ("https://a.*.com", "invalid host"),
+            ("https://*", "invalid host"),
+            ("https://", "invalid host"),
+            ("https://.github.com", "invalid host"),
+            ("https://api..github.com", "invalid host"),
+            ("http://[::1", "unclosed '['"),
+        ] {
+            let error = format!("{:#}", HostPattern::parse(entry).unwrap_err());
+            assert!(error.contains(reason), "{entry}: {error}");
+        }
+    }
+
+    #[test]
+    fn within_compares_coverage() {
+        let within = |a: &str, b: &str| pattern(a).is_within(&pattern(b));
+        assert!(within("https://api.github.com", "https://api.github.com"));
+        assert!(within("https://api.github.com", "https://*.github.com"));
+        assert!(within("https://*.api.github.com", "https://*.github.com"));
+        assert!(within("https://*.github.com", "https://*.github.com:*"));
+        assert!(within("http://127.0.0.1:9", "http://127.0.0.1:*"));
+        assert!(!within("https://*.github.com", "https://api.github.com"));
+        assert!(!within("https://github.com", "https://*.github.com"));
+        assert!(!within("http://api.github.com", "https://api.github.com"));
+        assert!(!within("https://x.com:*", "https://x.com"));
+    }
+
+    #[test]
+    fn timeouts_never_outlive_the_deadline() {
+        let policy = Arc::new(EgressPolicy::deny_all("test".into()));
+        let hooks = EgressHooks::new(policy, Instant::now() + Duration::from_secs(5));
+        let options = hooks.clamp(Some(RequestOptions {
+            connect_timeout: Some(Duration::from_secs(60)),
+            first_byte_timeout: Some(Duration::from_millis(10)),
+            between_bytes_timeout: None,
+        }));
+        assert!(options.connect_timeout.unwrap() <= Duration::from_secs(5));
+        assert_eq!(options.first_byte_timeout, Some(Duration::from_millis(10)));
+        assert!(options.between_bytes_timeout.unwrap() <= Duration::from_secs(5));
+        assert!(options.between_bytes_timeout.unwrap() > Duration::from_secs(4));
+    }
+
+    fn body_of(text: &'static str) -> WasiBody {
+        http_body_util::Full::new(bytes::Bytes::from_static(text.as_bytes()))
+            .map_err(|never: std::convert::Infallible| -> HttpError { match never {} })
+            .boxed_unsync()
+    }
+
+    #[tokio::test]
+    async fn bodies_are_capped() {
+        let within = cap_body(body_of("12345"), 5, "p".into(), "u".into());
+        assert_eq!(within.collect().await.unwrap().to_bytes(), "12345");
+        let over = cap_body(body_of("123456"), 5, "p".into(), "u".into());
+        let error = over.collect().await.unwrap_err();
+        assert!(
+            matches!(error, HttpError::HttpResponseBodySize(Some(5))),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn inner_body_errors_pass_through() {
+        let inner = body_error(Box::new(HttpError::ConnectionReadTimeout), 10, "p", "u");
+        assert!(matches!(inner, HttpError::ConnectionReadTimeout));
+    }
+}

@@ -1,0 +1,405 @@
+//! The plugin manifest `NAME.toml`: the operator's policy for one plugin.
+//!
+//! ```toml
+//! [limits]                 # all optional; the daemon's defaults fill the gaps
+//! fuel = 2_000_000_000
+//! memory_mib = 64
+//! timeout_ms = 30_000
+//! max_retries = 5
+//!
+//! [network]                # no entry, no network
+//! allowed_hosts = ["https://api.github.com", "https://*.example.com:*"]
+//!
+//! [[auth]]                 # added by the host; the plugin never sees the value
+//! host = "https://api.github.com"
+//! header = "Authorization"
+//! value = "Bearer ${GITHUB_TOKEN}"
+//!
+//! [config]                 # strings, readable through wasi:config/store
+//! base_url = "https://api.github.com"
+//! ```
+//!
+//! This file owns parsing and validation (unknown fields are errors, so typos are
+//! reported) and the resolution of `${NAME}` from the daemon's secrets. It must not
+//! log a secret value or put one in an error message; matching requests against the
+//! hosts is `egress`'s business.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use http::{HeaderName, HeaderValue};
+use serde::Deserialize;
+
+use super::Limits;
+use super::egress::{AuthHeader, HostPattern};
+
+/// The largest memory limit a manifest may ask for: a 32-bit linear memory's size.
+const MAX_MEMORY_MIB: u64 = 4096;
+
+/// A parsed, validated manifest. Secrets are still `${NAME}` placeholders.
+#[derive(Debug, Default)]
+pub(super) struct Manifest {
+    limits: RawLimits,
+    allowed_hosts: Vec<HostPattern>,
+    auth: Vec<AuthRule>,
+    config: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawManifest {
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    network: RawNetwork,
+    #[serde(default)]
+    auth: Vec<RawAuthRule>,
+    #[serde(default)]
+    config: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    fuel: Option<u64>,
+    memory_mib: Option<u64>,
+    timeout_ms: Option<u64>,
+    max_retries: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNetwork {
+    #[serde(default)]
+    allowed_hosts: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuthRule {
+    host: String,
+    header: String,
+    value: String,
+}
+
+/// An `[[auth]]` rule whose value still holds its `${NAME}` placeholders.
+#[derive(Debug)]
+struct AuthRule {
+    host: HostPattern,
+    header: HeaderName,
+    value: Template,
+}
+
+impl Manifest {
+    /// Parses and validates `text`; the error says which field is wrong and why.
+    pub(super) fn parse(text: &str) -> anyhow::Result<Manifest> {
+        let raw: RawManifest = toml::from_str(text).map_err(|err| {
+            // toml's message spans lines (it quotes the offending line); keep it whole.
+            anyhow::anyhow!("{}", err.to_string().trim_end())
+        })?;
+        validate_limits(&raw.limits)?;
+        let allowed_hosts = raw
+            .network
+            .allowed_hosts
+            .iter()
+            .map(|entry| {
+                HostPattern::parse(entry)
+                    .with_context(|| format!("network.allowed_hosts: invalid entry {entry:?}"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let auth = raw
+            .auth
+            .into_iter()
+            .map(|rule| {
+                let context = || format!("[[auth]] rule for {:?}", rule.host);
+                let host = HostPattern::parse(&rule.host).with_context(context)?;
+                if !allowed_hosts.iter().any(|allowed| host.is_within(allowed)) {
+                    bail!(
+                        "{}: the host is not in network.allowed_hosts, so the header could never be sent",
+                        context()
+                    );
+                }
+                let header = HeaderName::try_from(rule.header.as_str())
+                    .map_err(|_| anyhow::anyhow!("invalid header name {:?}", rule.header))
+                    .with_context(context)?;
+                let value = Template::parse(&rule.value).with_context(context)?;
+                Ok(AuthRule {
+                    host,
+                    header,
+                    value,
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(Manifest {
+            limits: raw.limits,
+            allowed_hosts,
+            auth,
+            config: raw.config,
+        })
+    }
+
+    /// The limits in force: the manifest's, or `defaults` where it gives none.
+    pub(super) fn limits(&self, defaults: &Limits) -> Limits {
+        let raw = &self.limits;
+        Limits {
+            fuel: raw.fuel.unwrap_or(defaults.fuel),
+            memory_mib: raw.memory_mib.unwrap_or(defaults.memory_mib),
+            timeout: raw
+                .timeout_ms
+                .map_or(defaults.timeout, Duration::from_millis),
+            max_retries: raw.max_retries.unwrap_or(defaults.max_retries),
+        }
+    }
+
+    /// The hosts the plugin may reach.
+    pub(super) fn allowed_hosts(&self) -> &[HostPattern] {
+        &self.allowed_hosts
+    }
+
+    /// The `[config]` table.
+    pub(super) fn config(&self) -> &BTreeMap<String, String> {
+        &self.config
+    }
+
+    /// The auth headers with their secrets filled in from `secrets`; fails, naming
+    /// the missing secret (never a value), when one is not set.
+    pub(super) fn auth_headers(
+        &self,
+        secrets: &HashMap<String, String>,
+    ) -> anyhow::Result<Vec<AuthHeader>> {
+        self.auth
+            .iter()
+            .map(|rule| {
+                let value = rule.value.resolve(secrets).with_context(|| {
+                    format!("[[auth]] rule for {:?}", rule.host.to_string())
+                })?;
+                let mut value = HeaderValue::try_from(value).map_err(|_| {
+                    anyhow::anyhow!(
+                        "[[auth]] rule for {:?}: the value is not a valid header value once its secrets are filled in",
+                        rule.host.to_string()
+                    )
+                })?;
+                value.set_sensitive(true);
+                Ok(AuthHeader::new(rule.host.clone(), rule.header.clone(), value))
+            })
+            .collect()
+    }
+}
+
+fn validate_limits(limits: &RawLimits) -> anyhow::Result<()> {
+    if limits.fuel == Some(0) {
+        bail!("limits.fuel must be at least 1");
+    }
+    if let Some(memory_mib) = limits.memory_mib
+        && !(1..=MAX_MEMORY_MIB).contains(&memory_mib)
+    {
+        bail!("limits.memory_mib must be between 1 and {MAX_MEMORY_MIB}, not {memory_mib}");
+    }
+    if limits.timeout_ms == Some(0) {
+        bail!("limits.timeout_ms must be at least 1");
+    }
+    Ok(())
+}
+
+/// A string with `${NAME}` placeholders.
+#[derive(Debug, PartialEq, Eq)]
+struct Template(Vec<Piece>);
+
+#[derive(Debug, PartialEq, Eq)]
+enum Piece {
+    Text(String),
+    Secret(String),
+}
+
+impl Template {
+    fn parse(text: &str) -> anyhow::Result<Template> {
+        let mut pieces = Vec::new();
+        let mut rest = text;
+        while let Some(start) = rest.find("${") {
+            if start > 0 {
+                pieces.push(Piece::Text(rest[..start].to_owned()));
+            }
+            let after = &rest[start + 2..];
+            let Some(end) = after.find('}') else {
+                bail!("unterminated \"${{\" in the value");
+            };
+            let name = &after[..end];
+            let valid = name
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid {
+                bail!("{:?} is not a secret name (letters, digits and _)", name);
+            }
+            pieces.push(Piece::Secret(name.to_owned()));
+            rest = &after[end + 1..];
+        }
+        if !rest.is_empty() {
+            pieces.push(Piece::Text(rest.to_owned()));
+        }
+        Ok(Template(pieces))
+    }
+
+    fn resolve(&self, secrets: &HashMap<String, String>) -> anyhow::Result<String> {
+        let mut value = String::new();
+        for piece in &self.0 {
+            match piece {
+                Piece::Text(text) => value.push_str(text),
+                Piece::Secret(name) => match secrets.get(name) {
+                    Some(secret) => value.push_str(secret),
+                    None => bail!(
+                        "secret {name} is not set (give it to the daemon through its environment or config file)"
+                    ),
+                },
+            }
+        }
+        Ok(value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error_of(text: &str) -> String {
+        format!("{:#}", Manifest::parse(text).unwrap_err())
+    }
+
+    #[test]
+    fn an_empty_manifest_grants_nothing_and_keeps_the_defaults() {
+        let manifest = Manifest::parse("").unwrap();
+        assert!(manifest.allowed_hosts().is_empty());
+        assert!(manifest.config().is_empty());
+        assert_eq!(manifest.limits(&Limits::default()), Limits::default());
+        assert!(manifest.auth_headers(&HashMap::new()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_design_example_parses() {
+        let manifest = Manifest::parse(
+            r#"
+            [limits]
+            fuel = 1_000
+            memory_mib = 16
+            timeout_ms = 1_500
+            max_retries = 5
+
+            [network]
+            allowed_hosts = ["https://api.github.com", "https://codeload.github.com"]
+
+            [[auth]]
+            host = "https://api.github.com"
+            header = "Authorization"
+            value = "Bearer ${GITHUB_TOKEN}"
+
+            [config]
+            base_url = "https://api.github.com"
+            "#,
+        )
+        .unwrap();
+        let limits = manifest.limits(&Limits::default());
+        assert_eq!(
+            limits,
+            Limits {
+                fuel: 1_000,
+                memory_mib: 16,
+                timeout: Duration::from_millis(1_500),
+                max_retries: 5,
+            }
+        );
+        assert_eq!(manifest.allowed_hosts().len(), 2);
+        assert_eq!(manifest.config()["base_url"], "https://api.github.com");
+        let secrets = HashMap::from([("GITHUB_TOKEN".to_owned(), "t0k3n".to_owned())]);
+        let headers = manifest.auth_headers(&secrets).unwrap();
+        assert_eq!(headers.len(), 1);
+        assert_eq!(headers[0].value().to_str().unwrap(), "Bearer t0k3n");
+        assert!(headers[0].value().is_sensitive());
+    }
+
+    #[test]
+    fn partial_limits_fall_back_to_the_defaults() {
+        let manifest = Manifest::parse("[limits]\nfuel = 10").unwrap();
+        let limits = manifest.limits(&Limits::default());
+        assert_eq!(limits.fuel, 10);
+        assert_eq!(limits.memory_mib, Limits::default().memory_mib);
+    }
+
+    #[test]
+    fn typos_and_bad_values_are_reported_precisely() {
+        assert!(error_of("[limits]\nfuell = 1").contains("unknown field `fuell`"));
+        assert!(error_of("[network]\nallowed_host = []").contains("unknown field `allowed_host`"));
+        assert!(error_of("[limit]\nfuel = 1").contains("unknown field `limit`"));
+        assert!(error_of("[config]\nretries = 3").contains("expected a string"));
+        assert_eq!(
+            error_of("[limits]\nfuel = 0"),
+            "limits.fuel must be at least 1"
+        );
+        assert_eq!(
+            error_of("[limits]\nmemory_mib = 5000"),
+            "limits.memory_mib must be between 1 and 4096, not 5000"
+        );
+        assert!(
+            error_of("[network]\nallowed_hosts = [\"api.github.com\"]")
+                .starts_with("network.allowed_hosts: invalid entry \"api.github.com\": ")
+        );
+    }
+
+    #[test]
+    fn auth_rules_must_target_an_allowed_host() {
+        let text = r#"
+            [network]
+            allowed_hosts = ["https://*.github.com"]
+            [[auth]]
+            host = "https://api.gitlab.com"
+            header = "Authorization"
+            value = "x"
+        "#;
+        assert_eq!(
+            error_of(text),
+            "[[auth]] rule for \"https://api.gitlab.com\": the host is not in network.allowed_hosts, so the header could never be sent"
+        );
+        let covered = text.replace("api.gitlab.com", "api.github.com");
+        assert!(Manifest::parse(&covered).is_ok());
+    }
+
+    #[test]
+    fn a_missing_secret_is_named_and_no_value_leaks() {
+        let manifest = Manifest::parse(
+            r#"
+            [network]
+            allowed_hosts = ["https://api.github.com"]
+            [[auth]]
+            host = "https://api.github.com"
+            header = "Authorization"
+            value = "Bearer ${GITHUB_TOKEN}"
+            "#,
+        )
+        .unwrap();
+        let secrets = HashMap::from([("OTHER".to_owned(), "s3cret".to_owned())]);
+        let error = format!("{:#}", manifest.auth_headers(&secrets).unwrap_err());
+        assert!(error.contains("secret GITHUB_TOKEN is not set"), "{error}");
+        assert!(!error.contains("s3cret"));
+    }
+
+    #[test]
+    fn templates_split_text_and_secrets() {
+        assert_eq!(
+            Template::parse("a ${B} c${D_1}").unwrap(),
+            Template(vec![
+                Piece::Text("a ".into()),
+                Piece::Secret("B".into()),
+                Piece::Text(" c".into()),
+                Piece::Secret("D_1".into()),
+            ])
+        );
+        assert_eq!(
+            Template::parse("no secrets").unwrap(),
+            Template(vec![Piece::Text("no secrets".into())])
+        );
+        assert!(Template::parse("${OPEN").is_err());
+        assert!(Template::parse("${}").is_err());
+        assert!(Template::parse("${1X}").is_err());
+    }
+}

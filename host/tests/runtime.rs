@@ -1,0 +1,738 @@
+//! The plugin runtime with real components (built by `scripts/build-plugins.sh`) and
+//! real limits. Contents:
+//!
+//! - `fixtures`: every fixture plugin through `Runtime::execute`, one outcome each;
+//! - `egress`: allowed, denied and absent network, auth headers, the body cap;
+//! - `loading`: bad plugin files skipped with a reason, the catalog, the compile cache;
+//! - `reload`: add, replace under a running job, remove, garbage, without restart;
+//! - `cancel`: cancelling a running infinite loop.
+//!
+//! Waiting is on runtime events or on the fake server, never on sleeps.
+
+mod runtime_support;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use honeydew::job::ErrorKind;
+use honeydew::retry::Failure;
+use honeydew::worker::Execution;
+use runtime_support::*;
+
+/// The failure of an execution; panics when it succeeded.
+fn failure(execution: &Execution) -> &Failure {
+    match &execution.result {
+        Err(failure) => failure,
+        Ok(bytes) => panic!(
+            "expected a failure, got {:?}",
+            String::from_utf8_lossy(bytes)
+        ),
+    }
+}
+
+/// Checks that `execution` failed permanently with `kind` and a message containing
+/// every one of `parts`.
+fn check_permanent(execution: &Execution, kind: ErrorKind, parts: &[&str]) {
+    let failure = failure(execution);
+    assert!(
+        matches!(failure, Failure::Permanent { .. }),
+        "expected a permanent failure, got {failure:?}"
+    );
+    check_failure(failure, kind, parts);
+}
+
+fn check_failure(failure: &Failure, kind: ErrorKind, parts: &[&str]) {
+    assert_eq!(failure.kind(), kind, "{failure:?}");
+    for part in parts {
+        assert!(
+            failure.message().contains(part),
+            "message {:?} lacks {part:?}",
+            failure.message()
+        );
+    }
+}
+
+/// Polls `future` once.
+async fn poll_once<F: Future + Unpin>(future: &mut F) -> Poll<F::Output> {
+    std::future::poll_fn(|context| Poll::Ready(Pin::new(&mut *future).poll(context))).await
+}
+
+mod fixtures {
+    use super::*;
+    use honeydew::job::PluginRef;
+    use honeydew::runtime::Limits;
+    use serde_json::{Value, json};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn echo_returns_the_payload_and_records_the_plugin_and_fuel() {
+        let dir = PluginDir::with(&[ECHO]);
+        let runtime = dir.start().await;
+        let execution = run(&runtime, "echo.echo", r#"{"hello":"world"}"#).await;
+        assert_eq!(ok_text(&execution), r#"{"hello":"world"}"#);
+        let summary = &runtime.plugins()[0];
+        assert_eq!(
+            execution.plugin,
+            Some(PluginRef {
+                name: "echo".into(),
+                version: summary.version.clone(),
+                sha256: fixture_sha256(ECHO),
+            })
+        );
+        assert!(!summary.version.is_empty());
+        let fuel = execution.fuel_used.expect("fuel is measured");
+        assert!(
+            fuel > 0 && fuel < Limits::default().fuel / 1000,
+            "fuel {fuel}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn echo_reads_its_manifest_config() {
+        let dir = PluginDir::with(&[ECHO]);
+        dir.write_manifest(ECHO, "[config]\ngreeting = \"bonjour\"\n");
+        let runtime = dir.start().await;
+        let greeting = run(&runtime, "echo.config", r#"{"key":"greeting"}"#).await;
+        assert_eq!(ok_text(&greeting), r#""bonjour""#);
+        let missing = run(&runtime, "echo.config", r#"{"key":"absent"}"#).await;
+        assert_eq!(ok_text(&missing), "null");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_permanent_plugin_error_fails_for_good_with_its_message() {
+        let dir = PluginDir::with(&[PERMANENT]);
+        let runtime = dir.start().await;
+        let execution = run(
+            &runtime,
+            "permanent.fail",
+            r#"{"message":"payload lacks a repo"}"#,
+        )
+        .await;
+        assert_eq!(
+            execution.result,
+            Err(Failure::permanent(
+                ErrorKind::PluginError,
+                "payload lacks a repo"
+            ))
+        );
+        assert!(execution.fuel_used.is_some());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_retriable_plugin_error_carries_retry_after() {
+        let dir = PluginDir::with(&[FLAKY]);
+        let runtime = dir.start().await;
+        let execution = run(
+            &runtime,
+            "flaky.retriable_after",
+            r#"{"retry_after_ms":1500}"#,
+        )
+        .await;
+        assert_eq!(
+            execution.result,
+            Err(Failure::Retriable {
+                kind: ErrorKind::PluginError,
+                message: "retry requested".into(),
+                after: Some(Duration::from_millis(1500)),
+            })
+        );
+        let without = run(&runtime, "flaky.retriable_after", "{}").await;
+        assert!(matches!(
+            failure(&without),
+            Failure::Retriable { after: None, .. }
+        ));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn flaky_fails_twice_then_succeeds() {
+        let server = http::FakeServer::start().await;
+        let dir = PluginDir::with(&[FLAKY]);
+        dir.write_manifest(
+            FLAKY,
+            &format!("[network]\nallowed_hosts = [\"{}\"]\n", server.origin()),
+        );
+        let runtime = dir.start().await;
+        let payload = json!({"counter_url": server.url("/count"), "failures": 2}).to_string();
+        for attempt in 1..=2 {
+            let execution = run(&runtime, "flaky.fail_then_succeed", payload.clone()).await;
+            let failure = failure(&execution);
+            assert!(matches!(failure, Failure::Retriable { .. }), "{failure:?}");
+            check_failure(
+                failure,
+                ErrorKind::PluginError,
+                &[&format!("planned failure {attempt} of 2")],
+            );
+        }
+        let execution = run(&runtime, "flaky.fail_then_succeed", payload).await;
+        assert_eq!(ok_text(&execution), r#"{"attempts":3}"#);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_loop_with_little_fuel_is_fuel_exhausted() {
+        let dir = PluginDir::with(&[SPIN]);
+        dir.write_manifest(SPIN, "[limits]\nfuel = 5_000_000\n");
+        let runtime = dir.start().await;
+        let execution = run(&runtime, "spin.loop", "").await;
+        check_permanent(
+            &execution,
+            ErrorKind::FuelExhausted,
+            &["\"spin\"", "budget 5000000"],
+        );
+        assert_eq!(execution.fuel_used, Some(5_000_000));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_loop_with_ample_fuel_times_out_at_the_deadline() {
+        let dir = PluginDir::with(&[SPIN]);
+        dir.write_manifest(
+            SPIN,
+            "[limits]\nfuel = 1_000_000_000_000\ntimeout_ms = 300\n",
+        );
+        let runtime = dir.start().await;
+        let started = Instant::now();
+        let execution = run(&runtime, "spin.loop", "").await;
+        let elapsed = started.elapsed();
+        let failure = failure(&execution);
+        assert!(matches!(failure, Failure::Retriable { .. }), "{failure:?}");
+        check_failure(
+            failure,
+            ErrorKind::Timeout,
+            &["did not finish within 300ms"],
+        );
+        assert!(elapsed >= Duration::from_millis(300), "{elapsed:?}");
+        assert!(elapsed < Duration::from_millis(2300), "{elapsed:?}");
+        assert!(
+            execution.fuel_used.unwrap() > 1_000_000,
+            "{:?}",
+            execution.fuel_used
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_guest_blocked_waiting_times_out_at_the_deadline() {
+        let dir = PluginDir::with(&[SPIN]);
+        dir.write_manifest(SPIN, "[limits]\ntimeout_ms = 300\n");
+        let runtime = dir.start().await;
+        let started = Instant::now();
+        let execution = run(&runtime, "spin.sleep", r#"{"ms":60000}"#).await;
+        let elapsed = started.elapsed();
+        check_failure(failure(&execution), ErrorKind::Timeout, &["within 300ms"]);
+        assert!(elapsed < Duration::from_millis(2300), "{elapsed:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_memory_hog_hits_the_memory_limit() {
+        let dir = PluginDir::with(&[HOG]);
+        dir.write_manifest(HOG, "[limits]\nmemory_mib = 16\n");
+        let runtime = dir.start().await;
+        let execution = run(&runtime, "hog.grow", "").await;
+        check_permanent(&execution, ErrorKind::MemoryLimit, &["\"hog\"", "16 MiB"]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn panics_and_bad_arithmetic_are_traps_with_the_message() {
+        let dir = PluginDir::with(&[TRAP]);
+        let runtime = dir.start().await;
+        let panic = run(&runtime, "trap.panic", "").await;
+        check_permanent(
+            &panic,
+            ErrorKind::Trap,
+            &[
+                "\"trap\" trapped",
+                "unreachable",
+                "trap fixture: deliberate panic",
+            ],
+        );
+        let divide = run(&runtime, "trap.divide", "").await;
+        check_permanent(&divide, ErrorKind::Trap, &["unreachable", "divide by zero"]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn results_over_the_cap_fail_for_good() {
+        let dir = PluginDir::with(&[HUGE]);
+        let mut config = dir.config();
+        config.max_result_bytes = 1000;
+        let runtime = honeydew::runtime::Runtime::start(config).await.unwrap();
+        let at_cap = run(&runtime, "huge.output", r#"{"bytes":1000}"#).await;
+        assert_eq!(at_cap.result.as_ref().map(Vec::len), Ok(1000));
+        let over = run(&runtime, "huge.output", r#"{"bytes":1001}"#).await;
+        check_permanent(
+            &over,
+            ErrorKind::PluginError,
+            &["returned 1001 bytes, over the 1000-byte result limit"],
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_snooping_guest_sees_no_files_and_no_environment() {
+        // The daemon's own environment has something a leak would show.
+        assert!(std::env::var_os("PATH").is_some());
+        let dir = PluginDir::with(&[SNOOP]);
+        let runtime = dir.start().await;
+        let files: Value =
+            serde_json::from_str(&ok_text(&run(&runtime, "snoop.files", "").await)).unwrap();
+        for probe in ["read_dir", "read"] {
+            let outcome = files[probe].as_str().unwrap();
+            assert!(outcome.starts_with("error:"), "{probe}: {outcome}");
+        }
+        let env: Value =
+            serde_json::from_str(&ok_text(&run(&runtime, "snoop.env", "").await)).unwrap();
+        assert_eq!(env, json!({"vars": {}, "args": []}));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn unknown_commands_fail_with_a_hint() {
+        let dir = PluginDir::with(&[ECHO]);
+        let runtime = dir.start().await;
+        let wrong_command = run(&runtime, "echo.nope", "").await;
+        check_permanent(
+            &wrong_command,
+            ErrorKind::UnknownCommand,
+            &[r#"no plugin serves "echo.nope": plugin "echo" serves echo.config, echo.echo"#],
+        );
+        let wrong_plugin = run(&runtime, "github.commits", "").await;
+        check_permanent(
+            &wrong_plugin,
+            ErrorKind::UnknownCommand,
+            &[r#"plugin "github" is not loaded (plugins: echo)"#],
+        );
+        assert_eq!(wrong_plugin.plugin, None);
+    }
+}
+
+mod egress {
+    use super::*;
+    use serde_json::{Value, json};
+
+    fn fetch(url: &str) -> String {
+        json!({ "url": url }).to_string()
+    }
+
+    fn allow_only(origin: &str) -> String {
+        format!("[network]\nallowed_hosts = [\"{origin}\"]\n")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_allowed_host_is_reached() {
+        let server = http::FakeServer::start().await;
+        let dir = PluginDir::with(&[FETCH]);
+        dir.write_manifest(FETCH, &allow_only(&server.origin()));
+        let runtime = dir.start().await;
+        let execution = run(&runtime, "fetch.get", fetch(&server.url("/hello"))).await;
+        let output: Value = serde_json::from_str(&ok_text(&execution)).unwrap();
+        assert_eq!(output["status"], 200);
+        assert_eq!(output["body"], http::HELLO);
+        let seen: Vec<String> = server.seen().into_iter().map(|seen| seen.path).collect();
+        assert_eq!(seen, ["/hello"]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn another_port_or_host_is_denied_naming_the_url_and_the_plugin() {
+        let server = http::FakeServer::start().await;
+        let dir = PluginDir::with(&[FETCH]);
+        dir.write_manifest(FETCH, &allow_only(&server.origin()));
+        let runtime = dir.start().await;
+        let other_port = format!(
+            "http://127.0.0.1:{}/secret",
+            server.port().wrapping_add(1).max(1)
+        );
+        let other_host = format!("http://localhost:{}/secret", server.port());
+        for url in [other_port, other_host] {
+            let execution = run(&runtime, "fetch.get", fetch(&url)).await;
+            check_permanent(
+                &execution,
+                ErrorKind::EgressDenied,
+                &["plugin \"fetch\"", &url, "network.allowed_hosts"],
+            );
+        }
+        assert!(server.seen().is_empty(), "{:?}", server.seen());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn no_network_section_means_no_network() {
+        let server = http::FakeServer::start().await;
+        let dir = PluginDir::with(&[FETCH]);
+        dir.write_manifest(FETCH, "");
+        let runtime = dir.start().await;
+        assert!(runtime.plugins()[0].allowed_hosts.is_empty());
+        let url = server.url("/hello");
+        let execution = run(&runtime, "fetch.get", fetch(&url)).await;
+        check_permanent(&execution, ErrorKind::EgressDenied, &[&url]);
+        assert!(server.seen().is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn auth_headers_reach_the_server_but_never_the_plugin() {
+        const TOKEN: &str = "s3cr3t-t0ken-value";
+        let server = http::FakeServer::start().await;
+        let dir = PluginDir::with(&[FETCH]);
+        dir.write_manifest(
+            FETCH,
+            &format!(
+                "{}\n[[auth]]\nhost = \"{}\"\nheader = \"Authorization\"\nvalue = \"Bearer ${{TEST_TOKEN}}\"\n",
+                allow_only(&server.origin()),
+                server.origin()
+            ),
+        );
+        let config = with_secrets(dir.config(), &[("TEST_TOKEN", TOKEN)]);
+        let runtime = honeydew::runtime::Runtime::start(config).await.unwrap();
+        let payload = json!({
+            "url": server.url("/whoami"),
+            "headers": {"authorization": "guest-chosen", "x-plugin": "1"},
+        });
+        let execution = run(&runtime, "fetch.get", payload.to_string()).await;
+        let output = ok_text(&execution);
+        assert!(
+            !output.contains(TOKEN),
+            "the plugin saw the token: {output}"
+        );
+        let output: Value = serde_json::from_str(&output).unwrap();
+        assert_eq!(output["saw_headers"], json!(["authorization", "x-plugin"]));
+
+        let seen = server.seen();
+        assert_eq!(seen.len(), 1);
+        let authorization: Vec<_> = seen[0].headers.get_all("authorization").iter().collect();
+        assert_eq!(authorization, [format!("Bearer {TOKEN}").as_str()]);
+        assert_eq!(seen[0].headers["x-plugin"], "1");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn response_bodies_over_the_cap_are_refused() {
+        let server = http::FakeServer::start().await;
+        let dir = PluginDir::with(&[FETCH]);
+        dir.write_manifest(FETCH, &allow_only(&server.origin()));
+        let mut config = dir.config();
+        config.max_response_body_bytes = 1000;
+        let runtime = honeydew::runtime::Runtime::start(config).await.unwrap();
+        let within = run(&runtime, "fetch.get", fetch(&server.url("/bytes/1000"))).await;
+        let output: Value = serde_json::from_str(&ok_text(&within)).unwrap();
+        assert_eq!(output["body"].as_str().map(str::len), Some(1000));
+        let over = run(&runtime, "fetch.get", fetch(&server.url("/bytes/5000"))).await;
+        // Retrying would meet the same cap, so the plugin gives up at once.
+        check_permanent(
+            &over,
+            ErrorKind::PluginError,
+            &["response body of 5000 bytes is over the host's limit"],
+        );
+    }
+}
+
+mod loading {
+    use super::*;
+    use honeydew::queue::{CommandCatalog, CommandDefaults};
+    use honeydew::runtime::{CompileStats, Runtime, RuntimeConfig, SkippedPlugin};
+
+    /// A component that is valid but exports nothing.
+    const EMPTY_COMPONENT: &[u8] = b"\0asm\x0d\0\x01\0";
+    /// A core module, not a component.
+    const CORE_MODULE: &[u8] = b"\0asm\x01\0\0\0";
+
+    fn reason_of<'a>(skipped: &'a [SkippedPlugin], file: &str) -> &'a str {
+        skipped
+            .iter()
+            .find(|skipped| skipped.path.file_name().unwrap() == file)
+            .map(|skipped| skipped.reason.as_str())
+            .unwrap_or_else(|| panic!("{file} was not skipped: {skipped:?}"))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn bad_plugin_files_are_skipped_with_a_reason_and_the_rest_load() {
+        let dir = PluginDir::with(&[ECHO, PERMANENT, HUGE, SLOWLOAD]);
+        dir.write_wasm("garbage", b"this is not webassembly");
+        dir.write_wasm("core", CORE_MODULE);
+        dir.write_wasm("hollow", EMPTY_COMPONENT);
+        dir.write_wasm("impostor", &std::fs::read(fixture_wasm(ECHO)).unwrap());
+        dir.write_manifest(PERMANENT, "[limits]\nfuell = 1\n");
+        dir.write_manifest(
+            HUGE,
+            "[network]\nallowed_hosts = [\"https://api.example.com\"]\n\
+             [[auth]]\nhost = \"https://api.example.com\"\nheader = \"Authorization\"\n\
+             value = \"Bearer ${MISSING_TOKEN}\"\n",
+        );
+
+        let started = Instant::now();
+        let runtime = dir.start().await;
+        let start_time = started.elapsed();
+
+        let loaded: Vec<String> = runtime.plugins().into_iter().map(|p| p.name).collect();
+        assert_eq!(loaded, ["echo"]);
+        let skipped = runtime.skipped();
+        assert_eq!(skipped.len(), 7, "{skipped:#?}");
+        for (file, expected) in [
+            ("garbage.wasm", "not a valid WebAssembly component"),
+            ("core.wasm", "not a valid WebAssembly component"),
+            ("hollow.wasm", "does not implement honeydew:plugin/plugin"),
+            (
+                "impostor.wasm",
+                "the component calls itself \"echo\" but its file is impostor.wasm",
+            ),
+            ("permanent.wasm", "unknown field `fuell`"),
+            ("huge.wasm", "secret MISSING_TOKEN is not set"),
+            (
+                "slowload.wasm",
+                "describe() failed: plugin \"slowload\" ran out of fuel",
+            ),
+        ] {
+            let reason = reason_of(&skipped, file);
+            assert!(reason.contains(expected), "{file}: {reason}");
+        }
+        // slowload's endless describe() costs milliseconds of fuel, not the load of
+        // the others.
+        assert!(start_time < Duration::from_secs(10), "{start_time:?}");
+        // Submitting to a skipped plugin says why it is not there.
+        let refused = runtime.resolve("huge.output").unwrap_err().to_string();
+        assert!(
+            refused.starts_with(r#"no plugin serves "huge.output": plugin "huge" is not loaded: invalid manifest"#)
+                && refused.ends_with("secret MISSING_TOKEN is not set (give it to the daemon through its environment or config file)"),
+            "{refused}"
+        );
+        assert_eq!(
+            ok_text(&run(&runtime, "echo.echo", "still fine").await),
+            "still fine"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_catalog_gives_manifest_defaults_and_hints() {
+        let dir = PluginDir::with(&[ECHO, PERMANENT]);
+        dir.write_manifest(PERMANENT, "[limits]\nmax_retries = 7\n");
+        let runtime = dir.start().await;
+        assert_eq!(
+            runtime.resolve("permanent.fail").unwrap(),
+            CommandDefaults {
+                max_retries: Some(7)
+            }
+        );
+        assert_eq!(
+            runtime.resolve("echo.echo").unwrap(),
+            CommandDefaults {
+                max_retries: Some(3)
+            }
+        );
+        for (command, message) in [
+            (
+                "echo.ecko",
+                r#"no plugin serves "echo.ecko": did you mean "echo.echo"? (plugins: echo, permanent)"#,
+            ),
+            (
+                "github.commits",
+                r#"no plugin serves "github.commits": plugin "github" is not loaded (plugins: echo, permanent)"#,
+            ),
+        ] {
+            assert_eq!(runtime.resolve(command).unwrap_err().to_string(), message);
+        }
+        let echo = &runtime.plugins()[0];
+        assert_eq!(echo.commands, ["echo.config", "echo.echo"]);
+        assert_eq!(echo.sha256, fixture_sha256(ECHO));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_second_start_compiles_nothing() {
+        let dir = PluginDir::with(&[ECHO, SPIN]);
+        let cache = tempfile::tempdir().unwrap();
+        let config = || RuntimeConfig::new(dir.path(), cache.path());
+
+        let first = Runtime::start(config()).await.unwrap();
+        assert_eq!(
+            first.compile_stats(),
+            CompileStats {
+                compiled: 2,
+                cache_hits: 0
+            }
+        );
+        drop(first);
+
+        let second = Runtime::start(config()).await.unwrap();
+        assert_eq!(
+            second.compile_stats(),
+            CompileStats {
+                compiled: 0,
+                cache_hits: 2
+            }
+        );
+        assert_eq!(
+            ok_text(&run(&second, "echo.echo", "cached").await),
+            "cached"
+        );
+    }
+}
+
+mod reload {
+    use super::*;
+    use honeydew::runtime::PluginEvent;
+    use honeydew::worker::Executor;
+    use serde_json::json;
+    use tokio_util::sync::CancellationToken;
+
+    fn loaded(name: &str) -> impl Fn(&PluginEvent) -> bool + '_ {
+        move |event| matches!(event, PluginEvent::Loaded(summary) if summary.name == name)
+    }
+
+    fn skipped(file: &str) -> impl Fn(&PluginEvent) -> bool + '_ {
+        move |event| matches!(event, PluginEvent::Skipped(skipped) if skipped.path.file_name().unwrap() == file)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_added_plugin_serves_without_a_restart() {
+        let dir = PluginDir::empty();
+        let runtime = dir.start().await;
+        assert!(runtime.plugins().is_empty());
+        check_failure(
+            failure(&run(&runtime, "echo.echo", "x").await),
+            ErrorKind::UnknownCommand,
+            &["(no plugins are loaded)"],
+        );
+        let mut events = runtime.subscribe();
+        dir.add(ECHO);
+        wait_for_event(&mut events, loaded(ECHO)).await;
+        assert_eq!(ok_text(&run(&runtime, "echo.echo", "new").await), "new");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_replaced_plugin_finishes_running_jobs_on_the_old_version() {
+        let server = http::FakeServer::start().await;
+        let dir = PluginDir::with(&[FETCH]);
+        dir.write_manifest(
+            FETCH,
+            &format!("[network]\nallowed_hosts = [\"{}\"]\n", server.origin()),
+        );
+        let runtime = dir.start().await;
+        let old_sha256 = fixture_sha256(FETCH);
+
+        // A job that stays in flight until the server is told to answer.
+        let running = {
+            let runtime = runtime.clone();
+            let job = job("fetch.get", json!({"url": server.url("/hold")}).to_string());
+            tokio::spawn(async move { runtime.execute(&job, CancellationToken::new()).await })
+        };
+        server.held().await;
+
+        let mut events = runtime.subscribe();
+        let new_component = with_custom_section(&std::fs::read(fixture_wasm(FETCH)).unwrap(), "v2");
+        let new_sha256 = hex_sha256(&new_component);
+        dir.write_wasm(FETCH, &new_component);
+        let event = wait_for_event(&mut events, loaded(FETCH)).await;
+        assert!(matches!(event, PluginEvent::Loaded(ref summary) if summary.sha256 == new_sha256));
+        assert!(
+            !running.is_finished(),
+            "the job must still be running across the swap"
+        );
+
+        server.release();
+        let old_job = running.await.unwrap();
+        assert!(ok_text(&old_job).contains(http::HELLO));
+        assert_eq!(old_job.plugin.unwrap().sha256, old_sha256);
+
+        let new_job = run(
+            &runtime,
+            "fetch.get",
+            json!({"url": server.url("/after")}).to_string(),
+        )
+        .await;
+        assert!(new_job.result.is_ok(), "{:?}", new_job.result);
+        assert_eq!(new_job.plugin.unwrap().sha256, new_sha256);
+        assert_eq!(runtime.plugins()[0].sha256, new_sha256);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_removed_plugin_stops_serving() {
+        use honeydew::queue::CommandCatalog;
+
+        let dir = PluginDir::with(&[ECHO, PERMANENT]);
+        let runtime = dir.start().await;
+        let mut events = runtime.subscribe();
+        dir.remove(ECHO);
+        let event = wait_for_event(&mut events, |event| {
+            matches!(event, PluginEvent::Unloaded { .. })
+        })
+        .await;
+        assert_eq!(event, PluginEvent::Unloaded { name: ECHO.into() });
+        let names: Vec<String> = runtime.plugins().into_iter().map(|p| p.name).collect();
+        assert_eq!(names, [PERMANENT]);
+        assert!(runtime.resolve("echo.echo").is_err());
+        check_failure(
+            failure(&run(&runtime, "echo.echo", "x").await),
+            ErrorKind::UnknownCommand,
+            &["plugin \"echo\" is not loaded (plugins: permanent)"],
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn garbage_is_skipped_and_the_previous_version_keeps_serving() {
+        let dir = PluginDir::with(&[ECHO]);
+        let runtime = dir.start().await;
+        let mut events = runtime.subscribe();
+
+        dir.write_wasm("junk", b"\x00\x01garbage");
+        wait_for_event(&mut events, skipped("junk.wasm")).await;
+
+        dir.write_wasm(ECHO, b"truncated upload");
+        let event = wait_for_event(&mut events, skipped("echo.wasm")).await;
+        let PluginEvent::Skipped(skipped) = event else {
+            unreachable!()
+        };
+        assert!(
+            skipped.reason.contains("not a valid WebAssembly component"),
+            "{}",
+            skipped.reason
+        );
+
+        let execution = run(&runtime, "echo.echo", "still here").await;
+        assert_eq!(ok_text(&execution), "still here");
+        assert_eq!(execution.plugin.unwrap().sha256, fixture_sha256(ECHO));
+        let files: Vec<_> = runtime
+            .skipped()
+            .into_iter()
+            .map(|skipped| skipped.path.file_name().unwrap().to_owned())
+            .collect();
+        assert_eq!(files, ["echo.wasm", "junk.wasm"]);
+
+        // Putting the good file back clears the complaint (nothing else changes, since
+        // the version serving is that file's).
+        dir.add(ECHO);
+        let junk_only = vec![dir.path().join("junk.wasm")];
+        eventually("echo.wasm is no longer skipped", || {
+            runtime
+                .skipped()
+                .into_iter()
+                .map(|s| s.path)
+                .collect::<Vec<_>>()
+                == junk_only
+        })
+        .await;
+    }
+}
+
+mod cancel {
+    use super::*;
+    use honeydew::worker::Executor;
+    use tokio_util::sync::CancellationToken;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn cancelling_a_running_loop_stops_it_at_once() {
+        let dir = PluginDir::with(&[SPIN]);
+        dir.write_manifest(
+            SPIN,
+            "[limits]\nfuel = 1_000_000_000_000\ntimeout_ms = 60_000\n",
+        );
+        let runtime = dir.start().await;
+        let token = CancellationToken::new();
+        let mut running = Box::pin({
+            let (runtime, token) = (runtime.clone(), token.clone());
+            async move { runtime.execute(&job("spin.loop", ""), token).await }
+        });
+        // The first poll instantiates the guest and enters its loop, which yields at
+        // the next epoch tick; from then on it spins on a worker thread.
+        assert!(poll_once(&mut running).await.is_pending());
+        let running = tokio::spawn(running);
+
+        let cancelled_at = Instant::now();
+        token.cancel();
+        let execution = running.await.unwrap();
+        let reaction = cancelled_at.elapsed();
+        check_permanent(&execution, ErrorKind::Cancelled, &["cancelled"]);
+        assert!(reaction < Duration::from_millis(500), "{reaction:?}");
+        assert!(execution.fuel_used.unwrap() > 0);
+    }
+}
