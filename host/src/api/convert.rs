@@ -1,0 +1,214 @@
+//! Conversions between domain types and protobuf messages, and from domain errors to
+//! gRPC status codes. Every request field is validated here, at the edge.
+
+use chrono::{DateTime, Utc};
+use prost_types::Timestamp;
+use tonic::Status;
+
+use super::pb;
+use crate::job::{Job, JobId, JobStatus};
+use crate::queue::{CancelError, Manager, SubmitError, SubmitRequest};
+use crate::store::StoreError;
+
+/// The most retries a submitter may ask for.
+pub const MAX_RETRIES_LIMIT: u32 = 100;
+
+/// The most jobs one `ListJobs` page may hold (the store's own cap).
+pub const LIST_LIMIT_MAX: u32 = 1000;
+
+pub fn timestamp(at: DateTime<Utc>) -> Timestamp {
+    Timestamp {
+        seconds: at.timestamp(),
+        nanos: at.timestamp_subsec_nanos() as i32,
+    }
+}
+
+pub fn status_to_pb(status: JobStatus) -> pb::JobStatus {
+    match status {
+        JobStatus::Pending => pb::JobStatus::Pending,
+        JobStatus::Running => pb::JobStatus::Running,
+        JobStatus::Completed => pb::JobStatus::Completed,
+        JobStatus::Failed => pb::JobStatus::Failed,
+        JobStatus::Cancelled => pb::JobStatus::Cancelled,
+    }
+}
+
+/// A status filter: `None` for "any".
+pub fn status_filter(value: i32) -> Result<Option<JobStatus>, Status> {
+    match pb::JobStatus::try_from(value) {
+        Ok(pb::JobStatus::Unspecified) => Ok(None),
+        Ok(pb::JobStatus::Pending) => Ok(Some(JobStatus::Pending)),
+        Ok(pb::JobStatus::Running) => Ok(Some(JobStatus::Running)),
+        Ok(pb::JobStatus::Completed) => Ok(Some(JobStatus::Completed)),
+        Ok(pb::JobStatus::Failed) => Ok(Some(JobStatus::Failed)),
+        Ok(pb::JobStatus::Cancelled) => Ok(Some(JobStatus::Cancelled)),
+        Err(_) => Err(Status::invalid_argument(format!(
+            "unknown job status {value}: use one of JOB_STATUS_PENDING .. JOB_STATUS_CANCELLED"
+        ))),
+    }
+}
+
+/// A job as a message; `full` keeps payload and result.
+pub fn job_to_pb(job: Job, attempt: u32, full: bool) -> pb::Job {
+    pb::Job {
+        id: job.id.to_string(),
+        command: job.command,
+        payload: if full { job.payload } else { Vec::new() },
+        priority: job.priority,
+        status: status_to_pb(job.status).into(),
+        created_at: Some(timestamp(job.created_at)),
+        run_at: Some(timestamp(job.run_at)),
+        started_at: job.started_at.map(timestamp),
+        completed_at: job.completed_at.map(timestamp),
+        result: if full { job.result } else { None },
+        error: job.error,
+        error_kind: job.error_kind.map(|kind| kind.as_str().to_owned()),
+        retry_count: job.retry_count,
+        max_retries: job.max_retries,
+        attempt,
+        plugin: job.plugin.map(|plugin| pb::PluginRef {
+            name: plugin.name,
+            version: plugin.version,
+            sha256: plugin.sha256,
+        }),
+    }
+}
+
+pub fn parse_job_id(field: &str, text: &str) -> Result<JobId, Status> {
+    text.parse().map_err(|_| {
+        Status::invalid_argument(format!(
+            "invalid {field} {text:?}: expected a job id such as 0192f0c4-7a3e-7c41-9d2a-5b8f0e6c1d2e \
+             (see `honeydew list`)"
+        ))
+    })
+}
+
+/// Checks the payload is JSON; an empty payload means `{}`.
+pub fn json_payload(payload: Vec<u8>) -> Result<Vec<u8>, Status> {
+    if payload.is_empty() {
+        return Ok(b"{}".to_vec());
+    }
+    match serde_json::from_slice::<serde::de::IgnoredAny>(&payload) {
+        Ok(_) => Ok(payload),
+        Err(err) => Err(Status::invalid_argument(format!(
+            "payload is not valid JSON: {err}: send a JSON document such as {{\"owner\": \"octocat\"}}"
+        ))),
+    }
+}
+
+pub fn max_retries(value: Option<u32>) -> Result<Option<u32>, Status> {
+    match value {
+        Some(n) if n > MAX_RETRIES_LIMIT => Err(Status::invalid_argument(format!(
+            "max_retries is {n}, over the limit of {MAX_RETRIES_LIMIT}"
+        ))),
+        other => Ok(other),
+    }
+}
+
+/// Validates and submits a job: the one path shared by `SubmitJob` and every proxy RPC.
+pub async fn submit(
+    manager: &Manager,
+    command: String,
+    payload: Vec<u8>,
+    priority: i64,
+    retries: Option<u32>,
+) -> Result<pb::SubmitJobResponse, Status> {
+    let request = SubmitRequest {
+        command,
+        payload: json_payload(payload)?,
+        priority,
+        max_retries: max_retries(retries)?,
+    };
+    let id = manager.submit(request).await.map_err(submit_status)?;
+    Ok(pb::SubmitJobResponse {
+        job_id: id.to_string(),
+    })
+}
+
+pub fn submit_status(err: SubmitError) -> Status {
+    match err {
+        SubmitError::Store(err) => store_status(err),
+        // Malformed or unknown command, oversized payload: the request is at fault.
+        err => Status::invalid_argument(err.to_string()),
+    }
+}
+
+pub fn cancel_status(err: CancelError) -> Status {
+    match err {
+        CancelError::NotFound(_) => Status::not_found(err.to_string()),
+        CancelError::Finished { .. } => Status::failed_precondition(err.to_string()),
+        CancelError::Store(err) => store_status(err),
+    }
+}
+
+pub fn store_status(err: StoreError) -> Status {
+    match err {
+        StoreError::NotFound(_) => Status::not_found(err.to_string()),
+        StoreError::Closed => {
+            Status::unavailable("the daemon's job store is closed: it is shutting down")
+        }
+        err => Status::internal(err.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::Code;
+
+    #[test]
+    fn empty_payload_means_empty_object_and_bad_json_is_invalid_argument() {
+        assert_eq!(json_payload(Vec::new()).unwrap(), b"{}");
+        assert_eq!(json_payload(b"[1, 2]".to_vec()).unwrap(), b"[1, 2]");
+        let err = json_payload(b"{\"owner\":".to_vec()).unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert!(
+            err.message().starts_with("payload is not valid JSON"),
+            "{}",
+            err.message()
+        );
+    }
+
+    #[test]
+    fn status_filter_accepts_every_status_and_refuses_unknown_values() {
+        assert_eq!(status_filter(0).unwrap(), None);
+        for status in JobStatus::ALL {
+            let value: i32 = status_to_pb(status).into();
+            assert_eq!(status_filter(value).unwrap(), Some(status));
+        }
+        assert_eq!(status_filter(42).unwrap_err().code(), Code::InvalidArgument);
+    }
+
+    #[test]
+    fn max_retries_over_the_limit_is_refused() {
+        assert_eq!(max_retries(None).unwrap(), None);
+        assert_eq!(
+            max_retries(Some(MAX_RETRIES_LIMIT)).unwrap(),
+            Some(MAX_RETRIES_LIMIT)
+        );
+        let err = max_retries(Some(MAX_RETRIES_LIMIT + 1)).unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+    }
+
+    #[test]
+    fn job_ids_are_validated() {
+        let id = JobId::new();
+        assert_eq!(parse_job_id("job_id", &id.to_string()).unwrap(), id);
+        let err = parse_job_id("job_id", "nope").unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert!(err.message().contains("\"nope\""));
+    }
+
+    #[test]
+    fn summary_drops_payload_and_result_full_keeps_them() {
+        let mut job = Job::new("echo.echo", b"{\"a\":1}".to_vec(), 3, 2);
+        job.result = Some(b"{}".to_vec());
+        let summary = job_to_pb(job.clone(), 1, false);
+        assert!(summary.payload.is_empty());
+        assert_eq!(summary.result, None);
+        let full = job_to_pb(job, 1, true);
+        assert_eq!(full.payload, b"{\"a\":1}");
+        assert_eq!(full.result.as_deref(), Some(&b"{}"[..]));
+        assert_eq!(full.status, pb::JobStatus::Pending as i32);
+    }
+}

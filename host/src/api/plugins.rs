@@ -1,0 +1,59 @@
+//! The `Plugins` service: what the runtime has loaded, as the operator sees it.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use super::pb::{self, plugins_server::Plugins};
+use super::{ApiState, PluginInventory};
+use crate::runtime::{PluginSummary, Runtime};
+
+impl PluginInventory for Runtime {
+    fn plugins(&self) -> Vec<PluginSummary> {
+        Runtime::plugins(self)
+    }
+}
+
+pub struct PluginsService {
+    state: Arc<ApiState>,
+}
+
+impl PluginsService {
+    pub fn new(state: Arc<ApiState>) -> Self {
+        Self { state }
+    }
+}
+
+fn plugin_to_pb(plugin: PluginSummary) -> pb::Plugin {
+    pb::Plugin {
+        name: plugin.name,
+        version: plugin.version,
+        sha256: plugin.sha256,
+        commands: plugin.commands,
+        limits: Some(pb::PluginLimits {
+            fuel: plugin.limits.fuel,
+            memory_mib: plugin.limits.memory_mib,
+            timeout_ms: u64::try_from(plugin.limits.timeout.as_millis()).unwrap_or(u64::MAX),
+            max_retries: plugin.limits.max_retries,
+        }),
+        allowed_hosts: plugin.allowed_hosts,
+    }
+}
+
+#[tonic::async_trait]
+impl Plugins for PluginsService {
+    async fn list_plugins(
+        &self,
+        _request: Request<pb::ListPluginsRequest>,
+    ) -> Result<Response<pb::ListPluginsResponse>, Status> {
+        let mut plugins: Vec<pb::Plugin> = self
+            .state
+            .plugins
+            .plugins()
+            .into_iter()
+            .map(plugin_to_pb)
+            .collect();
+        plugins.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(Response::new(pb::ListPluginsResponse { plugins }))
+    }
+}

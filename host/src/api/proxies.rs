@@ -1,0 +1,317 @@
+//! The typed proxies (GitHub, GitLab, Jira, Linear, Bitbucket): each RPC turns its typed
+//! request into the JSON payload of one command and submits it like `SubmitJob`.
+//!
+//! Required fields are checked here and empty optional ones left out, so the plugin's
+//! defaults apply. Whether a plugin serves the command is the manager's question, so an
+//! RPC whose plugin is missing fails exactly as `SubmitJob` would.
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+use tonic::{Request, Response, Status};
+
+use super::ApiState;
+use super::convert;
+use super::pb::{
+    self, bitbucket_server::Bitbucket, git_hub_server::GitHub, git_lab_server::GitLab,
+    jira_server::Jira, linear_server::Linear,
+};
+
+/// Serves all five proxy services.
+#[derive(Clone)]
+pub struct ProxyService {
+    state: Arc<ApiState>,
+}
+
+impl ProxyService {
+    pub fn new(state: Arc<ApiState>) -> Self {
+        Self { state }
+    }
+
+    async fn submit(
+        &self,
+        payload: Payload,
+        options: Option<pb::JobOptions>,
+    ) -> Result<Response<pb::SubmitJobResponse>, Status> {
+        let options = options.unwrap_or_default();
+        let bytes = serde_json::to_vec(&Value::Object(payload.fields))
+            .map_err(|err| Status::internal(format!("cannot encode the payload: {err}")))?;
+        let response = convert::submit(
+            &self.state.manager,
+            payload.command.to_owned(),
+            bytes,
+            options.priority,
+            options.max_retries,
+        )
+        .await?;
+        Ok(Response::new(response))
+    }
+}
+
+/// A command's JSON payload under construction.
+struct Payload {
+    command: &'static str,
+    fields: Map<String, Value>,
+}
+
+impl Payload {
+    fn new(command: &'static str) -> Self {
+        Self {
+            command,
+            fields: Map::new(),
+        }
+    }
+
+    fn required(mut self, name: &str, value: String) -> Result<Self, Status> {
+        if value.trim().is_empty() {
+            return Err(Status::invalid_argument(format!(
+                "{name} is required for {}",
+                self.command
+            )));
+        }
+        self.fields.insert(name.to_owned(), value.into());
+        Ok(self)
+    }
+
+    fn optional(mut self, name: &str, value: String) -> Self {
+        if !value.is_empty() {
+            self.fields.insert(name.to_owned(), value.into());
+        }
+        self
+    }
+
+    /// A page size such as `per_page`: 0 leaves it out, otherwise 1 to `max`.
+    fn count(mut self, name: &str, value: u32, max: u32) -> Result<Self, Status> {
+        match value {
+            0 => Ok(self),
+            n if n <= max => {
+                self.fields.insert(name.to_owned(), n.into());
+                Ok(self)
+            }
+            _ => Err(Status::invalid_argument(format!(
+                "{name} is {value}: it must be 1 to {max} for {} (0 for the plugin's default)",
+                self.command
+            ))),
+        }
+    }
+}
+
+type Submitted = Result<Response<pb::SubmitJobResponse>, Status>;
+
+#[tonic::async_trait]
+impl GitHub for ProxyService {
+    async fn list_repositories(
+        &self,
+        request: Request<pb::GitHubListRepositoriesRequest>,
+    ) -> Submitted {
+        let r = request.into_inner();
+        let payload = Payload::new("github.repositories")
+            .optional("owner", r.owner)
+            .count("per_page", r.per_page, 100)?;
+        self.submit(payload, r.options).await
+    }
+
+    async fn get_commits(&self, request: Request<pb::GitHubGetCommitsRequest>) -> Submitted {
+        let r = request.into_inner();
+        let payload = Payload::new("github.commits")
+            .required("owner", r.owner)?
+            .required("repo", r.repo)?
+            .optional("sha", r.sha)
+            .count("per_page", r.per_page, 100)?;
+        self.submit(payload, r.options).await
+    }
+
+    async fn get_pull_requests(
+        &self,
+        request: Request<pb::GitHubGetPullRequestsRequest>,
+    ) -> Submitted {
+        let r = request.into_inner();
+        let payload = Payload::new("github.pullRequests")
+            .required("owner", r.owner)?
+            .required("repo", r.repo)?
+            .optional("state", r.state)
+            .count("per_page", r.per_page, 100)?;
+        self.submit(payload, r.options).await
+    }
+
+    async fn clone_repository(
+        &self,
+        request: Request<pb::GitHubCloneRepositoryRequest>,
+    ) -> Submitted {
+        let r = request.into_inner();
+        let payload = Payload::new("github.clone")
+            .required("owner", r.owner)?
+            .required("repo", r.repo)?
+            .optional("ref", r.r#ref);
+        self.submit(payload, r.options).await
+    }
+}
+
+#[tonic::async_trait]
+impl GitLab for ProxyService {
+    async fn list_projects(&self, request: Request<pb::GitLabListProjectsRequest>) -> Submitted {
+        let r = request.into_inner();
+        let payload = Payload::new("gitlab.projects")
+            .optional("group", r.group)
+            .count("per_page", r.per_page, 100)?;
+        self.submit(payload, r.options).await
+    }
+
+    async fn get_commits(&self, request: Request<pb::GitLabGetCommitsRequest>) -> Submitted {
+        let r = request.into_inner();
+        let payload = Payload::new("gitlab.commits")
+            .required("project", r.project)?
+            .optional("ref", r.r#ref)
+            .count("per_page", r.per_page, 100)?;
+        self.submit(payload, r.options).await
+    }
+
+    async fn get_merge_requests(
+        &self,
+        request: Request<pb::GitLabGetMergeRequestsRequest>,
+    ) -> Submitted {
+        let r = request.into_inner();
+        let payload = Payload::new("gitlab.mergeRequests")
+            .required("project", r.project)?
+            .optional("state", r.state)
+            .count("per_page", r.per_page, 100)?;
+        self.submit(payload, r.options).await
+    }
+
+    async fn clone_repository(
+        &self,
+        request: Request<pb::GitLabCloneRepositoryRequest>,
+    ) -> Submitted {
+        let r = request.into_inner();
+        let payload = Payload::new("gitlab.clone")
+            .required("project", r.project)?
+            .optional("ref", r.r#ref);
+        self.submit(payload, r.options).await
+    }
+}
+
+#[tonic::async_trait]
+impl Jira for ProxyService {
+    async fn list_projects(&self, request: Request<pb::JiraListProjectsRequest>) -> Submitted {
+        let r = request.into_inner();
+        let payload = Payload::new("jira.projects").count("max_results", r.max_results, 100)?;
+        self.submit(payload, r.options).await
+    }
+
+    async fn search_issues(&self, request: Request<pb::JiraSearchIssuesRequest>) -> Submitted {
+        let r = request.into_inner();
+        let payload = match (r.jql.trim().is_empty(), r.project.trim().is_empty()) {
+            (false, true) => Payload::new("jira.issues").required("jql", r.jql)?,
+            (true, false) => Payload::new("jira.issues").required("project", r.project)?,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "jira.issues needs exactly one of jql and project",
+                ));
+            }
+        }
+        .count("max_results", r.max_results, 100)?;
+        self.submit(payload, r.options).await
+    }
+
+    async fn get_issue(&self, request: Request<pb::JiraGetIssueRequest>) -> Submitted {
+        let r = request.into_inner();
+        let payload = Payload::new("jira.issue").required("key", r.key)?;
+        self.submit(payload, r.options).await
+    }
+}
+
+#[tonic::async_trait]
+impl Linear for ProxyService {
+    async fn list_teams(&self, request: Request<pb::LinearListTeamsRequest>) -> Submitted {
+        let r = request.into_inner();
+        let payload = Payload::new("linear.teams").count("first", r.first, 250)?;
+        self.submit(payload, r.options).await
+    }
+
+    async fn list_issues(&self, request: Request<pb::LinearListIssuesRequest>) -> Submitted {
+        let r = request.into_inner();
+        let payload = Payload::new("linear.issues")
+            .optional("team", r.team)
+            .count("first", r.first, 250)?;
+        self.submit(payload, r.options).await
+    }
+}
+
+#[tonic::async_trait]
+impl Bitbucket for ProxyService {
+    async fn list_repositories(
+        &self,
+        request: Request<pb::BitbucketListRepositoriesRequest>,
+    ) -> Submitted {
+        let r = request.into_inner();
+        let payload = Payload::new("bitbucket.repositories")
+            .required("workspace", r.workspace)?
+            .count("per_page", r.per_page, 50)?;
+        self.submit(payload, r.options).await
+    }
+
+    async fn get_commits(&self, request: Request<pb::BitbucketGetCommitsRequest>) -> Submitted {
+        let r = request.into_inner();
+        let payload = Payload::new("bitbucket.commits")
+            .required("workspace", r.workspace)?
+            .required("repo", r.repo)?
+            .optional("branch", r.branch)
+            .count("per_page", r.per_page, 50)?;
+        self.submit(payload, r.options).await
+    }
+
+    async fn get_pull_requests(
+        &self,
+        request: Request<pb::BitbucketGetPullRequestsRequest>,
+    ) -> Submitted {
+        let r = request.into_inner();
+        let payload = Payload::new("bitbucket.pullRequests")
+            .required("workspace", r.workspace)?
+            .required("repo", r.repo)?
+            .optional("state", r.state)
+            .count("per_page", r.per_page, 50)?;
+        self.submit(payload, r.options).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use tonic::Code;
+
+    #[test]
+    fn payload_keeps_given_fields_and_leaves_out_empty_ones() {
+        let payload = Payload::new("github.commits")
+            .required("owner", "octocat".into())
+            .unwrap()
+            .required("repo", "hello".into())
+            .unwrap()
+            .optional("sha", String::new())
+            .count("per_page", 30, 100)
+            .unwrap();
+        assert_eq!(
+            Value::Object(payload.fields),
+            json!({"owner": "octocat", "repo": "hello", "per_page": 30})
+        );
+    }
+
+    #[test]
+    fn missing_required_field_and_out_of_range_per_page_are_invalid_arguments() {
+        let err = Payload::new("github.commits")
+            .required("owner", " ".into())
+            .err()
+            .unwrap();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert_eq!(err.message(), "owner is required for github.commits");
+        let err = Payload::new("bitbucket.commits")
+            .count("per_page", 51, 50)
+            .err()
+            .unwrap();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert_eq!(
+            err.message(),
+            "per_page is 51: it must be 1 to 50 for bitbucket.commits (0 for the plugin's default)"
+        );
+    }
+}

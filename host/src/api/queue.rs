@@ -1,0 +1,174 @@
+//! The `Queue` service: submit, cancel, get, list and watch jobs through the manager.
+
+use std::sync::Arc;
+
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use super::ApiState;
+use super::convert::{self, LIST_LIMIT_MAX};
+use super::pb::{self, queue_server::Queue};
+use super::watch;
+use crate::job::{Job, JobId};
+use crate::queue::CancelOutcome;
+use crate::store::JobFilter;
+
+/// Per job of a full `ListJobs` page, what the message costs besides payload and result.
+const JOB_OVERHEAD_BYTES: usize = 512;
+
+pub struct QueueService {
+    state: Arc<ApiState>,
+}
+
+impl QueueService {
+    pub fn new(state: Arc<ApiState>) -> Self {
+        Self { state }
+    }
+}
+
+/// A job with its attempt count, as `GetJobStatus` and `WatchJob` report it.
+///
+/// The row and the count are two reads; a claim committed between them would pair a
+/// pending job with the attempt that just started, and `WatchJob` would then drop that
+/// attempt's `running` event as old news. A count changes only with a claim, so the
+/// count is read on both sides of the row until the two agree: the pair is then one
+/// consistent state.
+pub async fn job_with_attempt(state: &ApiState, id: JobId) -> Result<(Job, u32), Status> {
+    let mut before = attempt_count(state, id).await?;
+    loop {
+        let job = state.manager.get(id).await.map_err(convert::store_status)?;
+        let after = attempt_count(state, id).await?;
+        if after == before {
+            return Ok((job, after));
+        }
+        before = after;
+    }
+}
+
+async fn attempt_count(state: &ApiState, id: JobId) -> Result<u32, Status> {
+    let attempts = state
+        .manager
+        .store()
+        .attempts(id)
+        .await
+        .map_err(convert::store_status)?;
+    Ok(attempts.iter().map(|row| row.attempt).max().unwrap_or(0))
+}
+
+#[tonic::async_trait]
+impl Queue for QueueService {
+    async fn submit_job(
+        &self,
+        request: Request<pb::SubmitJobRequest>,
+    ) -> Result<Response<pb::SubmitJobResponse>, Status> {
+        let request = request.into_inner();
+        let response = convert::submit(
+            &self.state.manager,
+            request.command,
+            request.payload,
+            request.priority,
+            request.max_retries,
+        )
+        .await?;
+        Ok(Response::new(response))
+    }
+
+    async fn cancel_job(
+        &self,
+        request: Request<pb::CancelJobRequest>,
+    ) -> Result<Response<pb::CancelJobResponse>, Status> {
+        let id = convert::parse_job_id("job_id", &request.into_inner().job_id)?;
+        let outcome = match self.state.manager.cancel(id).await {
+            Ok(CancelOutcome::Cancelled) => pb::CancelOutcome::Cancelled,
+            Ok(CancelOutcome::Cancelling) => pb::CancelOutcome::Cancelling,
+            Err(err) => return Err(convert::cancel_status(err)),
+        };
+        Ok(Response::new(pb::CancelJobResponse {
+            outcome: outcome.into(),
+        }))
+    }
+
+    async fn get_job_status(
+        &self,
+        request: Request<pb::GetJobStatusRequest>,
+    ) -> Result<Response<pb::GetJobStatusResponse>, Status> {
+        let id = convert::parse_job_id("job_id", &request.into_inner().job_id)?;
+        let (job, attempt) = job_with_attempt(&self.state, id).await?;
+        Ok(Response::new(pb::GetJobStatusResponse {
+            job: Some(convert::job_to_pb(job, attempt, true)),
+        }))
+    }
+
+    async fn list_jobs(
+        &self,
+        request: Request<pb::ListJobsRequest>,
+    ) -> Result<Response<pb::ListJobsResponse>, Status> {
+        let request = request.into_inner();
+        if request.limit > LIST_LIMIT_MAX {
+            return Err(Status::invalid_argument(format!(
+                "limit is {}, over the maximum of {LIST_LIMIT_MAX}: page with page_token instead",
+                request.limit
+            )));
+        }
+        let cursor = match request.page_token.as_str() {
+            "" => None,
+            token => Some(convert::parse_job_id("page_token", token)?),
+        };
+        let full = match pb::JobView::try_from(request.view) {
+            Ok(pb::JobView::Full) => true,
+            Ok(pb::JobView::Summary | pb::JobView::Unspecified) => false,
+            Err(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "unknown view {}: use JOB_VIEW_SUMMARY or JOB_VIEW_FULL",
+                    request.view
+                )));
+            }
+        };
+        let filter = JobFilter {
+            status: convert::status_filter(request.status)?,
+            command: Some(request.command).filter(|command| !command.is_empty()),
+            limit: request.limit as usize,
+            cursor,
+        };
+        let page = self
+            .state
+            .manager
+            .list(filter)
+            .await
+            .map_err(convert::store_status)?;
+        let mut next_cursor = page.next_cursor;
+        let mut jobs = Vec::with_capacity(page.jobs.len());
+        let mut last_id = None;
+        let mut bytes = 0;
+        for job in page.jobs {
+            if full {
+                bytes += job.payload.len()
+                    + job.result.as_ref().map_or(0, Vec::len)
+                    + JOB_OVERHEAD_BYTES;
+                // Keep a full page well under the response limit; the next page resumes
+                // after the last job sent.
+                if bytes > self.state.config.max_response_bytes / 2 && !jobs.is_empty() {
+                    next_cursor = last_id;
+                    break;
+                }
+            }
+            last_id = Some(job.id);
+            jobs.push(convert::job_to_pb(job, 0, full));
+        }
+        Ok(Response::new(pb::ListJobsResponse {
+            jobs,
+            next_page_token: next_cursor.map(|id| id.to_string()).unwrap_or_default(),
+        }))
+    }
+
+    type WatchJobStream = ReceiverStream<Result<pb::JobUpdate, Status>>;
+
+    async fn watch_job(
+        &self,
+        request: Request<pb::WatchJobRequest>,
+    ) -> Result<Response<Self::WatchJobStream>, Status> {
+        let id = convert::parse_job_id("job_id", &request.into_inner().job_id)?;
+        let stream = watch::watch(Arc::clone(&self.state), id).await?;
+        Ok(Response::new(stream))
+    }
+}

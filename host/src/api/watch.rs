@@ -1,0 +1,189 @@
+//! `WatchJob`: the job's state now, then each change, ending after the terminal state.
+//!
+//! The watcher subscribes to the manager's events *before* reading the job, so no change
+//! can fall between the read and the subscription. Events older than what was already
+//! sent (they were queued before the read) are dropped by comparing [`Progress`]. When
+//! the broadcast channel lags, the job is read again instead. A terminal event is
+//! answered with the job read back from the store, so the last update carries the
+//! result. At daemon shutdown open watches end with UNAVAILABLE.
+
+use std::sync::Arc;
+
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Status;
+
+use super::ApiState;
+use super::convert;
+use super::pb;
+use super::queue::job_with_attempt;
+use crate::job::{Job, JobId, JobStatus};
+use crate::queue::JobEvent;
+
+/// How far a job has got: later states compare greater. An attempt's `running` comes
+/// before the `pending` it may fall back to (a retry or a shutdown), which comes
+/// before the next attempt's `running`.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+struct Progress {
+    attempt: u32,
+    stage: u8,
+}
+
+impl Progress {
+    fn of(status: JobStatus, attempt: u32) -> Self {
+        let stage = match status {
+            JobStatus::Running => 1,
+            JobStatus::Pending => 2,
+            JobStatus::Completed | JobStatus::Failed | JobStatus::Cancelled => 3,
+        };
+        Self { attempt, stage }
+    }
+}
+
+type Updates = mpsc::Sender<Result<pb::JobUpdate, Status>>;
+
+/// Starts watching `id`; NOT_FOUND when there is no such job.
+pub async fn watch(
+    state: Arc<ApiState>,
+    id: JobId,
+) -> Result<ReceiverStream<Result<pb::JobUpdate, Status>>, Status> {
+    let events = state.manager.subscribe();
+    let (job, attempt) = job_with_attempt(&state, id).await?;
+    let (updates, stream) = mpsc::channel(16);
+    tokio::spawn(follow(state, id, events, job, attempt, updates));
+    Ok(ReceiverStream::new(stream))
+}
+
+async fn follow(
+    state: Arc<ApiState>,
+    id: JobId,
+    mut events: broadcast::Receiver<JobEvent>,
+    job: Job,
+    attempt: u32,
+    updates: Updates,
+) {
+    let mut sent = Progress::of(job.status, attempt);
+    let terminal = job.status.is_terminal();
+    if updates.send(Ok(snapshot(job, attempt))).await.is_err() || terminal {
+        return;
+    }
+    loop {
+        let event = tokio::select! {
+            () = state.closing.cancelled() => {
+                let status = Status::unavailable(
+                    "the daemon is shutting down: watch the job again once it is back",
+                );
+                let _ = updates.send(Err(status)).await;
+                return;
+            }
+            () = updates.closed() => return,
+            event = events.recv() => event,
+        };
+        match event {
+            Ok(event) if event.id != id => continue,
+            Ok(event) if !event.status.is_terminal() => {
+                let progress = Progress::of(event.status, event.attempt);
+                if progress > sent {
+                    sent = progress;
+                    if updates.send(Ok(from_event(event))).await.is_err() {
+                        return;
+                    }
+                }
+                continue;
+            }
+            // Terminal: read the job back so that the last update carries the result.
+            // Lagged: events were missed, and the store knows where the job is now.
+            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+            Err(broadcast::error::RecvError::Closed) => {
+                let status = Status::unavailable("the daemon stopped publishing job events");
+                let _ = updates.send(Err(status)).await;
+                return;
+            }
+        }
+        let (job, attempt) = match job_with_attempt(&state, id).await {
+            Ok(found) => found,
+            Err(status) => {
+                let _ = updates.send(Err(status)).await;
+                return;
+            }
+        };
+        let progress = Progress::of(job.status, attempt);
+        let terminal = job.status.is_terminal();
+        if progress > sent {
+            sent = progress;
+            if updates.send(Ok(snapshot(job, attempt))).await.is_err() {
+                return;
+            }
+        }
+        if terminal {
+            return;
+        }
+    }
+}
+
+fn snapshot(job: Job, attempt: u32) -> pb::JobUpdate {
+    pb::JobUpdate {
+        job_id: job.id.to_string(),
+        status: convert::status_to_pb(job.status).into(),
+        attempt,
+        retry_count: job.retry_count,
+        error: job.error.clone(),
+        at: Some(convert::timestamp(changed_at(&job))),
+        job: Some(convert::job_to_pb(job, attempt, true)),
+    }
+}
+
+/// When the job reached its current state, as far as its row tells; for a pending job
+/// (submitted, or back from a retry) the time it was read.
+fn changed_at(job: &Job) -> chrono::DateTime<chrono::Utc> {
+    match job.status {
+        JobStatus::Pending => chrono::Utc::now(),
+        JobStatus::Running => job.started_at.unwrap_or(job.created_at),
+        _ => job.completed_at.unwrap_or(job.created_at),
+    }
+}
+
+fn from_event(event: JobEvent) -> pb::JobUpdate {
+    pb::JobUpdate {
+        job_id: event.id.to_string(),
+        status: convert::status_to_pb(event.status).into(),
+        attempt: event.attempt,
+        retry_count: event.retry_count,
+        error: event.error,
+        at: Some(convert::timestamp(event.at)),
+        job: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use JobStatus::*;
+
+    #[test]
+    fn progress_orders_a_life_with_retries_and_a_restart() {
+        let life = [
+            (Pending, 0),
+            (Running, 1),
+            (Pending, 1), // retry
+            (Running, 2),
+            (Pending, 2), // interrupted by shutdown
+            (Running, 3),
+            (Completed, 3),
+        ];
+        let progress: Vec<Progress> = life.iter().map(|&(s, a)| Progress::of(s, a)).collect();
+        assert!(
+            progress.windows(2).all(|pair| pair[0] < pair[1]),
+            "{progress:?}"
+        );
+    }
+
+    #[test]
+    fn a_replayed_older_event_is_not_newer_than_the_snapshot() {
+        let snapshot = Progress::of(Running, 2);
+        assert!(Progress::of(Pending, 1) < snapshot);
+        assert!(Progress::of(Running, 1) < snapshot);
+        assert!(Progress::of(Pending, 0) < snapshot);
+        assert_eq!(Progress::of(Running, 2), snapshot);
+    }
+}

@@ -1,0 +1,5 @@
+//! `honeydew`: the command line client. Everything is in [`honeydew::cli`].
+
+fn main() -> std::process::ExitCode {
+    honeydew::cli::main()
+}

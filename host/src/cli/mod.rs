@@ -1,0 +1,588 @@
+//! The `honeydew` command line: a gRPC client of the daemon, plus `honeydew daemon`.
+//!
+//! Every command connects to the daemon's Unix socket (`--socket`, or `honeydew.sock`
+//! in `--data-dir` / `HONEYDEW_DATA_DIR`, or `--tcp`), makes its calls and prints for
+//! people, or JSON with `--json`. Results print as pretty JSON when they are JSON, raw
+//! otherwise; progress goes to stderr so that stdout holds only the answer. Exit codes
+//! are part of the interface: see [`EXIT_CODES`].
+
+mod output;
+mod proxies;
+mod wait;
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+
+use crate::api::pb::plugins_client::PluginsClient;
+use crate::api::pb::queue_client::QueueClient;
+use crate::api::pb::schedules_client::SchedulesClient;
+use crate::api::{self, Address, CLIENT_MAX_RESPONSE_BYTES, pb};
+use crate::config::{DaemonArgs, DataDirArg, SOCKET_FILE_NAME};
+
+/// What the exit codes mean; shown by `--help`.
+pub const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  the job failed or was cancelled, or the daemon refused the request
+  2  usage error (bad arguments, or a request the daemon found invalid)
+  3  the daemon is unreachable";
+
+/// Talk to the honeydew daemon: submit jobs, watch them, list and cancel them.
+#[derive(Parser, Debug)]
+#[command(name = "honeydew", version, after_help = EXIT_CODES)]
+pub struct Cli {
+    #[command(flatten)]
+    data_dir: DataDirArg,
+    /// The daemon's socket [default: <data-dir>/honeydew.sock]
+    #[arg(long, env = "HONEYDEW_SOCKET", value_name = "PATH", global = true)]
+    socket: Option<PathBuf>,
+    /// Reach the daemon over TCP instead (HOST:PORT, as given to `honeydewd --listen-tcp`)
+    #[arg(
+        long,
+        env = "HONEYDEW_TCP",
+        value_name = "ADDR",
+        global = true,
+        conflicts_with = "socket"
+    )]
+    tcp: Option<String>,
+    /// Print JSON instead of text
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    #[command(flatten)]
+    Client(ClientCommand),
+    /// Run the daemon in the foreground (same as `honeydewd`)
+    Daemon(DaemonArgs),
+}
+
+/// The commands that talk to a running daemon.
+#[derive(Subcommand, Debug)]
+enum ClientCommand {
+    /// Submit a job and print its id (or, with --wait, its result)
+    Submit(SubmitArgs),
+    /// Show a job
+    Status {
+        /// The job id
+        id: String,
+    },
+    /// Wait for a job to finish, showing its progress, and print its result
+    Wait {
+        /// The job id
+        id: String,
+    },
+    /// List jobs, newest first
+    List(ListArgs),
+    /// Cancel a pending or running job
+    Cancel {
+        /// The job id
+        id: String,
+    },
+    /// Manage cron schedules
+    #[command(subcommand)]
+    Schedule(ScheduleCommand),
+    /// List the loaded plugins
+    Plugins,
+    /// GitHub jobs (plugin `github`)
+    #[command(subcommand, name = "github")]
+    GitHub(proxies::GitHubCommand),
+    /// GitLab jobs (plugin `gitlab`)
+    #[command(subcommand, name = "gitlab")]
+    GitLab(proxies::GitLabCommand),
+    /// Jira jobs (plugin `jira`)
+    #[command(subcommand)]
+    Jira(proxies::JiraCommand),
+    /// Linear jobs (plugin `linear`)
+    #[command(subcommand)]
+    Linear(proxies::LinearCommand),
+    /// Bitbucket jobs (plugin `bitbucket`)
+    #[command(subcommand)]
+    Bitbucket(proxies::BitbucketCommand),
+}
+
+#[derive(Args, Debug)]
+struct SubmitArgs {
+    /// PLUGIN.COMMAND, such as echo.echo or github.commits
+    command: String,
+    /// JSON payload: inline, @FILE, or - for stdin [default: {}]
+    #[arg(long, value_name = "JSON|@FILE|-")]
+    payload: Option<String>,
+    #[command(flatten)]
+    job: JobArgs,
+}
+
+/// How to queue a job, and whether to wait for it.
+#[derive(Args, Debug, Clone, Copy)]
+struct JobArgs {
+    /// Higher runs first: 0 normal, 1-10 user-initiated, 100+ urgent
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    priority: i64,
+    /// Retries after retriable failures [default: the plugin's]
+    #[arg(long, value_name = "N")]
+    max_retries: Option<u32>,
+    /// Wait for the job to finish and print its result
+    #[arg(long)]
+    wait: bool,
+}
+
+impl JobArgs {
+    fn options(self) -> pb::JobOptions {
+        pb::JobOptions {
+            priority: self.priority,
+            max_retries: self.max_retries,
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+struct ListArgs {
+    /// Only jobs in this state
+    #[arg(long, value_enum)]
+    status: Option<StatusArg>,
+    /// Only jobs of this command
+    #[arg(long, value_name = "PLUGIN.COMMAND")]
+    command: Option<String>,
+    /// At most this many jobs (1 to 1000)
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    limit: u32,
+    /// Continue a previous listing
+    #[arg(long, value_name = "TOKEN")]
+    page_token: Option<String>,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum StatusArg {
+    Pending,
+    Running,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl From<StatusArg> for pb::JobStatus {
+    fn from(status: StatusArg) -> Self {
+        match status {
+            StatusArg::Pending => pb::JobStatus::Pending,
+            StatusArg::Running => pb::JobStatus::Running,
+            StatusArg::Completed => pb::JobStatus::Completed,
+            StatusArg::Failed => pb::JobStatus::Failed,
+            StatusArg::Cancelled => pb::JobStatus::Cancelled,
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+enum ScheduleCommand {
+    /// Create a named cron schedule that submits COMMAND
+    Add {
+        /// A unique name
+        name: String,
+        /// Cron expression: 5 fields, or 6 with seconds first
+        #[arg(long, value_name = "EXPR")]
+        cron: String,
+        /// IANA time zone [default: UTC]
+        #[arg(long, value_name = "ZONE")]
+        tz: Option<String>,
+        /// PLUGIN.COMMAND
+        command: String,
+        /// JSON payload: inline, @FILE, or - for stdin [default: {}]
+        #[arg(long, value_name = "JSON|@FILE|-")]
+        payload: Option<String>,
+        /// Priority of the submitted jobs
+        #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+        priority: i64,
+        /// Retries of the submitted jobs [default: the plugin's]
+        #[arg(long, value_name = "N")]
+        max_retries: Option<u32>,
+        /// Instants missed while the daemon was down: skip them, or run once for all
+        #[arg(long, value_enum, default_value_t = MisfireArg::Skip)]
+        misfire: MisfireArg,
+    },
+    /// Remove a schedule
+    Rm {
+        /// Its name or id
+        schedule: String,
+    },
+    /// List schedules
+    Ls,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum MisfireArg {
+    Skip,
+    #[value(name = "run_once")]
+    RunOnce,
+}
+
+/// Why a command did not succeed; each maps to an exit code.
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    /// Bad input caught before or by the daemon.
+    #[error("{0}")]
+    Usage(String),
+    /// Nothing answers on the socket.
+    #[error("{0}: start it with `honeydewd` or `honeydew daemon`")]
+    Unreachable(String),
+    /// The daemon answered with an error.
+    #[error("{}", .0.message())]
+    Rpc(Status),
+    /// The job ended failed or cancelled (already reported).
+    #[error("the job did not complete")]
+    JobDidNotComplete,
+    /// Anything else, such as an unreadable payload file.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl CliError {
+    fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Usage(_) => 2,
+            CliError::Unreachable(_) => 3,
+            CliError::Rpc(status) => match status.code() {
+                Code::InvalidArgument | Code::OutOfRange => 2,
+                Code::Unavailable => 3,
+                _ => 1,
+            },
+            CliError::JobDidNotComplete | CliError::Other(_) => 1,
+        }
+    }
+}
+
+impl From<Status> for CliError {
+    fn from(status: Status) -> Self {
+        CliError::Rpc(status)
+    }
+}
+
+/// The whole `honeydew` program.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let data_dir = match cli.data_dir.resolve() {
+        Ok(dir) => dir,
+        Err(err) => {
+            eprintln!("honeydew: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    let command = match cli.command {
+        Command::Daemon(args) => return crate::daemon::main(data_dir, args),
+        Command::Client(command) => command,
+    };
+    let address = match (&cli.tcp, &cli.socket) {
+        (Some(tcp), _) => Address::Tcp(tcp.clone()),
+        (None, Some(socket)) => Address::Unix(socket.clone()),
+        (None, None) => Address::Unix(data_dir.join(SOCKET_FILE_NAME)),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("honeydew: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(command, address, cli.json)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(CliError::JobDidNotComplete) => ExitCode::from(1),
+        Err(err) => {
+            eprintln!("honeydew: {err}");
+            ExitCode::from(err.exit_code())
+        }
+    }
+}
+
+/// A `Queue` client that accepts results as large as the daemon may send.
+fn queue(channel: &Channel) -> QueueClient<Channel> {
+    QueueClient::new(channel.clone()).max_decoding_message_size(CLIENT_MAX_RESPONSE_BYTES)
+}
+
+async fn run(command: ClientCommand, address: Address, json: bool) -> Result<(), CliError> {
+    let channel = api::connect(&address)
+        .await
+        .map_err(|err| CliError::Unreachable(err.to_string()))?;
+    let channel = &channel;
+    match command {
+        ClientCommand::Submit(args) => {
+            let payload = read_payload(args.payload.as_deref())?;
+            let request = pb::SubmitJobRequest {
+                command: args.command,
+                payload,
+                priority: args.job.priority,
+                max_retries: args.job.max_retries,
+            };
+            let submitted = queue(channel).submit_job(request).await?.into_inner();
+            finish_submit(channel, submitted, args.job.wait, json).await
+        }
+        ClientCommand::Status { id } => {
+            let request = pb::GetJobStatusRequest { job_id: id };
+            let response = queue(channel).get_job_status(request).await?.into_inner();
+            let job = response.job.unwrap_or_default();
+            if json {
+                output::print_json(&output::job_json(&job));
+            } else {
+                output::print_job(&job);
+            }
+            Ok(())
+        }
+        ClientCommand::Wait { id } => wait_and_print(channel, id, json).await,
+        ClientCommand::List(args) => list(channel, args, json).await,
+        ClientCommand::Cancel { id } => {
+            let request = pb::CancelJobRequest { job_id: id.clone() };
+            let response = queue(channel).cancel_job(request).await?.into_inner();
+            let outcome = response.outcome();
+            if json {
+                let outcome = match outcome {
+                    pb::CancelOutcome::Cancelling => "cancelling",
+                    _ => "cancelled",
+                };
+                output::print_json(&serde_json::json!({"job_id": id, "outcome": outcome}));
+            } else if outcome == pb::CancelOutcome::Cancelling {
+                println!(
+                    "cancelling job {id}: it is running; `honeydew wait {id}` shows when it stops"
+                );
+            } else {
+                println!("cancelled job {id}");
+            }
+            Ok(())
+        }
+        ClientCommand::Schedule(command) => schedule(channel, command, json).await,
+        ClientCommand::Plugins => {
+            let plugins = PluginsClient::new(channel.clone())
+                .list_plugins(pb::ListPluginsRequest {})
+                .await?
+                .into_inner()
+                .plugins;
+            output::print_plugins(&plugins, json);
+            Ok(())
+        }
+        ClientCommand::GitHub(command) => {
+            let (submitted, job) = proxies::github(channel, command).await?;
+            finish_submit(channel, submitted, job.wait, json).await
+        }
+        ClientCommand::GitLab(command) => {
+            let (submitted, job) = proxies::gitlab(channel, command).await?;
+            finish_submit(channel, submitted, job.wait, json).await
+        }
+        ClientCommand::Jira(command) => {
+            let (submitted, job) = proxies::jira(channel, command).await?;
+            finish_submit(channel, submitted, job.wait, json).await
+        }
+        ClientCommand::Linear(command) => {
+            let (submitted, job) = proxies::linear(channel, command).await?;
+            finish_submit(channel, submitted, job.wait, json).await
+        }
+        ClientCommand::Bitbucket(command) => {
+            let (submitted, job) = proxies::bitbucket(channel, command).await?;
+            finish_submit(channel, submitted, job.wait, json).await
+        }
+    }
+}
+
+/// After a submit: print the id, or wait and print the result.
+async fn finish_submit(
+    channel: &Channel,
+    submitted: pb::SubmitJobResponse,
+    wait: bool,
+    json: bool,
+) -> Result<(), CliError> {
+    if wait {
+        return wait_and_print(channel, submitted.job_id, json).await;
+    }
+    if json {
+        output::print_json(&serde_json::json!({"job_id": submitted.job_id}));
+    } else {
+        println!("{}", submitted.job_id);
+    }
+    Ok(())
+}
+
+async fn wait_and_print(channel: &Channel, id: String, json: bool) -> Result<(), CliError> {
+    let job = wait::wait(&mut queue(channel), id).await?;
+    if json {
+        output::print_json(&output::job_json(&job));
+    }
+    match job.status() {
+        pb::JobStatus::Completed => {
+            if !json {
+                output::print_result(job.result.as_deref().unwrap_or_default());
+            }
+            Ok(())
+        }
+        status => {
+            if !json {
+                eprintln!("{}", output::job_ending(&job, status));
+            }
+            Err(CliError::JobDidNotComplete)
+        }
+    }
+}
+
+async fn list(channel: &Channel, args: ListArgs, json: bool) -> Result<(), CliError> {
+    let request = pb::ListJobsRequest {
+        status: args
+            .status
+            .map_or(pb::JobStatus::Unspecified, Into::into)
+            .into(),
+        command: args.command.unwrap_or_default(),
+        limit: args.limit,
+        page_token: args.page_token.unwrap_or_default(),
+        view: if json {
+            pb::JobView::Full
+        } else {
+            pb::JobView::Summary
+        }
+        .into(),
+    };
+    let page = queue(channel).list_jobs(request).await?.into_inner();
+    if json {
+        let jobs: Vec<_> = page.jobs.iter().map(output::job_json).collect();
+        output::print_json(&serde_json::json!({
+            "jobs": jobs,
+            "next_page_token": Some(&page.next_page_token).filter(|token| !token.is_empty()),
+        }));
+    } else {
+        output::print_job_table(&page.jobs);
+        if !page.next_page_token.is_empty() {
+            eprintln!("more: honeydew list --page-token {}", page.next_page_token);
+        }
+    }
+    Ok(())
+}
+
+async fn schedule(channel: &Channel, command: ScheduleCommand, json: bool) -> Result<(), CliError> {
+    let mut client = SchedulesClient::new(channel.clone());
+    match command {
+        ScheduleCommand::Add {
+            name,
+            cron,
+            tz,
+            command,
+            payload,
+            priority,
+            max_retries,
+            misfire,
+        } => {
+            let request = pb::ScheduleJobRequest {
+                name,
+                cron,
+                timezone: tz.unwrap_or_default(),
+                command,
+                payload: read_payload(payload.as_deref())?,
+                priority,
+                max_retries,
+                misfire: match misfire {
+                    MisfireArg::Skip => pb::MisfirePolicy::Skip,
+                    MisfireArg::RunOnce => pb::MisfirePolicy::RunOnce,
+                }
+                .into(),
+            };
+            let schedule = client
+                .schedule_job(request)
+                .await?
+                .into_inner()
+                .schedule
+                .unwrap_or_default();
+            output::print_schedules(&[schedule], json);
+        }
+        ScheduleCommand::Rm { schedule } => {
+            client
+                .unschedule_job(pb::UnscheduleJobRequest {
+                    schedule: schedule.clone(),
+                })
+                .await?;
+            if json {
+                output::print_json(&serde_json::json!({"removed": schedule}));
+            } else {
+                println!("removed schedule {schedule}");
+            }
+        }
+        ScheduleCommand::Ls => {
+            let schedules = client
+                .list_schedules(pb::ListSchedulesRequest {})
+                .await?
+                .into_inner()
+                .schedules;
+            output::print_schedules(&schedules, json);
+        }
+    }
+    Ok(())
+}
+
+/// `--payload`: inline JSON, `@FILE`, or `-` for stdin; nothing means `{}`.
+fn read_payload(argument: Option<&str>) -> Result<Vec<u8>, CliError> {
+    match argument {
+        None => Ok(Vec::new()),
+        Some("-") => {
+            let mut bytes = Vec::new();
+            std::io::stdin().read_to_end(&mut bytes).map_err(|err| {
+                CliError::Other(format!("cannot read the payload from stdin: {err}"))
+            })?;
+            Ok(bytes)
+        }
+        Some(text) => match text.strip_prefix('@') {
+            Some(path) => std::fs::read(path).map_err(|err| {
+                CliError::Usage(format!("cannot read the payload file {path}: {err}"))
+            }),
+            None => Ok(text.as_bytes().to_vec()),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn exit_codes_follow_the_documented_table() {
+        let check = |err: CliError, code: u8| assert_eq!(err.exit_code(), code, "{err:?}");
+        check(CliError::Usage("x".into()), 2);
+        check(CliError::Unreachable("x".into()), 3);
+        check(CliError::Rpc(Status::invalid_argument("x")), 2);
+        check(CliError::Rpc(Status::unavailable("x")), 3);
+        check(CliError::Rpc(Status::not_found("x")), 1);
+        check(CliError::Rpc(Status::failed_precondition("x")), 1);
+        check(CliError::Rpc(Status::unimplemented("x")), 1);
+        check(CliError::JobDidNotComplete, 1);
+    }
+
+    #[test]
+    fn payload_argument_forms() {
+        assert_eq!(read_payload(None).unwrap(), b"");
+        assert_eq!(read_payload(Some("{\"a\":1}")).unwrap(), b"{\"a\":1}");
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), b"[1]").unwrap();
+        let argument = format!("@{}", file.path().display());
+        assert_eq!(read_payload(Some(&argument)).unwrap(), b"[1]");
+        let err = read_payload(Some("@/nonexistent/payload.json")).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+    }
+
+    #[test]
+    fn unreachable_names_the_fix() {
+        let err = CliError::Unreachable(
+            "cannot reach the daemon at /x/honeydew.sock: no such file".into(),
+        );
+        assert!(
+            err.to_string()
+                .ends_with("start it with `honeydewd` or `honeydew daemon`")
+        );
+    }
+}

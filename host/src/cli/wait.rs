@@ -1,0 +1,149 @@
+//! Waiting for a job: streams `WatchJob` instead of polling, and shows progress on
+//! stderr: a spinner with state, attempt and elapsed time when stderr is a terminal,
+//! one plain line per change otherwise (logs, CI).
+
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+use tonic::transport::Channel;
+
+use super::CliError;
+use super::output::status_of;
+use crate::api::pb::{self, queue_client::QueueClient};
+
+const SPINNER: [char; 10] = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
+
+/// Follows job `id` to its end and returns it as it ended.
+pub async fn wait(client: &mut QueueClient<Channel>, id: String) -> Result<pb::Job, CliError> {
+    let request = pb::WatchJobRequest { job_id: id.clone() };
+    let mut updates = client.watch_job(request).await?.into_inner();
+    let mut progress = Progress::new(std::io::stderr().is_terminal());
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut last: Option<pb::Job> = None;
+    loop {
+        let update = tokio::select! {
+            update = updates.message() => update,
+            _ = tick.tick() => {
+                progress.redraw();
+                continue;
+            }
+        };
+        let update = match update {
+            Ok(Some(update)) => update,
+            Ok(None) => break,
+            Err(status) => {
+                progress.clear();
+                return Err(status.into());
+            }
+        };
+        progress.show(&update);
+        let status = update.status();
+        if let Some(job) = update.job {
+            last = Some(job);
+        }
+        if matches!(
+            status,
+            pb::JobStatus::Completed | pb::JobStatus::Failed | pb::JobStatus::Cancelled
+        ) {
+            break;
+        }
+    }
+    progress.clear();
+    match last {
+        Some(job) if is_terminal(&job) => Ok(job),
+        // The stream ended early; ask for the job as it stands.
+        _ => {
+            let request = pb::GetJobStatusRequest { job_id: id };
+            let job = client
+                .get_job_status(request)
+                .await?
+                .into_inner()
+                .job
+                .unwrap_or_default();
+            if is_terminal(&job) {
+                Ok(job)
+            } else {
+                Err(CliError::Other(format!(
+                    "the daemon stopped sending updates while job {} was {}: run `honeydew wait {}` again",
+                    job.id,
+                    status_of(&job),
+                    job.id
+                )))
+            }
+        }
+    }
+}
+
+fn is_terminal(job: &pb::Job) -> bool {
+    matches!(
+        job.status(),
+        pb::JobStatus::Completed | pb::JobStatus::Failed | pb::JobStatus::Cancelled
+    )
+}
+
+/// The progress display.
+struct Progress {
+    interactive: bool,
+    started: Instant,
+    frame: usize,
+    state: String,
+}
+
+impl Progress {
+    fn new(interactive: bool) -> Self {
+        Self {
+            interactive,
+            started: Instant::now(),
+            frame: 0,
+            state: String::new(),
+        }
+    }
+
+    fn show(&mut self, update: &pb::JobUpdate) {
+        let status = match update.status() {
+            pb::JobStatus::Pending if update.retry_count > 0 => "retrying",
+            pb::JobStatus::Pending => "pending",
+            pb::JobStatus::Running => "running",
+            pb::JobStatus::Completed => "completed",
+            pb::JobStatus::Failed => "failed",
+            pb::JobStatus::Cancelled => "cancelled",
+            pb::JobStatus::Unspecified => "unknown",
+        };
+        let mut state = format!("{} {status}", update.job_id);
+        if update.attempt > 0 {
+            state.push_str(&format!(" · attempt {}", update.attempt));
+        }
+        if let (pb::JobStatus::Pending, Some(error)) = (update.status(), &update.error) {
+            state.push_str(&format!(" · after: {error}"));
+        }
+        if self.interactive {
+            self.state = state;
+            self.redraw();
+        } else {
+            eprintln!("{state}");
+        }
+    }
+
+    fn redraw(&mut self) {
+        if !self.interactive || self.state.is_empty() {
+            return;
+        }
+        self.frame = (self.frame + 1) % SPINNER.len();
+        let elapsed = self.started.elapsed().as_secs_f64();
+        let mut stderr = std::io::stderr().lock();
+        let _ = write!(
+            stderr,
+            "\r\x1b[2K{} {} · {elapsed:.1}s",
+            SPINNER[self.frame], self.state
+        );
+        let _ = stderr.flush();
+    }
+
+    fn clear(&mut self) {
+        if self.interactive && !self.state.is_empty() {
+            let mut stderr = std::io::stderr().lock();
+            let _ = write!(stderr, "\r\x1b[2K");
+            let _ = stderr.flush();
+        }
+    }
+}

@@ -1,0 +1,449 @@
+//! The daemon's configuration: built-in defaults, then the TOML file, then environment
+//! variables and flags (clap gives a flag precedence over its variable).
+//!
+//! The file is `<data_dir>/honeydew.toml` when present, or the one named by `--config`
+//! / `HONEYDEW_CONFIG` (which must exist). Unknown keys are errors, so a typo is not
+//! silently ignored. Relative paths in the file are relative to the data directory.
+//!
+//! ```toml
+//! plugin_dir = "plugins"          # default <data_dir>/plugins
+//! workers = 4
+//! sync = "full"                   # full | normal | off
+//! listen_tcp = "127.0.0.1:7070"   # off unless set
+//! shutdown_deadline_ms = 30000
+//! max_payload_bytes = 4194304
+//!
+//! [limits]                        # defaults for plugins whose manifest says nothing
+//! fuel = 2000000000
+//! memory_mib = 64
+//! timeout_ms = 30000
+//! max_retries = 3
+//!
+//! [retry]                         # backoff between retries
+//! base_ms = 1000
+//! multiplier = 2.0
+//! max_ms = 300000
+//! jitter = 0.1
+//!
+//! [secrets]                       # values for `${NAME}` in manifests' auth rules
+//! GITHUB_TOKEN = "..."
+//! ```
+//!
+//! **Secrets.** A manifest's auth rule names a secret (`Bearer ${GITHUB_TOKEN}`); the
+//! runtime resolves it from [`DaemonConfig::secrets`]: the file's `[secrets]` table
+//! overlaid with the daemon's whole environment (a variable wins over the file). The
+//! manifests are operator-owned, so any variable they name is one the operator chose to
+//! hand to that plugin's allowed host. Values are never logged: [`Secrets`] prints names
+//! only, and a config file holding secrets that others can read draws a warning.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::retry::BackoffPolicy;
+use crate::store::SyncMode;
+
+/// The file looked for in the data directory.
+pub const CONFIG_FILE_NAME: &str = "honeydew.toml";
+
+/// The socket's name in the data directory.
+pub const SOCKET_FILE_NAME: &str = "honeydew.sock";
+
+/// `--data-dir`, shared by `honeydewd` and every `honeydew` command.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct DataDirArg {
+    /// Data directory: database, socket, log, plugins [default: ~/.honeydew]
+    #[arg(long, env = "HONEYDEW_DATA_DIR", value_name = "DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+}
+
+impl DataDirArg {
+    /// The directory given, or `~/.honeydew`.
+    pub fn resolve(&self) -> Result<PathBuf, ConfigError> {
+        match &self.data_dir {
+            Some(dir) => Ok(dir.clone()),
+            None => std::env::var_os("HOME")
+                .filter(|home| !home.is_empty())
+                .map(|home| Path::new(&home).join(".honeydew"))
+                .ok_or(ConfigError::NoHome),
+        }
+    }
+}
+
+/// The daemon's flags (each also read from its `HONEYDEW_*` variable).
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct DaemonArgs {
+    /// TOML config file [default: <data-dir>/honeydew.toml when present]
+    #[arg(long, env = "HONEYDEW_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Plugin directory, watched for NAME.wasm + NAME.toml [default: <data-dir>/plugins]
+    #[arg(long, env = "HONEYDEW_PLUGIN_DIR", value_name = "DIR")]
+    pub plugin_dir: Option<PathBuf>,
+    /// Jobs run at once [default: 4]
+    #[arg(long, env = "HONEYDEW_WORKERS", value_name = "N")]
+    pub workers: Option<usize>,
+    /// Commit durability: full (survives power loss), normal, off [default: full]
+    #[arg(long, env = "HONEYDEW_SYNC", value_name = "MODE", value_parser = parse_sync)]
+    pub sync: Option<SyncMode>,
+    /// Also serve gRPC on this TCP address (no authentication: keep it on loopback)
+    #[arg(long, env = "HONEYDEW_LISTEN_TCP", value_name = "ADDR")]
+    pub listen_tcp: Option<SocketAddr>,
+    /// How long SIGINT/SIGTERM lets running jobs finish before putting them back
+    /// to pending [default: 30000]
+    #[arg(long, env = "HONEYDEW_SHUTDOWN_DEADLINE_MS", value_name = "MS")]
+    pub shutdown_deadline_ms: Option<u64>,
+    /// Default fuel budget of a job
+    #[arg(long, value_name = "UNITS")]
+    pub fuel: Option<u64>,
+    /// Default memory limit of a job's sandbox
+    #[arg(long, value_name = "MIB")]
+    pub memory_mib: Option<u64>,
+    /// Default wall-clock deadline of one attempt
+    #[arg(long, value_name = "MS")]
+    pub timeout_ms: Option<u64>,
+    /// Default retries of a job after retriable failures
+    #[arg(long, value_name = "N")]
+    pub max_retries: Option<u32>,
+}
+
+fn parse_sync(text: &str) -> Result<SyncMode, String> {
+    match text {
+        "full" => Ok(SyncMode::Full),
+        "normal" => Ok(SyncMode::Normal),
+        "off" => Ok(SyncMode::Off),
+        other => Err(format!(
+            "unknown sync mode {other:?}: use full, normal or off"
+        )),
+    }
+}
+
+/// Overrides of the runtime's default sandbox limits; `None` keeps its default.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitOverrides {
+    /// Fuel budget.
+    pub fuel: Option<u64>,
+    /// Memory limit in MiB.
+    pub memory_mib: Option<u64>,
+    /// Wall-clock deadline in milliseconds.
+    pub timeout_ms: Option<u64>,
+    /// Retries after retriable failures.
+    pub max_retries: Option<u32>,
+}
+
+/// Secret values by name; `Debug` shows the names only.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secrets(HashMap<String, String>);
+
+impl Secrets {
+    /// The map, for the runtime.
+    pub fn into_inner(self) -> HashMap<String, String> {
+        self.0
+    }
+}
+
+impl fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Secrets({} values, redacted)", self.0.len())
+    }
+}
+
+/// The resolved configuration of one daemon.
+#[derive(Clone, Debug)]
+pub struct DaemonConfig {
+    /// Database, socket, log, lock.
+    pub data_dir: PathBuf,
+    /// The config file that was read, if any.
+    pub config_file: Option<PathBuf>,
+    /// Where plugins are loaded from.
+    pub plugin_dir: PathBuf,
+    /// Where compiled components are cached.
+    pub cache_dir: PathBuf,
+    /// Jobs run at once.
+    pub workers: usize,
+    /// Commit durability.
+    pub sync: SyncMode,
+    /// Optional TCP listener.
+    pub listen_tcp: Option<SocketAddr>,
+    /// How long a shutdown waits for running jobs.
+    pub shutdown_deadline: Duration,
+    /// The largest payload accepted.
+    pub max_payload_bytes: usize,
+    /// The largest result kept; the runtime's default when `None`.
+    pub max_result_bytes: Option<usize>,
+    /// Default sandbox limits.
+    pub limits: LimitOverrides,
+    /// Retry timing.
+    pub backoff: BackoffPolicy,
+    /// Values for manifests' auth rules.
+    pub secrets: Secrets,
+    /// Things worth telling the operator once logging is up.
+    pub warnings: Vec<String>,
+}
+
+impl DaemonConfig {
+    /// The socket clients connect to.
+    pub fn socket_path(&self) -> PathBuf {
+        self.data_dir.join(SOCKET_FILE_NAME)
+    }
+
+    /// Defaults, then the file, then `args`, with `environment` as the process's
+    /// variables (a parameter so tests need not touch the real environment).
+    pub fn load(
+        data_dir: PathBuf,
+        args: DaemonArgs,
+        environment: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let (file, config_file) = read_file(&data_dir, args.config.as_deref())?;
+        let mut warnings = Vec::new();
+        if let Some(path) = &config_file
+            && !file.secrets.is_empty()
+            && let Ok(metadata) = std::fs::metadata(path)
+            && metadata.permissions().mode() & 0o077 != 0
+        {
+            warnings.push(format!(
+                "config file {} holds secrets and others can read it: chmod 600 it",
+                path.display()
+            ));
+        }
+        let relative = |path: PathBuf| {
+            if path.is_absolute() {
+                path
+            } else {
+                data_dir.join(path)
+            }
+        };
+        let workers = args.workers.or(file.workers).unwrap_or(4);
+        if workers == 0 {
+            return Err(ConfigError::Invalid(
+                "workers is 0: at least one worker is needed to run jobs".into(),
+            ));
+        }
+        let mut secrets: HashMap<String, String> = file.secrets.into_iter().collect();
+        secrets.extend(environment);
+        let file_limits = file.limits.unwrap_or_default();
+        Ok(Self {
+            plugin_dir: args
+                .plugin_dir
+                .or(file.plugin_dir.map(relative))
+                .unwrap_or_else(|| data_dir.join("plugins")),
+            cache_dir: file
+                .cache_dir
+                .map(relative)
+                .unwrap_or_else(|| data_dir.join("cache")),
+            workers,
+            sync: args.sync.or(file.sync).unwrap_or_default(),
+            listen_tcp: args.listen_tcp.or(file.listen_tcp),
+            shutdown_deadline: Duration::from_millis(
+                args.shutdown_deadline_ms
+                    .or(file.shutdown_deadline_ms)
+                    .unwrap_or(30_000),
+            ),
+            max_payload_bytes: file.max_payload_bytes.unwrap_or(4 * 1024 * 1024),
+            max_result_bytes: file.max_result_bytes,
+            limits: LimitOverrides {
+                fuel: args.fuel.or(file_limits.fuel),
+                memory_mib: args.memory_mib.or(file_limits.memory_mib),
+                timeout_ms: args.timeout_ms.or(file_limits.timeout_ms),
+                max_retries: args.max_retries.or(file_limits.max_retries),
+            },
+            backoff: file.retry.unwrap_or_default(),
+            secrets: Secrets(secrets),
+            warnings,
+            config_file,
+            data_dir,
+        })
+    }
+}
+
+/// The config file's shape.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    plugin_dir: Option<PathBuf>,
+    cache_dir: Option<PathBuf>,
+    workers: Option<usize>,
+    sync: Option<SyncMode>,
+    listen_tcp: Option<SocketAddr>,
+    shutdown_deadline_ms: Option<u64>,
+    max_payload_bytes: Option<usize>,
+    max_result_bytes: Option<usize>,
+    limits: Option<LimitOverrides>,
+    retry: Option<BackoffPolicy>,
+    #[serde(default)]
+    secrets: BTreeMap<String, String>,
+}
+
+fn read_file(
+    data_dir: &Path,
+    explicit: Option<&Path>,
+) -> Result<(FileConfig, Option<PathBuf>), ConfigError> {
+    let path = match explicit {
+        Some(path) => path.to_path_buf(),
+        None => {
+            let default = data_dir.join(CONFIG_FILE_NAME);
+            if !default.exists() {
+                return Ok((FileConfig::default(), None));
+            }
+            default
+        }
+    };
+    let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    let file = toml::from_str(&text).map_err(|err| ConfigError::Parse {
+        path: path.clone(),
+        message: err.to_string(),
+    })?;
+    Ok((file, Some(path)))
+}
+
+/// Why the configuration could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// No data directory was given and `HOME` is not set.
+    #[error("no data directory: HOME is not set; pass --data-dir or set HONEYDEW_DATA_DIR")]
+    NoHome,
+    /// The config file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The config file is not valid.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What toml said, with the line.
+        message: String,
+    },
+    /// A setting is out of range.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(
+        file: Option<&str>,
+        args: DaemonArgs,
+        env: &[(&str, &str)],
+    ) -> Result<DaemonConfig, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        if let Some(text) = file {
+            std::fs::write(dir.path().join(CONFIG_FILE_NAME), text).unwrap();
+        }
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        DaemonConfig::load(dir.path().to_path_buf(), args, env.collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn defaults_without_a_file() {
+        let config = load(None, DaemonArgs::default(), &[]).unwrap();
+        assert_eq!(config.plugin_dir, config.data_dir.join("plugins"));
+        assert_eq!(config.cache_dir, config.data_dir.join("cache"));
+        assert_eq!(config.socket_path(), config.data_dir.join("honeydew.sock"));
+        assert_eq!(config.workers, 4);
+        assert_eq!(config.sync, SyncMode::Full);
+        assert_eq!(config.listen_tcp, None);
+        assert_eq!(config.shutdown_deadline, Duration::from_secs(30));
+        assert_eq!(config.config_file, None);
+    }
+
+    #[test]
+    fn file_then_flags_with_flags_winning() {
+        let file = r#"
+            plugin_dir = "my-plugins"
+            workers = 8
+            sync = "normal"
+            shutdown_deadline_ms = 500
+            [limits]
+            timeout_ms = 1000
+            max_retries = 7
+            [retry]
+            base_ms = 20
+            jitter = 0.0
+        "#;
+        let args = DaemonArgs {
+            workers: Some(2),
+            max_retries: Some(1),
+            ..DaemonArgs::default()
+        };
+        let config = load(Some(file), args, &[]).unwrap();
+        assert_eq!(config.plugin_dir, config.data_dir.join("my-plugins"));
+        assert_eq!(config.workers, 2);
+        assert_eq!(config.sync, SyncMode::Normal);
+        assert_eq!(config.shutdown_deadline, Duration::from_millis(500));
+        assert_eq!(config.limits.timeout_ms, Some(1000));
+        assert_eq!(config.limits.max_retries, Some(1));
+        assert_eq!(config.backoff.base, Duration::from_millis(20));
+        assert_eq!(config.backoff.jitter, 0.0);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_file_and_the_problem() {
+        let err = load(Some("wrokers = 3"), DaemonArgs::default(), &[]).unwrap_err();
+        let text = err.to_string();
+        assert!(text.starts_with("invalid config file"), "{text}");
+        assert!(text.contains("wrokers"), "{text}");
+        let err = load(Some("sync = \"sometimes\""), DaemonArgs::default(), &[]).unwrap_err();
+        assert!(err.to_string().contains("sometimes"), "{err}");
+        let err = load(Some("workers = 0"), DaemonArgs::default(), &[]).unwrap_err();
+        assert!(err.to_string().contains("workers is 0"), "{err}");
+    }
+
+    #[test]
+    fn an_explicit_config_file_must_exist() {
+        let args = DaemonArgs {
+            config: Some(PathBuf::from("/nonexistent/honeydew.toml")),
+            ..DaemonArgs::default()
+        };
+        let err = load(None, args, &[]).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("cannot read config file /nonexistent/honeydew.toml"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn environment_overrides_file_secrets_and_debug_hides_values() {
+        let file = "[secrets]\nGITHUB_TOKEN = \"from-file\"\nJIRA_TOKEN = \"jira-file\"\n";
+        let config = load(
+            Some(file),
+            DaemonArgs::default(),
+            &[("GITHUB_TOKEN", "from-env")],
+        )
+        .unwrap();
+        let debug = format!("{config:?}");
+        assert!(
+            !debug.contains("from-env") && !debug.contains("jira-file"),
+            "{debug}"
+        );
+        let secrets = config.secrets.into_inner();
+        assert_eq!(secrets["GITHUB_TOKEN"], "from-env");
+        assert_eq!(secrets["JIRA_TOKEN"], "jira-file");
+    }
+
+    #[test]
+    fn sync_flag_values() {
+        assert_eq!(parse_sync("off").unwrap(), SyncMode::Off);
+        assert!(
+            parse_sync("fast")
+                .unwrap_err()
+                .contains("full, normal or off")
+        );
+    }
+}

@@ -1,0 +1,298 @@
+//! The daemon's life: start in order, serve, and drain on SIGINT/SIGTERM.
+//!
+//! [`Daemon::start`] takes the data directory's lock (a second daemon on the same
+//! directory is refused before it touches anything), opens the store, loads the
+//! plugins, recovers interrupted jobs into the queue, starts the workers and finally
+//! serves the API, so the socket appears only once the daemon can do its work.
+//! Recovery needs the manager, and the manager needs the plugin catalog, hence plugins
+//! load before recovery; no worker runs before recovery is done.
+//!
+//! [`Daemon::stop`] is the drain: stop accepting requests, let running jobs finish until
+//! the shutdown deadline (jobs still running then go back to pending and run again at
+//! the next start), end open watches, remove the socket. The deadline is the only
+//! thing that interrupts a running job.
+
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io::{Read, Seek, Write};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::api::{self, ApiConfig, RunningServer};
+use crate::config::{DaemonArgs, DaemonConfig};
+use crate::queue::{Manager, ManagerConfig};
+use crate::recovery;
+use crate::runtime::{Limits, Runtime, RuntimeConfig};
+use crate::store::{Store, StoreConfig};
+use crate::telemetry;
+use crate::worker::{PoolConfig, ShutdownReport, WorkerPool};
+
+/// The lock file's name in the data directory.
+pub const LOCK_FILE_NAME: &str = "honeydew.lock";
+
+/// How long open gRPC connections get to close once the jobs have drained.
+const CONNECTION_GRACE: Duration = Duration::from_secs(5);
+
+/// A running daemon.
+pub struct Daemon {
+    socket: PathBuf,
+    server: RunningServer,
+    pool: WorkerPool,
+    shutdown_deadline: Duration,
+    /// Held for the daemon's life; the OS releases it even on `kill -9`.
+    _lock: File,
+}
+
+impl Daemon {
+    /// Starts everything, in order; the API is served last.
+    pub async fn start(mut config: DaemonConfig) -> anyhow::Result<Daemon> {
+        let started = Instant::now();
+        create_private_dir(&config.data_dir)?;
+        let lock = lock_data_dir(&config.data_dir)?;
+        for warning in &config.warnings {
+            tracing::warn!("{warning}");
+        }
+
+        let store_config = StoreConfig {
+            sync: config.sync,
+            ..StoreConfig::new(config.data_dir.join("honeydew.db"))
+        };
+        let store = Store::open(store_config).context("cannot open the job database")?;
+
+        let mut limits = Limits::default();
+        let overrides = config.limits;
+        limits.fuel = overrides.fuel.unwrap_or(limits.fuel);
+        limits.memory_mib = overrides.memory_mib.unwrap_or(limits.memory_mib);
+        limits.timeout = overrides
+            .timeout_ms
+            .map_or(limits.timeout, Duration::from_millis);
+        limits.max_retries = overrides.max_retries.unwrap_or(limits.max_retries);
+        let default_max_retries = limits.max_retries;
+        let mut runtime_config = RuntimeConfig::new(&config.plugin_dir, &config.cache_dir);
+        runtime_config.defaults = limits;
+        runtime_config.secrets = std::mem::take(&mut config.secrets).into_inner();
+        if let Some(max_result_bytes) = config.max_result_bytes {
+            runtime_config.max_result_bytes = max_result_bytes;
+        }
+        let api_config =
+            ApiConfig::for_sizes(config.max_payload_bytes, runtime_config.max_result_bytes);
+        fs::create_dir_all(&config.plugin_dir).with_context(|| {
+            format!(
+                "cannot create plugin directory {}",
+                config.plugin_dir.display()
+            )
+        })?;
+        let runtime = Runtime::start(runtime_config)
+            .await
+            .context("cannot start the plugin runtime")?;
+
+        let manager_config = ManagerConfig {
+            default_max_retries,
+            max_payload_bytes: config.max_payload_bytes,
+        };
+        let manager = Arc::new(Manager::new(store, runtime.clone(), manager_config));
+        recovery::recover(&manager)
+            .await
+            .context("cannot recover jobs from the database")?;
+
+        let pool_config = PoolConfig {
+            workers: config.workers,
+            backoff: config.backoff,
+        };
+        let pool = WorkerPool::start(Arc::clone(&manager), runtime.clone(), pool_config);
+
+        let socket = config.socket_path();
+        let unix = api::bind_unix_socket(&socket)
+            .with_context(|| format!("cannot listen on {}", socket.display()))?;
+        let tcp = match config.listen_tcp {
+            Some(address) => Some(
+                TcpListener::bind(address)
+                    .await
+                    .with_context(|| format!("cannot listen on tcp {address}"))?,
+            ),
+            None => None,
+        };
+        let server = api::serve(manager, runtime.clone(), api_config, unix, tcp).await?;
+        let plugins: Vec<String> = runtime
+            .plugins()
+            .into_iter()
+            .map(|plugin| plugin.name)
+            .collect();
+        tracing::info!(
+            socket = %socket.display(),
+            tcp = ?config.listen_tcp,
+            data_dir = %config.data_dir.display(),
+            config_file = ?config.config_file,
+            plugin_dir = %config.plugin_dir.display(),
+            plugins = plugins.len(),
+            plugin_names = %plugins.join(","),
+            workers = config.workers,
+            startup_ms = started.elapsed().as_millis() as u64,
+            "daemon started"
+        );
+        Ok(Daemon {
+            socket,
+            server,
+            pool,
+            shutdown_deadline: config.shutdown_deadline,
+            _lock: lock,
+        })
+    }
+
+    /// Drains and stops: see the module documentation.
+    pub async fn stop(self) -> anyhow::Result<ShutdownReport> {
+        tracing::info!(
+            deadline_ms = self.shutdown_deadline.as_millis() as u64,
+            "shutting down: no new requests; running jobs may finish until the deadline"
+        );
+        self.server.stop_accepting();
+        let report = self.pool.stop(self.shutdown_deadline).await;
+        let served = self.server.finish(CONNECTION_GRACE).await;
+        if let Err(err) = fs::remove_file(&self.socket) {
+            tracing::warn!(socket = %self.socket.display(), error = %err, "cannot remove the socket");
+        }
+        tracing::info!(
+            drained = report.drained,
+            interrupted = report.interrupted,
+            "daemon stopped"
+        );
+        served?;
+        Ok(report)
+    }
+}
+
+/// Starts the daemon, serves until SIGINT or SIGTERM, then drains.
+pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
+    // Listen for signals before starting, so that one sent during start-up still drains.
+    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let daemon = Daemon::start(config).await?;
+    let received = tokio::select! {
+        _ = terminate.recv() => "SIGTERM",
+        _ = interrupt.recv() => "SIGINT",
+    };
+    tracing::info!(signal = received, "signal received");
+    daemon.stop().await?;
+    Ok(())
+}
+
+/// The whole `honeydewd` program (also `honeydew daemon`): configuration, logging, run.
+pub fn main(data_dir: PathBuf, args: DaemonArgs) -> ExitCode {
+    let config = match DaemonConfig::load(data_dir, args, std::env::vars()) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("honeydewd: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(err) = create_private_dir(&config.data_dir) {
+        eprintln!("honeydewd: {err:#}");
+        return ExitCode::FAILURE;
+    }
+    let _log = match telemetry::init(&config.data_dir) {
+        Ok(guard) => guard,
+        Err(err) => {
+            eprintln!(
+                "honeydewd: cannot open the log in {}: {err}",
+                config.data_dir.display()
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(error = %format!("{err:#}"), "daemon failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Creates `dir` (mode 0700) if it is missing.
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create data directory {}", dir.display()))
+}
+
+/// Takes the data directory's exclusive lock and writes our pid into it.
+fn lock_data_dir(data_dir: &Path) -> anyhow::Result<File> {
+    let path = data_dir.join(LOCK_FILE_NAME);
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("cannot open lock file {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = match holder.trim() {
+                "" => String::new(),
+                pid => format!(" (pid {pid})"),
+            };
+            bail!(
+                "another honeydewd{holder} is already running on data directory {}: \
+                 stop it first, or start this one with another --data-dir",
+                data_dir.display()
+            );
+        }
+        Err(TryLockError::Error(err)) => {
+            return Err(err).with_context(|| format!("cannot lock {}", path.display()));
+        }
+    }
+    file.set_len(0)?;
+    file.rewind()?;
+    writeln!(file, "{}", std::process::id())?;
+    file.set_permissions(fs::Permissions::from_mode(0o600))?;
+    Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_lock_on_the_same_data_dir_is_refused_and_names_the_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let _held = lock_data_dir(dir.path()).unwrap();
+        let err = lock_data_dir(dir.path()).unwrap_err().to_string();
+        let pid = std::process::id();
+        assert!(
+            err.contains(&format!("another honeydewd (pid {pid}) is already running")),
+            "{err}"
+        );
+        assert!(err.contains("another --data-dir"), "{err}");
+    }
+
+    #[test]
+    fn the_lock_is_released_with_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(lock_data_dir(dir.path()).unwrap());
+        assert!(lock_data_dir(dir.path()).is_ok());
+    }
+}

@@ -1,0 +1,69 @@
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::sync::mpsc;
+use std::thread;
+
+use honeydew::api::pb::JobStatus;
+
+use crate::support::{Daemon, DataDir, PATIENCE, daemon_command, finished, submit};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_daemon_on_the_same_data_dir_is_refused_and_the_first_keeps_serving() {
+    let data = DataDir::with_plugins(&["echo"]);
+    let first = Daemon::start(&data, &[]);
+
+    let mut second = daemon_command(data.path(), &[]);
+    let (done, outcome) = mpsc::channel();
+    thread::spawn(move || done.send(second.output().expect("run second honeydewd")));
+    let output = outcome
+        .recv_timeout(PATIENCE)
+        .expect("the second daemon exits at once");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let pid = first.pid();
+    assert!(
+        stderr.contains(&format!(
+            "another honeydewd (pid {pid}) is already running on data directory"
+        )),
+        "{stderr}"
+    );
+
+    // The refused daemon touched neither the socket nor the first daemon's work.
+    let channel = first.connect().await;
+    let id = submit(&channel, "echo.echo", "{}").await;
+    assert_eq!(finished(&channel, &id).await.status(), JobStatus::Completed);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_socket_is_private_to_its_owner() {
+    let data = DataDir::with_plugins(&[]);
+    let _daemon = Daemon::start(&data, &[]);
+    let metadata = std::fs::metadata(data.socket()).unwrap();
+    assert!(metadata.file_type().is_socket());
+    assert_eq!(metadata.permissions().mode() & 0o777, 0o600);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stale_socket_is_replaced() {
+    let data = DataDir::with_plugins(&["echo"]);
+    // A socket file nobody listens on, as a crashed daemon leaves it.
+    drop(std::os::unix::net::UnixListener::bind(data.socket()).unwrap());
+    assert!(std::os::unix::net::UnixStream::connect(data.socket()).is_err());
+
+    let daemon = Daemon::start(&data, &[]);
+    let channel = daemon.connect().await;
+    let id = submit(&channel, "echo.echo", "{}").await;
+    assert_eq!(finished(&channel, &id).await.status(), JobStatus::Completed);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_data_dir_is_created_private() {
+    let parent = DataDir::with_plugins(&[]);
+    let nested = parent.path().join("fresh/honeydew");
+    let command = daemon_command(&nested, &[]);
+    let daemon = Daemon::start_command(command, nested.join("honeydew.sock"));
+    drop(daemon);
+    let mode = std::fs::metadata(&nested).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700);
+    assert!(nested.join("honeydew.db").exists());
+    assert!(nested.join("daemon.log").exists());
+}
