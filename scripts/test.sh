@@ -9,4 +9,11 @@ scripts/setup.sh
 scripts/build-plugins.sh
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The plugin workspace's own checks and unit tests, run natively (from the root, so
+# rustup's toolchain with rustfmt and clippy applies, not the wasm build settings).
+cargo fmt --manifest-path plugins/Cargo.toml --all --check
+CARGO_TARGET_DIR=target/guest-native cargo clippy --manifest-path plugins/Cargo.toml \
+  --workspace --all-targets --locked -- -D warnings
+CARGO_TARGET_DIR=target/guest-native cargo test --manifest-path plugins/Cargo.toml \
+  --workspace --locked
 cargo test --workspace --locked

@@ -22,6 +22,7 @@ use honeydew::api::{self, Address, ApiConfig, PluginInventory, RunningServer};
 use honeydew::job::{Job, JobStatus};
 use honeydew::queue::{AnyCommand, Manager, ManagerConfig};
 use honeydew::runtime::PluginSummary;
+use honeydew::scheduler::Scheduler;
 use honeydew::store::{Store, StoreConfig};
 use honeydew::worker::{BoxFuture, Execution, Executor, PoolConfig, WorkerPool};
 use tokio_util::sync::CancellationToken;
@@ -70,8 +71,13 @@ async fn start(scratch: &Path, max_batch: usize) -> Server {
     let socket = dir.path().join("honeydew.sock");
     let listener = api::bind_unix_socket(&socket).expect("bind socket");
     let config = ApiConfig::for_sizes(4 << 20, 4 << 20);
+    // Not started: the benchmark has no schedules.
+    let scheduler = Scheduler::new(Arc::clone(&manager))
+        .await
+        .expect("scheduler");
     let running = api::serve(
         Arc::clone(&manager),
+        scheduler,
         Arc::new(NoPlugins),
         config,
         listener,

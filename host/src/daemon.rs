@@ -2,15 +2,16 @@
 //!
 //! [`Daemon::start`] takes the data directory's lock (a second daemon on the same
 //! directory is refused before it touches anything), opens the store, loads the
-//! plugins, recovers interrupted jobs into the queue, starts the workers and finally
+//! plugins, recovers interrupted jobs into the queue, starts the workers, starts the
+//! cron scheduler (which settles instants missed while the daemon was down) and finally
 //! serves the API, so the socket appears only once the daemon can do its work.
 //! Recovery needs the manager, and the manager needs the plugin catalog, hence plugins
 //! load before recovery; no worker runs before recovery is done.
 //!
-//! [`Daemon::stop`] is the drain: stop accepting requests, let running jobs finish until
-//! the shutdown deadline (jobs still running then go back to pending and run again at
-//! the next start), end open watches, remove the socket. The deadline is the only
-//! thing that interrupts a running job.
+//! [`Daemon::stop`] is the drain: stop the scheduler and stop accepting requests (no new
+//! jobs from either), let running jobs finish until the shutdown deadline (jobs still
+//! running then go back to pending and run again at the next start), end open watches,
+//! remove the socket. The deadline is the only thing that interrupts a running job.
 
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, Write};
@@ -29,6 +30,7 @@ use crate::config::{DaemonArgs, DaemonConfig};
 use crate::queue::{Manager, ManagerConfig};
 use crate::recovery;
 use crate::runtime::{Limits, Runtime, RuntimeConfig};
+use crate::scheduler::Scheduler;
 use crate::store::{Store, StoreConfig};
 use crate::telemetry;
 use crate::worker::{PoolConfig, ShutdownReport, WorkerPool};
@@ -43,6 +45,7 @@ const CONNECTION_GRACE: Duration = Duration::from_secs(5);
 pub struct Daemon {
     socket: PathBuf,
     server: RunningServer,
+    scheduler: Arc<Scheduler>,
     pool: WorkerPool,
     shutdown_deadline: Duration,
     /// Held for the daemon's life; the OS releases it even on `kill -9`.
@@ -107,6 +110,15 @@ impl Daemon {
         };
         let pool = WorkerPool::start(Arc::clone(&manager), runtime.clone(), pool_config);
 
+        let scheduler = Scheduler::new(Arc::clone(&manager))
+            .await
+            .context("cannot create the cron scheduler")?;
+        // Logs its report ("scheduler started": loaded, skipped, caught_up, broken).
+        let schedules = scheduler
+            .start()
+            .await
+            .context("cannot start the cron scheduler")?;
+
         let socket = config.socket_path();
         let unix = api::bind_unix_socket(&socket)
             .with_context(|| format!("cannot listen on {}", socket.display()))?;
@@ -118,7 +130,15 @@ impl Daemon {
             ),
             None => None,
         };
-        let server = api::serve(manager, runtime.clone(), api_config, unix, tcp).await?;
+        let server = api::serve(
+            manager,
+            Arc::clone(&scheduler),
+            runtime.clone(),
+            api_config,
+            unix,
+            tcp,
+        )
+        .await?;
         let plugins: Vec<String> = runtime
             .plugins()
             .into_iter()
@@ -133,12 +153,14 @@ impl Daemon {
             plugins = plugins.len(),
             plugin_names = %plugins.join(","),
             workers = config.workers,
+            schedules = schedules.loaded,
             startup_ms = started.elapsed().as_millis() as u64,
             "daemon started"
         );
         Ok(Daemon {
             socket,
             server,
+            scheduler,
             pool,
             shutdown_deadline: config.shutdown_deadline,
             _lock: lock,
@@ -149,8 +171,9 @@ impl Daemon {
     pub async fn stop(self) -> anyhow::Result<ShutdownReport> {
         tracing::info!(
             deadline_ms = self.shutdown_deadline.as_millis() as u64,
-            "shutting down: no new requests; running jobs may finish until the deadline"
+            "shutting down: no new schedule triggers or requests; running jobs may finish until the deadline"
         );
+        self.scheduler.stop().await;
         self.server.stop_accepting();
         let report = self.pool.stop(self.shutdown_deadline).await;
         let served = self.server.finish(CONNECTION_GRACE).await;

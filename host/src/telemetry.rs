@@ -8,6 +8,7 @@
 //! levels, hence this small formatter. Secrets are never passed to a log macro.
 
 use std::fmt;
+use std::io::IsTerminal;
 use std::path::Path;
 
 use chrono::{SecondsFormat, Utc};
@@ -28,15 +29,18 @@ pub struct LogGuard {
 }
 
 /// Installs the global subscriber: JSON lines appended to `data_dir/daemon.log` and
-/// compact text on stderr. The filter comes from `HONEYDEW_LOG` (default `info`).
+/// compact text on stderr. The filter comes from `HONEYDEW_LOG` (default `info`, with the
+/// cron library's chatter held to warnings).
 pub fn init(data_dir: &Path) -> std::io::Result<LogGuard> {
     let file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(data_dir.join("daemon.log"))?;
     let (writer, guard) = tracing_appender::non_blocking(file);
-    let filter =
-        || EnvFilter::try_from_env("HONEYDEW_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = || {
+        EnvFilter::try_from_env("HONEYDEW_LOG")
+            .unwrap_or_else(|_| EnvFilter::new("info,tokio_cron_scheduler=warn"))
+    };
     let json = tracing_subscriber::fmt::layer()
         .event_format(JsonLines)
         .with_writer(writer)
@@ -44,6 +48,7 @@ pub fn init(data_dir: &Path) -> std::io::Result<LogGuard> {
     let human = tracing_subscriber::fmt::layer()
         .compact()
         .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .with_filter(filter());
     tracing_subscriber::registry()

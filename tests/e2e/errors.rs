@@ -1,4 +1,4 @@
-use honeydew::api::pb::{self, git_hub_client::GitHubClient};
+use honeydew::api::pb::{self, git_hub_client::GitHubClient, schedules_client::SchedulesClient};
 use tonic::Code;
 
 use crate::support::{Daemon, DataDir, queue};
@@ -193,17 +193,118 @@ async fn a_proxy_rpc_without_its_plugin_says_no_plugin_serves_the_command() {
     assert_eq!(status.message(), "repo is required for github.commits");
 }
 
+fn schedule(name: &str, cron_expr: &str, command: &str) -> pb::ScheduleJobRequest {
+    pb::ScheduleJobRequest {
+        name: name.into(),
+        cron_expr: cron_expr.into(),
+        command: command.into(),
+        ..Default::default()
+    }
+}
+
+/// Each refused schedule: its code and the scheduler's reason, word for word.
 #[tokio::test(flavor = "multi_thread")]
-async fn schedules_answer_unimplemented_honestly() {
+async fn invalid_schedules_are_refused_with_the_reason() {
     let data = DataDir::with_plugins(&["echo"]);
     let daemon = Daemon::start(&data, &[]);
-    let channel = daemon.connect().await;
+    let mut schedules = SchedulesClient::new(daemon.connect().await);
 
-    let mut schedules = pb::schedules_client::SchedulesClient::new(channel);
+    let nightly = schedules
+        .schedule_job(schedule("nightly", "0 3 * * *", "echo.echo"))
+        .await
+        .expect("a valid schedule")
+        .into_inner()
+        .schedule
+        .expect("the stored schedule");
+
+    let expected_fields = "(expected 5 fields \"MIN HOUR DOM MON DOW\", or 6 with seconds first)";
+    let cases: Vec<(&str, pb::ScheduleJobRequest, Code, String)> = vec![
+        (
+            "out-of-range minute",
+            schedule("bad-minute", "61 * * * *", "echo.echo"),
+            Code::InvalidArgument,
+            "invalid cron expression \"61 * * * *\"".into(),
+        ),
+        (
+            "too few fields",
+            schedule("short", "* * *", "echo.echo"),
+            Code::InvalidArgument,
+            format!("invalid cron expression \"* * *\": it has 3 fields {expected_fields}"),
+        ),
+        (
+            "unknown time zone",
+            pb::ScheduleJobRequest {
+                timezone: Some("Mars/Olympus".into()),
+                ..schedule("martian", "0 9 * * *", "echo.echo")
+            },
+            Code::InvalidArgument,
+            "unknown time zone \"Mars/Olympus\": use an IANA name such as \"UTC\" or \"Europe/Paris\""
+                .into(),
+        ),
+        (
+            "unknown command",
+            schedule("ghost-command", "0 9 * * *", "nope.nothing"),
+            Code::InvalidArgument,
+            "no plugin serves \"nope.nothing\"".into(),
+        ),
+        (
+            "unusable name",
+            schedule("has space", "0 9 * * *", "echo.echo"),
+            Code::InvalidArgument,
+            "invalid schedule name \"has space\": use letters, digits, '-', '_' or '.', up to 100 characters"
+                .into(),
+        ),
+        (
+            "malformed payload",
+            pb::ScheduleJobRequest {
+                payload: b"{\"owner\":".to_vec(),
+                ..schedule("bad-payload", "0 9 * * *", "echo.echo")
+            },
+            Code::InvalidArgument,
+            "payload is not valid JSON".into(),
+        ),
+        (
+            "unknown misfire policy",
+            pb::ScheduleJobRequest {
+                misfire: 7,
+                ..schedule("bad-misfire", "0 9 * * *", "echo.echo")
+            },
+            Code::InvalidArgument,
+            "unknown misfire policy \"7\": use \"skip\" or \"run_once\"".into(),
+        ),
+        (
+            "duplicate name",
+            schedule("nightly", "0 4 * * *", "echo.echo"),
+            Code::AlreadyExists,
+            "a schedule named \"nightly\" already exists".into(),
+        ),
+    ];
+    for (case, request, code, reason) in cases {
+        let status = schedules.schedule_job(request).await.unwrap_err();
+        assert_eq!(status.code(), code, "{case}: {status:?}");
+        assert!(
+            status.message().starts_with(&reason),
+            "{case}: {:?} should start with {reason:?}",
+            status.message()
+        );
+    }
+
     let status = schedules
-        .list_schedules(pb::ListSchedulesRequest {})
+        .unschedule_job(pb::UnscheduleJobRequest {
+            schedule: "ghost".into(),
+        })
         .await
         .unwrap_err();
-    assert_eq!(status.code(), Code::Unimplemented);
-    assert!(status.message().contains("no cron scheduler"), "{status:?}");
+    assert_eq!(status.code(), Code::NotFound);
+    assert_eq!(status.message(), "no schedule named or with id \"ghost\"");
+
+    // Only the valid schedule was stored, unchanged by the refused duplicate.
+    let stored = schedules
+        .list_schedules(pb::ListSchedulesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .schedules;
+    assert_eq!(stored, vec![nightly]);
+    assert_eq!(stored[0].cron_expr, "0 3 * * *");
 }

@@ -1,8 +1,10 @@
 //! End-to-end tests: the real `honeydewd` process on a temporary data directory, the
 //! real `honeydew` CLI, a tonic client over the Unix socket, and real plugins from
 //! `target/plugins` (build them with `scripts/build-plugins.sh`). Waiting is on the
-//! daemon's own signals (its "daemon started" log line, `WatchJob` streams, process
-//! exit), never on sleeps.
+//! daemon's own signals (its "daemon started" and "schedule triggered" log lines,
+//! `WatchJob` streams, process exit), never on sleeps. Two waits have no signal to
+//! await and are bounded instead (see `schedules`): letting a cron instant pass while
+//! the daemon is down, and watching that a removed schedule submits nothing more.
 //!
 //! They sit in the workspace's top-level `tests/` but are a test target of the
 //! `honeydew` package (see `host/Cargo.toml`), so that cargo builds the binaries under
@@ -14,7 +16,8 @@ mod support;
 mod cancel;
 /// The `honeydew` command line: output and exit codes.
 mod cli;
-/// Refusals: unknown command, malformed JSON, oversized payload, out-of-range fields.
+/// Refusals: unknown command, malformed JSON, oversized payload, out-of-range fields,
+/// invalid schedules.
 mod errors;
 /// The data directory's guards: one daemon only, socket mode 0600, stale socket.
 mod guard;
@@ -24,6 +27,8 @@ mod lifecycle;
 mod listing;
 /// A typed proxy RPC end to end: `github.commits` against a local fake of GitHub.
 mod proxy;
+/// Cron schedules: jobs every second, removal, restart, misfire policies, the CLI.
+mod schedules;
 /// gRPC health, reflection, and the optional TCP listener.
 mod services;
 /// Submit, wait, result; the job record as the API reports it.

@@ -8,6 +8,7 @@ use tonic::Status;
 use super::pb;
 use crate::job::{Job, JobId, JobStatus};
 use crate::queue::{CancelError, Manager, SubmitError, SubmitRequest};
+use crate::scheduler::{MisfirePolicy, Schedule, ScheduleError};
 use crate::store::StoreError;
 
 /// The most retries a submitter may ask for.
@@ -141,6 +142,62 @@ pub fn cancel_status(err: CancelError) -> Status {
     }
 }
 
+/// A misfire policy field; unspecified means skip.
+pub fn misfire_from_pb(value: i32) -> Result<MisfirePolicy, Status> {
+    match pb::MisfirePolicy::try_from(value) {
+        Ok(pb::MisfirePolicy::Unspecified | pb::MisfirePolicy::Skip) => Ok(MisfirePolicy::Skip),
+        Ok(pb::MisfirePolicy::RunOnce) => Ok(MisfirePolicy::RunOnce),
+        Err(_) => Err(schedule_status(ScheduleError::InvalidMisfire(
+            value.to_string(),
+        ))),
+    }
+}
+
+pub fn misfire_to_pb(policy: MisfirePolicy) -> pb::MisfirePolicy {
+    match policy {
+        MisfirePolicy::Skip => pb::MisfirePolicy::Skip,
+        MisfirePolicy::RunOnce => pb::MisfirePolicy::RunOnce,
+    }
+}
+
+/// A schedule as a message: every column but the internal trigger guard.
+pub fn schedule_to_pb(schedule: Schedule) -> pb::Schedule {
+    pb::Schedule {
+        id: schedule.id.to_string(),
+        name: schedule.name,
+        cron_expr: schedule.cron_expr,
+        timezone: schedule.timezone,
+        command: schedule.command,
+        payload: schedule.payload,
+        priority: schedule.priority,
+        max_retries: schedule.max_retries,
+        misfire: misfire_to_pb(schedule.misfire).into(),
+        enabled: schedule.enabled,
+        created_at: Some(timestamp(schedule.created_at)),
+        last_run_at: schedule.last_run_at.map(timestamp),
+        next_run_at: schedule.next_run_at.map(timestamp),
+        last_job_id: schedule
+            .last_job_id
+            .map(|id| id.to_string())
+            .unwrap_or_default(),
+    }
+}
+
+/// The scheduler's refusals as status codes, its message as the status message.
+pub fn schedule_status(err: ScheduleError) -> Status {
+    match err {
+        ScheduleError::InvalidCron { .. }
+        | ScheduleError::UnknownTimezone(_)
+        | ScheduleError::InvalidMisfire(_)
+        | ScheduleError::InvalidName(_) => Status::invalid_argument(err.to_string()),
+        ScheduleError::DuplicateName(_) => Status::already_exists(err.to_string()),
+        ScheduleError::NotFound(_) => Status::not_found(err.to_string()),
+        ScheduleError::Submit(err) => submit_status(err),
+        ScheduleError::Store(err) => store_status(err),
+        ScheduleError::Scheduler(_) => Status::internal(err.to_string()),
+    }
+}
+
 pub fn store_status(err: StoreError) -> Status {
     match err {
         StoreError::NotFound(_) => Status::not_found(err.to_string()),
@@ -197,6 +254,55 @@ mod tests {
         let err = parse_job_id("job_id", "nope").unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument);
         assert!(err.message().contains("\"nope\""));
+    }
+
+    #[test]
+    fn schedule_errors_map_to_their_codes_with_the_message() {
+        let check = |err: ScheduleError, code: Code| {
+            let message = err.to_string();
+            let status = schedule_status(err);
+            assert_eq!(status.code(), code, "{message}");
+            assert_eq!(status.message(), message);
+        };
+        check(
+            ScheduleError::InvalidCron {
+                expr: "* * *".into(),
+                reason: "it has 3 fields".into(),
+            },
+            Code::InvalidArgument,
+        );
+        check(
+            ScheduleError::UnknownTimezone("Mars/Olympus".into()),
+            Code::InvalidArgument,
+        );
+        check(
+            ScheduleError::InvalidName("has space".into()),
+            Code::InvalidArgument,
+        );
+        check(
+            ScheduleError::Submit(SubmitError::MalformedCommand("echo".into())),
+            Code::InvalidArgument,
+        );
+        check(
+            ScheduleError::DuplicateName("nightly".into()),
+            Code::AlreadyExists,
+        );
+        check(ScheduleError::NotFound("ghost".into()), Code::NotFound);
+    }
+
+    #[test]
+    fn misfire_unspecified_is_skip_and_unknown_values_are_refused() {
+        assert_eq!(misfire_from_pb(0).unwrap(), MisfirePolicy::Skip);
+        for policy in [MisfirePolicy::Skip, MisfirePolicy::RunOnce] {
+            let value: i32 = misfire_to_pb(policy).into();
+            assert_eq!(misfire_from_pb(value).unwrap(), policy);
+        }
+        let err = misfire_from_pb(7).unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert_eq!(
+            err.message(),
+            "unknown misfire policy \"7\": use \"skip\" or \"run_once\""
+        );
     }
 
     #[test]

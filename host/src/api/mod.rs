@@ -1,4 +1,5 @@
-//! The gRPC API: tonic services over the queue manager and the plugin runtime.
+//! The gRPC API: tonic services over the queue manager, the cron scheduler and the
+//! plugin runtime.
 //!
 //! This module and [`crate::cli`] are the only places that see tonic or prost types;
 //! every service converts requests to domain types at the edge (`convert.rs`) and maps
@@ -6,8 +7,8 @@
 //! health and reflection, so `grpcurl` works without the .proto files) on a Unix socket
 //! and optionally on TCP; [`bind_unix_socket`] creates that socket with mode 0600 before
 //! anyone can connect. [`connect`] is the client side, used by the CLI, the end-to-end
-//! tests and the benchmark. The API never owns the job store or the runtime: it holds
-//! the [`Manager`] and a [`PluginInventory`].
+//! tests and the benchmark. The API never owns the job store, the schedules or the
+//! runtime: it holds the [`Manager`], the [`Scheduler`] and a [`PluginInventory`].
 
 mod convert;
 mod plugins;
@@ -23,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::queue::Manager;
 use crate::runtime::PluginSummary;
+use crate::scheduler::Scheduler;
 
 pub use server::{
     Address, ApiConfig, CLIENT_MAX_RESPONSE_BYTES, ClientError, RunningServer, ServeError,
@@ -48,6 +50,7 @@ pub trait PluginInventory: Send + Sync + 'static {
 /// What every service shares.
 struct ApiState {
     manager: Arc<Manager>,
+    scheduler: Arc<Scheduler>,
     plugins: Arc<dyn PluginInventory>,
     config: ApiConfig,
     /// Fired at shutdown: open `WatchJob` streams end with UNAVAILABLE.

@@ -32,6 +32,7 @@ use super::queue::QueueService;
 use super::schedules::SchedulesService;
 use super::{ApiState, PluginInventory, pb};
 use crate::queue::Manager;
+use crate::scheduler::Scheduler;
 
 /// Room for a message's other fields besides its payload or result.
 const MESSAGE_SLACK_BYTES: usize = 1024 * 1024;
@@ -147,6 +148,7 @@ impl RunningServer {
 /// [`RunningServer::stop_accepting`].
 pub async fn serve(
     manager: Arc<Manager>,
+    scheduler: Arc<Scheduler>,
     plugins: Arc<dyn PluginInventory>,
     config: ApiConfig,
     unix: UnixListener,
@@ -156,6 +158,7 @@ pub async fn serve(
     let (request_limit, response_limit) = (config.max_request_bytes, config.max_response_bytes);
     let state = Arc::new(ApiState {
         manager,
+        scheduler,
         plugins,
         config,
         closing: closing.clone(),
@@ -163,6 +166,9 @@ pub async fn serve(
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<QueueServer<QueueService>>().await;
+    health
+        .set_serving::<SchedulesServer<SchedulesService>>()
+        .await;
     health.set_serving::<PluginsServer<PluginsService>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
@@ -182,7 +188,10 @@ pub async fn serve(
         .add_service(health_service)
         .add_service(reflection)
         .add_service(limited!(QueueServer, QueueService::new(Arc::clone(&state))))
-        .add_service(limited!(SchedulesServer, SchedulesService))
+        .add_service(limited!(
+            SchedulesServer,
+            SchedulesService::new(Arc::clone(&state))
+        ))
         .add_service(limited!(
             PluginsServer,
             PluginsService::new(Arc::clone(&state))

@@ -476,8 +476,8 @@ async fn schedule(channel: &Channel, command: ScheduleCommand, json: bool) -> Re
         } => {
             let request = pb::ScheduleJobRequest {
                 name,
-                cron,
-                timezone: tz.unwrap_or_default(),
+                cron_expr: cron,
+                timezone: tz,
                 command,
                 payload: read_payload(payload.as_deref())?,
                 priority,
@@ -494,18 +494,23 @@ async fn schedule(channel: &Channel, command: ScheduleCommand, json: bool) -> Re
                 .into_inner()
                 .schedule
                 .unwrap_or_default();
-            output::print_schedules(&[schedule], json);
+            if json {
+                output::print_json(&output::schedule_json(&schedule));
+            } else {
+                output::print_schedule_table(&[schedule]);
+            }
         }
         ScheduleCommand::Rm { schedule } => {
-            client
-                .unschedule_job(pb::UnscheduleJobRequest {
-                    schedule: schedule.clone(),
-                })
-                .await?;
+            let removed = client
+                .unschedule_job(pb::UnscheduleJobRequest { schedule })
+                .await?
+                .into_inner()
+                .schedule
+                .unwrap_or_default();
             if json {
-                output::print_json(&serde_json::json!({"removed": schedule}));
+                output::print_json(&output::schedule_json(&removed));
             } else {
-                println!("removed schedule {schedule}");
+                println!("removed schedule {} ({})", removed.name, removed.id);
             }
         }
         ScheduleCommand::Ls => {
@@ -514,7 +519,12 @@ async fn schedule(channel: &Channel, command: ScheduleCommand, json: bool) -> Re
                 .await?
                 .into_inner()
                 .schedules;
-            output::print_schedules(&schedules, json);
+            if json {
+                let schedules = schedules.iter().map(output::schedule_json).collect();
+                output::print_json(&serde_json::Value::Array(schedules));
+            } else {
+                output::print_schedule_table(&schedules);
+            }
         }
     }
     Ok(())

@@ -1,5 +1,6 @@
 //! How the CLI prints: results as pretty JSON when they are JSON (raw otherwise), jobs
-//! as key-value blocks or aligned tables for people, and JSON objects with `--json`.
+//! as key-value blocks or aligned tables for people, schedules as tables with their
+//! runs in local time, and JSON objects with `--json`.
 
 use std::io::Write;
 
@@ -281,48 +282,60 @@ pub fn print_plugins(plugins: &[pb::Plugin], json: bool) {
     );
 }
 
-pub fn print_schedules(schedules: &[pb::Schedule], json: bool) {
-    if json {
-        let schedules: Vec<Value> = schedules
-            .iter()
-            .map(|schedule| {
-                json!({
-                    "id": schedule.id,
-                    "name": schedule.name,
-                    "cron": schedule.cron,
-                    "timezone": schedule.timezone,
-                    "command": schedule.command,
-                    "payload": body_json(&schedule.payload),
-                    "priority": schedule.priority,
-                    "enabled": schedule.enabled,
-                    "last_run_at": rfc3339(schedule.last_run_at.as_ref()),
-                    "next_run_at": rfc3339(schedule.next_run_at.as_ref()),
-                    "last_job_id": Some(&schedule.last_job_id).filter(|id| !id.is_empty()),
-                })
-            })
-            .collect();
-        print_json(&Value::Array(schedules));
-        return;
+/// A misfire policy as its lowercase name.
+fn misfire_name(policy: pb::MisfirePolicy) -> &'static str {
+    match policy {
+        pb::MisfirePolicy::Unspecified | pb::MisfirePolicy::Skip => "skip",
+        pb::MisfirePolicy::RunOnce => "run_once",
     }
+}
+
+/// A schedule as a JSON object, one key per column of the `schedules` table.
+pub fn schedule_json(schedule: &pb::Schedule) -> Value {
+    json!({
+        "id": schedule.id,
+        "name": schedule.name,
+        "cron_expr": schedule.cron_expr,
+        "timezone": schedule.timezone,
+        "command": schedule.command,
+        "payload": body_json(&schedule.payload),
+        "priority": schedule.priority,
+        "max_retries": schedule.max_retries,
+        "misfire": misfire_name(schedule.misfire()),
+        "enabled": schedule.enabled,
+        "created_at": rfc3339(schedule.created_at.as_ref()),
+        "last_run_at": rfc3339(schedule.last_run_at.as_ref()),
+        "next_run_at": rfc3339(schedule.next_run_at.as_ref()),
+        "last_job_id": Some(&schedule.last_job_id).filter(|id| !id.is_empty()),
+    })
+}
+
+/// Schedules as a table, last and next run in local time.
+pub fn print_schedule_table(schedules: &[pb::Schedule]) {
     let rows: Vec<Vec<String>> = schedules
         .iter()
         .map(|schedule| {
             vec![
                 schedule.name.clone(),
-                schedule.cron.clone(),
-                Some(schedule.timezone.clone())
-                    .filter(|zone| !zone.is_empty())
-                    .unwrap_or_else(|| "UTC".to_owned()),
+                schedule.cron_expr.clone(),
+                schedule.timezone.clone(),
                 schedule.command.clone(),
+                misfire_name(schedule.misfire()).to_owned(),
                 local(schedule.last_run_at.as_ref()),
-                local(schedule.next_run_at.as_ref()),
+                if schedule.enabled {
+                    local(schedule.next_run_at.as_ref())
+                } else {
+                    "(disabled)".to_owned()
+                },
             ]
         })
         .collect();
     println!(
         "{}",
         table(
-            &["NAME", "CRON", "TZ", "COMMAND", "LAST RUN", "NEXT RUN"],
+            &[
+                "NAME", "CRON", "TZ", "COMMAND", "MISFIRE", "LAST RUN", "NEXT RUN"
+            ],
             &rows
         )
     );
@@ -357,6 +370,33 @@ mod tests {
         assert_eq!(shorten("short", 10), "short");
         assert_eq!(shorten("first line\nsecond", 20), "first line…");
         assert_eq!(shorten("abcdefghijkl", 5), "abcd…");
+    }
+
+    #[test]
+    fn schedule_json_names_the_table_columns() {
+        let schedule = pb::Schedule {
+            id: "id-1".into(),
+            name: "nightly".into(),
+            cron_expr: "0 3 * * *".into(),
+            timezone: "Europe/Paris".into(),
+            command: "echo.echo".into(),
+            payload: br#"{"a":1}"#.to_vec(),
+            misfire: pb::MisfirePolicy::RunOnce.into(),
+            enabled: true,
+            next_run_at: Some(Timestamp {
+                seconds: 0,
+                nanos: 0,
+            }),
+            ..pb::Schedule::default()
+        };
+        let value = schedule_json(&schedule);
+        assert_eq!(value["cron_expr"], "0 3 * * *");
+        assert_eq!(value["misfire"], "run_once");
+        assert_eq!(value["payload"], json!({"a": 1}));
+        assert_eq!(value["max_retries"], Value::Null);
+        assert_eq!(value["last_run_at"], Value::Null);
+        assert_eq!(value["last_job_id"], Value::Null);
+        assert_eq!(value["next_run_at"], "1970-01-01T00:00:00.000Z");
     }
 
     #[test]

@@ -12,7 +12,7 @@ mod model;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use tokio_cron_scheduler::{Job as CronJob, JobScheduler};
 use uuid::Uuid;
 
@@ -159,7 +159,8 @@ impl Scheduler {
             priority: new.priority,
             max_retries: new.max_retries,
         })?;
-        let now = Utc::now();
+        // The store keeps milliseconds: answer with what it keeps.
+        let now = Utc::now().trunc_subsecs(3);
         let schedule = Schedule {
             id: Uuid::now_v7(),
             name: new.name,

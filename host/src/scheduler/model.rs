@@ -8,7 +8,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use chrono_tz::Tz;
 use croner::Cron;
 use croner::parser::{CronParser, Seconds};
@@ -180,8 +180,9 @@ impl CronSpec {
 
     /// The first instant strictly after `t`.
     pub fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        // Instants are whole seconds; croner keeps the sub-second part of its input.
         self.cron
-            .find_next_occurrence(&t.with_timezone(&self.zone), false)
+            .find_next_occurrence(&t.trunc_subsecs(0).with_timezone(&self.zone), false)
             .ok()
             .map(|next| next.with_timezone(&Utc))
     }
@@ -189,7 +190,7 @@ impl CronSpec {
     /// The latest instant at or before `t`.
     pub fn latest_at_or_before(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
         self.cron
-            .find_previous_occurrence(&t.with_timezone(&self.zone), true)
+            .find_previous_occurrence(&t.trunc_subsecs(0).with_timezone(&self.zone), true)
             .ok()
             .map(|previous| previous.with_timezone(&Utc))
     }
@@ -350,6 +351,26 @@ mod tests {
         assert_eq!(
             hourly.latest_at_or_before(utc(2026, 11, 29, 10, 59, 59)),
             Some(utc(2026, 11, 29, 10, 0, 0))
+        );
+    }
+
+    #[test]
+    fn instants_are_whole_seconds_whatever_the_sub_second_of_the_input() {
+        let every_second = CronSpec::parse("* * * * * *", "UTC").unwrap();
+        let daily = CronSpec::parse("0 3 * * *", "UTC").unwrap();
+        let t = utc(2026, 11, 29, 10, 2, 30) + chrono::TimeDelta::milliseconds(333);
+        assert_eq!(
+            every_second.next_after(t),
+            Some(utc(2026, 11, 29, 10, 2, 31))
+        );
+        assert_eq!(
+            every_second.latest_at_or_before(t),
+            Some(utc(2026, 11, 29, 10, 2, 30))
+        );
+        assert_eq!(daily.next_after(t), Some(utc(2026, 11, 30, 3, 0, 0)));
+        assert_eq!(
+            daily.latest_at_or_before(t),
+            Some(utc(2026, 11, 29, 3, 0, 0))
         );
     }
 

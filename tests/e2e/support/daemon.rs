@@ -59,6 +59,16 @@ impl DataDir {
         std::fs::write(self.path().join("honeydew.toml"), toml).expect("write config");
     }
 
+    /// The events of `daemon.log` (JSON lines) whose message is `message`, oldest
+    /// first. The log is written in the background: read it once the daemon has exited.
+    pub fn log_events(&self, message: &str) -> Vec<serde_json::Value> {
+        let log = std::fs::read_to_string(self.path().join("daemon.log")).expect("daemon.log");
+        log.lines()
+            .map(|line| serde_json::from_str::<serde_json::Value>(line).expect("a JSON log line"))
+            .filter(|event| event["message"] == message)
+            .collect()
+    }
+
     /// A plugin's manifest path, for tests that rewrite it.
     pub fn manifest(&self, plugin: &str) -> PathBuf {
         self.path().join("plugins").join(format!("{plugin}.toml"))
@@ -127,13 +137,19 @@ impl Daemon {
 
     /// Waits for a stderr line containing `text`; false when stderr closed first.
     pub fn wait_for_line(&mut self, text: &str) -> bool {
+        self.line_containing(text).is_some()
+    }
+
+    /// Waits for the next stderr line containing `text` and returns it; `None` when
+    /// stderr closed first.
+    pub fn line_containing(&mut self, text: &str) -> Option<String> {
         let deadline = Instant::now() + PATIENCE;
         while let Some(line) = self.next_line(deadline) {
             if line.contains(text) {
-                return true;
+                return Some(line);
             }
         }
-        false
+        None
     }
 
     /// The next stderr line (also kept in the log); `None` once stderr is closed.

@@ -112,10 +112,16 @@ pub fn result_text(job: &pb::Job) -> String {
 
 /// Runs the `honeydew` CLI against `data_dir` with `stdin`; bounded by [`PATIENCE`].
 pub fn honeydew(data_dir: &std::path::Path, args: &[&str], stdin: &str) -> std::process::Output {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
+    run_cli(honeydew_command(data_dir, args), stdin)
+}
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_honeydew"))
+/// A `honeydew` CLI command against `data_dir`, for tests that adjust it before
+/// [`run_cli`].
+pub fn honeydew_command(data_dir: &std::path::Path, args: &[&str]) -> std::process::Command {
+    use std::process::Stdio;
+
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_honeydew"));
+    command
         .arg("--data-dir")
         .arg(data_dir)
         .args(args)
@@ -123,9 +129,15 @@ pub fn honeydew(data_dir: &std::path::Path, args: &[&str], stdin: &str) -> std::
         .env_remove("HONEYDEW_TCP")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn honeydew");
+        .stderr(Stdio::piped());
+    command
+}
+
+/// Runs a CLI `command` with `stdin`; bounded by [`PATIENCE`].
+pub fn run_cli(mut command: std::process::Command, stdin: &str) -> std::process::Output {
+    use std::io::Write;
+
+    let mut child = command.spawn().expect("spawn honeydew");
     child
         .stdin
         .take()
@@ -136,7 +148,7 @@ pub fn honeydew(data_dir: &std::path::Path, args: &[&str], stdin: &str) -> std::
     std::thread::spawn(move || done.send(child.wait_with_output().expect("run honeydew")));
     outcome
         .recv_timeout(PATIENCE)
-        .unwrap_or_else(|_| panic!("honeydew {args:?} did not finish in time"))
+        .unwrap_or_else(|_| panic!("{command:?} did not finish in time"))
 }
 
 /// stdout as text.
