@@ -14,6 +14,11 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo fmt --manifest-path plugins/Cargo.toml --all --check
 CARGO_TARGET_DIR=target/guest-native cargo clippy --manifest-path plugins/Cargo.toml \
   --workspace --all-targets --locked -- -D warnings
+results=$(mktemp)
+trap 'rm -f "$results"' EXIT
 CARGO_TARGET_DIR=target/guest-native cargo test --manifest-path plugins/Cargo.toml \
-  --workspace --locked
-cargo test --workspace --locked
+  --workspace --locked 2>&1 | tee -a "$results"
+cargo test --workspace --locked 2>&1 | tee -a "$results"
+# One closing line over every test binary above (pipefail already stopped on failure).
+awk '/^test result:/ { passed += $4; failed += $6 }
+     END { printf "tests: %d passed, %d failed\n", passed, failed }' "$results"
