@@ -1,10 +1,10 @@
 //! The durable job store: the only module that holds SQL or sees rusqlite.
 //!
 //! [`Store`] is a cheap, cloneable handle. All writes go through one writer thread
-//! that owns the single read-write connection and practises **group commit**: it takes
-//! every write waiting in its channel (up to `max_batch`), applies each (inside its own
-//! savepoint when it has several statements), commits once, and only then answers each
-//! caller. A submit is therefore acknowledged only after its row is durable, and 64
+//! that owns the single read-write connection and practises **group commit**: it opens
+//! a transaction for the first waiting write and keeps applying whatever else arrives
+//! meanwhile (up to `max_batch`; each inside its own savepoint when it has several
+//! statements), commits once, and only then answers each caller. A submit is therefore acknowledged only after its row is durable, and 64
 //! concurrent submitters share one fsync instead of paying for 64. Reads run on a small pool of read-only connections
 //! in blocking tasks, so they never wait behind the writer (WAL).
 //!
@@ -260,67 +260,78 @@ impl Store {
     }
 }
 
-/// The writer loop: block for one write, gather whatever else is waiting, apply all in
-/// one transaction, commit, answer.
+/// The writer loop: block for one write, then keep taking whatever else arrives while
+/// the transaction is open (up to `max_batch`), commit once, answer everyone. Writes
+/// that arrive while earlier ones are being applied join the same commit, so batches
+/// grow with the load instead of being cut at the moment the first write arrived.
 fn run_writer(mut conn: Connection, ops: mpsc::Receiver<WriteOp>, max_batch: usize) {
-    let mut batch: Vec<WriteOp> = Vec::with_capacity(max_batch);
     let mut replies: Vec<Reply> = Vec::with_capacity(max_batch);
     while let Ok(first) = ops.recv() {
-        batch.push(first);
-        while batch.len() < max_batch {
-            match ops.try_recv() {
-                Ok(op) => batch.push(op),
-                Err(_) => break,
-            }
-        }
-        let commit = apply_batch(&mut conn, &mut batch, &mut replies);
+        let commit = apply_batch(&mut conn, first, &ops, max_batch, &mut replies);
         for reply in replies.drain(..) {
             reply(commit.as_ref().copied());
         }
     }
 }
 
-/// Applies `batch` in one transaction. A write whose savepoint cannot even begin is
-/// dropped, which its caller sees as [`StoreError::Closed`]; that happens only when the
-/// connection itself is broken.
+/// Applies `first` and the writes that follow it in one transaction. A write whose
+/// savepoint cannot even begin is dropped, which its caller sees as
+/// [`StoreError::Closed`]; that happens only when the connection itself is broken.
 fn apply_batch(
     conn: &mut Connection,
-    batch: &mut Vec<WriteOp>,
+    first: WriteOp,
+    ops: &mpsc::Receiver<WriteOp>,
+    max_batch: usize,
     replies: &mut Vec<Reply>,
 ) -> Result<(), StoreError> {
     let mut tx = match conn.transaction() {
         Ok(tx) => tx,
         Err(err) => {
-            tracing::error!(error = %err, writes = batch.len(), "cannot begin a store transaction");
-            batch.clear();
+            tracing::error!(error = %err, "cannot begin a store transaction; write dropped");
             return Err(err.into());
         }
     };
-    for op in batch.drain(..) {
-        // Each write commits or rolls back alone: one failing write never spoils the
-        // others in its batch. Its own error travels in its reply.
-        if !op.compound {
-            let (_, reply) = (op.apply)(&tx);
-            replies.push(reply);
-            continue;
+    let mut next = Some(first);
+    let mut taken = 0;
+    while let Some(op) = next.take() {
+        taken += 1;
+        apply_one(&mut tx, op, replies)?;
+        if taken < max_batch {
+            next = ops.try_recv().ok();
         }
-        let mut savepoint = match tx.savepoint() {
-            Ok(savepoint) => savepoint,
-            Err(err) => {
-                tracing::error!(error = %err, "cannot begin a savepoint; write dropped");
-                continue;
-            }
-        };
-        let (succeeded, reply) = (op.apply)(&savepoint);
-        if succeeded {
-            savepoint.commit()?;
-        } else {
-            savepoint.rollback()?;
-            savepoint.commit()?;
-        }
-        replies.push(reply);
     }
     tx.commit().map_err(StoreError::from)
+}
+
+/// Applies one write: a single statement directly, several inside a savepoint. Each
+/// write commits or rolls back alone, so one failing write never spoils the others in
+/// its batch; its own error travels in its reply.
+fn apply_one(
+    tx: &mut rusqlite::Transaction<'_>,
+    op: WriteOp,
+    replies: &mut Vec<Reply>,
+) -> Result<(), StoreError> {
+    if !op.compound {
+        let (_, reply) = (op.apply)(tx);
+        replies.push(reply);
+        return Ok(());
+    }
+    let mut savepoint = match tx.savepoint() {
+        Ok(savepoint) => savepoint,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot begin a savepoint; write dropped");
+            return Ok(());
+        }
+    };
+    let (succeeded, reply) = (op.apply)(&savepoint);
+    if succeeded {
+        savepoint.commit()?;
+    } else {
+        savepoint.rollback()?;
+        savepoint.commit()?;
+    }
+    replies.push(reply);
+    Ok(())
 }
 
 /// Read-only connections, opened on demand and kept for reuse.
