@@ -26,33 +26,16 @@ impl QueueService {
     }
 }
 
-/// A job with its attempt count, as `GetJobStatus` and `WatchJob` report it.
-///
-/// The row and the count are two reads; a claim committed between them would pair a
-/// pending job with the attempt that just started, and `WatchJob` would then drop that
-/// attempt's `running` event as old news. A count changes only with a claim, so the
-/// count is read on both sides of the row until the two agree: the pair is then one
-/// consistent state.
+/// A job with its attempt count, as `GetJobStatus` and `WatchJob` report it: one read,
+/// so a claim can never pair a pending row with the attempt that just started (which
+/// would make `WatchJob` drop that attempt's `running` event as old news).
 pub async fn job_with_attempt(state: &ApiState, id: JobId) -> Result<(Job, u32), Status> {
-    let mut before = attempt_count(state, id).await?;
-    loop {
-        let job = state.manager.get(id).await.map_err(convert::store_status)?;
-        let after = attempt_count(state, id).await?;
-        if after == before {
-            return Ok((job, after));
-        }
-        before = after;
-    }
-}
-
-async fn attempt_count(state: &ApiState, id: JobId) -> Result<u32, Status> {
-    let attempts = state
+    state
         .manager
         .store()
-        .attempts(id)
+        .get_job_with_attempt(id)
         .await
-        .map_err(convert::store_status)?;
-    Ok(attempts.iter().map(|row| row.attempt).max().unwrap_or(0))
+        .map_err(convert::store_status)
 }
 
 #[tonic::async_trait]

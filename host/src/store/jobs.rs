@@ -247,6 +247,24 @@ impl Store {
         .await
     }
 
+    /// One job by id with the number of its latest attempt (0 before the first), read
+    /// in one statement so the two always belong to the same moment.
+    pub async fn get_job_with_attempt(&self, id: JobId) -> Result<(Job, u32), StoreError> {
+        self.read(move |conn| {
+            conn.prepare_cached(&format!(
+                "SELECT {JOB_COLUMNS}, (SELECT COALESCE(MAX(attempt), 0) FROM job_attempts \
+                 WHERE job_id = ?1) FROM jobs WHERE id = ?1"
+            ))?
+            .query_row(params![Text(id)], |row| {
+                let attempt: u32 = row.get(17)?;
+                Ok(read_job(row)?.map(|job| (job, attempt)))
+            })
+            .optional()?
+            .ok_or(StoreError::NotFound(id))?
+        })
+        .await
+    }
+
     /// Jobs matching `filter`, newest first, one page at a time.
     pub async fn list_jobs(&self, filter: JobFilter) -> Result<JobPage, StoreError> {
         self.read(move |conn| {

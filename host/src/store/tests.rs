@@ -191,8 +191,12 @@ async fn claim_moves_pending_to_running_once_and_opens_an_attempt() {
     let store = open(&dir);
     let job = job("echo.echo", b"{}", 0);
     store.insert_job(job.clone()).await.unwrap();
+    let (_, attempt) = store.get_job_with_attempt(job.id).await.unwrap();
+    assert_eq!(attempt, 0, "no attempt before the first claim");
     let claimed = store.claim(job.id, 4, Utc::now()).await.unwrap().unwrap();
     assert_eq!(claimed.attempt, 1);
+    let (running, attempt) = store.get_job_with_attempt(job.id).await.unwrap();
+    assert_eq!((running.status, attempt), (JobStatus::Running, 1));
     assert_eq!(claimed.job.status, JobStatus::Running);
     assert!(claimed.job.started_at.is_some());
     assert!(store.claim(job.id, 5, Utc::now()).await.unwrap().is_none());
