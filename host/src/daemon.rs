@@ -53,11 +53,17 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Starts everything, in order; the API is served last.
-    pub async fn start(mut config: DaemonConfig) -> anyhow::Result<Daemon> {
-        let started = Instant::now();
+    /// Takes the data directory's lock, then starts everything in order; the API is
+    /// served last.
+    pub async fn start(config: DaemonConfig) -> anyhow::Result<Daemon> {
         create_private_dir(&config.data_dir)?;
         let lock = lock_data_dir(&config.data_dir)?;
+        Self::start_locked(config, lock).await
+    }
+
+    /// [`Daemon::start`] with the data directory's lock already held.
+    async fn start_locked(mut config: DaemonConfig, lock: File) -> anyhow::Result<Daemon> {
+        let started = Instant::now();
         for warning in &config.warnings {
             tracing::warn!("{warning}");
         }
@@ -190,12 +196,13 @@ impl Daemon {
     }
 }
 
-/// Starts the daemon, serves until SIGINT or SIGTERM, then drains.
-pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
+/// Starts the daemon on the locked data directory, serves until SIGINT or SIGTERM,
+/// then drains.
+async fn run(config: DaemonConfig, lock: File) -> anyhow::Result<()> {
     // Listen for signals before starting, so that one sent during start-up still drains.
     let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-    let daemon = Daemon::start(config).await?;
+    let daemon = Daemon::start_locked(config, lock).await?;
     let received = tokio::select! {
         _ = terminate.recv() => "SIGTERM",
         _ = interrupt.recv() => "SIGINT",
@@ -214,10 +221,16 @@ pub fn main(data_dir: PathBuf, args: DaemonArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(err) = create_private_dir(&config.data_dir) {
-        eprintln!("honeydewd: {err:#}");
-        return ExitCode::FAILURE;
-    }
+    // Lock before logging, so a refused second daemon writes nothing into the log of
+    // the one that is running.
+    let lock =
+        match create_private_dir(&config.data_dir).and_then(|()| lock_data_dir(&config.data_dir)) {
+            Ok(lock) => lock,
+            Err(err) => {
+                eprintln!("honeydewd: {err:#}");
+                return ExitCode::FAILURE;
+            }
+        };
     let _log = match telemetry::init(&config.data_dir) {
         Ok(guard) => guard,
         Err(err) => {
@@ -238,7 +251,7 @@ pub fn main(data_dir: PathBuf, args: DaemonArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config)) {
+    match runtime.block_on(run(config, lock)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!(error = %format!("{err:#}"), "daemon failed");

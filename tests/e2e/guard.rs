@@ -27,7 +27,9 @@ async fn a_second_daemon_on_the_same_data_dir_is_refused_and_the_first_keeps_ser
         "{stderr}"
     );
 
-    // The refused daemon touched neither the socket nor the first daemon's work.
+    // The refused daemon touched neither the socket, the first daemon's log, nor its work.
+    let log = std::fs::read_to_string(data.path().join("daemon.log")).unwrap();
+    assert!(!log.contains("another honeydewd"), "{log}");
     let channel = first.connect().await;
     let id = submit(&channel, "echo.echo", "{}").await;
     assert_eq!(finished(&channel, &id).await.status(), JobStatus::Completed);
