@@ -163,6 +163,10 @@ async fn every_second_schedule_submits_jobs_with_its_command_payload_and_priorit
     assert!(stored.last_run_at.is_some());
     assert!(jobs.iter().any(|job| Some(job.id) == stored.last_job_id));
     assert!(stored.next_run_at.unwrap() > stored.last_scheduled_for.unwrap());
+    assert!(
+        stored.last_run_at.unwrap() >= stored.last_scheduled_for.unwrap(),
+        "a job is never submitted before its instant"
+    );
 }
 
 #[tokio::test]

@@ -11,6 +11,7 @@ mod model;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use chrono::{DateTime, SubsecRound, Utc};
 use tokio_cron_scheduler::{Job as CronJob, JobScheduler};
@@ -19,6 +20,7 @@ use uuid::Uuid;
 use crate::job::JobId;
 use crate::queue::{Manager, SubmitRequest};
 use crate::store::StoreError;
+use crate::worker::BoxFuture;
 
 pub use model::{
     CronSpec, Misfire, MisfirePolicy, Schedule, ScheduleError, misfire, validate_name,
@@ -251,45 +253,74 @@ impl Scheduler {
         Ok(Some(job.id))
     }
 
-    /// Called by the cron library when a schedule's instant comes.
-    async fn fire(&self, schedule_id: Uuid) {
-        let now = Utc::now();
+    /// Called by the cron library when `instant` of a schedule comes: submits its job
+    /// and arms the next instant.
+    async fn fire(&self, schedule_id: Uuid, instant: DateTime<Utc>) {
         let schedule = match self.manager.store().get_schedule(schedule_id).await {
             Ok(schedule) => schedule,
-            // Removed meanwhile: nothing to do.
+            // Removed meanwhile: nothing to do, nothing to re-arm.
             Err(StoreError::ScheduleNotFound(_)) => return,
             Err(err) => {
                 tracing::error!(schedule_id = %schedule_id, error = %err, "schedule trigger failed");
                 return;
             }
         };
-        let outcome = match CronSpec::parse(&schedule.cron_expr, &schedule.timezone) {
-            Ok(spec) => match spec.latest_at_or_before(now) {
-                Some(instant) => self.trigger(&schedule, instant, spec.next_after(now)).await,
-                None => return,
-            },
-            Err(err) => Err(err),
+        let spec = match CronSpec::parse(&schedule.cron_expr, &schedule.timezone) {
+            Ok(spec) => spec,
+            Err(err) => {
+                tracing::error!(schedule_id = %schedule.id, schedule_name = %schedule.name, error = %err, "schedule trigger failed");
+                return;
+            }
         };
-        if let Err(err) = outcome {
+        // Never arm an instant already past (a suspended machine, say): no catch-up storm.
+        let next = spec.next_after(Utc::now().max(instant));
+        if let Err(err) = self.trigger(&schedule, instant, next).await {
             tracing::error!(schedule_id = %schedule.id, schedule_name = %schedule.name, error = %err, "schedule trigger failed");
+        }
+        if let Some(next) = next
+            && let Err(err) = self.arm(schedule.id, next).await
+        {
+            tracing::error!(schedule_id = %schedule.id, schedule_name = %schedule.name, error = %err, "cannot arm the next run");
         }
     }
 
+    /// Arms the schedule's next instant after now.
     async fn register(&self, schedule: &Schedule, spec: &CronSpec) -> Result<(), ScheduleError> {
-        let this = self.this.clone();
-        let schedule_id = schedule.id;
-        let job = CronJob::new_async_tz(spec.library_form(), spec.zone(), move |_, _| {
-            let this = this.clone();
-            Box::pin(async move {
-                if let Some(scheduler) = this.upgrade() {
-                    scheduler.fire(schedule_id).await;
-                }
+        match spec.next_after(Utc::now()) {
+            Some(next) => self.arm(schedule.id, next).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Asks the cron library to call [`Scheduler::fire`] at `instant`. Each instant is
+    /// armed on its own, computed here in the schedule's zone: the library's own cron
+    /// jobs keep the UTC offset of the moment they were created, so across a daylight
+    /// saving change they would fire an hour off until the daemon restarted.
+    ///
+    /// Boxed with an explicit `Send` bound: `fire` arms and the armed job fires, and
+    /// the compiler cannot see through that cycle on its own.
+    fn arm(
+        &self,
+        schedule_id: Uuid,
+        instant: DateTime<Utc>,
+    ) -> BoxFuture<'_, Result<(), ScheduleError>> {
+        Box::pin(async move {
+            let this = self.this.clone();
+            let delay = whole_seconds_until(instant, Utc::now());
+            let job = CronJob::new_one_shot_async(delay, move |_, _| {
+                let this = this.clone();
+                Box::pin(async move {
+                    if let Some(scheduler) = this.upgrade() {
+                        scheduler.fire(schedule_id, instant).await;
+                    }
+                })
             })
+            .map_err(library)?;
+            let entry = self.cron.add(job).await.map_err(library)?;
+            // The spent entry of the previous instant, if any, is simply replaced.
+            self.lock_entries().insert(schedule_id, entry);
+            Ok(())
         })
-        .map_err(library)?;
-        let entry = self.cron.add(job).await.map_err(library)?;
-        self.lock_entries().insert(schedule.id, entry);
-        Ok(())
     }
 
     fn lock_entries(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Uuid>> {
@@ -297,6 +328,35 @@ impl Scheduler {
     }
 }
 
+/// The one-shot delay that makes the cron library fire at `instant` (a whole second),
+/// never before it. The library adds whole seconds of delay to the current whole
+/// second, so the delay is counted between the two whole seconds.
+fn whole_seconds_until(instant: DateTime<Utc>, now: DateTime<Utc>) -> Duration {
+    let seconds = instant.timestamp() - now.timestamp();
+    Duration::from_secs(u64::try_from(seconds).unwrap_or(0))
+}
+
 fn library(err: tokio_cron_scheduler::JobSchedulerError) -> ScheduleError {
     ScheduleError::Scheduler(err.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::whole_seconds_until;
+    use chrono::{TimeZone, Utc};
+    use std::time::Duration;
+
+    #[test]
+    fn one_shot_delay_counts_whole_seconds_so_it_never_fires_early() {
+        let instant = Utc.with_ymd_and_hms(2026, 11, 29, 10, 0, 5).unwrap();
+        let now = Utc.with_ymd_and_hms(2026, 11, 29, 10, 0, 0).unwrap()
+            + chrono::TimeDelta::milliseconds(700);
+        // The library fires at whole second (10:00:00) + 5 s = the instant itself.
+        assert_eq!(whole_seconds_until(instant, now), Duration::from_secs(5));
+        assert_eq!(whole_seconds_until(instant, instant), Duration::ZERO);
+        assert_eq!(
+            whole_seconds_until(instant, instant + chrono::TimeDelta::seconds(3)),
+            Duration::ZERO
+        );
+    }
 }

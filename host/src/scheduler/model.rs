@@ -2,8 +2,9 @@
 //! and time zones, the next and latest instants, and the misfire decision at start-up.
 //!
 //! No I/O and no clock here: every function takes the instant it reasons about, so the
-//! misfire rules are tested exactly. Expressions use the library's parser settings
-//! (croner, as tokio-cron-scheduler configures it) so that what we compute is what fires.
+//! misfire rules are tested exactly. Expressions are parsed by croner (the parser
+//! tokio-cron-scheduler uses, with its settings), and every instant is computed in the
+//! schedule's own zone, daylight saving included.
 
 use std::fmt;
 use std::str::FromStr;
@@ -136,7 +137,6 @@ pub enum ScheduleError {
 pub struct CronSpec {
     cron: Cron,
     zone: Tz,
-    library_form: String,
 }
 
 impl CronSpec {
@@ -150,7 +150,7 @@ impl CronSpec {
             reason,
         };
         let fields = expr.split_whitespace().count();
-        let library_form = match fields {
+        let with_seconds = match fields {
             5 => format!("0 {}", expr.trim()),
             6 => expr.split_whitespace().collect::<Vec<_>>().join(" "),
             n => return Err(invalid(format!("it has {n} fields"))),
@@ -159,23 +159,9 @@ impl CronSpec {
             .seconds(Seconds::Required)
             .dom_and_dow(true)
             .build()
-            .parse(&library_form)
+            .parse(&with_seconds)
             .map_err(|err| invalid(err.to_string()))?;
-        Ok(Self {
-            cron,
-            zone,
-            library_form,
-        })
-    }
-
-    /// The 6-field form that tokio-cron-scheduler takes.
-    pub fn library_form(&self) -> &str {
-        &self.library_form
-    }
-
-    /// The zone the expression is read in.
-    pub fn zone(&self) -> Tz {
-        self.zone
+        Ok(Self { cron, zone })
     }
 
     /// The first instant strictly after `t`.
@@ -299,7 +285,6 @@ mod tests {
     #[test]
     fn five_and_six_field_expressions_parse() {
         let every_five_minutes = CronSpec::parse("*/5 * * * *", "UTC").unwrap();
-        assert_eq!(every_five_minutes.library_form(), "0 */5 * * * *");
         assert_eq!(
             every_five_minutes.next_after(utc(2026, 11, 29, 10, 2, 30)),
             Some(utc(2026, 11, 29, 10, 5, 0))
@@ -339,6 +324,16 @@ mod tests {
             nine_in_paris.next_after(utc(2026, 11, 29, 0, 0, 0)),
             Some(utc(2026, 11, 29, 8, 0, 0))
         );
+    }
+
+    #[test]
+    fn instants_follow_daylight_saving_changes() {
+        let nine_in_paris = CronSpec::parse("0 9 * * *", "Europe/Paris").unwrap();
+        // Paris moves from UTC+1 to UTC+2 in the night of 28 to 29 March 2026.
+        let before = nine_in_paris.next_after(utc(2026, 3, 28, 0, 0, 0)).unwrap();
+        let after = nine_in_paris.next_after(before).unwrap();
+        assert_eq!(before, utc(2026, 3, 28, 8, 0, 0));
+        assert_eq!(after, utc(2026, 3, 29, 7, 0, 0));
     }
 
     #[test]
