@@ -1,3 +1,5 @@
+//! Cancelling pending, running and finished jobs.
+
 use honeydew::api::pb::{self, CancelOutcome, JobStatus};
 use tonic::Code;
 

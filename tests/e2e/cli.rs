@@ -1,3 +1,5 @@
+//! The `honeydew` command line: output and exit codes.
+
 use std::process::Command;
 
 use serde_json::{Value, json};

@@ -1,3 +1,6 @@
+//! Refusals: unknown command, malformed JSON, oversized payload, out-of-range fields,
+//! invalid schedules.
+
 use honeydew::api::pb::{self, git_hub_client::GitHubClient, schedules_client::SchedulesClient};
 use tonic::Code;
 

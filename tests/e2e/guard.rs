@@ -1,3 +1,5 @@
+//! The data directory's guards: one daemon only, socket mode 0600, stale socket.
+
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::sync::mpsc;
 use std::thread;

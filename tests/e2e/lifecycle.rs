@@ -1,3 +1,5 @@
+//! kill -9 mid-job, restart, the job completes; SIGTERM drains.
+
 use honeydew::api::pb::JobStatus;
 use honeydew::store::{Store, StoreConfig};
 

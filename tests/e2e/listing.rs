@@ -1,3 +1,5 @@
+//! ListJobs with each filter and with paging.
+
 use honeydew::api::pb::{self, JobStatus, JobView};
 
 use crate::support::{Daemon, DataDir, finished, queue, submit};

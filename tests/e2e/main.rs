@@ -12,26 +12,26 @@
 
 mod support;
 
-/// Cancelling pending, running and finished jobs.
+// Cancelling pending, running and finished jobs.
 mod cancel;
-/// The `honeydew` command line: output and exit codes.
+// The `honeydew` command line: output and exit codes.
 mod cli;
-/// Refusals: unknown command, malformed JSON, oversized payload, out-of-range fields,
-/// invalid schedules.
+// Refusals: unknown command, malformed JSON, oversized payload, out-of-range fields,
+// invalid schedules.
 mod errors;
-/// The data directory's guards: one daemon only, socket mode 0600, stale socket.
+// The data directory's guards: one daemon only, socket mode 0600, stale socket.
 mod guard;
-/// kill -9 mid-job, restart, the job completes; SIGTERM drains.
+// kill -9 mid-job, restart, the job completes; SIGTERM drains.
 mod lifecycle;
-/// ListJobs with each filter and with paging.
+// ListJobs with each filter and with paging.
 mod listing;
-/// A typed proxy RPC end to end: `github.commits` against a local fake of GitHub.
+// A typed proxy RPC end to end: `github.commits` against a local fake of GitHub.
 mod proxy;
-/// Cron schedules: jobs every second, removal, restart, misfire policies, the CLI.
+// Cron schedules: jobs every second, removal, restart, misfire policies, the CLI.
 mod schedules;
-/// gRPC health, reflection, and the optional TCP listener.
+// gRPC health, reflection, and the optional TCP listener.
 mod services;
-/// Submit, wait, result; the job record as the API reports it.
+// Submit, wait, result; the job record as the API reports it.
 mod submit;
-/// WatchJob follows every transition, retries included.
+// WatchJob follows every transition, retries included.
 mod watch;

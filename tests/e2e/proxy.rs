@@ -1,3 +1,5 @@
+//! A typed proxy RPC end to end: `github.commits` against a local fake of GitHub.
+
 use honeydew::api::pb::{self, JobStatus, git_hub_client::GitHubClient};
 use serde_json::{Value, json};
 

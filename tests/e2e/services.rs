@@ -1,3 +1,5 @@
+//! gRPC health, reflection, and the optional TCP listener.
+
 use honeydew::api::pb::JobStatus;
 use honeydew::api::{self, Address};
 use tokio_stream::StreamExt;

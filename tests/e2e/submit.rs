@@ -1,3 +1,5 @@
+//! Submit, wait, result; the job record as the API reports it.
+
 use honeydew::api::pb::{self, JobStatus};
 use serde_json::{Value, json};
 

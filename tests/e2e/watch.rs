@@ -1,3 +1,5 @@
+//! WatchJob follows every transition, retries included.
+
 use honeydew::api::pb::{self, JobStatus};
 
 use crate::support::{Daemon, DataDir, HttpStub, PATIENCE, queue, running, submit, watch_to_end};
