@@ -272,12 +272,7 @@ impl Store {
                 0 => LIST_LIMIT_DEFAULT,
                 n => n.min(LIST_LIMIT_MAX),
             };
-            let sql = format!(
-                "SELECT {JOB_COLUMNS} FROM jobs \
-                 WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR command = ?2) \
-                 AND (?3 IS NULL OR id < ?3) ORDER BY id DESC LIMIT ?4"
-            );
-            let mut statement = conn.prepare_cached(&sql)?;
+            let mut statement = conn.prepare_cached(&list_sql(&filter))?;
             let jobs = statement
                 .query_map(
                     params![
@@ -353,6 +348,26 @@ impl Store {
         })
         .await
     }
+}
+
+/// The listing query for `filter`, naming only the filters it has, so that SQLite can
+/// walk the matching index (`jobs_by_status_id`, `jobs_by_command_id`) instead of every
+/// job. Parameters: ?1 status, ?2 command, ?3 cursor, ?4 limit; all four are bound
+/// whatever the shape (SQLite counts parameters up to the highest number used).
+pub(super) fn list_sql(filter: &JobFilter) -> String {
+    let conditions: Vec<&str> = [
+        filter.status.map(|_| "status = ?1"),
+        filter.command.as_ref().map(|_| "command = ?2"),
+        filter.cursor.map(|_| "id < ?3"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let filter_clause = match conditions.is_empty() {
+        true => String::new(),
+        false => format!("WHERE {}", conditions.join(" AND ")),
+    };
+    format!("SELECT {JOB_COLUMNS} FROM jobs {filter_clause} ORDER BY id DESC LIMIT ?4")
 }
 
 /// One row of `job_attempts`, as [`Store::attempts`] reads it.

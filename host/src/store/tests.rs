@@ -491,3 +491,42 @@ async fn recovery_after_a_crash_resets_running_and_keeps_delayed_retries() {
         .unwrap();
     assert_eq!(again.attempt, 2);
 }
+
+#[tokio::test]
+async fn filtered_listing_walks_the_matching_index_not_every_job() {
+    let dir = TempDir::new().unwrap();
+    let _store = open(&dir);
+    let conn = raw(&dir);
+    let plan = |filter: &JobFilter| -> String {
+        let sql = format!("EXPLAIN QUERY PLAN {}", jobs::list_sql(filter));
+        let mut statement = conn.prepare(&sql).unwrap();
+        let details: Vec<String> = statement
+            .query_map(
+                rusqlite::params![None::<String>, None::<String>, None::<String>, 50],
+                |row| row.get(3),
+            )
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        details.join("; ")
+    };
+    let by_status = JobFilter {
+        status: Some(JobStatus::Failed),
+        cursor: Some(crate::job::JobId::new()),
+        ..JobFilter::default()
+    };
+    assert!(
+        plan(&by_status).contains("jobs_by_status_id"),
+        "{}",
+        plan(&by_status)
+    );
+    let by_command = JobFilter {
+        command: Some("github.commits".into()),
+        ..JobFilter::default()
+    };
+    assert!(
+        plan(&by_command).contains("jobs_by_command_id"),
+        "{}",
+        plan(&by_command)
+    );
+}
