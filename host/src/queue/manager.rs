@@ -383,11 +383,6 @@ impl Manager {
         Ok(())
     }
 
-    /// Jobs running right now.
-    pub fn running_count(&self) -> usize {
-        self.lock_running().len()
-    }
-
     fn running_token(&self, id: JobId) -> Option<CancellationToken> {
         self.lock_running().get(&id).cloned()
     }

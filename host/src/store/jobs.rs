@@ -139,12 +139,6 @@ impl Store {
             .await
     }
 
-    /// Inserts many jobs in one commit (used by benchmarks and bulk submitters).
-    pub async fn insert_jobs(&self, jobs: Vec<Job>) -> Result<(), StoreError> {
-        self.write(move |conn| jobs.iter().try_for_each(|job| insert_job(conn, job)))
-            .await
-    }
-
     /// Moves a pending job to `running` and opens its attempt row. `Ok(None)` when the
     /// job is no longer pending (cancelled meanwhile) or not yet eligible.
     pub async fn claim(
@@ -296,33 +290,7 @@ impl Store {
         .await
     }
 
-    /// Jobs per status, for status displays and tests.
-    pub async fn count_by_status(&self) -> Result<Vec<(JobStatus, u64)>, StoreError> {
-        self.read(|conn| {
-            let mut statement =
-                conn.prepare_cached("SELECT status, COUNT(*) FROM jobs GROUP BY status")?;
-            let counts = statement
-                .query_map([], |row| {
-                    Ok((row.get::<_, String>(0)?, row.get::<_, u64>(1)?))
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
-            counts
-                .into_iter()
-                .map(|(status, count)| {
-                    let status = status.parse().map_err(|err: crate::job::UnknownStatus| {
-                        StoreError::Corrupt {
-                            id: "*".into(),
-                            reason: err.to_string(),
-                        }
-                    })?;
-                    Ok((status, count))
-                })
-                .collect()
-        })
-        .await
-    }
-
-    /// Every attempt of a job, oldest first: (attempt, outcome, error_kind, fuel_used).
+    /// Every attempt of a job, oldest first.
     pub async fn attempts(&self, id: JobId) -> Result<Vec<AttemptRow>, StoreError> {
         self.read(move |conn| {
             let mut statement = conn.prepare_cached(
