@@ -49,8 +49,16 @@ async fn the_socket_is_private_to_its_owner() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stale_socket_is_replaced() {
     let data = DataDir::with_plugins(&["echo"]);
-    // A socket file nobody listens on, as a crashed daemon leaves it.
-    drop(std::os::unix::net::UnixListener::bind(data.socket()).unwrap());
+    // A socket file nobody listens on, as a crashed daemon leaves it. A datagram socket
+    // makes that certain: a dropped stream listener may still be open for a moment in
+    // a process another test is forking, and accept connections there.
+    drop(std::os::unix::net::UnixDatagram::bind(data.socket()).unwrap());
+    assert!(
+        std::fs::metadata(data.socket())
+            .unwrap()
+            .file_type()
+            .is_socket()
+    );
     assert!(std::os::unix::net::UnixStream::connect(data.socket()).is_err());
 
     let daemon = Daemon::start(&data, &[]);
