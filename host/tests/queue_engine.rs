@@ -3,7 +3,6 @@
 //! executor standing in for the plugin runtime. Waiting is on job events, not sleeps.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,7 +15,7 @@ use honeydew::retry::{BackoffPolicy, Failure};
 use honeydew::store::{JobFilter, Store, StoreConfig};
 use honeydew::worker::{BoxFuture, Execution, Executor, PoolConfig, WorkerPool};
 use tempfile::TempDir;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 
 /// Behaves by command name:
@@ -28,8 +27,8 @@ use tokio_util::sync::CancellationToken;
 struct Scripted {
     attempts: Mutex<HashMap<JobId, usize>>,
     order: Mutex<Vec<JobId>>,
-    running: AtomicUsize,
-    peak_running: AtomicUsize,
+    /// How many executions are in progress right now.
+    inside: watch::Sender<usize>,
     release: Semaphore,
 }
 
@@ -38,8 +37,7 @@ impl Default for Scripted {
         Self {
             attempts: Mutex::default(),
             order: Mutex::default(),
-            running: AtomicUsize::new(0),
-            peak_running: AtomicUsize::new(0),
+            inside: watch::Sender::new(0),
             release: Semaphore::new(0),
         }
     }
@@ -48,8 +46,7 @@ impl Default for Scripted {
 impl Executor for Scripted {
     fn execute<'a>(&'a self, job: &'a Job, cancel: CancellationToken) -> BoxFuture<'a, Execution> {
         Box::pin(async move {
-            let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
-            self.peak_running.fetch_max(now, Ordering::SeqCst);
+            self.inside.send_modify(|inside| *inside += 1);
             self.order.lock().unwrap().push(job.id);
             let attempt = {
                 let mut attempts = self.attempts.lock().unwrap();
@@ -83,7 +80,7 @@ impl Executor for Scripted {
                 "test.stuck" => std::future::pending().await,
                 other => panic!("unscripted command {other}"),
             };
-            self.running.fetch_sub(1, Ordering::SeqCst);
+            self.inside.send_modify(|inside| *inside -= 1);
             Execution::of(result)
         })
     }
@@ -310,10 +307,15 @@ async fn several_workers_run_jobs_concurrently() {
         harness.submit("test.block", "", 0).await,
         harness.submit("test.block", "", 0).await,
     ];
-    for id in ids {
-        harness.wait_for(id, JobStatus::Running).await;
-    }
-    assert_eq!(harness.executor.peak_running.load(Ordering::SeqCst), 4);
+    // None is released yet, so four executions inside at once proves concurrency.
+    let mut inside = harness.executor.inside.subscribe();
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        inside.wait_for(|inside| *inside == 4),
+    )
+    .await
+    .expect("four jobs never ran at once")
+    .unwrap();
     harness.executor.release.add_permits(4);
     for id in ids {
         harness.wait_for(id, JobStatus::Completed).await;
