@@ -28,7 +28,14 @@ fn main() {
         "{:>11} {:>18} {:>18} {:>7}",
         "submitters", "one txn/job (j/s)", "group commit (j/s)", "ratio"
     );
+    // `HONEYDEW_BENCH_SUBMITTERS=64` runs one concurrency only (for profiling).
+    let only: Option<usize> = std::env::var("HONEYDEW_BENCH_SUBMITTERS")
+        .ok()
+        .and_then(|value| value.parse().ok());
     for submitters in CONCURRENCY {
+        if only.is_some_and(|only| only != submitters) {
+            continue;
+        }
         let single = median(ROUNDS, || {
             runtime.block_on(rate(&scratch, submitters, 1, jobs_for(submitters, 1)))
         });

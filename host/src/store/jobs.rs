@@ -357,13 +357,13 @@ pub struct AttemptRow {
     pub fuel_used: Option<u64>,
 }
 
+/// The submit path's one statement.
+pub(super) const INSERT_JOB: &str = "INSERT INTO jobs (id, command, payload, priority, status, \
+     created_at, run_at, retry_count, max_retries, updated_at) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?6)";
+
 pub(super) fn insert_job(conn: &Connection, job: &Job) -> Result<(), StoreError> {
-    conn.prepare_cached(
-        "INSERT INTO jobs (id, command, payload, priority, status, created_at, run_at, \
-         retry_count, max_retries, updated_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?6)",
-    )?
-    .execute(params![
+    conn.prepare_cached(INSERT_JOB)?.execute(params![
         Text(job.id),
         job.command,
         Bytes(&job.payload),

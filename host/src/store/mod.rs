@@ -100,6 +100,14 @@ pub enum StoreError {
         /// Newest version this binary knows.
         supported: u32,
     },
+    /// A schema migration could not be applied; the database was left as it was.
+    #[error("cannot migrate the database to schema version {version}: {reason}")]
+    Migration {
+        /// The version the migration leads to.
+        version: u32,
+        /// Why it was refused.
+        reason: String,
+    },
     /// No job has this id.
     #[error("job {0} not found")]
     NotFound(JobId),
@@ -170,8 +178,6 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(opened)?;
         conn.pragma_update(None, "synchronous", config.sync.pragma())
-            .map_err(opened)?;
-        conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(opened)?;
         conn.busy_timeout(config.busy_timeout).map_err(opened)?;
         conn.set_prepared_statement_cache_capacity(64);

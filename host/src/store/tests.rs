@@ -73,6 +73,100 @@ async fn schema_is_versioned_and_journal_is_wal() {
 }
 
 #[tokio::test]
+async fn a_version_2_database_keeps_its_jobs_and_attempts_through_the_table_rebuild() {
+    let dir = TempDir::new().unwrap();
+    {
+        let conn = raw(&dir);
+        conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+        for sql in &schema::MIGRATIONS[..2] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 2).unwrap();
+        conn.execute_batch(
+            "INSERT INTO jobs (id, command, payload, priority, status, created_at, run_at, \
+             started_at, completed_at, result, retry_count, max_retries, plugin_name, \
+             plugin_version, plugin_sha256, updated_at) VALUES \
+             ('0193a1b2-0000-7000-8000-000000000001', 'echo.echo', '{\"x\":1}', 5, \
+              'completed', '2026-11-01T10:00:00.000Z', '2026-11-01T10:00:00.000Z', \
+              '2026-11-01T10:00:01.000Z', '2026-11-01T10:00:02.000Z', '{\"ok\":true}', \
+              1, 3, 'echo', '0.1.0', 'ab', '2026-11-01T10:00:02.000Z'); \
+             INSERT INTO job_attempts (job_id, attempt, worker_id, started_at, finished_at, \
+             outcome, duration_ms) VALUES ('0193a1b2-0000-7000-8000-000000000001', 1, 2, \
+             '2026-11-01T10:00:01.000Z', '2026-11-01T10:00:02.000Z', 'completed', 1000);",
+        )
+        .unwrap();
+    }
+
+    let store = open(&dir);
+    let id: crate::job::JobId = "0193a1b2-0000-7000-8000-000000000001".parse().unwrap();
+    let job = store.get_job(id).await.unwrap();
+    assert_eq!(job.status, JobStatus::Completed);
+    assert_eq!(job.priority, 5);
+    assert_eq!(job.result.as_deref(), Some(&br#"{"ok":true}"#[..]));
+    assert_eq!(job.plugin.unwrap().name, "echo");
+    let attempts = store.attempts(id).await.unwrap();
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0].duration_ms, Some(1000));
+
+    let conn = raw(&dir);
+    let version: u32 = conn
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .unwrap();
+    assert_eq!(version, schema::SCHEMA_VERSION);
+    let integrity: String = conn
+        .query_row("PRAGMA integrity_check", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(integrity, "ok");
+    let indexes: HashSet<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'jobs'")
+        .unwrap()
+        .query_map([], |row| row.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    for index in [
+        "jobs_pending_by_priority",
+        "jobs_by_status_id",
+        "jobs_by_command_id",
+        "jobs_failed_by_completed",
+    ] {
+        assert!(
+            indexes.contains(index),
+            "{index} missing after the rebuild: {indexes:?}"
+        );
+    }
+    let bad_status = conn.execute("UPDATE jobs SET status = 'lost'", []);
+    assert!(
+        bad_status.is_err(),
+        "the status CHECK must survive the rebuild"
+    );
+}
+
+#[tokio::test]
+async fn inserting_a_job_builds_no_temporary_btree() {
+    // An `IN (...)` list in the status CHECK made SQLite build a temporary B-tree for
+    // every INSERT; the plan of the submit statement must not open one.
+    let dir = TempDir::new().unwrap();
+    drop(open(&dir));
+    let conn = raw(&dir);
+    let opcodes: Vec<String> = conn
+        .prepare(&format!("EXPLAIN {}", jobs::INSERT_JOB))
+        .unwrap()
+        .query_map(
+            rusqlite::params!["id", "command", "{}", 0, "pending", "t", "t", 0, 3],
+            |row| row.get(1),
+        )
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert!(opcodes.contains(&"Insert".to_string()), "{opcodes:?}");
+    assert!(
+        !opcodes.contains(&"OpenEphemeral".to_string()),
+        "the INSERT builds a temporary B-tree: {opcodes:?}"
+    );
+}
+
+#[tokio::test]
 async fn database_from_a_newer_daemon_is_refused() {
     let dir = TempDir::new().unwrap();
     drop(open(&dir));
