@@ -1,17 +1,20 @@
 //! Durable submit throughput at the store level: group commit against one transaction
 //! per job, at 1, 16 and 64 concurrent submitters, on the same disk in the same run.
 //!
-//! Each configuration runs `ROUNDS` times on a fresh database under the target
-//! directory (so on the project's disk, not a tmpfs); the median rate is reported, and
-//! the group-commit rate as a ratio of the one-transaction-per-job rate at the same
-//! concurrency. Run with `cargo bench -p honeydew --bench submit` (or `just bench`).
+//! Each round measures both modes back to back, each on a fresh database under the
+//! target directory (so on the project's disk, not a tmpfs). The medians of `ROUNDS`
+//! rounds are reported, and the ratio is the median of each round's group-commit rate
+//! over its one-transaction-per-job rate at the same concurrency.
+//!
+//! Run with `cargo bench -p honeydew --bench submit` (or `just bench`);
+//! `HONEYDEW_BENCH_SUBMITTERS=64` runs one concurrency only, for profiling.
 
 use std::time::Instant;
 
 use honeydew::job::Job;
 use honeydew::store::{Store, StoreConfig};
 
-const ROUNDS: usize = 5;
+const ROUNDS: usize = 7;
 const CONCURRENCY: [usize; 3] = [1, 16, 64];
 
 fn main() {
@@ -23,12 +26,14 @@ fn main() {
     let scratch = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-submit");
     std::fs::create_dir_all(&scratch).expect("scratch dir");
 
-    println!("durable submit throughput, synchronous=FULL, median of {ROUNDS} rounds");
+    println!(
+        "durable submit throughput, synchronous=FULL, {ROUNDS} rounds, each measuring both \
+         modes back to back; medians"
+    );
     println!(
         "{:>11} {:>18} {:>18} {:>7}",
         "submitters", "one txn/job (j/s)", "group commit (j/s)", "ratio"
     );
-    // `HONEYDEW_BENCH_SUBMITTERS=64` runs one concurrency only (for profiling).
     let only: Option<usize> = std::env::var("HONEYDEW_BENCH_SUBMITTERS")
         .ok()
         .and_then(|value| value.parse().ok());
@@ -36,15 +41,24 @@ fn main() {
         if only.is_some_and(|only| only != submitters) {
             continue;
         }
-        let single = median(ROUNDS, || {
-            runtime.block_on(rate(&scratch, submitters, 1, jobs_for(submitters, 1)))
-        });
-        let grouped = median(ROUNDS, || {
-            runtime.block_on(rate(&scratch, submitters, 1024, jobs_for(submitters, 1024)))
-        });
+        // Interleaved, so that drift in a noisy machine's speed hits both modes alike;
+        // the ratio is the median of each round's own ratio.
+        let mut single = Vec::new();
+        let mut grouped = Vec::new();
+        let mut ratios = Vec::new();
+        for _ in 0..ROUNDS {
+            let one = runtime.block_on(rate(&scratch, submitters, 1, jobs_for(submitters, 1)));
+            let many =
+                runtime.block_on(rate(&scratch, submitters, 1024, jobs_for(submitters, 1024)));
+            single.push(one);
+            grouped.push(many);
+            ratios.push(many / one);
+        }
         println!(
-            "{submitters:>11} {single:>18.0} {grouped:>18.0} {:>6.1}x",
-            grouped / single
+            "{submitters:>11} {:>18.0} {:>18.0} {:>6.1}x",
+            median(single),
+            median(grouped),
+            median(ratios)
         );
     }
 }
@@ -89,8 +103,7 @@ async fn rate(scratch: &std::path::Path, submitters: usize, max_batch: usize, to
     (per_task * submitters) as f64 / started.elapsed().as_secs_f64()
 }
 
-fn median(rounds: usize, mut sample: impl FnMut() -> f64) -> f64 {
-    let mut samples: Vec<f64> = (0..rounds).map(|_| sample()).collect();
+fn median(mut samples: Vec<f64>) -> f64 {
     samples.sort_by(f64::total_cmp);
-    samples[rounds / 2]
+    samples[samples.len() / 2]
 }

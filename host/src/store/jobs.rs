@@ -270,7 +270,7 @@ impl Store {
             let jobs = statement
                 .query_map(
                     params![
-                        filter.status.map(JobStatus::as_str),
+                        None::<&str>,
                         filter.command,
                         filter.cursor.map(Text),
                         limit as i64 + 1,
@@ -319,14 +319,24 @@ impl Store {
 }
 
 /// The listing query for `filter`, naming only the filters it has, so that SQLite can
-/// walk the matching index (`jobs_by_status_id`, `jobs_by_command_id`) instead of every
-/// job. Parameters: ?1 status, ?2 command, ?3 cursor, ?4 limit; all four are bound
-/// whatever the shape (SQLite counts parameters up to the highest number used).
+/// walk the matching index instead of every job: `jobs_pending_by_priority` for pending
+/// jobs, `jobs_by_status_id` for the other states, `jobs_by_command_id` for a command.
+///
+/// The status is written into the text as a literal (it comes from a closed enum, never
+/// from user text) because SQLite uses a partial index only when the query's own terms
+/// imply the index's WHERE clause, and both status indexes are partial. Parameters: ?2
+/// command, ?3 cursor, ?4 limit; all are bound whatever the shape (SQLite counts
+/// parameters up to the highest number used), and ?1 is unused.
 pub(super) fn list_sql(filter: &JobFilter) -> String {
-    let conditions: Vec<&str> = [
-        filter.status.map(|_| "status = ?1"),
-        filter.command.as_ref().map(|_| "command = ?2"),
-        filter.cursor.map(|_| "id < ?3"),
+    let conditions: Vec<String> = [
+        filter.status.map(|status| match status {
+            JobStatus::Pending => "status = 'pending'".into(),
+            // The second term repeats the index's own WHERE clause: SQLite proves a
+            // partial index usable only from terms it finds in the query verbatim.
+            status => format!("status = '{}' AND status <> 'pending'", status.as_str()),
+        }),
+        filter.command.as_ref().map(|_| "command = ?2".into()),
+        filter.cursor.map(|_| "id < ?3".into()),
     ]
     .into_iter()
     .flatten()

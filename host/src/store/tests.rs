@@ -623,4 +623,60 @@ async fn filtered_listing_walks_the_matching_index_not_every_job() {
         "{}",
         plan(&by_command)
     );
+    let pending = JobFilter {
+        status: Some(JobStatus::Pending),
+        cursor: Some(crate::job::JobId::new()),
+        ..JobFilter::default()
+    };
+    // Pending jobs are in no status index; SQLite walks ids newest first (where
+    // pending jobs are) or the pending index, never a sort of every job.
+    let pending_plan = plan(&pending);
+    assert!(
+        pending_plan.contains("sqlite_autoindex_jobs_1")
+            || pending_plan.contains("jobs_pending_by_priority"),
+        "{pending_plan}"
+    );
+}
+
+#[tokio::test]
+async fn listing_by_status_finds_pending_and_finished_jobs_newest_first() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let mut pending = Vec::new();
+    for n in 0..5 {
+        let job = job("echo.echo", b"{}", n % 3);
+        store.insert_job(job.clone()).await.unwrap();
+        pending.push(job.id);
+    }
+    let done = job("echo.echo", b"{}", 9);
+    let claimed = insert_running(&store, &done).await;
+    store
+        .finish(
+            done.id,
+            claimed.attempt,
+            Outcome::Completed(b"{}".to_vec()),
+            report(),
+        )
+        .await
+        .unwrap();
+    let list = |status| {
+        let store = store.clone();
+        async move {
+            store
+                .list_jobs(JobFilter {
+                    status: Some(status),
+                    ..JobFilter::default()
+                })
+                .await
+                .unwrap()
+                .jobs
+                .into_iter()
+                .map(|job| job.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    pending.reverse();
+    assert_eq!(list(JobStatus::Pending).await, pending);
+    assert_eq!(list(JobStatus::Completed).await, vec![done.id]);
+    assert!(list(JobStatus::Failed).await.is_empty());
 }
