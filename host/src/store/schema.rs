@@ -136,6 +136,16 @@ pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
             supported: SCHEMA_VERSION,
         });
     }
+    let upgrading = current > 0 && current < SCHEMA_VERSION;
+    let started = std::time::Instant::now();
+    if upgrading {
+        // A rebuild rewrites every job, so on a large database this is worth announcing.
+        tracing::info!(
+            from = current,
+            to = SCHEMA_VERSION,
+            "upgrading the job database schema"
+        );
+    }
     conn.pragma_update(None, "foreign_keys", "OFF")?;
     for (version, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
         let tx = conn.transaction()?;
@@ -153,5 +163,12 @@ pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         tx.commit()?;
     }
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    if upgrading {
+        tracing::info!(
+            version = SCHEMA_VERSION,
+            duration_ms = started.elapsed().as_millis() as u64,
+            "job database schema upgraded"
+        );
+    }
     Ok(())
 }
