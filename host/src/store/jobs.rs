@@ -269,12 +269,7 @@ impl Store {
             let mut statement = conn.prepare_cached(&list_sql(&filter))?;
             let jobs = statement
                 .query_map(
-                    params![
-                        None::<&str>,
-                        filter.command,
-                        filter.cursor.map(Text),
-                        limit as i64 + 1,
-                    ],
+                    params![filter.command, filter.cursor.map(Text), limit as i64 + 1,],
                     read_job,
                 )?
                 .collect::<Result<Result<Vec<Job>, StoreError>, _>>()??;
@@ -319,14 +314,16 @@ impl Store {
 }
 
 /// The listing query for `filter`, naming only the filters it has, so that SQLite can
-/// walk the matching index instead of every job: `jobs_pending_by_priority` for pending
-/// jobs, `jobs_by_status_id` for the other states, `jobs_by_command_id` for a command.
+/// walk the matching index instead of every job: `jobs_by_status_id` for a finished or
+/// running state, `jobs_by_command_id` for a command. Pending jobs are in no status
+/// index (a submit would pay for it); they are found by walking ids newest first,
+/// where pending jobs are, or through `jobs_pending_by_priority`.
 ///
 /// The status is written into the text as a literal (it comes from a closed enum, never
 /// from user text) because SQLite uses a partial index only when the query's own terms
-/// imply the index's WHERE clause, and both status indexes are partial. Parameters: ?2
-/// command, ?3 cursor, ?4 limit; all are bound whatever the shape (SQLite counts
-/// parameters up to the highest number used), and ?1 is unused.
+/// imply the index's WHERE clause. Parameters: ?1 command, ?2 cursor, ?3 limit; all
+/// three are bound whatever the shape (SQLite counts parameters up to the highest
+/// number used).
 pub(super) fn list_sql(filter: &JobFilter) -> String {
     let conditions: Vec<String> = [
         filter.status.map(|status| match status {
@@ -335,8 +332,8 @@ pub(super) fn list_sql(filter: &JobFilter) -> String {
             // partial index usable only from terms it finds in the query verbatim.
             status => format!("status = '{}' AND status <> 'pending'", status.as_str()),
         }),
-        filter.command.as_ref().map(|_| "command = ?2".into()),
-        filter.cursor.map(|_| "id < ?3".into()),
+        filter.command.as_ref().map(|_| "command = ?1".into()),
+        filter.cursor.map(|_| "id < ?2".into()),
     ]
     .into_iter()
     .flatten()
@@ -345,7 +342,7 @@ pub(super) fn list_sql(filter: &JobFilter) -> String {
         true => String::new(),
         false => format!("WHERE {}", conditions.join(" AND ")),
     };
-    format!("SELECT {JOB_COLUMNS} FROM jobs {filter_clause} ORDER BY id DESC LIMIT ?4")
+    format!("SELECT {JOB_COLUMNS} FROM jobs {filter_clause} ORDER BY id DESC LIMIT ?3")
 }
 
 /// One row of `job_attempts`, as [`Store::attempts`] reads it.

@@ -80,8 +80,8 @@ CREATE TABLE schedules (
     //   of the writer's time under load. SQLite cannot alter a CHECK in place, hence the
     //   rebuild (its documented procedure, run with foreign keys off).
     // - `jobs_by_status_id` leaves pending jobs out: those are already in
-    //   `jobs_pending_by_priority`, which now also serves listing them. A submit enters
-    //   three indexes instead of four.
+    //   `jobs_pending_by_priority`, and listing them walks ids newest first, where
+    //   pending jobs are. A submit enters three indexes instead of four.
     r#"
 CREATE TABLE jobs_v3 (
     id             TEXT PRIMARY KEY NOT NULL,

@@ -596,7 +596,7 @@ async fn filtered_listing_walks_the_matching_index_not_every_job() {
         let mut statement = conn.prepare(&sql).unwrap();
         let details: Vec<String> = statement
             .query_map(
-                rusqlite::params![None::<String>, None::<String>, None::<String>, 50],
+                rusqlite::params![None::<String>, None::<String>, 50],
                 |row| row.get(3),
             )
             .unwrap()
