@@ -136,6 +136,48 @@ pub struct LimitOverrides {
     pub max_retries: Option<u32>,
 }
 
+/// The longest deadline (a job's timeout, the shutdown drain) that may be configured:
+/// a day. Bounded so that no configured number can overflow the clock arithmetic.
+pub const MAX_TIMEOUT_MS: u64 = 24 * 60 * 60 * 1000;
+
+/// The most memory a job's sandbox may be given: a 32-bit linear memory's size.
+pub const MAX_MEMORY_MIB: u64 = 4096;
+
+/// The most retries that may be configured for a job.
+pub const MAX_RETRIES_LIMIT: u32 = 100;
+
+impl LimitOverrides {
+    /// Checks the overrides are in range; the error names the setting.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |text: String| Err(ConfigError::Invalid(text));
+        if self.fuel == Some(0) {
+            return invalid("limits.fuel must be at least 1".into());
+        }
+        if let Some(memory_mib) = self.memory_mib
+            && !(1..=MAX_MEMORY_MIB).contains(&memory_mib)
+        {
+            return invalid(format!(
+                "limits.memory_mib must be between 1 and {MAX_MEMORY_MIB}, not {memory_mib}"
+            ));
+        }
+        if let Some(timeout_ms) = self.timeout_ms
+            && !(1..=MAX_TIMEOUT_MS).contains(&timeout_ms)
+        {
+            return invalid(format!(
+                "limits.timeout_ms must be between 1 and {MAX_TIMEOUT_MS} (a day), not {timeout_ms}"
+            ));
+        }
+        if let Some(max_retries) = self.max_retries
+            && max_retries > MAX_RETRIES_LIMIT
+        {
+            return invalid(format!(
+                "limits.max_retries must be at most {MAX_RETRIES_LIMIT}, not {max_retries}"
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Secret values by name; `Debug` shows the names only.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Secrets(HashMap<String, String>);
@@ -227,6 +269,24 @@ impl DaemonConfig {
         let mut secrets: HashMap<String, String> = file.secrets.into_iter().collect();
         secrets.extend(environment);
         let file_limits = file.limits.unwrap_or_default();
+        let backoff = file.retry.unwrap_or_default();
+        backoff.validate().map_err(ConfigError::Invalid)?;
+        let limits = LimitOverrides {
+            fuel: args.fuel.or(file_limits.fuel),
+            memory_mib: args.memory_mib.or(file_limits.memory_mib),
+            timeout_ms: args.timeout_ms.or(file_limits.timeout_ms),
+            max_retries: args.max_retries.or(file_limits.max_retries),
+        };
+        limits.validate()?;
+        let shutdown_deadline_ms = args
+            .shutdown_deadline_ms
+            .or(file.shutdown_deadline_ms)
+            .unwrap_or(30_000);
+        if shutdown_deadline_ms > MAX_TIMEOUT_MS {
+            return Err(ConfigError::Invalid(format!(
+                "shutdown_deadline_ms is {shutdown_deadline_ms}, over the maximum of {MAX_TIMEOUT_MS} (a day)"
+            )));
+        }
         Ok(Self {
             plugin_dir: args
                 .plugin_dir
@@ -239,20 +299,11 @@ impl DaemonConfig {
             workers,
             sync: args.sync.or(file.sync).unwrap_or_default(),
             listen_tcp: args.listen_tcp.or(file.listen_tcp),
-            shutdown_deadline: Duration::from_millis(
-                args.shutdown_deadline_ms
-                    .or(file.shutdown_deadline_ms)
-                    .unwrap_or(30_000),
-            ),
+            shutdown_deadline: Duration::from_millis(shutdown_deadline_ms),
             max_payload_bytes: file.max_payload_bytes.unwrap_or(4 * 1024 * 1024),
             max_result_bytes: file.max_result_bytes,
-            limits: LimitOverrides {
-                fuel: args.fuel.or(file_limits.fuel),
-                memory_mib: args.memory_mib.or(file_limits.memory_mib),
-                timeout_ms: args.timeout_ms.or(file_limits.timeout_ms),
-                max_retries: args.max_retries.or(file_limits.max_retries),
-            },
-            backoff: file.retry.unwrap_or_default(),
+            limits,
+            backoff,
             secrets: Secrets(secrets),
             warnings,
             config_file,

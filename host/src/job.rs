@@ -131,8 +131,12 @@ impl FromStr for JobStatus {
 pub enum ErrorKind {
     /// The plugin's own error, retriable or permanent as it classified it.
     PluginError,
-    /// The wall-clock deadline passed.
+    /// The guest was still computing when its wall-clock deadline passed (permanent:
+    /// a guest that spins would spin again).
     Timeout,
+    /// The deadline passed while the guest waited on an outgoing HTTP call (retriable:
+    /// the upstream server was slow, not the plugin).
+    UpstreamTimeout,
     /// The fuel budget ran out.
     FuelExhausted,
     /// The sandbox asked for more memory than its limit.
@@ -147,15 +151,24 @@ pub enum ErrorKind {
     Cancelled,
     /// The daemon stopped while the job ran; it was put back to pending.
     Shutdown,
+    /// The daemon died during the attempt (found `running` at start-up); the attempt
+    /// counts against `max_retries`.
+    Interrupted,
+    /// A bug in the host panicked during the attempt; caught, and retried.
+    HostPanic,
+    /// No loaded plugin serves the command now, though one did at submit: the job
+    /// waits, pending, until the plugin is back.
+    PluginUnavailable,
     /// The host itself failed (database, instantiation); not the plugin's fault.
     Internal,
 }
 
 impl ErrorKind {
     /// Every kind.
-    pub const ALL: [ErrorKind; 10] = [
+    pub const ALL: [ErrorKind; 14] = [
         ErrorKind::PluginError,
         ErrorKind::Timeout,
+        ErrorKind::UpstreamTimeout,
         ErrorKind::FuelExhausted,
         ErrorKind::MemoryLimit,
         ErrorKind::Trap,
@@ -163,6 +176,9 @@ impl ErrorKind {
         ErrorKind::UnknownCommand,
         ErrorKind::Cancelled,
         ErrorKind::Shutdown,
+        ErrorKind::Interrupted,
+        ErrorKind::HostPanic,
+        ErrorKind::PluginUnavailable,
         ErrorKind::Internal,
     ];
 
@@ -171,6 +187,7 @@ impl ErrorKind {
         match self {
             ErrorKind::PluginError => "plugin_error",
             ErrorKind::Timeout => "timeout",
+            ErrorKind::UpstreamTimeout => "upstream_timeout",
             ErrorKind::FuelExhausted => "fuel_exhausted",
             ErrorKind::MemoryLimit => "memory_limit",
             ErrorKind::Trap => "trap",
@@ -178,6 +195,9 @@ impl ErrorKind {
             ErrorKind::UnknownCommand => "unknown_command",
             ErrorKind::Cancelled => "cancelled",
             ErrorKind::Shutdown => "shutdown",
+            ErrorKind::Interrupted => "interrupted",
+            ErrorKind::HostPanic => "host_panic",
+            ErrorKind::PluginUnavailable => "plugin_unavailable",
             ErrorKind::Internal => "internal",
         }
     }

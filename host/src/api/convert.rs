@@ -12,7 +12,7 @@ use crate::scheduler::{MisfirePolicy, Schedule, ScheduleError};
 use crate::store::StoreError;
 
 /// The most retries a submitter may ask for.
-pub const MAX_RETRIES_LIMIT: u32 = 100;
+pub use crate::config::MAX_RETRIES_LIMIT;
 
 /// The most jobs one `ListJobs` page may hold (the store's own cap).
 pub const LIST_LIMIT_MAX: u32 = 1000;

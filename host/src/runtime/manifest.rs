@@ -34,8 +34,7 @@ use serde::Deserialize;
 use super::Limits;
 use super::egress::{AuthHeader, HostPattern};
 
-/// The largest memory limit a manifest may ask for: a 32-bit linear memory's size.
-const MAX_MEMORY_MIB: u64 = 4096;
+use crate::config::{MAX_MEMORY_MIB, MAX_RETRIES_LIMIT, MAX_TIMEOUT_MS};
 
 /// A parsed, validated manifest. Secrets are still `${NAME}` placeholders.
 #[derive(Debug, Default)]
@@ -196,8 +195,15 @@ fn validate_limits(limits: &RawLimits) -> anyhow::Result<()> {
     {
         bail!("limits.memory_mib must be between 1 and {MAX_MEMORY_MIB}, not {memory_mib}");
     }
-    if limits.timeout_ms == Some(0) {
-        bail!("limits.timeout_ms must be at least 1");
+    if let Some(timeout_ms) = limits.timeout_ms
+        && !(1..=MAX_TIMEOUT_MS).contains(&timeout_ms)
+    {
+        bail!("limits.timeout_ms must be between 1 and {MAX_TIMEOUT_MS} (a day), not {timeout_ms}");
+    }
+    if let Some(max_retries) = limits.max_retries
+        && max_retries > MAX_RETRIES_LIMIT
+    {
+        bail!("limits.max_retries must be at most {MAX_RETRIES_LIMIT}, not {max_retries}");
     }
     Ok(())
 }

@@ -54,6 +54,9 @@ pub struct RuntimeConfig {
     pub secrets: HashMap<String, String>,
     /// The largest result a plugin may return; larger ones fail the job for good.
     pub max_result_bytes: usize,
+    /// The longest retry delay a plugin may ask for (its `retry-after-ms`, which the SDK
+    /// takes from an upstream server's `Retry-After`); longer requests are cut to this.
+    pub max_retry_after: Duration,
     /// The largest HTTP response body a plugin may read; the guest sees an error past it.
     pub max_response_body_bytes: usize,
 }
@@ -67,6 +70,7 @@ impl RuntimeConfig {
             defaults: Limits::default(),
             secrets: HashMap::new(),
             max_result_bytes: 4 * 1024 * 1024,
+            max_retry_after: crate::retry::DEFAULT_MAX_RETRY_AFTER,
             max_response_body_bytes: 16 * 1024 * 1024,
         }
     }
@@ -82,6 +86,7 @@ impl fmt::Debug for RuntimeConfig {
             .field("defaults", &self.defaults)
             .field("secrets", &format_args!("{secret_names:?} (values hidden)"))
             .field("max_result_bytes", &self.max_result_bytes)
+            .field("max_retry_after", &self.max_retry_after)
             .field("max_response_body_bytes", &self.max_response_body_bytes)
             .finish()
     }

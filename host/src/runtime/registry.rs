@@ -33,7 +33,7 @@ type PluginMap = HashMap<String, Arc<LoadedPlugin>>;
 pub(super) struct Registry {
     engine: Arc<SandboxEngine>,
     settings: LoadSettings,
-    max_result_bytes: usize,
+    caps: sandbox::JobCaps,
     plugins: RwLock<Arc<PluginMap>>,
     skipped: Mutex<BTreeMap<String, SkippedPlugin>>,
     reloading: tokio::sync::Mutex<()>,
@@ -58,7 +58,10 @@ impl Registry {
                 secrets: config.secrets,
                 max_response_body_bytes: config.max_response_body_bytes,
             },
-            max_result_bytes: config.max_result_bytes,
+            caps: sandbox::JobCaps {
+                max_result_bytes: config.max_result_bytes,
+                max_retry_after: config.max_retry_after,
+            },
             plugins: RwLock::new(Arc::new(HashMap::new())),
             skipped: Mutex::new(BTreeMap::new()),
             reloading: tokio::sync::Mutex::new(()),
@@ -122,7 +125,7 @@ impl Registry {
             command,
             &job.payload,
             cancel,
-            self.max_result_bytes,
+            &self.caps,
         )
         .await
     }

@@ -411,6 +411,15 @@ async fn race<F: Future>(
     }
 }
 
+/// What the host allows any one job to hand back, whatever its plugin.
+#[derive(Clone, Debug)]
+pub(super) struct JobCaps {
+    /// The largest result kept; a larger one fails the job for good.
+    pub(super) max_result_bytes: usize,
+    /// The longest retry delay a guest may ask for; longer ones are cut to this.
+    pub(super) max_retry_after: Duration,
+}
+
 /// Runs attempt of job `job_id`, `command` of `plugin` on `payload`, in a fresh
 /// sandbox and reports it to the worker.
 pub(super) async fn run_job(
@@ -420,8 +429,9 @@ pub(super) async fn run_job(
     command: &str,
     payload: &[u8],
     cancel: CancellationToken,
-    max_result_bytes: usize,
+    caps: &JobCaps,
 ) -> Execution {
+    let max_result_bytes = caps.max_result_bytes;
     let name = plugin.info.name.as_str();
     let mut sandbox = match Sandbox::new(
         engine,
@@ -459,7 +469,11 @@ pub(super) async fn run_job(
         Ok(Err(GuestError::Retriable(error))) => Err(Failure::Retriable {
             kind: ErrorKind::PluginError,
             message: error.message,
-            after: error.retry_after_ms.map(Duration::from_millis),
+            // Outside input (an upstream server's header, through the guest): bounded
+            // here, before it meets any arithmetic.
+            after: error
+                .retry_after_ms
+                .map(|ms| Duration::from_millis(ms).min(caps.max_retry_after)),
         }),
         Err(stop) => Err(failure(&stop, name)),
     };

@@ -5,7 +5,7 @@
 //! as TEXT when they are valid UTF-8 (so `json_extract` works in `sqlite3`) and as BLOB
 //! otherwise.
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Datelike, SecondsFormat, Utc};
 use rusqlite::types::{ToSqlOutput, Value, ValueRef};
 use rusqlite::{Connection, OptionalExtension, Row, ToSql, params};
 
@@ -591,11 +591,23 @@ impl ToSql for Text {
     }
 }
 
-/// A timestamp bound as RFC 3339 UTC text with milliseconds.
+/// A timestamp bound as RFC 3339 UTC text with milliseconds. Only instants with a
+/// four-digit year are written: RFC 3339 has no room for others, so a row holding one
+/// could never be read back (and would break every listing that met it).
 pub(super) struct Time(pub(super) DateTime<Utc>);
+
+/// An instant outside years 0000-9999 that the store refused to write.
+#[derive(Debug, thiserror::Error)]
+#[error("timestamp {0} is outside the years 0000-9999 that the store can record")]
+pub(super) struct UnstorableTime(DateTime<Utc>);
 
 impl ToSql for Time {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        if !(0..=9999).contains(&self.0.year()) {
+            return Err(rusqlite::Error::ToSqlConversionFailure(Box::new(
+                UnstorableTime(self.0),
+            )));
+        }
         Ok(ToSqlOutput::Owned(Value::Text(
             self.0.to_rfc3339_opts(SecondsFormat::Millis, true),
         )))

@@ -680,3 +680,34 @@ async fn listing_by_status_finds_pending_and_finished_jobs_newest_first() {
     assert_eq!(list(JobStatus::Completed).await, vec![done.id]);
     assert!(list(JobStatus::Failed).await.is_empty());
 }
+
+/// Regression (issue 9, defect 1): a retry at year 33713 used to be written as
+/// `+33713-...`, which no read could parse back, so status, watch and every listing that
+/// met the row failed, and the next start exited in recovery.
+#[tokio::test]
+async fn a_time_past_year_9999_is_refused_and_the_job_stays_readable() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let job = job("flaky.retriable_after", b"{}", 0);
+    let claimed = insert_running(&store, &job).await;
+    let far = Utc::now() + TimeDelta::days(365 * 31_700);
+    let outcome = Outcome::Retry {
+        kind: ErrorKind::PluginError,
+        error: "429".into(),
+        run_at: far,
+    };
+    let refused = store
+        .finish(job.id, claimed.attempt, outcome, report())
+        .await
+        .unwrap_err();
+    assert!(
+        refused.to_string().contains("outside the years 0000-9999"),
+        "{refused}"
+    );
+    assert_eq!(store.get_job(job.id).await.unwrap().status, JobStatus::Running);
+    let page = store.list_jobs(JobFilter::default()).await.unwrap();
+    assert_eq!(page.jobs.len(), 1);
+    drop(store);
+    let reopened = open(&dir);
+    assert_eq!(reopened.recover(Utc::now()).await.unwrap().pending.len(), 1);
+}
