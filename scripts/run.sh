@@ -45,7 +45,7 @@ sed -e "s#https://api.github.com#$fake#g" -e "s#https://codeload.github.com#$fak
 for plugin in gitlab jira linear bitbucket; do
   cp "target/plugins/$plugin.toml" "$demo/plugins/"
 done
-export GITHUB_TOKEN=demo-token-not-a-secret
+export HONEYDEW_SECRET_GITHUB_TOKEN=demo-token-not-a-secret
 
 echo "== starting honeydewd (data directory $demo)"
 # Its log goes to daemon.log (JSON lines) and, for people, to stderr.log.

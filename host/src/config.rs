@@ -24,16 +24,22 @@
 //! multiplier = 2.0
 //! max_ms = 300000
 //! jitter = 0.1
+//! max_after_ms = 3600000          # the longest retry-after a plugin may ask for
+//!
+//! secret_env = ["GITHUB_TOKEN"]   # environment variables that are secrets
 //!
 //! [secrets]                       # values for `${NAME}` in manifests' auth rules
 //! GITHUB_TOKEN = "..."
 //! ```
 //!
 //! **Secrets.** A manifest's auth rule names a secret (`Bearer ${GITHUB_TOKEN}`); the
-//! runtime resolves it from [`DaemonConfig::secrets`]: the file's `[secrets]` table
-//! overlaid with the daemon's whole environment (a variable wins over the file). The
-//! manifests are operator-owned, so any variable they name is one the operator chose to
-//! hand to that plugin's allowed host. Values are never logged: [`Secrets`] prints names
+//! runtime resolves it from [`DaemonConfig::secrets`], which holds only what the
+//! operator declared: the file's `[secrets]` table, the environment variables named by
+//! `secret_env` (or `--secret-env`), and every `HONEYDEW_SECRET_<NAME>` variable (as
+//! `<NAME>`); a declared variable wins over the file. The rest of the daemon's
+//! environment is never a secret: whoever can write the plugin directory cannot name
+//! `${AWS_SECRET_ACCESS_KEY}` and have it sent to a host of their choosing (the manifest
+//! is refused, naming the variable). Values are never logged: [`Secrets`] prints names
 //! only, and a config file holding secrets that others can read draws a warning.
 
 use std::collections::{BTreeMap, HashMap};
@@ -109,7 +115,20 @@ pub struct DaemonArgs {
     /// Default retries of a job after retriable failures
     #[arg(long, value_name = "N")]
     pub max_retries: Option<u32>,
+    /// An environment variable that is a secret manifests may name (repeatable; also
+    /// every HONEYDEW_SECRET_<NAME> variable, as <NAME>)
+    #[arg(
+        long = "secret-env",
+        env = "HONEYDEW_SECRET_ENV",
+        value_name = "NAME",
+        value_delimiter = ','
+    )]
+    pub secret_env: Vec<String>,
 }
+
+/// The prefix that marks an environment variable as a secret: `HONEYDEW_SECRET_X` is
+/// the secret `X`.
+pub const SECRET_ENV_PREFIX: &str = "HONEYDEW_SECRET_";
 
 fn parse_sync(text: &str) -> Result<SyncMode, String> {
     match text {
@@ -222,8 +241,11 @@ pub struct DaemonConfig {
     pub limits: LimitOverrides,
     /// Retry timing.
     pub backoff: BackoffPolicy,
-    /// Values for manifests' auth rules.
+    /// Values for manifests' auth rules: only what the operator declared.
     pub secrets: Secrets,
+    /// Names (never values) of environment variables that are set but not declared as
+    /// secrets, so that a manifest naming one is refused with a reason that says so.
+    pub undeclared_env: Vec<String>,
     /// Things worth telling the operator once logging is up.
     pub warnings: Vec<String>,
 }
@@ -266,8 +288,29 @@ impl DaemonConfig {
                 "workers is 0: at least one worker is needed to run jobs".into(),
             ));
         }
+        let declared: std::collections::BTreeSet<String> =
+            file.secret_env.into_iter().chain(args.secret_env).collect();
+        for name in &declared {
+            if !is_secret_name(name) {
+                return Err(ConfigError::Invalid(format!(
+                    "secret_env names {name:?}, which is not a variable name (letters, digits and _)"
+                )));
+            }
+        }
         let mut secrets: HashMap<String, String> = file.secrets.into_iter().collect();
-        secrets.extend(environment);
+        let mut undeclared_env = Vec::new();
+        for (name, value) in environment {
+            if let Some(secret) = name.strip_prefix(SECRET_ENV_PREFIX)
+                && is_secret_name(secret)
+            {
+                secrets.insert(secret.to_owned(), value);
+            } else if declared.contains(&name) {
+                secrets.insert(name, value);
+            } else if is_secret_name(&name) {
+                undeclared_env.push(name);
+            }
+        }
+        undeclared_env.sort();
         let file_limits = file.limits.unwrap_or_default();
         let backoff = file.retry.unwrap_or_default();
         backoff.validate().map_err(ConfigError::Invalid)?;
@@ -305,6 +348,7 @@ impl DaemonConfig {
             limits,
             backoff,
             secrets: Secrets(secrets),
+            undeclared_env,
             warnings,
             config_file,
             data_dir,
@@ -327,7 +371,17 @@ struct FileConfig {
     limits: Option<LimitOverrides>,
     retry: Option<BackoffPolicy>,
     #[serde(default)]
+    secret_env: Vec<String>,
+    #[serde(default)]
     secrets: BTreeMap<String, String>,
+}
+
+/// What `${NAME}` may name: letters, digits and `_`, not starting with a digit.
+fn is_secret_name(name: &str) -> bool {
+    name.chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 fn read_file(
@@ -470,8 +524,8 @@ mod tests {
     }
 
     #[test]
-    fn environment_overrides_file_secrets_and_debug_hides_values() {
-        let file = "[secrets]\nGITHUB_TOKEN = \"from-file\"\nJIRA_TOKEN = \"jira-file\"\n";
+    fn declared_environment_overrides_file_secrets_and_debug_hides_values() {
+        let file = "secret_env = [\"GITHUB_TOKEN\"]\n[secrets]\nGITHUB_TOKEN = \"from-file\"\nJIRA_TOKEN = \"jira-file\"\n";
         let config = load(
             Some(file),
             DaemonArgs::default(),
@@ -486,6 +540,83 @@ mod tests {
         let secrets = config.secrets.into_inner();
         assert_eq!(secrets["GITHUB_TOKEN"], "from-env");
         assert_eq!(secrets["JIRA_TOKEN"], "jira-file");
+    }
+
+    /// Regression (issue 9, defect 14): a manifest could name any variable of the
+    /// daemon's environment (`${AWS_SECRET_ACCESS_KEY}`) and have it sent to its host.
+    #[test]
+    fn only_declared_variables_are_secrets() {
+        let env = [
+            ("AWS_SECRET_ACCESS_KEY", "aws-value"),
+            ("HONEYDEW_SECRET_GITHUB_TOKEN", "prefixed-value"),
+            ("LINEAR_TOKEN", "listed-value"),
+            ("PATH", "/usr/bin"),
+        ];
+        let args = DaemonArgs {
+            secret_env: vec!["LINEAR_TOKEN".into()],
+            ..DaemonArgs::default()
+        };
+        let config = load(None, args, &env).unwrap();
+        let mut undeclared = config.undeclared_env.clone();
+        undeclared.sort();
+        assert_eq!(undeclared, ["AWS_SECRET_ACCESS_KEY", "PATH"]);
+        let secrets = config.secrets.into_inner();
+        assert_eq!(secrets.len(), 2, "{:?}", secrets.keys().collect::<Vec<_>>());
+        assert_eq!(secrets["GITHUB_TOKEN"], "prefixed-value");
+        assert_eq!(secrets["LINEAR_TOKEN"], "listed-value");
+        assert!(!secrets.contains_key("AWS_SECRET_ACCESS_KEY"));
+        let err = load(
+            Some("secret_env = [\"NOT A NAME\"]"),
+            DaemonArgs::default(),
+            &[],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("not a variable name"), "{err}");
+    }
+
+    #[test]
+    fn limits_and_retry_numbers_from_outside_are_bounded() {
+        for (file, expected) in [
+            (
+                "[limits]\ntimeout_ms = 18446744073709551615",
+                "limits.timeout_ms",
+            ),
+            ("[limits]\nmemory_mib = 0", "limits.memory_mib"),
+            ("[limits]\nmax_retries = 1000", "limits.max_retries"),
+            ("shutdown_deadline_ms = 99999999999", "shutdown_deadline_ms"),
+            ("[retry]\njitter = -1.0", "retry.jitter"),
+            (
+                "[retry]\nmax_after_ms = 18446744073709551615",
+                "retry.max_after_ms",
+            ),
+        ] {
+            let err = load(Some(file), DaemonArgs::default(), &[]).unwrap_err();
+            assert!(err.to_string().contains(expected), "{file}: {err}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever bytes a config file holds, loading answers Ok or a clear error.
+        #[test]
+        fn any_config_text_loads_or_is_refused_without_panicking(text in "\\PC{0,200}") {
+            let _ = load(Some(&text), DaemonArgs::default(), &[]);
+        }
+
+        #[test]
+        fn any_numbers_in_the_config_load_or_are_refused(
+            timeout in proptest::num::u64::ANY,
+            memory in proptest::num::u64::ANY,
+            base in proptest::num::u64::ANY,
+            multiplier in proptest::num::f64::ANY,
+        ) {
+            let file = format!(
+                "[limits]\ntimeout_ms = {timeout}\nmemory_mib = {memory}\n[retry]\nbase_ms = {base}\nmultiplier = {multiplier:?}\n"
+            );
+            if let Ok(config) = load(Some(&file), DaemonArgs::default(), &[]) {
+                proptest::prop_assert!(config.limits.timeout_ms.unwrap() <= MAX_TIMEOUT_MS);
+                proptest::prop_assert!(config.backoff.validate().is_ok());
+            }
+        }
     }
 
     #[test]

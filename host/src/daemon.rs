@@ -86,6 +86,7 @@ impl Daemon {
         let mut runtime_config = RuntimeConfig::new(&config.plugin_dir, &config.cache_dir);
         runtime_config.defaults = limits;
         runtime_config.secrets = std::mem::take(&mut config.secrets).into_inner();
+        runtime_config.undeclared_env = std::mem::take(&mut config.undeclared_env);
         runtime_config.max_retry_after = config.backoff.max_after;
         if let Some(max_result_bytes) = config.max_result_bytes {
             runtime_config.max_result_bytes = max_result_bytes;

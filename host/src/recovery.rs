@@ -2,8 +2,10 @@
 //! runs.
 //!
 //! A job that was `running` when the daemon died goes back to `pending` (at-least-once:
-//! it runs again), and every pending job, delayed retries with their `run_at` kept, is
-//! loaded into the queue in dispatch order. The counts are logged.
+//! it runs again), the lost attempt counted against its `max_retries` (so a job that
+//! kills the daemon fails once its retries are spent, instead of running at every
+//! start); every pending job, delayed retries with their `run_at` kept, is loaded into
+//! the queue in dispatch order. The counts are logged.
 
 use chrono::Utc;
 
@@ -15,6 +17,8 @@ use crate::store::StoreError;
 pub struct RecoveryReport {
     /// Jobs found `running`, now `pending` again.
     pub reset_running: usize,
+    /// Jobs found `running` with no retry left, now `failed` (kind `interrupted`).
+    pub failed_interrupted: usize,
     /// Pending jobs loaded into the queue (including the reset ones).
     pub loaded: usize,
     /// Of those, how many wait for a future `run_at`.
@@ -32,6 +36,7 @@ pub async fn recover(manager: &Manager) -> Result<RecoveryReport, StoreError> {
         .count();
     let report = RecoveryReport {
         reset_running: recovered.reset_running,
+        failed_interrupted: recovered.failed_interrupted,
         loaded: recovered.pending.len(),
         delayed,
     };
@@ -40,6 +45,7 @@ pub async fn recover(manager: &Manager) -> Result<RecoveryReport, StoreError> {
     }
     tracing::info!(
         reset_running = report.reset_running,
+        failed_interrupted = report.failed_interrupted,
         loaded = report.loaded,
         delayed = report.delayed,
         "recovered jobs"

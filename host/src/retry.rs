@@ -157,7 +157,11 @@ impl BackoffPolicy {
         let exponent = i32::try_from(retry_count).unwrap_or(i32::MAX);
         let max = self.max.as_secs_f64();
         let raw = self.base.as_secs_f64() * self.multiplier.powi(exponent);
-        let capped = if raw.is_finite() { raw.clamp(0.0, max) } else { max };
+        let capped = if raw.is_finite() {
+            raw.clamp(0.0, max)
+        } else {
+            max
+        };
         let jitter = if self.jitter.is_finite() && self.jitter > 0.0 {
             rng.random_range(0.0..=self.jitter.min(1.0)) * capped
         } else {

@@ -7,19 +7,28 @@
 //! jobs at once, in-flight jobs get until the deadline, and any still running then are
 //! dropped mid-flight and put back to `pending` (error kind `shutdown`), so nothing is
 //! lost. Workers are tasks, not threads: a job waiting on HTTP holds no thread.
+//!
+//! The pool is supervised. A panic while a job runs (a host bug) is caught around that
+//! attempt: it is logged at `error` with the job id and ends the attempt as a retriable
+//! `host_panic`. A worker task that dies anyway is replaced by the pool's supervisor, so
+//! the pool keeps its size until it is stopped.
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use futures_util::FutureExt;
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
-use tokio::task::JoinSet;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
-use crate::job::{Job, PluginRef};
+use crate::job::{ErrorKind, Job, PluginRef};
 use crate::queue::Manager;
 use crate::retry::{self, BackoffPolicy, Failure};
 use crate::store::{AttemptReport, Claimed, Outcome};
@@ -86,63 +95,108 @@ pub struct ShutdownReport {
 pub struct WorkerPool {
     stop_taking: CancellationToken,
     interrupt: CancellationToken,
-    workers: JoinSet<usize>,
+    alive: Arc<AtomicUsize>,
+    supervisor: JoinHandle<usize>,
 }
 
 impl WorkerPool {
-    /// Starts `config.workers` workers on the current runtime.
+    /// Starts `config.workers` workers on the current runtime, under a supervisor that
+    /// replaces any that die.
     pub fn start(manager: Arc<Manager>, executor: Arc<dyn Executor>, config: PoolConfig) -> Self {
         let stop_taking = CancellationToken::new();
         let interrupt = CancellationToken::new();
-        let mut workers = JoinSet::new();
-        for worker_id in 1..=config.workers.max(1) {
-            let worker = Worker {
-                id: worker_id,
-                manager: Arc::clone(&manager),
-                executor: Arc::clone(&executor),
-                backoff: config.backoff,
-                stop_taking: stop_taking.clone(),
-                interrupt: interrupt.clone(),
-            };
-            workers.spawn(worker.run());
-        }
-        tracing::info!(workers = config.workers.max(1), "worker pool started");
+        let size = config.workers.max(1);
+        let alive = Arc::new(AtomicUsize::new(size));
+        let template = Worker {
+            id: 0,
+            manager,
+            executor,
+            backoff: config.backoff,
+            stop_taking: stop_taking.clone(),
+            interrupt: interrupt.clone(),
+        };
+        let supervisor = tokio::spawn(supervise(template, size, Arc::clone(&alive)));
+        tracing::info!(workers = size, "worker pool started");
         Self {
             stop_taking,
             interrupt,
-            workers,
+            alive,
+            supervisor,
         }
     }
 
     /// How many workers are alive.
     pub fn size(&self) -> usize {
-        self.workers.len()
+        self.alive.load(Ordering::SeqCst)
+    }
+
+    /// Stops taking jobs now (the first step of [`WorkerPool::stop`]): once this
+    /// returns, no worker starts another job.
+    pub fn stop_taking(&self) {
+        self.stop_taking.cancel();
     }
 
     /// Stops taking jobs, lets in-flight jobs finish until `deadline`, then interrupts
     /// the rest and puts them back to pending.
     pub async fn stop(mut self, deadline: Duration) -> ShutdownReport {
         self.stop_taking.cancel();
-        let mut interrupted = 0;
-        let drained = tokio::time::timeout(deadline, async {
-            while let Some(joined) = self.workers.join_next().await {
-                interrupted += joined.unwrap_or(0);
-            }
-        })
-        .await
-        .is_ok();
-        if !drained {
-            self.interrupt.cancel();
-            while let Some(joined) = self.workers.join_next().await {
-                interrupted += joined.unwrap_or(0);
-            }
-        }
+        let (drained, interrupted) =
+            match tokio::time::timeout(deadline, &mut self.supervisor).await {
+                Ok(joined) => (true, joined.unwrap_or(0)),
+                Err(_) => {
+                    self.interrupt.cancel();
+                    (false, (&mut self.supervisor).await.unwrap_or(0))
+                }
+            };
         tracing::info!(drained, interrupted, "worker pool stopped");
         ShutdownReport {
             drained,
             interrupted,
         }
     }
+}
+
+impl Drop for WorkerPool {
+    /// A pool dropped without [`WorkerPool::stop`] ends its workers where they are, as
+    /// a crash would (their jobs stay `running` until recovery).
+    fn drop(&mut self) {
+        self.supervisor.abort();
+    }
+}
+
+/// Runs `size` copies of `template` (ids 1..=size) and replaces any that panic until
+/// the pool is told to stop taking jobs; returns how many jobs the workers interrupted.
+async fn supervise(template: Worker, size: usize, alive: Arc<AtomicUsize>) -> usize {
+    let mut workers = JoinSet::new();
+    let mut ids = HashMap::new();
+    let spawn = |workers: &mut JoinSet<usize>, ids: &mut HashMap<tokio::task::Id, usize>, id| {
+        let handle = workers.spawn(template.with_id(id).run());
+        ids.insert(handle.id(), id);
+    };
+    for id in 1..=size {
+        spawn(&mut workers, &mut ids, id);
+    }
+    let mut interrupted = 0;
+    while let Some(joined) = workers.join_next_with_id().await {
+        match joined {
+            Ok((task, count)) => {
+                ids.remove(&task);
+                interrupted += count;
+            }
+            Err(err) => {
+                let id = ids.remove(&err.id()).unwrap_or(0);
+                if template.stop_taking.is_cancelled() {
+                    tracing::error!(worker_id = id, error = %err, "worker died while stopping");
+                } else {
+                    tracing::error!(worker_id = id, error = %err, "worker died; starting a new one in its place");
+                    spawn(&mut workers, &mut ids, id);
+                    continue;
+                }
+            }
+        }
+        alive.fetch_sub(1, Ordering::SeqCst);
+    }
+    interrupted
 }
 
 struct Worker {
@@ -155,6 +209,18 @@ struct Worker {
 }
 
 impl Worker {
+    /// A copy of this worker under another id (the supervisor's template).
+    fn with_id(&self, id: usize) -> Worker {
+        Worker {
+            id,
+            manager: Arc::clone(&self.manager),
+            executor: Arc::clone(&self.executor),
+            backoff: self.backoff,
+            stop_taking: self.stop_taking.clone(),
+            interrupt: self.interrupt.clone(),
+        }
+    }
+
     /// The worker loop; returns how many jobs it had to interrupt.
     async fn run(self) -> usize {
         let mut rng = SmallRng::from_os_rng();
@@ -176,11 +242,58 @@ impl Worker {
                     continue;
                 }
             };
-            if self.work(claimed, &mut rng).await {
-                interrupted += 1;
+            // Kept aside, so that a panic inside `work` can still end the attempt.
+            let (held, token) = (claimed.0.clone(), claimed.1.clone());
+            match AssertUnwindSafe(self.work(claimed, &mut rng))
+                .catch_unwind()
+                .await
+            {
+                Ok(true) => interrupted += 1,
+                Ok(false) => {}
+                Err(panic) => self.after_panic(held, token, panic, &mut rng).await,
             }
         }
         interrupted
+    }
+
+    /// Ends an attempt during which the host panicked: logged with the job id, then a
+    /// retriable `host_panic` (a host bug is not the job's fault, and may not recur).
+    async fn after_panic(
+        &self,
+        claimed: Claimed,
+        cancel: CancellationToken,
+        panic: Box<dyn std::any::Any + Send>,
+        rng: &mut SmallRng,
+    ) {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|text| (*text).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "(no message)".to_owned());
+        tracing::error!(
+            job_id = %claimed.job.id, command = %claimed.job.command, worker_id = self.id,
+            panic = %message, "the host panicked while running a job; the attempt ends as host_panic"
+        );
+        let failure = Failure::retriable(
+            ErrorKind::HostPanic,
+            format!("the daemon hit an internal error while running the job: {message}"),
+        );
+        let outcome = if cancel.is_cancelled() {
+            Outcome::Cancelled
+        } else {
+            retry::decide(&claimed.job, &failure, &self.backoff, Utc::now(), rng)
+        };
+        let report = AttemptReport {
+            finished_at: Utc::now(),
+            ..AttemptReport::default()
+        };
+        if let Err(err) = self
+            .manager
+            .finish(&claimed, outcome, report, &self.interrupt)
+            .await
+        {
+            tracing::error!(job_id = %claimed.job.id, worker_id = self.id, error = %err, "cannot record job outcome");
+        }
     }
 
     /// Runs one claimed job to its next state; true when the shutdown deadline cut it.
@@ -226,8 +339,13 @@ impl Worker {
             fuel_used,
             plugin,
         };
-        if let Err(err) = self.manager.finish(&claimed, outcome, report).await {
-            // The row stays `running`; recovery puts it back to pending at next start.
+        // Retried until it lands or the drain deadline passes; then the row stays
+        // `running` and recovery puts it back to pending at the next start.
+        if let Err(err) = self
+            .manager
+            .finish(&claimed, outcome, report, &self.interrupt)
+            .await
+        {
             tracing::error!(job_id = %claimed.job.id, worker_id = self.id, error = %err, "cannot record job outcome");
         }
         was_interrupted

@@ -23,7 +23,9 @@ use tokio_util::sync::CancellationToken;
 /// - `test.permanent` fails permanently;
 /// - `test.flaky` fails retriably as many times as the payload's number, then succeeds;
 /// - `test.block` waits for a permit from `release` (honouring cancellation);
-/// - `test.stuck` never returns and ignores cancellation.
+/// - `test.block_then_retriable` waits for a permit, then fails retriably;
+/// - `test.stuck` never returns and ignores cancellation;
+/// - `test.panic` panics (a host bug, as far as the worker can tell).
 struct Scripted {
     attempts: Mutex<HashMap<JobId, usize>>,
     order: Mutex<Vec<JobId>>,
@@ -77,7 +79,18 @@ impl Executor for Scripted {
                     }
                     () = cancel.cancelled() => Err(Failure::permanent(ErrorKind::Cancelled, "cancelled")),
                 },
+                "test.block_then_retriable" => {
+                    self.release.acquire().await.unwrap().forget();
+                    Err(Failure::retriable(
+                        ErrorKind::PluginError,
+                        "503 after release",
+                    ))
+                }
                 "test.stuck" => std::future::pending().await,
+                "test.panic" => {
+                    self.inside.send_modify(|inside| *inside -= 1);
+                    panic!("scripted host bug on attempt {attempt}")
+                }
                 other => panic!("unscripted command {other}"),
             };
             self.inside.send_modify(|inside| *inside -= 1);
@@ -99,14 +112,27 @@ fn fast_backoff() -> BackoffPolicy {
         multiplier: 2.0,
         max: Duration::from_millis(50),
         jitter: 0.1,
+        ..BackoffPolicy::default()
     }
 }
 
 impl Harness {
     fn new() -> Self {
+        Self::with_store(|path| StoreConfig::new(path))
+    }
+
+    /// A harness whose store waits at most `busy` for a lock another connection holds.
+    fn with_busy_timeout(busy: Duration) -> Self {
+        Self::with_store(|path| StoreConfig {
+            busy_timeout: busy,
+            ..StoreConfig::new(path)
+        })
+    }
+
+    fn with_store(config: impl FnOnce(&std::path::Path) -> StoreConfig) -> Self {
         let dir = TempDir::new().unwrap();
         let path = dir.path().join("honeydew.db");
-        let manager = manager_at(&path);
+        let manager = manager_with(config(&path));
         Self {
             _dir: dir,
             path,
@@ -168,7 +194,11 @@ impl Harness {
 }
 
 fn manager_at(path: &std::path::Path) -> Arc<Manager> {
-    let store = Store::open(StoreConfig::new(path)).unwrap();
+    manager_with(StoreConfig::new(path))
+}
+
+fn manager_with(config: StoreConfig) -> Arc<Manager> {
+    let store = Store::open(config).unwrap();
     Arc::new(Manager::new(
         store,
         Arc::new(AnyCommand),
@@ -423,8 +453,10 @@ async fn graceful_stop_waits_for_jobs_in_flight() {
     let pool = harness.start(2);
     let id = harness.submit("test.block", "", 0).await;
     harness.wait_for(id, JobStatus::Running).await;
+    // The barrier: once `stop_taking` returns no worker starts a job, whatever order
+    // the tasks run in, so the idle second worker must leave `late` alone.
+    pool.stop_taking();
     let stopping = tokio::spawn(pool.stop(Duration::from_secs(20)));
-    // A job submitted while stopping is not taken.
     let late = harness.submit("test.ok", "", 0).await;
     harness.executor.release.add_permits(1);
     let report = stopping.await.unwrap();
@@ -465,7 +497,7 @@ async fn restart_recovers_running_and_pending_jobs_in_priority_order_and_runs_th
     let pool = harness.start(1);
     let finished = harness.submit("test.ok", "", 50).await;
     harness.wait_for(finished, JobStatus::Completed).await;
-    let crashed = harness.submit("test.stuck", "", 1).await;
+    let crashed = harness.submit("test.block", "", 1).await;
     harness.wait_for(crashed, JobStatus::Running).await;
     let low = harness.submit("test.ok", "", 0).await;
     let high = harness.submit("test.ok", "", 9).await;
@@ -476,11 +508,216 @@ async fn restart_recovers_running_and_pending_jobs_in_priority_order_and_runs_th
     let report = recovery::recover(&manager).await.unwrap();
     assert_eq!(report.reset_running, 1);
     assert_eq!(report.loaded, 3, "completed jobs are not loaded");
-    let order: Vec<JobId> =
-        std::iter::from_fn(|| manager.queue().try_pop().map(|job| job.id)).collect();
-    assert_eq!(order, [high, crashed, low]);
     assert_eq!(
         manager.get(crashed).await.unwrap().status,
         JobStatus::Pending
     );
+    // A new pool runs them all, highest priority first, the crashed one again.
+    let executor = Arc::new(Scripted::default());
+    executor.release.add_permits(1);
+    let pool = WorkerPool::start(
+        Arc::clone(&manager),
+        executor.clone(),
+        PoolConfig {
+            workers: 1,
+            backoff: fast_backoff(),
+        },
+    );
+    let restarted = Harness {
+        _dir: TempDir::new().unwrap(),
+        path: harness.path.clone(),
+        manager: Arc::clone(&manager),
+        executor: Arc::clone(&executor),
+    };
+    for id in [high, crashed, low] {
+        restarted.wait_for(id, JobStatus::Completed).await;
+    }
+    assert_eq!(*executor.order.lock().unwrap(), [high, crashed, low]);
+    assert_eq!(manager.get(crashed).await.unwrap().retry_count, 1);
+    pool.stop(Duration::from_secs(5)).await;
+}
+
+/// Regression (issue 9, defect 2): a panic in a worker killed its task, leaving the job
+/// `running` for ever and the pool one worker smaller, with nothing logged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_while_running_ends_the_attempt_as_host_panic_and_the_pool_keeps_its_size() {
+    let harness = Harness::new();
+    let pool = harness.start(2);
+    let id = harness
+        .manager
+        .submit(SubmitRequest {
+            command: "test.panic".into(),
+            max_retries: Some(1),
+            ..SubmitRequest::default()
+        })
+        .await
+        .unwrap();
+    let job = harness.wait_for(id, JobStatus::Failed).await;
+    assert_eq!(job.error_kind, Some(ErrorKind::HostPanic));
+    assert_eq!(job.retry_count, 1, "host_panic is retriable");
+    assert!(
+        job.error
+            .as_deref()
+            .unwrap()
+            .contains("scripted host bug on attempt 2"),
+        "{job:?}"
+    );
+    let attempts = harness.manager.store().attempts(id).await.unwrap();
+    let outcomes: Vec<_> = attempts
+        .iter()
+        .map(|a| a.outcome.clone().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["retrying", "failed"]);
+    // Both workers are still there: two blocking jobs run at once.
+    assert_eq!(pool.size(), 2);
+    let blocked = [
+        harness.submit("test.block", "", 0).await,
+        harness.submit("test.block", "", 0).await,
+    ];
+    let mut inside = harness.executor.inside.subscribe();
+    tokio::time::timeout(Duration::from_secs(20), inside.wait_for(|n| *n == 2))
+        .await
+        .expect("two jobs never ran at once: the pool shrank")
+        .unwrap();
+    harness.executor.release.add_permits(2);
+    for id in blocked {
+        harness.wait_for(id, JobStatus::Completed).await;
+    }
+    pool.stop(Duration::from_secs(5)).await;
+}
+
+/// Waits for the manager's first event about a job in `status`; returns its id.
+async fn first_event(
+    events: &mut tokio::sync::broadcast::Receiver<honeydew::queue::JobEvent>,
+    status: JobStatus,
+) -> JobId {
+    let wait = async {
+        loop {
+            let event = events.recv().await.unwrap();
+            if event.status == status {
+                return event.id;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), wait)
+        .await
+        .unwrap_or_else(|_| panic!("no {status} event came"))
+}
+
+/// Polls `future` exactly once, then drops it: a client that hangs up mid-request.
+async fn poll_once_then_drop<F: std::future::Future>(future: F) {
+    let mut future = std::pin::pin!(future);
+    let polled = std::future::poll_fn(|context| {
+        std::task::Poll::Ready(future.as_mut().poll(context).is_ready())
+    })
+    .await;
+    assert!(!polled, "the operation finished in a single poll");
+}
+
+/// Regression (issue 9, defect 3): a submit dropped between its commit and the push
+/// into the queue left a durable job that nothing ran until a restart.
+#[tokio::test]
+async fn a_submit_dropped_after_it_started_is_still_queued_and_runs() {
+    let harness = Harness::new();
+    let mut events = harness.manager.subscribe();
+    let pool = harness.start(1);
+    poll_once_then_drop(harness.manager.submit(SubmitRequest {
+        command: "test.ok".into(),
+        payload: b"late".to_vec(),
+        ..SubmitRequest::default()
+    }))
+    .await;
+    let id = first_event(&mut events, JobStatus::Pending).await;
+    let job = harness.wait_for(id, JobStatus::Completed).await;
+    assert_eq!(job.result.as_deref(), Some(&b"late"[..]));
+    pool.stop(Duration::from_secs(5)).await;
+}
+
+/// Regression (issue 9, defect 3): a cancel dropped after its commit lost the
+/// `cancelled` event, so `honeydew wait` hung.
+#[tokio::test]
+async fn a_cancel_dropped_after_it_started_still_announces_cancelled() {
+    let harness = Harness::new();
+    let id = harness.submit("test.ok", "", 0).await;
+    let mut events = harness.manager.subscribe();
+    poll_once_then_drop(harness.manager.cancel(id)).await;
+    assert_eq!(first_event(&mut events, JobStatus::Cancelled).await, id);
+    assert_eq!(
+        harness.manager.get(id).await.unwrap().status,
+        JobStatus::Cancelled
+    );
+    assert!(harness.manager.queue().is_empty());
+}
+
+/// Holds the database's write lock from another connection, as an operator's
+/// `sqlite3` in the middle of a transaction does, until dropped.
+struct WriteLock(rusqlite::Connection);
+
+impl WriteLock {
+    fn take(path: &std::path::Path) -> Self {
+        let conn = rusqlite::Connection::open(path).unwrap();
+        conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+        Self(conn)
+    }
+
+    fn release(self) {
+        self.0.execute_batch("ROLLBACK").unwrap();
+    }
+}
+
+/// Regression (issue 9, defect 4): an outcome write that failed (the lock held past
+/// the busy timeout) was only logged: the job stayed `running`, watchers hung, and the
+/// completed work ran again after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_outcome_write_is_retried_until_it_lands() {
+    let harness = Harness::with_busy_timeout(Duration::from_millis(20));
+    let pool = harness.start(1);
+    let id = harness.submit("test.block", "", 0).await;
+    harness.wait_for(id, JobStatus::Running).await;
+    let lock = WriteLock::take(&harness.path);
+    harness.executor.release.add_permits(1);
+    // The attempt ends while the lock is held: its write fails, again and again.
+    let mut inside = harness.executor.inside.subscribe();
+    inside.wait_for(|n| *n == 0).await.unwrap();
+    let mut events = harness.manager.subscribe();
+    tokio::time::sleep(Duration::from_millis(300)).await; // several busy timeouts
+    assert_eq!(
+        harness.manager.get(id).await.unwrap().status,
+        JobStatus::Running
+    );
+    lock.release();
+    assert_eq!(first_event(&mut events, JobStatus::Completed).await, id);
+    let job = harness.manager.get(id).await.unwrap();
+    assert_eq!(job.result.as_deref(), Some(&b"released"[..]));
+    assert_eq!(harness.executor.order.lock().unwrap().len(), 1, "ran once");
+    pool.stop(Duration::from_secs(5)).await;
+}
+
+/// Regression (issue 9, defect 5): a cancel racing the end of an attempt was refused
+/// with "already running and cannot be cancelled" (the token went before the commit),
+/// and a job that was retrying carried on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_racing_the_end_of_an_attempt_cancels_the_retrying_job() {
+    let harness = Harness::with_busy_timeout(Duration::from_millis(20));
+    let pool = harness.start(1);
+    let id = harness.submit("test.block_then_retriable", "", 0).await;
+    harness.wait_for(id, JobStatus::Running).await;
+    let lock = WriteLock::take(&harness.path);
+    harness.executor.release.add_permits(1);
+    let mut inside = harness.executor.inside.subscribe();
+    inside.wait_for(|n| *n == 0).await.unwrap();
+    // The attempt has ended (retriable) and its outcome is not committed yet.
+    assert_eq!(
+        harness.manager.cancel(id).await.unwrap(),
+        CancelOutcome::Cancelling
+    );
+    lock.release();
+    let job = harness.wait_for(id, JobStatus::Cancelled).await;
+    assert_eq!(job.error_kind, Some(ErrorKind::Cancelled));
+    assert_eq!(
+        harness.executor.order.lock().unwrap().len(),
+        1,
+        "not retried"
+    );
+    pool.stop(Duration::from_secs(5)).await;
 }

@@ -29,7 +29,7 @@ async fn github_commits_runs_against_a_local_fake_with_the_token_added_by_the_ho
     )
     .unwrap();
     let mut command = daemon_command(data.path(), &[]);
-    command.env("GITHUB_TOKEN", "t0ken-for-tests");
+    command.env("HONEYDEW_SECRET_GITHUB_TOKEN", "t0ken-for-tests");
     let daemon = Daemon::start_command(command, data.socket());
     let channel = daemon.connect().await;
 

@@ -1,6 +1,8 @@
 //! Conversions between domain types and protobuf messages, and from domain errors to
 //! gRPC status codes. Every request field is validated here, at the edge.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use prost_types::Timestamp;
 use tonic::Status;
@@ -108,7 +110,7 @@ pub fn max_retries(value: Option<u32>) -> Result<Option<u32>, Status> {
 
 /// Validates and submits a job: the one path shared by `SubmitJob` and every proxy RPC.
 pub async fn submit(
-    manager: &Manager,
+    manager: &Arc<Manager>,
     command: String,
     payload: Vec<u8>,
     priority: i64,
@@ -138,6 +140,7 @@ pub fn cancel_status(err: CancelError) -> Status {
     match err {
         CancelError::NotFound(_) => Status::not_found(err.to_string()),
         CancelError::Finished { .. } => Status::failed_precondition(err.to_string()),
+        CancelError::Busy(_) => Status::aborted(err.to_string()),
         CancelError::Store(err) => store_status(err),
     }
 }

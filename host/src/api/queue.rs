@@ -112,6 +112,7 @@ impl Queue for QueueService {
             command: Some(request.command).filter(|command| !command.is_empty()),
             limit: request.limit as usize,
             cursor,
+            with_bodies: full,
         };
         let page = self
             .state

@@ -6,9 +6,19 @@
 //! through [`Manager::finish`]. Cancellation of a running job fires the token that the
 //! worker holds for it. Every change is published as a [`JobEvent`] so watchers need
 //! not poll, and logged with the spec's event fields.
+//!
+//! Each two-step operation is one unit that completes once started: submit (commit,
+//! then enqueue and publish) and cancel (commit, then dequeue and publish) run in a task
+//! of their own, so a client that hangs up halfway (a deadline, a reset connection)
+//! cannot leave a committed job out of the queue or a cancellation unannounced. An
+//! attempt's outcome is written until it lands (an operator's `sqlite3` holding the
+//! write lock, a full disk): the job keeps its cancellation token until the commit, so
+//! `running` in the store always means a cancel can reach it.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::broadcast;
@@ -125,10 +135,24 @@ pub enum CancelError {
         /// Its terminal status.
         status: JobStatus,
     },
+    /// The job is `running` but no worker of this daemon holds it (it kept moving
+    /// while the cancel looked); nothing was changed.
+    #[error("job {0} is changing state right now: try the cancel again")]
+    Busy(JobId),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
 }
+
+/// How long an outcome write waits before its first retry; doubles up to
+/// [`OUTCOME_RETRY_MAX`].
+const OUTCOME_RETRY_FIRST: Duration = Duration::from_millis(50);
+
+/// The longest wait between two tries of an outcome write.
+const OUTCOME_RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// How many times a cancel looks again at a job that keeps moving under it.
+const CANCEL_LOOKS: usize = 50;
 
 /// A change of a job's state, as published to watchers.
 #[derive(Clone, Debug, PartialEq)]
@@ -150,7 +174,7 @@ pub struct JobEvent {
 /// The queue's front door and the workers' source of jobs.
 pub struct Manager {
     store: Store,
-    queue: JobQueue,
+    queue: Arc<JobQueue>,
     catalog: Arc<dyn CommandCatalog>,
     config: ManagerConfig,
     running: Mutex<HashMap<JobId, CancellationToken>>,
@@ -163,7 +187,7 @@ impl Manager {
     pub fn new(store: Store, catalog: Arc<dyn CommandCatalog>, config: ManagerConfig) -> Self {
         Self {
             store,
-            queue: JobQueue::new(),
+            queue: Arc::new(JobQueue::new()),
             catalog,
             config,
             running: Mutex::new(HashMap::new()),
@@ -187,11 +211,19 @@ impl Manager {
     }
 
     /// Persists a new job and queues it; returns its id once the row is durable.
-    pub async fn submit(&self, request: SubmitRequest) -> Result<JobId, SubmitError> {
+    ///
+    /// Cancel-safe: once called, the commit and the enqueue happen together even if
+    /// the returned future is dropped (the client hung up).
+    pub async fn submit(self: &Arc<Self>, request: SubmitRequest) -> Result<JobId, SubmitError> {
         let job = self.new_job(request)?;
-        self.store.insert_job(job.clone()).await?;
-        self.accept(&job);
-        Ok(job.id)
+        let this = Arc::clone(self);
+        complete_once_started(async move {
+            this.store.insert_job(job.clone()).await?;
+            this.accept(&job);
+            Ok(job.id)
+        })
+        .await
+        .unwrap_or_else(|panic| Err(SubmitError::Store(StoreError::Commit(panic))))
     }
 
     /// Queues a job whose row the caller has just made durable (the scheduler inserts
@@ -227,50 +259,72 @@ impl Manager {
     }
 
     /// Cancels a job: a pending one at once, a running one by interrupting its sandbox.
-    pub async fn cancel(&self, id: JobId) -> Result<CancelOutcome, CancelError> {
-        match self.store.cancel_pending(id, Utc::now()).await {
-            Ok(()) => {
-                self.queue.remove(id);
-                tracing::info!(job_id = %id, "job cancelled");
-                let _ = self.events.send(JobEvent {
-                    id,
-                    status: JobStatus::Cancelled,
-                    retry_count: 0,
-                    attempt: 0,
-                    error: None,
-                    at: Utc::now(),
-                });
-                Ok(CancelOutcome::Cancelled)
-            }
-            Err(StoreError::StaleTransition {
-                actual: JobStatus::Running,
-                ..
-            }) => match self.running_token(id) {
-                Some(token) => {
-                    token.cancel();
-                    tracing::info!(job_id = %id, "cancelling running job");
-                    Ok(CancelOutcome::Cancelling)
-                }
-                // It finished between the two looks: report what it became.
-                None => Err(self.finished(id).await),
-            },
-            Err(StoreError::StaleTransition { actual, .. }) => {
-                Err(CancelError::Finished { id, status: actual })
-            }
-            Err(StoreError::NotFound(id)) => Err(CancelError::NotFound(id)),
-            Err(err) => Err(err.into()),
-        }
+    /// The answer is cancelled, cancelling, or the terminal state the job had already
+    /// reached: never "running and cannot be cancelled", however the cancel races the
+    /// end of an attempt.
+    ///
+    /// Cancel-safe like [`Manager::submit`]: a cancel that committed is announced even
+    /// if the caller went away.
+    pub async fn cancel(self: &Arc<Self>, id: JobId) -> Result<CancelOutcome, CancelError> {
+        let this = Arc::clone(self);
+        complete_once_started(async move { this.cancel_unit(id).await })
+            .await
+            .unwrap_or_else(|panic| Err(CancelError::Store(StoreError::Commit(panic))))
     }
 
-    async fn finished(&self, id: JobId) -> CancelError {
-        match self.store.get_job(id).await {
-            Ok(job) => CancelError::Finished {
-                id,
-                status: job.status,
-            },
-            Err(StoreError::NotFound(id)) => CancelError::NotFound(id),
-            Err(err) => err.into(),
+    async fn cancel_unit(&self, id: JobId) -> Result<CancelOutcome, CancelError> {
+        for look in 0..CANCEL_LOOKS {
+            let job = match self.store.get_job(id).await {
+                Ok(job) => job,
+                Err(StoreError::NotFound(id)) => return Err(CancelError::NotFound(id)),
+                Err(err) => return Err(err.into()),
+            };
+            match job.status {
+                JobStatus::Pending => match self.store.cancel_pending(id, Utc::now()).await {
+                    Ok(()) => {
+                        self.cancelled_while_pending(&job);
+                        return Ok(CancelOutcome::Cancelled);
+                    }
+                    // A worker claimed it (or it finished) meanwhile: look again.
+                    Err(StoreError::StaleTransition { .. }) => continue,
+                    Err(StoreError::NotFound(id)) => return Err(CancelError::NotFound(id)),
+                    Err(err) => return Err(err.into()),
+                },
+                // A running job's sandbox is stopped through its token: no write needed,
+                // so this works even while the database refuses writes.
+                JobStatus::Running => match self.running_token(id) {
+                    Some(token) => {
+                        token.cancel();
+                        tracing::info!(job_id = %id, "cancelling running job");
+                        return Ok(CancelOutcome::Cancelling);
+                    }
+                    // Its outcome has just been committed (the token goes after the
+                    // commit): the next look sees where it went.
+                    None => {
+                        if look > 0 {
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                        continue;
+                    }
+                },
+                status => return Err(CancelError::Finished { id, status }),
+            }
         }
+        Err(CancelError::Busy(id))
+    }
+
+    /// Takes a just-cancelled pending job out of the queue, logs and publishes it.
+    fn cancelled_while_pending(&self, job: &Job) {
+        self.queue.remove(job.id);
+        tracing::info!(job_id = %job.id, command = %job.command, "job cancelled");
+        let _ = self.events.send(JobEvent {
+            id: job.id,
+            status: JobStatus::Cancelled,
+            retry_count: job.retry_count,
+            attempt: 0,
+            error: None,
+            at: Utc::now(),
+        });
     }
 
     /// One job by id.
@@ -320,19 +374,56 @@ impl Manager {
 
     /// Records how an attempt ended, requeues the job when it goes back to pending,
     /// logs and publishes the change.
+    ///
+    /// The write is retried with backoff until it lands, or until `give_up` fires (the
+    /// daemon's drain deadline): a locked, full or failing database delays the outcome
+    /// but never loses it. Until the commit the job keeps its cancellation token. A
+    /// cancel that arrived while a retriable failure was being written is honoured once
+    /// the job is back to pending: it ends `cancelled` instead of running again.
     pub async fn finish(
         &self,
         claimed: &Claimed,
         outcome: Outcome,
         report: AttemptReport,
+        give_up: &CancellationToken,
     ) -> Result<(), StoreError> {
         let job = &claimed.job;
-        self.lock_running().remove(&job.id);
         let duration_ms = report.duration_ms;
         let finished_at = report.finished_at;
-        self.store
-            .finish(job.id, claimed.attempt, outcome.clone(), report)
-            .await?;
+        let written = self
+            .write_until_landed(job.id, "job outcome", give_up, || {
+                self.store
+                    .finish(job.id, claimed.attempt, outcome.clone(), report.clone())
+            })
+            .await;
+        let token = self.lock_running().remove(&job.id);
+        written?;
+        let cancel_requested = token.is_some_and(|token| token.is_cancelled());
+        if cancel_requested && matches!(outcome, Outcome::Retry { .. }) {
+            let cancelled = self
+                .write_until_landed(job.id, "cancellation", give_up, || {
+                    self.store.cancel_pending(job.id, Utc::now())
+                })
+                .await;
+            match cancelled {
+                Ok(()) => {
+                    tracing::info!(job_id = %job.id, command = %job.command, "job cancelled instead of retried: the cancel came as the attempt ended");
+                    let _ = self.events.send(JobEvent {
+                        id: job.id,
+                        status: JobStatus::Cancelled,
+                        retry_count: job.retry_count + 1,
+                        attempt: claimed.attempt,
+                        error: None,
+                        at: Utc::now(),
+                    });
+                    return Ok(());
+                }
+                Err(err) => {
+                    // Still pending (the store would not take the cancel): it retries.
+                    tracing::error!(job_id = %job.id, error = %err, "cannot record the cancellation of a retrying job");
+                }
+            }
+        }
         let (status, retry_count, error) = match &outcome {
             Outcome::Completed(_) => {
                 tracing::info!(job_id = %job.id, command = %job.command, duration_ms, "job completed");
@@ -383,6 +474,49 @@ impl Manager {
         Ok(())
     }
 
+    /// Runs `write` until it succeeds, backing off between tries; gives up at once on
+    /// an answer that another try cannot change (the job moved or is gone), or when
+    /// `give_up` fires.
+    async fn write_until_landed<F, Fut>(
+        &self,
+        id: JobId,
+        what: &str,
+        give_up: &CancellationToken,
+        mut write: F,
+    ) -> Result<(), StoreError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<(), StoreError>>,
+    {
+        let mut delay = OUTCOME_RETRY_FIRST;
+        let mut tries = 1u32;
+        loop {
+            let err = match write().await {
+                Ok(()) => {
+                    if tries > 1 {
+                        tracing::info!(job_id = %id, tries, "recorded the {what} after retrying");
+                    }
+                    return Ok(());
+                }
+                Err(err @ (StoreError::StaleTransition { .. } | StoreError::NotFound(_))) => {
+                    return Err(err);
+                }
+                Err(err) => err,
+            };
+            if give_up.is_cancelled() {
+                tracing::error!(job_id = %id, error = %err, "cannot record the {what}, and the daemon is stopping: the job stays running until recovery at the next start");
+                return Err(err);
+            }
+            tracing::warn!(job_id = %id, error = %err, tries, retry_in_ms = delay.as_millis() as u64, "cannot record the {what}; retrying");
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = give_up.cancelled() => {}
+            }
+            delay = (delay * 2).min(OUTCOME_RETRY_MAX);
+            tries += 1;
+        }
+    }
+
     fn running_token(&self, id: JobId) -> Option<CancellationToken> {
         self.lock_running().get(&id).cloned()
     }
@@ -401,6 +535,17 @@ impl Manager {
             at: Utc::now(),
         });
     }
+}
+
+/// Runs `unit` in a task of its own and waits for it: dropping the returned future does
+/// not stop the unit. `Err` carries the message of a panic inside it.
+async fn complete_once_started<T: Send + 'static>(
+    unit: impl Future<Output = T> + Send + 'static,
+) -> Result<T, String> {
+    tokio::spawn(unit).await.map_err(|err| {
+        tracing::error!(error = %err, "a queue operation panicked");
+        format!("internal error: {err}")
+    })
 }
 
 /// `plugin.command`: two non-empty parts of letters, digits, `_` and `-`.

@@ -9,7 +9,7 @@
 //! is its file's and that its commands are well formed. This file must not touch the
 //! set of loaded plugins: `registry` decides what to do with the result.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,7 +22,7 @@ use wasmtime_wasi_config::WasiConfigVariables;
 use super::bindings::{PluginInfo, PluginPre};
 use super::egress::EgressPolicy;
 use super::engine::SandboxEngine;
-use super::manifest::Manifest;
+use super::manifest::{Manifest, Secrets};
 use super::sandbox::{Sandbox, StoreData};
 use super::{Limits, PluginSummary, cache};
 use crate::job::PluginRef;
@@ -39,7 +39,7 @@ const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(2);
 pub(super) struct LoadSettings {
     pub(super) plugin_dir: PathBuf,
     pub(super) defaults: Limits,
-    pub(super) secrets: HashMap<String, String>,
+    pub(super) secrets: Secrets,
     pub(super) max_response_body_bytes: usize,
 }
 

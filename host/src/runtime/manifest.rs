@@ -36,6 +36,23 @@ use super::egress::{AuthHeader, HostPattern};
 
 use crate::config::{MAX_MEMORY_MIB, MAX_RETRIES_LIMIT, MAX_TIMEOUT_MS};
 
+/// What `${NAME}` placeholders may resolve to: the secrets the operator declared, and
+/// the names (only) of environment variables that are set but were not declared.
+#[derive(Default)]
+pub(super) struct Secrets {
+    pub(super) values: HashMap<String, String>,
+    pub(super) undeclared: std::collections::BTreeSet<String>,
+}
+
+impl From<HashMap<String, String>> for Secrets {
+    fn from(values: HashMap<String, String>) -> Self {
+        Self {
+            values,
+            undeclared: Default::default(),
+        }
+    }
+}
+
 /// A parsed, validated manifest. Secrets are still `${NAME}` placeholders.
 #[derive(Debug, Default)]
 pub(super) struct Manifest {
@@ -163,10 +180,7 @@ impl Manifest {
 
     /// The auth headers with their secrets filled in from `secrets`; fails, naming
     /// the missing secret (never a value), when one is not set.
-    pub(super) fn auth_headers(
-        &self,
-        secrets: &HashMap<String, String>,
-    ) -> anyhow::Result<Vec<AuthHeader>> {
+    pub(super) fn auth_headers(&self, secrets: &Secrets) -> anyhow::Result<Vec<AuthHeader>> {
         self.auth
             .iter()
             .map(|rule| {
@@ -248,15 +262,21 @@ impl Template {
         Ok(Template(pieces))
     }
 
-    fn resolve(&self, secrets: &HashMap<String, String>) -> anyhow::Result<String> {
+    fn resolve(&self, secrets: &Secrets) -> anyhow::Result<String> {
         let mut value = String::new();
         for piece in &self.0 {
             match piece {
                 Piece::Text(text) => value.push_str(text),
-                Piece::Secret(name) => match secrets.get(name) {
+                Piece::Secret(name) => match secrets.values.get(name) {
                     Some(secret) => value.push_str(secret),
+                    None if secrets.undeclared.contains(name) => bail!(
+                        "secret {name} is not declared: the daemon's environment has {name}, but only \
+                         declared variables are secrets (list it in secret_env or --secret-env, or set \
+                         HONEYDEW_SECRET_{name} instead)"
+                    ),
                     None => bail!(
-                        "secret {name} is not set (give it to the daemon through its environment or config file)"
+                        "secret {name} is not set (give it to the daemon in its config file's [secrets] \
+                         table or as the environment variable HONEYDEW_SECRET_{name})"
                     ),
                 },
             }
@@ -279,7 +299,12 @@ mod tests {
         assert!(manifest.allowed_hosts().is_empty());
         assert!(manifest.config().is_empty());
         assert_eq!(manifest.limits(&Limits::default()), Limits::default());
-        assert!(manifest.auth_headers(&HashMap::new()).unwrap().is_empty());
+        assert!(
+            manifest
+                .auth_headers(&Secrets::default())
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]
@@ -318,7 +343,7 @@ mod tests {
         assert_eq!(manifest.allowed_hosts().len(), 2);
         assert_eq!(manifest.config()["base_url"], "https://api.github.com");
         let secrets = HashMap::from([("GITHUB_TOKEN".to_owned(), "t0k3n".to_owned())]);
-        let headers = manifest.auth_headers(&secrets).unwrap();
+        let headers = manifest.auth_headers(&secrets.into()).unwrap();
         assert_eq!(headers.len(), 1);
         assert_eq!(headers[0].value().to_str().unwrap(), "Bearer t0k3n");
         assert!(headers[0].value().is_sensitive());
@@ -384,9 +409,19 @@ mod tests {
         )
         .unwrap();
         let secrets = HashMap::from([("OTHER".to_owned(), "s3cret".to_owned())]);
-        let error = format!("{:#}", manifest.auth_headers(&secrets).unwrap_err());
+        let error = format!("{:#}", manifest.auth_headers(&secrets.into()).unwrap_err());
         assert!(error.contains("secret GITHUB_TOKEN is not set"), "{error}");
         assert!(!error.contains("s3cret"));
+        let undeclared = Secrets {
+            values: HashMap::new(),
+            undeclared: ["GITHUB_TOKEN".to_owned()].into(),
+        };
+        let error = format!("{:#}", manifest.auth_headers(&undeclared).unwrap_err());
+        assert!(
+            error.contains("secret GITHUB_TOKEN is not declared"),
+            "{error}"
+        );
+        assert!(error.contains("HONEYDEW_SECRET_GITHUB_TOKEN"), "{error}");
     }
 
     #[test]

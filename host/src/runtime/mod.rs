@@ -52,6 +52,9 @@ pub struct RuntimeConfig {
     /// Values for `${NAME}` in manifests' `[[auth]]` rules (the daemon's environment and
     /// config file). Never logged and never handed to a guest.
     pub secrets: HashMap<String, String>,
+    /// Names of environment variables that are set but were not declared as secrets:
+    /// a manifest naming one is refused, and the reason says how to declare it.
+    pub undeclared_env: Vec<String>,
     /// The largest result a plugin may return; larger ones fail the job for good.
     pub max_result_bytes: usize,
     /// The longest retry delay a plugin may ask for (its `retry-after-ms`, which the SDK
@@ -69,6 +72,7 @@ impl RuntimeConfig {
             cache_dir: cache_dir.into(),
             defaults: Limits::default(),
             secrets: HashMap::new(),
+            undeclared_env: Vec::new(),
             max_result_bytes: 4 * 1024 * 1024,
             max_retry_after: crate::retry::DEFAULT_MAX_RETRY_AFTER,
             max_response_body_bytes: 16 * 1024 * 1024,

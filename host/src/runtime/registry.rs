@@ -55,7 +55,10 @@ impl Registry {
             settings: LoadSettings {
                 plugin_dir: config.plugin_dir,
                 defaults: config.defaults,
-                secrets: config.secrets,
+                secrets: super::manifest::Secrets {
+                    values: config.secrets,
+                    undeclared: config.undeclared_env.into_iter().collect(),
+                },
                 max_response_body_bytes: config.max_response_body_bytes,
             },
             caps: sandbox::JobCaps {

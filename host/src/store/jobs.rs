@@ -105,6 +105,8 @@ pub struct JobFilter {
     pub limit: usize,
     /// Continue after this job (the previous page's `next_cursor`).
     pub cursor: Option<JobId>,
+    /// Read payloads and results too; without it they come back empty, unread.
+    pub with_bodies: bool,
 }
 
 /// One page of [`Store::list_jobs`].
@@ -119,8 +121,12 @@ pub struct JobPage {
 /// What recovery found at start-up.
 #[derive(Clone, Debug, Default)]
 pub struct RecoveredJobs {
-    /// Jobs that were `running` when the daemon died, now `pending` again.
+    /// Jobs that were `running` when the daemon died, now `pending` again (the lost
+    /// attempt counted as a retry).
     pub reset_running: usize,
+    /// Jobs that were `running` when the daemon died with no retry left: `failed`
+    /// (kind `interrupted`). A job that kills the daemon every time ends here.
+    pub failed_interrupted: usize,
     /// Every pending job, in dispatch order.
     pub pending: Vec<QueuedJob>,
 }
@@ -130,6 +136,12 @@ const LIST_LIMIT_MAX: usize = 1000;
 
 const JOB_COLUMNS: &str = "id, command, payload, priority, status, created_at, run_at, \
      started_at, completed_at, result, error, error_kind, retry_count, max_retries, \
+     plugin_name, plugin_version, plugin_sha256";
+
+/// [`JOB_COLUMNS`] without the payload and result, which a summary listing never reads
+/// (they can be megabytes each): the same positions, filled with NULL.
+const SUMMARY_COLUMNS: &str = "id, command, NULL, priority, status, created_at, run_at, \
+     started_at, completed_at, NULL, error, error_kind, retry_count, max_retries, \
      plugin_name, plugin_version, plugin_sha256";
 
 impl Store {
@@ -183,20 +195,32 @@ impl Store {
         .await
     }
 
-    /// Start-up recovery: every `running` job (the daemon died under it) goes back to
-    /// `pending`, its open attempt marked `interrupted`; then every pending job,
-    /// delayed retries included, is returned in dispatch order.
+    /// Start-up recovery: every `running` job (the daemon died under it) has its open
+    /// attempt marked `interrupted` and counted against `max_retries`: back to
+    /// `pending` while retries are left, `failed` (kind `interrupted`) once they are
+    /// spent, so a job that crashes the daemon cannot run at every start for ever.
+    /// Then every pending job, delayed retries included, is returned in dispatch order.
     pub async fn recover(&self, now: DateTime<Utc>) -> Result<RecoveredJobs, StoreError> {
         self.write(move |conn| {
             conn.prepare_cached(
-                "UPDATE job_attempts SET outcome = 'interrupted', error_kind = 'shutdown', \
-                 error = 'daemon stopped during the attempt', finished_at = ?1 \
+                "UPDATE job_attempts SET outcome = 'interrupted', error_kind = 'interrupted', \
+                 error = 'the daemon died during the attempt', finished_at = ?1 \
                  WHERE finished_at IS NULL AND job_id IN (SELECT id FROM jobs WHERE status = 'running')",
             )?
             .execute(params![Time(now)])?;
             let reset_running = conn
                 .prepare_cached(
-                    "UPDATE jobs SET status = 'pending', updated_at = ?1 WHERE status = 'running'",
+                    "UPDATE jobs SET status = 'pending', retry_count = retry_count + 1, \
+                     error = 'the daemon died during the attempt', error_kind = 'interrupted', \
+                     updated_at = ?1 WHERE status = 'running' AND retry_count < max_retries",
+                )?
+                .execute(params![Time(now)])?;
+            let failed_interrupted = conn
+                .prepare_cached(
+                    "UPDATE jobs SET status = 'failed', \
+                     error = 'the daemon died during the attempt (gave up after ' || retry_count || ' retries)', \
+                     error_kind = 'interrupted', completed_at = ?1, updated_at = ?1 \
+                     WHERE status = 'running'",
                 )?
                 .execute(params![Time(now)])?;
             let mut statement = conn.prepare_cached(
@@ -224,6 +248,7 @@ impl Store {
                 .collect::<Result<Vec<_>, StoreError>>()?;
             Ok(RecoveredJobs {
                 reset_running,
+                failed_interrupted,
                 pending,
             })
         })
@@ -316,8 +341,9 @@ impl Store {
 /// The listing query for `filter`, naming only the filters it has, so that SQLite can
 /// walk the matching index instead of every job: `jobs_by_status_id` for a finished or
 /// running state, `jobs_by_command_id` for a command. Pending jobs are in no status
-/// index (a submit would pay for it); they are found by walking ids newest first,
-/// where pending jobs are, or through `jobs_pending_by_priority`.
+/// index (a submit would pay for it): they are read from `jobs_pending_by_priority`,
+/// which holds nothing else, and sorted newest first; the cost follows the number of
+/// pending jobs, never the length of the history.
 ///
 /// The status is written into the text as a literal (it comes from a closed enum, never
 /// from user text) because SQLite uses a partial index only when the query's own terms
@@ -342,7 +368,15 @@ pub(super) fn list_sql(filter: &JobFilter) -> String {
         true => String::new(),
         false => format!("WHERE {}", conditions.join(" AND ")),
     };
-    format!("SELECT {JOB_COLUMNS} FROM jobs {filter_clause} ORDER BY id DESC LIMIT ?3")
+    let columns = match filter.with_bodies {
+        true => JOB_COLUMNS,
+        false => SUMMARY_COLUMNS,
+    };
+    let index = match (filter.status, &filter.command) {
+        (Some(JobStatus::Pending), None) => "INDEXED BY jobs_pending_by_priority",
+        _ => "",
+    };
+    format!("SELECT {columns} FROM jobs {index} {filter_clause} ORDER BY id DESC LIMIT ?3")
 }
 
 /// One row of `job_attempts`, as [`Store::attempts`] reads it.

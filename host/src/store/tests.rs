@@ -576,7 +576,8 @@ async fn recovery_after_a_crash_resets_running_and_keeps_delayed_retries() {
     );
     let attempts = store.attempts(claimed.job.id).await.unwrap();
     assert_eq!(attempts[0].outcome.as_deref(), Some("interrupted"));
-    assert_eq!(attempts[0].error_kind, Some(ErrorKind::Shutdown));
+    assert_eq!(attempts[0].error_kind, Some(ErrorKind::Interrupted));
+    assert_eq!(store.get_job(interrupted.id).await.unwrap().retry_count, 1);
     // The next run of the interrupted job is attempt 2.
     let again = store
         .claim(interrupted.id, 1, Utc::now())
@@ -628,13 +629,72 @@ async fn filtered_listing_walks_the_matching_index_not_every_job() {
         cursor: Some(crate::job::JobId::new()),
         ..JobFilter::default()
     };
-    // Pending jobs are in no status index; SQLite walks ids newest first (where
-    // pending jobs are) or the pending index, never a sort of every job.
+    // Pending jobs are read from the pending index alone: a walk of every job id
+    // (`sqlite_autoindex_jobs_1`) would cost the whole history when few are pending.
     let pending_plan = plan(&pending);
     assert!(
-        pending_plan.contains("sqlite_autoindex_jobs_1")
-            || pending_plan.contains("jobs_pending_by_priority"),
+        pending_plan.contains("USING INDEX jobs_pending_by_priority")
+            && !pending_plan.contains("sqlite_autoindex_jobs_1"),
         "{pending_plan}"
+    );
+    let pending_of_command = JobFilter {
+        status: Some(JobStatus::Pending),
+        command: Some("github.commits".into()),
+        ..JobFilter::default()
+    };
+    assert!(
+        plan(&pending_of_command).contains("jobs_by_command_id"),
+        "{}",
+        plan(&pending_of_command)
+    );
+    // Every listing is served by an index, never a scan of the table.
+    for filter in [
+        JobFilter::default(),
+        by_status,
+        by_command,
+        pending,
+        pending_of_command,
+    ] {
+        let plan = plan(&filter);
+        assert!(
+            !plan.starts_with("SCAN jobs;") && plan != "SCAN jobs" && plan.contains("INDEX"),
+            "{filter:?}: {plan}"
+        );
+    }
+}
+
+/// Regression (issue 9, defect 10): a summary listing read payload and result of every
+/// row it returned, then threw them away.
+#[tokio::test]
+async fn summary_listings_do_not_read_payloads_or_results() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let big = job("echo.echo", &vec![b'x'; 1024 * 1024], 0);
+    let claimed = insert_running(&store, &big).await;
+    store
+        .finish(
+            big.id,
+            claimed.attempt,
+            Outcome::Completed(vec![b'y'; 1024 * 1024]),
+            report(),
+        )
+        .await
+        .unwrap();
+    assert!(jobs::list_sql(&JobFilter::default()).contains("NULL"));
+    let summary = store.list_jobs(JobFilter::default()).await.unwrap();
+    assert!(summary.jobs[0].payload.is_empty());
+    assert_eq!(summary.jobs[0].result, None);
+    let full = store
+        .list_jobs(JobFilter {
+            with_bodies: true,
+            ..JobFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(full.jobs[0].payload.len(), 1024 * 1024);
+    assert_eq!(
+        full.jobs[0].result.as_ref().map(Vec::len),
+        Some(1024 * 1024)
     );
 }
 
@@ -704,10 +764,62 @@ async fn a_time_past_year_9999_is_refused_and_the_job_stays_readable() {
         refused.to_string().contains("outside the years 0000-9999"),
         "{refused}"
     );
-    assert_eq!(store.get_job(job.id).await.unwrap().status, JobStatus::Running);
+    assert_eq!(
+        store.get_job(job.id).await.unwrap().status,
+        JobStatus::Running
+    );
     let page = store.list_jobs(JobFilter::default()).await.unwrap();
     assert_eq!(page.jobs.len(), 1);
     drop(store);
     let reopened = open(&dir);
     assert_eq!(reopened.recover(Utc::now()).await.unwrap().pending.len(), 1);
+}
+
+/// Regression (issue 9, defect 12): recovery put `running` back to `pending` without
+/// counting the interrupted attempt, so a job that killed the daemon ran again at every
+/// start, for ever.
+#[tokio::test]
+async fn a_job_that_kills_the_daemon_fails_once_its_retries_are_spent() {
+    let dir = TempDir::new().unwrap();
+    let poison = Job::new("crash.daemon", b"{}".to_vec(), 0, 1);
+    {
+        let store = open(&dir);
+        insert_running(&store, &poison).await;
+    }
+    // First start after the crash: one retry was allowed, so it runs again.
+    {
+        let store = open(&dir);
+        let recovered = store.recover(Utc::now()).await.unwrap();
+        assert_eq!(
+            (recovered.reset_running, recovered.failed_interrupted),
+            (1, 0)
+        );
+        let job = store.get_job(poison.id).await.unwrap();
+        assert_eq!((job.status, job.retry_count), (JobStatus::Pending, 1));
+        assert_eq!(job.error_kind, Some(ErrorKind::Interrupted));
+        store
+            .claim(poison.id, 1, Utc::now())
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    // It killed the daemon again: no retry is left, so it fails for good.
+    let store = open(&dir);
+    let recovered = store.recover(Utc::now()).await.unwrap();
+    assert_eq!(
+        (recovered.reset_running, recovered.failed_interrupted),
+        (0, 1)
+    );
+    assert!(recovered.pending.is_empty());
+    let job = store.get_job(poison.id).await.unwrap();
+    assert_eq!(job.status, JobStatus::Failed);
+    assert_eq!(job.error_kind, Some(ErrorKind::Interrupted));
+    assert_eq!(
+        job.error.as_deref(),
+        Some("the daemon died during the attempt (gave up after 1 retries)")
+    );
+    assert!(job.completed_at.is_some());
+    let attempts = store.attempts(poison.id).await.unwrap();
+    let outcomes: Vec<_> = attempts.iter().map(|a| a.outcome.as_deref()).collect();
+    assert_eq!(outcomes, [Some("interrupted"), Some("interrupted")]);
 }
