@@ -24,6 +24,10 @@ build:
 test:
     scripts/test.sh
 
+# The crash test at full size: N jobs, K kill -9 at random moments, a restart after each.
+crash-test jobs="5000" kills="20":
+    HONEYDEW_CRASH_JOBS={{jobs}} HONEYDEW_CRASH_KILLS={{kills}} cargo test -p honeydew --test e2e crash:: -- --nocapture
+
 # Run the daemon with the bundled plugins and put a few real jobs through it.
 run:
     scripts/run.sh

@@ -29,7 +29,7 @@ use crate::api::{self, ApiConfig, RunningServer};
 use crate::config::{DaemonArgs, DaemonConfig};
 use crate::queue::{Manager, ManagerConfig};
 use crate::recovery;
-use crate::runtime::{Limits, Runtime, RuntimeConfig};
+use crate::runtime::{Limits, PluginEvent, Runtime, RuntimeConfig};
 use crate::scheduler::Scheduler;
 use crate::store::{Store, StoreConfig};
 use crate::telemetry;
@@ -108,6 +108,11 @@ impl Daemon {
             max_payload_bytes: config.max_payload_bytes,
         };
         let manager = Arc::new(Manager::new(store, runtime.clone(), manager_config));
+        tokio::spawn(requeue_when_plugins_load(
+            runtime.subscribe(),
+            Arc::clone(&runtime),
+            Arc::clone(&manager),
+        ));
         recovery::recover(&manager)
             .await
             .context("cannot recover jobs from the database")?;
@@ -195,6 +200,29 @@ impl Daemon {
         );
         served?;
         Ok(report)
+    }
+}
+
+/// Hands every plugin (re)load to the manager, so that jobs waiting for that plugin run
+/// again. Ends with the runtime's event feed.
+async fn requeue_when_plugins_load(
+    mut events: tokio::sync::broadcast::Receiver<PluginEvent>,
+    runtime: Arc<Runtime>,
+    manager: Arc<Manager>,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        match events.recv().await {
+            Ok(PluginEvent::Loaded(plugin)) => manager.plugin_loaded(&plugin.name),
+            Ok(_) => {}
+            // Events were missed: whatever is loaded now may have waiting jobs.
+            Err(RecvError::Lagged(_)) => {
+                for plugin in runtime.plugins() {
+                    manager.plugin_loaded(&plugin.name);
+                }
+            }
+            Err(RecvError::Closed) => return,
+        }
     }
 }
 

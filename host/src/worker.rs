@@ -323,6 +323,19 @@ impl Worker {
             }
             None if cancelled => (Outcome::Cancelled, None, None),
             None => (Outcome::Interrupted, None, None),
+            // The command was valid at submit but no plugin serves it now: the job
+            // waits for its plugin instead of failing (a redeploy in progress).
+            Some(Execution {
+                result: Err(failure),
+                fuel_used,
+                plugin,
+            }) if failure.kind() == ErrorKind::PluginUnavailable => (
+                Outcome::Parked {
+                    reason: failure.message().to_owned(),
+                },
+                fuel_used,
+                plugin,
+            ),
             Some(Execution {
                 result: Err(failure),
                 fuel_used,

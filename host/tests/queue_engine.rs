@@ -25,13 +25,15 @@ use tokio_util::sync::CancellationToken;
 /// - `test.block` waits for a permit from `release` (honouring cancellation);
 /// - `test.block_then_retriable` waits for a permit, then fails retriably;
 /// - `test.stuck` never returns and ignores cancellation;
-/// - `test.panic` panics (a host bug, as far as the worker can tell).
+/// - `test.panic` panics (a host bug, as far as the worker can tell);
+/// - `test.away` finds no plugin serving it until `plugin_back` is set, then succeeds.
 struct Scripted {
     attempts: Mutex<HashMap<JobId, usize>>,
     order: Mutex<Vec<JobId>>,
     /// How many executions are in progress right now.
     inside: watch::Sender<usize>,
     release: Semaphore,
+    plugin_back: std::sync::atomic::AtomicBool,
 }
 
 impl Default for Scripted {
@@ -41,6 +43,7 @@ impl Default for Scripted {
             order: Mutex::default(),
             inside: watch::Sender::new(0),
             release: Semaphore::new(0),
+            plugin_back: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
@@ -87,6 +90,13 @@ impl Executor for Scripted {
                     ))
                 }
                 "test.stuck" => std::future::pending().await,
+                "test.away" if !self.plugin_back.load(std::sync::atomic::Ordering::SeqCst) => {
+                    Err(Failure::permanent(
+                        ErrorKind::PluginUnavailable,
+                        "waiting for its plugin: plugin \"test\" is not loaded",
+                    ))
+                }
+                "test.away" => Ok(b"back".to_vec()),
                 "test.panic" => {
                     self.inside.send_modify(|inside| *inside -= 1);
                     panic!("scripted host bug on attempt {attempt}")
@@ -719,5 +729,78 @@ async fn a_cancel_racing_the_end_of_an_attempt_cancels_the_retrying_job() {
         1,
         "not retried"
     );
+    pool.stop(Duration::from_secs(5)).await;
+}
+
+/// Regression (issue 9, defect 7): replacing a plugin by delete-then-copy failed every
+/// job dequeued in the gap as `unknown_command`, for good.
+#[tokio::test]
+async fn a_job_whose_plugin_is_away_waits_pending_and_runs_when_it_is_back() {
+    let harness = Harness::new();
+    let pool = harness.start(1);
+    let mut events = harness.manager.subscribe();
+    let id = harness.submit("test.away", "", 0).await;
+    // Its attempt found no plugin: the job is pending again, no retry spent, waiting.
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(20), events.recv())
+            .await
+            .expect("the job never went back to waiting")
+            .unwrap();
+        if event.id == id && event.status == JobStatus::Pending && event.attempt == 1 {
+            break;
+        }
+    }
+    let job = harness.manager.get(id).await.unwrap();
+    assert_eq!(job.status, JobStatus::Pending);
+    assert_eq!(job.retry_count, 0);
+    assert_eq!(job.error_kind, Some(ErrorKind::PluginUnavailable));
+    assert!(
+        job.error
+            .as_deref()
+            .unwrap()
+            .starts_with("waiting for its plugin")
+    );
+    assert_eq!(harness.manager.waiting_for_plugin("test"), 1);
+    // Other jobs keep running meanwhile.
+    let other = harness.submit("test.ok", "", 0).await;
+    harness.wait_for(other, JobStatus::Completed).await;
+    // The plugin is back: the waiting job runs.
+    harness
+        .executor
+        .plugin_back
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    harness.manager.plugin_loaded("test");
+    let job = harness.wait_for(id, JobStatus::Completed).await;
+    assert_eq!(job.result.as_deref(), Some(&b"back"[..]));
+    assert_eq!(job.error_kind, None);
+    let attempts = harness.manager.store().attempts(id).await.unwrap();
+    let outcomes: Vec<_> = attempts
+        .iter()
+        .map(|a| a.outcome.clone().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["parked", "completed"]);
+    pool.stop(Duration::from_secs(5)).await;
+}
+
+/// An operator can cancel a job that waits for its plugin.
+#[tokio::test]
+async fn a_job_waiting_for_its_plugin_can_be_cancelled() {
+    let harness = Harness::new();
+    let pool = harness.start(1);
+    let id = harness.submit("test.away", "", 0).await;
+    let mut events = harness.manager.subscribe();
+    while harness.manager.waiting_for_plugin("test") == 0 {
+        let _ = tokio::time::timeout(Duration::from_secs(20), events.recv())
+            .await
+            .expect("the job never waited");
+    }
+    assert_eq!(
+        harness.manager.cancel(id).await.unwrap(),
+        CancelOutcome::Cancelled
+    );
+    assert_eq!(harness.manager.waiting_for_plugin("test"), 0);
+    harness.manager.plugin_loaded("test");
+    let job = harness.wait_for(id, JobStatus::Cancelled).await;
+    assert_eq!(job.error_kind, Some(ErrorKind::Cancelled));
     pool.stop(Duration::from_secs(5)).await;
 }

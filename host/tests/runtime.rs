@@ -282,19 +282,21 @@ mod fixtures {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn unknown_commands_fail_with_a_hint() {
+    async fn commands_no_plugin_serves_now_wait_with_a_hint() {
+        // The queue checked the command at submit: a job that meets no plugin at run
+        // time is waiting for its plugin (being redeployed), not failed.
         let dir = PluginDir::with(&[ECHO]);
         let runtime = dir.start().await;
         let wrong_command = run(&runtime, "echo.nope", "").await;
         check_permanent(
             &wrong_command,
-            ErrorKind::UnknownCommand,
+            ErrorKind::PluginUnavailable,
             &[r#"no plugin serves "echo.nope": plugin "echo" serves echo.config, echo.echo"#],
         );
         let wrong_plugin = run(&runtime, "github.commits", "").await;
         check_permanent(
             &wrong_plugin,
-            ErrorKind::UnknownCommand,
+            ErrorKind::PluginUnavailable,
             &[r#"plugin "github" is not loaded (plugins: echo)"#],
         );
         assert_eq!(wrong_plugin.plugin, None);
@@ -484,7 +486,7 @@ mod loading {
         let refused = runtime.resolve("huge.output").unwrap_err().to_string();
         assert!(
             refused.starts_with(r#"no plugin serves "huge.output": plugin "huge" is not loaded: invalid manifest"#)
-                && refused.ends_with("secret MISSING_TOKEN is not set (give it to the daemon through its environment or config file)"),
+                && refused.ends_with("secret MISSING_TOKEN is not set (give it to the daemon in its config file's [secrets] table or as the environment variable HONEYDEW_SECRET_MISSING_TOKEN)"),
             "{refused}"
         );
         assert_eq!(
@@ -580,7 +582,7 @@ mod reload {
         assert!(runtime.plugins().is_empty());
         check_failure(
             failure(&run(&runtime, "echo.echo", "x").await),
-            ErrorKind::UnknownCommand,
+            ErrorKind::PluginUnavailable,
             &["(no plugins are loaded)"],
         );
         let mut events = runtime.subscribe();
@@ -653,7 +655,7 @@ mod reload {
         assert!(runtime.resolve("echo.echo").is_err());
         check_failure(
             failure(&run(&runtime, "echo.echo", "x").await),
-            ErrorKind::UnknownCommand,
+            ErrorKind::PluginUnavailable,
             &["plugin \"echo\" is not loaded (plugins: permanent)"],
         );
     }

@@ -58,11 +58,17 @@ fn overdue(name: &str, misfire: MisfirePolicy, missed_hours: i64) -> Schedule {
         next_run_at: Some(last_hour - TimeDelta::hours(missed_hours - 1)),
         last_job_id: None,
         last_scheduled_for: None,
+        last_error: None,
+        last_error_at: None,
     }
 }
 
 async fn jobs(manager: &Manager) -> Vec<honeydew::job::Job> {
-    manager.list(JobFilter::default()).await.unwrap().jobs
+    let filter = JobFilter {
+        with_bodies: true,
+        ..JobFilter::default()
+    };
+    manager.list(filter).await.unwrap().jobs
 }
 
 /// Waits on submit events until `count` jobs exist (bounded failsafe).

@@ -311,3 +311,41 @@ async fn invalid_schedules_are_refused_with_the_reason() {
     assert_eq!(stored, vec![nightly]);
     assert_eq!(stored[0].cron_expr, "0 3 * * *");
 }
+
+/// Regression (issue 9, defect 14): a manifest could name any variable of the daemon's
+/// environment and have the host send it to the plugin's allowed host. Only declared
+/// secrets resolve; the plugin is refused at load, naming the variable, and nothing is
+/// sent.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_manifest_naming_an_undeclared_variable_is_refused_at_load() {
+    let data = DataDir::with_plugins(&["fetch"]);
+    std::fs::write(
+        data.manifest("fetch"),
+        "[network]\nallowed_hosts = [\"http://127.0.0.1:*\"]\n\n[[auth]]\n\
+         host = \"http://127.0.0.1:*\"\nheader = \"Authorization\"\n\
+         value = \"Bearer ${AWS_SECRET_ACCESS_KEY}\"\n",
+    )
+    .expect("write manifest");
+    let mut command = crate::support::daemon_command(data.path(), &[]);
+    command.env("AWS_SECRET_ACCESS_KEY", "not-for-plugins");
+    let daemon = Daemon::start_command(command, data.socket());
+    let channel = daemon.connect().await;
+    let refused = queue(&channel)
+        .submit_job(request(
+            "fetch.get",
+            br#"{"url": "http://127.0.0.1:9/"}"#.to_vec(),
+        ))
+        .await
+        .expect_err("the plugin is not loaded");
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    let message = refused.message();
+    assert!(
+        message.contains("secret AWS_SECRET_ACCESS_KEY is not declared"),
+        "{message}"
+    );
+    assert!(
+        message.contains("HONEYDEW_SECRET_AWS_SECRET_ACCESS_KEY"),
+        "{message}"
+    );
+    assert!(!message.contains("not-for-plugins"), "{message}");
+}

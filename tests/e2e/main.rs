@@ -2,9 +2,9 @@
 //! real `honeydew` CLI, a tonic client over the Unix socket, and real plugins from
 //! `target/plugins` (build them with `scripts/build-plugins.sh`). Waiting is on the
 //! daemon's own signals (its "daemon started" and "schedule triggered" log lines,
-//! `WatchJob` streams, process exit), never on sleeps. Two waits have no signal to
-//! await and are bounded instead (see `schedules`): letting a cron instant pass while
-//! the daemon is down, and watching that a removed schedule submits nothing more.
+//! `WatchJob` streams, process exit), never on sleeps. One wait has no signal to await
+//! and is bounded instead (see `schedules`): watching that a removed schedule submits
+//! nothing more. The crash test's random pauses are the faults it injects, not waits.
 //!
 //! They sit in the workspace's top-level `tests/` but are a test target of the
 //! `honeydew` package (see `host/Cargo.toml`), so that cargo builds the binaries under
@@ -16,6 +16,8 @@ mod support;
 mod cancel;
 // The `honeydew` command line: output and exit codes.
 mod cli;
+// kill -9 at random moments: no acknowledged job lost or stuck, duplicates bounded.
+mod crash;
 // Refusals: unknown command, malformed JSON, oversized payload, out-of-range fields,
 // invalid schedules.
 mod errors;

@@ -241,13 +241,17 @@ struct AfterDowntime {
     instant: DateTime<Utc>,
 }
 
-/// Adds (with the CLI) a daily schedule whose instant is a few seconds away, stops the
-/// daemon before it, lets the instant pass while it is down, and starts it again.
-async fn restart_after_missed_instant(misfire: &str) -> AfterDowntime {
+/// Adds (with the CLI) a daily schedule, stops the daemon, makes its next instant one
+/// that passed while the daemon was down, and starts it again. The instant is placed
+/// in the record (as a daemon down across it would have left it) rather than waited
+/// for, so nothing depends on how fast the daemon stops. With `remove_plugin`, the
+/// schedule's plugin is gone by the restart.
+async fn restart_after_missed_instant(misfire: &str, remove_plugin: bool) -> AfterDowntime {
     let data = DataDir::with_plugins(&["echo"]);
     let daemon = Daemon::start(&data, &[]);
 
-    let instant = Utc::now().trunc_subsecs(0) + TimeDelta::seconds(3);
+    // A minute ago: the daily schedule's next instant is tomorrow's.
+    let instant = Utc::now().trunc_subsecs(0) - TimeDelta::seconds(60);
     let cron = format!(
         "{} {} {} * * *",
         instant.second(),
@@ -274,23 +278,26 @@ async fn restart_after_missed_instant(misfire: &str) -> AfterDowntime {
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let added: Value = serde_json::from_str(&stdout(&output)).expect("JSON");
     assert_eq!(added["misfire"], misfire);
-    assert_eq!(
-        added["next_run_at"],
-        instant.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-    );
+    let stamp = |at: DateTime<Utc>| at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    assert_eq!(added["next_run_at"], stamp(instant + TimeDelta::days(1)));
 
     let (status, log) = daemon.terminate();
     assert!(status.success(), "{status:?}\n{log}");
-    assert!(
-        Utc::now() < instant,
-        "the daemon took until {} to stop, past the instant {instant}",
-        Utc::now()
-    );
-    // Down across the instant: wait for the clock, bounded by the 3 s set above.
-    let down_for = (instant - Utc::now() + TimeDelta::milliseconds(100))
-        .to_std()
-        .expect("the instant is ahead");
-    tokio::time::sleep(down_for).await;
+    // The daemon was down across the instant: its next run is the one it missed.
+    let db = rusqlite::Connection::open(data.path().join("honeydew.db")).expect("open db");
+    let moved = db
+        .execute(
+            "UPDATE schedules SET next_run_at = ?1 WHERE name = 'nightly'",
+            [stamp(instant)],
+        )
+        .expect("move next_run_at");
+    assert_eq!(moved, 1);
+    drop(db);
+    if remove_plugin {
+        for file in ["echo.wasm", "echo.toml"] {
+            std::fs::remove_file(data.path().join("plugins").join(file)).expect("remove plugin");
+        }
+    }
 
     let daemon = Daemon::start(&data, &[]);
     let channel = daemon.connect().await;
@@ -320,7 +327,7 @@ async fn restart_after_missed_instant(misfire: &str) -> AfterDowntime {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn run_once_submits_one_job_for_an_instant_missed_while_down() {
-    let after = restart_after_missed_instant("run_once").await;
+    let after = restart_after_missed_instant("run_once", false).await;
 
     assert_eq!(after.jobs.len(), 1, "{:?}", after.jobs);
     assert_eq!(after.schedule.last_job_id, after.jobs[0].id);
@@ -339,7 +346,7 @@ async fn run_once_submits_one_job_for_an_instant_missed_while_down() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn skip_submits_nothing_for_an_instant_missed_while_down() {
-    let after = restart_after_missed_instant("skip").await;
+    let after = restart_after_missed_instant("skip", false).await;
 
     assert!(after.jobs.is_empty(), "{:?}", after.jobs);
     assert_eq!(after.schedule.last_run_at, None);
@@ -351,6 +358,33 @@ async fn skip_submits_nothing_for_an_instant_missed_while_down() {
     let report = &after.started;
     assert_eq!(
         (&report["loaded"], &report["caught_up"], &report["skipped"]),
+        (&json!(1), &json!(0), &json!(1)),
+        "{report}"
+    );
+}
+
+/// Regression (issue 9, defect 6): a `run_once` schedule whose command was not loaded
+/// at start (its plugin removed) made the daemon refuse to start.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_once_schedule_whose_plugin_is_gone_is_recorded_and_the_daemon_starts() {
+    let after = restart_after_missed_instant("run_once", true).await;
+
+    assert!(after.jobs.is_empty(), "{:?}", after.jobs);
+    let error = after
+        .schedule
+        .last_error
+        .clone()
+        .expect("the schedule records why");
+    assert!(error.contains("no plugin serves \"echo.echo\""), "{error}");
+    assert!(after.schedule.last_error_at.is_some());
+    assert_eq!(
+        time(after.schedule.next_run_at.as_ref()),
+        Some(after.instant + TimeDelta::days(1)),
+        "the schedule moves on to its next instant"
+    );
+    let report = &after.started;
+    assert_eq!(
+        (&report["loaded"], &report["caught_up"], &report["failed"]),
         (&json!(1), &json!(0), &json!(1)),
         "{report}"
     );

@@ -183,6 +183,8 @@ pub fn schedule_to_pb(schedule: Schedule) -> pb::Schedule {
             .last_job_id
             .map(|id| id.to_string())
             .unwrap_or_default(),
+        last_error: schedule.last_error,
+        last_error_at: schedule.last_error_at.map(timestamp),
     }
 }
 

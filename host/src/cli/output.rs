@@ -307,6 +307,8 @@ pub fn schedule_json(schedule: &pb::Schedule) -> Value {
         "last_run_at": rfc3339(schedule.last_run_at.as_ref()),
         "next_run_at": rfc3339(schedule.next_run_at.as_ref()),
         "last_job_id": Some(&schedule.last_job_id).filter(|id| !id.is_empty()),
+        "last_error": schedule.last_error,
+        "last_error_at": rfc3339(schedule.last_error_at.as_ref()),
     })
 }
 
@@ -327,6 +329,7 @@ pub fn print_schedule_table(schedules: &[pb::Schedule]) {
                 } else {
                     "(disabled)".to_owned()
                 },
+                schedule.last_error.clone().unwrap_or_default(),
             ]
         })
         .collect();
@@ -334,7 +337,14 @@ pub fn print_schedule_table(schedules: &[pb::Schedule]) {
         "{}",
         table(
             &[
-                "NAME", "CRON", "TZ", "COMMAND", "MISFIRE", "LAST RUN", "NEXT RUN"
+                "NAME",
+                "CRON",
+                "TZ",
+                "COMMAND",
+                "MISFIRE",
+                "LAST RUN",
+                "NEXT RUN",
+                "LAST ERROR"
             ],
             &rows
         )

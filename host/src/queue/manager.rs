@@ -171,13 +171,25 @@ pub struct JobEvent {
     pub at: DateTime<Utc>,
 }
 
+/// A job a worker of this daemon runs: its cancellation token, and how many plugin
+/// loads had happened when it was claimed.
+struct Running {
+    token: CancellationToken,
+    plugin_loads: u64,
+}
+
 /// The queue's front door and the workers' source of jobs.
 pub struct Manager {
     store: Store,
     queue: Arc<JobQueue>,
     catalog: Arc<dyn CommandCatalog>,
     config: ManagerConfig,
-    running: Mutex<HashMap<JobId, CancellationToken>>,
+    running: Mutex<HashMap<JobId, Running>>,
+    /// Jobs waiting for their plugin to be loaded again, by plugin name.
+    parked: Mutex<HashMap<String, HashMap<JobId, QueuedJob>>>,
+    /// Counts plugin loads, so that a job whose attempt began before a load is queued
+    /// again rather than parked (the plugin it missed may be the one just loaded).
+    plugin_loads: std::sync::atomic::AtomicU64,
     events: broadcast::Sender<JobEvent>,
 }
 
@@ -191,6 +203,8 @@ impl Manager {
             catalog,
             config,
             running: Mutex::new(HashMap::new()),
+            parked: Mutex::new(HashMap::new()),
+            plugin_loads: std::sync::atomic::AtomicU64::new(0),
             events: broadcast::channel(4096).0,
         }
     }
@@ -316,6 +330,9 @@ impl Manager {
     /// Takes a just-cancelled pending job out of the queue, logs and publishes it.
     fn cancelled_while_pending(&self, job: &Job) {
         self.queue.remove(job.id);
+        if let Some(waiting) = self.lock_parked().get_mut(plugin_of(&job.command)) {
+            waiting.remove(&job.id);
+        }
         tracing::info!(job_id = %job.id, command = %job.command, "job cancelled");
         let _ = self.events.send(JobEvent {
             id: job.id,
@@ -352,7 +369,11 @@ impl Manager {
         // Register the token before the row says `running`, so a cancel that sees
         // `running` always finds it.
         let token = CancellationToken::new();
-        self.lock_running().insert(queued.id, token.clone());
+        let running = Running {
+            token: token.clone(),
+            plugin_loads: self.plugin_loads.load(std::sync::atomic::Ordering::SeqCst),
+        };
+        self.lock_running().insert(queued.id, running);
         match self.store.claim(queued.id, worker_id, Utc::now()).await {
             Ok(Some(claimed)) => {
                 let job = &claimed.job;
@@ -396,9 +417,10 @@ impl Manager {
                     .finish(job.id, claimed.attempt, outcome.clone(), report.clone())
             })
             .await;
-        let token = self.lock_running().remove(&job.id);
+        let running = self.lock_running().remove(&job.id);
         written?;
-        let cancel_requested = token.is_some_and(|token| token.is_cancelled());
+        let cancel_requested = running.as_ref().is_some_and(|r| r.token.is_cancelled());
+        let loads_at_claim = running.map_or(0, |r| r.plugin_loads);
         if cancel_requested && matches!(outcome, Outcome::Retry { .. }) {
             let cancelled = self
                 .write_until_landed(job.id, "cancellation", give_up, || {
@@ -457,6 +479,11 @@ impl Manager {
                 tracing::info!(job_id = %job.id, command = %job.command, duration_ms, "job cancelled");
                 (JobStatus::Cancelled, job.retry_count, None)
             }
+            Outcome::Parked { reason } => {
+                tracing::warn!(job_id = %job.id, command = %job.command, reason = %reason, "job waits for its plugin");
+                self.park(job, loads_at_claim);
+                (JobStatus::Pending, job.retry_count, Some(reason.clone()))
+            }
             Outcome::Interrupted => {
                 tracing::warn!(job_id = %job.id, command = %job.command, "job interrupted by shutdown; back to pending");
                 self.queue.push(QueuedJob::from(job));
@@ -472,6 +499,51 @@ impl Manager {
             at: finished_at,
         });
         Ok(())
+    }
+
+    /// Holds `job` until its plugin is loaded again ([`Manager::plugin_loaded`]). If a
+    /// plugin was loaded since the attempt was claimed (`loads_at_claim`), it may be
+    /// the one this job missed: the job is queued again at once instead.
+    fn park(&self, job: &Job, loads_at_claim: u64) {
+        let plugin = plugin_of(&job.command).to_owned();
+        let mut parked = self.lock_parked();
+        // Read under the lock `plugin_loaded` takes: a load either sees this job parked
+        // or has already moved the counter.
+        if self.plugin_loads.load(std::sync::atomic::Ordering::SeqCst) != loads_at_claim {
+            drop(parked);
+            self.queue.push(QueuedJob::from(job));
+            return;
+        }
+        parked
+            .entry(plugin)
+            .or_default()
+            .insert(job.id, QueuedJob::from(job));
+    }
+
+    /// Plugin `name` was loaded (or replaced): the jobs waiting for it are queued again.
+    pub fn plugin_loaded(&self, name: &str) {
+        let waiting = {
+            let mut parked = self.lock_parked();
+            self.plugin_loads
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            parked.remove(name).unwrap_or_default()
+        };
+        if waiting.is_empty() {
+            return;
+        }
+        tracing::info!(plugin = %name, jobs = waiting.len(), "plugin is back; its waiting jobs are queued again");
+        for job in waiting.into_values() {
+            self.queue.push(job);
+        }
+    }
+
+    /// How many jobs wait for plugin `name`.
+    pub fn waiting_for_plugin(&self, name: &str) -> usize {
+        self.lock_parked().get(name).map_or(0, HashMap::len)
+    }
+
+    fn lock_parked(&self) -> std::sync::MutexGuard<'_, HashMap<String, HashMap<JobId, QueuedJob>>> {
+        self.parked.lock().expect("parked jobs poisoned")
     }
 
     /// Runs `write` until it succeeds, backing off between tries; gives up at once on
@@ -518,10 +590,12 @@ impl Manager {
     }
 
     fn running_token(&self, id: JobId) -> Option<CancellationToken> {
-        self.lock_running().get(&id).cloned()
+        self.lock_running()
+            .get(&id)
+            .map(|running| running.token.clone())
     }
 
-    fn lock_running(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, CancellationToken>> {
+    fn lock_running(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, Running>> {
         self.running.lock().expect("running map poisoned")
     }
 
@@ -535,6 +609,13 @@ impl Manager {
             at: Utc::now(),
         });
     }
+}
+
+/// The plugin part of `plugin.command`.
+fn plugin_of(command: &str) -> &str {
+    command
+        .split_once('.')
+        .map_or(command, |(plugin, _)| plugin)
 }
 
 /// Runs `unit` in a task of its own and waits for it: dropping the returned future does

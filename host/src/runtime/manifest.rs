@@ -443,4 +443,37 @@ mod tests {
         assert!(Template::parse("${}").is_err());
         assert!(Template::parse("${1X}").is_err());
     }
+
+    proptest::proptest! {
+        /// Whatever a manifest holds, it parses or is refused with a reason, and a
+        /// parsed one never carries a limit the clock arithmetic cannot take.
+        #[test]
+        fn any_manifest_text_parses_or_is_refused_without_panicking(text in "\\PC{0,300}") {
+            let _ = Manifest::parse(&text);
+        }
+
+        #[test]
+        fn any_limit_numbers_are_bounded_or_refused(
+            fuel in proptest::num::u64::ANY,
+            memory_mib in proptest::num::u64::ANY,
+            timeout_ms in proptest::num::u64::ANY,
+            max_retries in proptest::num::u32::ANY,
+        ) {
+            let text = format!(
+                "[limits]\nfuel = {fuel}\nmemory_mib = {memory_mib}\ntimeout_ms = {timeout_ms}\nmax_retries = {max_retries}\n"
+            );
+            if let Ok(manifest) = Manifest::parse(&text) {
+                let limits = manifest.limits(&Limits::default());
+                proptest::prop_assert!(limits.timeout <= Duration::from_millis(MAX_TIMEOUT_MS));
+                proptest::prop_assert!(limits.memory_mib <= MAX_MEMORY_MIB);
+                proptest::prop_assert!(limits.max_retries <= MAX_RETRIES_LIMIT);
+            }
+        }
+
+        #[test]
+        fn any_host_entry_parses_or_is_refused_without_panicking(entry in "\\PC{0,60}") {
+            let text = format!("[network]\nallowed_hosts = [{entry:?}]\n");
+            let _ = Manifest::parse(&text);
+        }
+    }
 }

@@ -225,8 +225,14 @@ impl Executor for Runtime {
         Box::pin(async move {
             let plugin = match self.resolve_plugin(&job.command) {
                 Ok(plugin) => plugin,
+                // The command was served when the job was submitted: its plugin is
+                // away (being replaced, skipped for a missing secret), so the job
+                // waits for it rather than failing.
                 Err(err) => {
-                    let failure = Failure::permanent(ErrorKind::UnknownCommand, err.to_string());
+                    let failure = Failure::permanent(
+                        ErrorKind::PluginUnavailable,
+                        format!("waiting for its plugin: {err}"),
+                    );
                     return Execution::of(Err(failure));
                 }
             };

@@ -58,6 +58,8 @@ pub struct LoadReport {
     pub caught_up: usize,
     /// Schedules that could not be registered (logged with the reason).
     pub broken: usize,
+    /// Missed instants that could not submit their job (recorded on the schedule).
+    pub failed: usize,
 }
 
 /// Persisted cron schedules driving job submission.
@@ -91,6 +93,7 @@ impl Scheduler {
             skipped = report.skipped,
             caught_up = report.caught_up,
             broken = report.broken,
+            failed = report.failed,
             "scheduler started"
         );
         Ok(report)
@@ -133,8 +136,16 @@ impl Scheduler {
                 Misfire::RunOnce { missed, instant } => {
                     tracing::warn!(schedule_id = %schedule.id, schedule_name = %schedule.name, missed, "schedule missed runs while the daemon was down; running once (misfire policy run_once)");
                     let next = spec.next_after(now);
-                    if self.trigger(&schedule, instant, next).await?.is_some() {
-                        report.caught_up += 1;
+                    match self.trigger(&schedule, instant, next).await {
+                        Ok(Some(_)) => report.caught_up += 1,
+                        Ok(None) => {}
+                        // Its command is not loaded now (a removed plugin, a missing
+                        // secret, a lowered payload limit): recorded on the schedule,
+                        // and the daemon goes on starting.
+                        Err(err) => {
+                            self.record_failure(&schedule, next, &err).await;
+                            report.failed += 1;
+                        }
                     }
                 }
             }
@@ -179,6 +190,8 @@ impl Scheduler {
             next_run_at: spec.next_after(now),
             last_job_id: None,
             last_scheduled_for: None,
+            last_error: None,
+            last_error_at: None,
         };
         self.manager
             .store()
@@ -275,12 +288,31 @@ impl Scheduler {
         // Never arm an instant already past (a suspended machine, say): no catch-up storm.
         let next = spec.next_after(Utc::now().max(instant));
         if let Err(err) = self.trigger(&schedule, instant, next).await {
-            tracing::error!(schedule_id = %schedule.id, schedule_name = %schedule.name, error = %err, "schedule trigger failed");
+            self.record_failure(&schedule, next, &err).await;
         }
         if let Some(next) = next
             && let Err(err) = self.arm(schedule.id, next).await
         {
             tracing::error!(schedule_id = %schedule.id, schedule_name = %schedule.name, error = %err, "cannot arm the next run");
+        }
+    }
+
+    /// Logs why an instant of `schedule` submitted no job and records it on the
+    /// schedule (shown by `schedule ls`), moving its next run on to `next`.
+    async fn record_failure(
+        &self,
+        schedule: &Schedule,
+        next: Option<DateTime<Utc>>,
+        err: &ScheduleError,
+    ) {
+        tracing::error!(schedule_id = %schedule.id, schedule_name = %schedule.name, error = %err, "schedule trigger failed; no job submitted for this instant");
+        let recorded = self
+            .manager
+            .store()
+            .record_schedule_error(schedule.id, err.to_string(), Utc::now(), next)
+            .await;
+        if let Err(store) = recorded {
+            tracing::error!(schedule_id = %schedule.id, error = %store, "cannot record the schedule's error");
         }
     }
 

@@ -88,6 +88,10 @@ pub struct Schedule {
     pub last_job_id: Option<JobId>,
     /// The scheduled instant of the last trigger: each instant triggers at most once.
     pub last_scheduled_for: Option<DateTime<Utc>>,
+    /// Why the latest instant submitted no job, if it did not.
+    pub last_error: Option<String>,
+    /// When that happened.
+    pub last_error_at: Option<DateTime<Utc>>,
 }
 
 /// Why a schedule was refused or could not be found.
@@ -279,6 +283,8 @@ mod tests {
             next_run_at: Some(next_run_at),
             last_job_id: None,
             last_scheduled_for: None,
+            last_error: None,
+            last_error_at: None,
         }
     }
 
@@ -442,5 +448,23 @@ mod tests {
         assert!(validate_name("nightly-sync.v2").is_ok());
         assert!(validate_name("").is_err());
         assert!(validate_name("has space").is_err());
+    }
+
+    proptest::proptest! {
+        /// Any expression and zone text parses or is refused with a reason; a parsed
+        /// spec's next instant is always after the instant asked about.
+        #[test]
+        fn any_cron_text_parses_or_is_refused_without_panicking(
+            expr in "[0-9*/,\\- A-Za-z?#LW]{0,40}",
+            zone in "[A-Za-z/_+-]{0,30}",
+        ) {
+            let _ = CronSpec::parse(&expr, &zone);
+            if let Ok(spec) = CronSpec::parse(&expr, "UTC") {
+                let now = utc(2026, 3, 29, 1, 30, 0);
+                if let Some(next) = spec.next_after(now) {
+                    proptest::prop_assert!(next > now);
+                }
+            }
+        }
     }
 }

@@ -60,6 +60,12 @@ pub enum Outcome {
     Cancelled,
     /// Back to `pending` unchanged: the daemon stopped before the attempt finished.
     Interrupted,
+    /// Back to `pending`, no retry spent: no loaded plugin serves the command just now
+    /// (it is being replaced, say); the job waits for the plugin, `reason` says so.
+    Parked {
+        /// What the job waits for, shown as its error while it waits.
+        reason: String,
+    },
 }
 
 impl Outcome {
@@ -68,7 +74,9 @@ impl Outcome {
             Outcome::Completed(_) => JobStatus::Completed,
             Outcome::Failed { .. } => JobStatus::Failed,
             Outcome::Cancelled => JobStatus::Cancelled,
-            Outcome::Retry { .. } | Outcome::Interrupted => JobStatus::Pending,
+            Outcome::Retry { .. } | Outcome::Interrupted | Outcome::Parked { .. } => {
+                JobStatus::Pending
+            }
         }
     }
 
@@ -79,6 +87,7 @@ impl Outcome {
             Outcome::Retry { .. } => "retrying",
             Outcome::Cancelled => "cancelled",
             Outcome::Interrupted => "interrupted",
+            Outcome::Parked { .. } => "parked",
         }
     }
 
@@ -89,6 +98,7 @@ impl Outcome {
             }
             Outcome::Cancelled => Some((ErrorKind::Cancelled, "cancelled on request")),
             Outcome::Interrupted => Some((ErrorKind::Shutdown, "interrupted by daemon shutdown")),
+            Outcome::Parked { reason } => Some((ErrorKind::PluginUnavailable, reason)),
             Outcome::Completed(_) => None,
         }
     }

@@ -16,7 +16,7 @@ use crate::scheduler::Schedule;
 
 const SCHEDULE_COLUMNS: &str = "id, name, cron_expr, timezone, command, payload, priority, \
      max_retries, misfire, enabled, created_at, last_run_at, next_run_at, last_job_id, \
-     last_scheduled_for";
+     last_scheduled_for, last_error, last_error_at";
 
 impl Store {
     /// Adds a schedule; [`StoreError::DuplicateSchedule`] when its name is taken.
@@ -25,7 +25,7 @@ impl Store {
             let inserted = conn
                 .prepare_cached(&format!(
                     "INSERT INTO schedules ({SCHEDULE_COLUMNS}) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
                 ))?
                 .execute(params![
                     schedule.id.to_string(),
@@ -43,6 +43,8 @@ impl Store {
                     schedule.next_run_at.map(Time),
                     schedule.last_job_id.map(Text),
                     schedule.last_scheduled_for.map(Time),
+                    schedule.last_error,
+                    schedule.last_error_at.map(Time),
                 ]);
             match inserted {
                 Err(rusqlite::Error::SqliteFailure(err, _))
@@ -110,7 +112,7 @@ impl Store {
             let changed = conn
                 .prepare_cached(
                     "UPDATE schedules SET last_run_at = ?2, last_scheduled_for = ?3, \
-                     next_run_at = ?4, last_job_id = ?5 \
+                     next_run_at = ?4, last_job_id = ?5, last_error = NULL, last_error_at = NULL \
                      WHERE id = ?1 AND (last_scheduled_for IS NULL OR last_scheduled_for < ?3)",
                 )?
                 .execute(params![
@@ -125,6 +127,31 @@ impl Store {
             }
             insert_job(conn, &job)?;
             Ok(true)
+        })
+        .await
+    }
+
+    /// Records why an instant of schedule `id` submitted no job, and moves its
+    /// `next_run_at` on.
+    pub async fn record_schedule_error(
+        &self,
+        id: Uuid,
+        error: String,
+        at: DateTime<Utc>,
+        next_run_at: Option<DateTime<Utc>>,
+    ) -> Result<(), StoreError> {
+        self.write_statement(move |conn| {
+            conn.prepare_cached(
+                "UPDATE schedules SET last_error = ?2, last_error_at = ?3, next_run_at = ?4 \
+                 WHERE id = ?1",
+            )?
+            .execute(params![
+                id.to_string(),
+                error,
+                Time(at),
+                next_run_at.map(Time)
+            ])?;
+            Ok(())
         })
         .await
     }
@@ -152,6 +179,8 @@ fn read_schedule(row: &Row<'_>) -> rusqlite::Result<Result<Schedule, StoreError>
     let next_run_at: Option<String> = row.get(12)?;
     let last_job_id: Option<String> = row.get(13)?;
     let last_scheduled_for: Option<String> = row.get(14)?;
+    let last_error: Option<String> = row.get(15)?;
+    let last_error_at: Option<String> = row.get(16)?;
     let payload = bytes(row.get_ref(5)?);
     let (name, cron_expr, timezone, command, priority, max_retries, enabled) = (
         row.get(1)?,
@@ -184,6 +213,8 @@ fn read_schedule(row: &Row<'_>) -> rusqlite::Result<Result<Schedule, StoreError>
             next_run_at: time(next_run_at)?,
             last_job_id: last_job_id.map(|job| parse_id(&job)).transpose()?,
             last_scheduled_for: time(last_scheduled_for)?,
+            last_error,
+            last_error_at: time(last_error_at)?,
         })
     })())
 }

@@ -118,6 +118,11 @@ CREATE INDEX jobs_by_status_id ON jobs (status, id) WHERE status <> 'pending';
 CREATE INDEX jobs_by_command_id ON jobs (command, id);
 CREATE INDEX jobs_failed_by_completed ON jobs (completed_at DESC) WHERE status = 'failed';
 "#,
+    // v4: a schedule records why its latest instant submitted no job.
+    r#"
+ALTER TABLE schedules ADD COLUMN last_error TEXT;
+ALTER TABLE schedules ADD COLUMN last_error_at TEXT;
+"#,
 ];
 
 /// The schema version this binary writes.
