@@ -26,6 +26,12 @@
 //! jitter = 0.1
 //! max_after_ms = 3600000          # the longest retry-after a plugin may ask for
 //!
+//! [retention]                     # how long finished jobs are kept
+//! completed = "7d"
+//! failed = "30d"
+//! cancelled = "7d"
+//! interval = "10m"                # how often the daemon prunes
+//!
 //! secret_env = ["GITHUB_TOKEN"]   # environment variables that are secrets
 //!
 //! [secrets]                       # values for `${NAME}` in manifests' auth rules
@@ -241,6 +247,8 @@ pub struct DaemonConfig {
     pub limits: LimitOverrides,
     /// Retry timing.
     pub backoff: BackoffPolicy,
+    /// How long finished jobs are kept.
+    pub retention: crate::retention::RetentionPolicy,
     /// Values for manifests' auth rules: only what the operator declared.
     pub secrets: Secrets,
     /// Names (never values) of environment variables that are set but not declared as
@@ -314,6 +322,8 @@ impl DaemonConfig {
         let file_limits = file.limits.unwrap_or_default();
         let backoff = file.retry.unwrap_or_default();
         backoff.validate().map_err(ConfigError::Invalid)?;
+        let retention = file.retention.unwrap_or_default();
+        retention.validate().map_err(ConfigError::Invalid)?;
         let limits = LimitOverrides {
             fuel: args.fuel.or(file_limits.fuel),
             memory_mib: args.memory_mib.or(file_limits.memory_mib),
@@ -347,6 +357,7 @@ impl DaemonConfig {
             max_result_bytes: file.max_result_bytes,
             limits,
             backoff,
+            retention,
             secrets: Secrets(secrets),
             undeclared_env,
             warnings,
@@ -370,6 +381,7 @@ struct FileConfig {
     max_result_bytes: Option<usize>,
     limits: Option<LimitOverrides>,
     retry: Option<BackoffPolicy>,
+    retention: Option<crate::retention::RetentionPolicy>,
     #[serde(default)]
     secret_env: Vec<String>,
     #[serde(default)]

@@ -48,6 +48,7 @@ pub struct Daemon {
     scheduler: Arc<Scheduler>,
     pool: WorkerPool,
     shutdown_deadline: Duration,
+    pruner_stop: tokio_util::sync::CancellationToken,
     /// Held for the daemon's life; the OS releases it even on `kill -9`.
     _lock: File,
 }
@@ -91,8 +92,9 @@ impl Daemon {
         if let Some(max_result_bytes) = config.max_result_bytes {
             runtime_config.max_result_bytes = max_result_bytes;
         }
-        let api_config =
+        let mut api_config =
             ApiConfig::for_sizes(config.max_payload_bytes, runtime_config.max_result_bytes);
+        api_config.retention = config.retention;
         fs::create_dir_all(&config.plugin_dir).with_context(|| {
             format!(
                 "cannot create plugin directory {}",
@@ -107,7 +109,13 @@ impl Daemon {
             default_max_retries,
             max_payload_bytes: config.max_payload_bytes,
         };
-        let manager = Arc::new(Manager::new(store, runtime.clone(), manager_config));
+        let manager = Arc::new(Manager::new(store.clone(), runtime.clone(), manager_config));
+        let pruner_stop = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(crate::retention::run_pruner(
+            store,
+            config.retention,
+            pruner_stop.clone(),
+        ));
         tokio::spawn(requeue_when_plugins_load(
             runtime.subscribe(),
             Arc::clone(&runtime),
@@ -176,6 +184,7 @@ impl Daemon {
             scheduler,
             pool,
             shutdown_deadline: config.shutdown_deadline,
+            pruner_stop,
             _lock: lock,
         })
     }
@@ -187,6 +196,7 @@ impl Daemon {
             "shutting down: no new schedule triggers or requests; running jobs may finish until the deadline"
         );
         self.scheduler.stop().await;
+        self.pruner_stop.cancel();
         self.server.stop_accepting();
         let report = self.pool.stop(self.shutdown_deadline).await;
         let served = self.server.finish(CONNECTION_GRACE).await;

@@ -12,6 +12,7 @@ pub mod daemon;
 pub mod job;
 pub mod queue;
 pub mod recovery;
+pub mod retention;
 pub mod retry;
 pub mod runtime;
 pub mod scheduler;

@@ -1,4 +1,4 @@
-//! ListJobs with each filter and with paging.
+//! ListJobs with each filter and with paging; pruning finished jobs.
 
 use honeydew::api::pb::{self, JobStatus, JobView};
 
@@ -128,5 +128,53 @@ async fn summaries_leave_out_payload_and_result_and_the_full_view_keeps_them() {
     assert_eq!(
         full.jobs[0].result.as_deref(),
         Some(&br#"{"keep": true}"#[..])
+    );
+}
+
+/// `honeydew prune --older-than` deletes finished jobs with their attempts and leaves
+/// waiting ones; the daemon's own retention keeps them by default.
+#[tokio::test(flavor = "multi_thread")]
+async fn prune_deletes_finished_jobs_past_the_age_and_keeps_the_rest() {
+    let data = DataDir::with_plugins(&["echo"]);
+    let daemon = Daemon::start(&data, &[]);
+    let channel = daemon.connect().await;
+    let done = submit(&channel, "echo.echo", "{}").await;
+    assert_eq!(
+        finished(&channel, &done).await.status(),
+        JobStatus::Completed
+    );
+
+    // The default retention (7 days) keeps a job that finished just now.
+    let output = crate::support::honeydew(data.path(), &["prune", "--json"], "");
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        crate::support::stderr(&output)
+    );
+    let answer: serde_json::Value =
+        serde_json::from_str(&crate::support::stdout(&output)).expect("JSON");
+    assert_eq!(answer["deleted"], 0);
+
+    let output = crate::support::honeydew(data.path(), &["prune", "--older-than", "0s"], "");
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        crate::support::stderr(&output)
+    );
+    assert_eq!(crate::support::stdout(&output), "deleted 1 finished jobs\n");
+    let gone = queue(&channel)
+        .get_job_status(pb::GetJobStatusRequest { job_id: done })
+        .await
+        .expect_err("pruned");
+    assert_eq!(gone.code(), tonic::Code::NotFound);
+
+    let bad = crate::support::honeydew(data.path(), &["prune", "--older-than", "soon"], "");
+    assert_eq!(
+        bad.status.code(),
+        Some(2),
+        "{}",
+        crate::support::stderr(&bad)
     );
 }

@@ -145,6 +145,27 @@ impl Queue for QueueService {
         }))
     }
 
+    async fn prune_jobs(
+        &self,
+        request: Request<pb::PruneJobsRequest>,
+    ) -> Result<Response<pb::PruneJobsResponse>, Status> {
+        let policy = match request.into_inner().older_than_seconds {
+            Some(seconds) => {
+                crate::retention::RetentionPolicy::uniform(std::time::Duration::from_secs(seconds))
+            }
+            None => self.state.config.retention,
+        };
+        policy.validate().map_err(Status::invalid_argument)?;
+        let deleted =
+            crate::retention::prune(self.state.manager.store(), &policy, chrono::Utc::now())
+                .await
+                .map_err(convert::store_status)?;
+        tracing::info!(deleted, "pruned finished jobs on request");
+        Ok(Response::new(pb::PruneJobsResponse {
+            deleted: deleted as u64,
+        }))
+    }
+
     type WatchJobStream = ReceiverStream<Result<pb::JobUpdate, Status>>;
 
     async fn watch_job(

@@ -50,6 +50,8 @@ pub struct ApiConfig {
     pub max_request_bytes: usize,
     /// The largest response message encoded; also bounds a full `ListJobs` page.
     pub max_response_bytes: usize,
+    /// What `PruneJobs` deletes when the request names no age.
+    pub retention: crate::retention::RetentionPolicy,
 }
 
 impl ApiConfig {
@@ -62,6 +64,7 @@ impl ApiConfig {
             max_response_bytes: max_payload_bytes
                 .saturating_add(max_result_bytes)
                 .saturating_add(MESSAGE_SLACK_BYTES),
+            retention: crate::retention::RetentionPolicy::default(),
         }
     }
 }

@@ -87,6 +87,13 @@ enum ClientCommand {
         /// The job id
         id: String,
     },
+    /// Delete finished jobs past the daemon's retention (or older than --older-than)
+    Prune {
+        /// Delete completed, failed and cancelled jobs that finished longer ago than
+        /// this, such as 7d or 12h [default: the daemon's retention per state]
+        #[arg(long, value_name = "AGE", value_parser = humantime::parse_duration)]
+        older_than: Option<std::time::Duration>,
+    },
     /// Manage cron schedules
     #[command(subcommand)]
     Schedule(ScheduleCommand),
@@ -354,6 +361,22 @@ async fn run(command: ClientCommand, address: Address, json: bool) -> Result<(),
                 );
             } else {
                 println!("cancelled job {id}");
+            }
+            Ok(())
+        }
+        ClientCommand::Prune { older_than } => {
+            let request = pb::PruneJobsRequest {
+                older_than_seconds: older_than.map(|age| age.as_secs()),
+            };
+            let deleted = queue(channel)
+                .prune_jobs(request)
+                .await?
+                .into_inner()
+                .deleted;
+            if json {
+                output::print_json(&serde_json::json!({ "deleted": deleted }));
+            } else {
+                println!("deleted {deleted} finished jobs");
             }
             Ok(())
         }

@@ -312,12 +312,16 @@ pub fn schedule_json(schedule: &pb::Schedule) -> Value {
     })
 }
 
-/// Schedules as a table, last and next run in local time.
+/// Schedules as a table, last and next run in local time; a LAST ERROR column when a
+/// schedule's latest instant submitted nothing.
 pub fn print_schedule_table(schedules: &[pb::Schedule]) {
+    let errors = schedules
+        .iter()
+        .any(|schedule| schedule.last_error.is_some());
     let rows: Vec<Vec<String>> = schedules
         .iter()
         .map(|schedule| {
-            vec![
+            let mut row = vec![
                 schedule.name.clone(),
                 schedule.cron_expr.clone(),
                 schedule.timezone.clone(),
@@ -329,26 +333,20 @@ pub fn print_schedule_table(schedules: &[pb::Schedule]) {
                 } else {
                     "(disabled)".to_owned()
                 },
-                schedule.last_error.clone().unwrap_or_default(),
-            ]
+            ];
+            if errors {
+                row.push(schedule.last_error.clone().unwrap_or_default());
+            }
+            row
         })
         .collect();
-    println!(
-        "{}",
-        table(
-            &[
-                "NAME",
-                "CRON",
-                "TZ",
-                "COMMAND",
-                "MISFIRE",
-                "LAST RUN",
-                "NEXT RUN",
-                "LAST ERROR"
-            ],
-            &rows
-        )
-    );
+    let mut header = vec![
+        "NAME", "CRON", "TZ", "COMMAND", "MISFIRE", "LAST RUN", "NEXT RUN",
+    ];
+    if errors {
+        header.push("LAST ERROR");
+    }
+    println!("{}", table(&header, &rows));
 }
 
 #[cfg(test)]

@@ -265,6 +265,38 @@ impl Store {
         .await
     }
 
+    /// Deletes up to `limit` jobs in `status` (a finished one) that finished before
+    /// `before`, with their attempts; returns how many. One short write: call it again
+    /// while it returns `limit`.
+    ///
+    /// The walk is bounded by id as well: a job that finished before `before` was
+    /// created before it, and ids (UUID v7) sort by creation, so only jobs created
+    /// before the cutoff are looked at, oldest first, through `jobs_by_status_id`.
+    pub async fn prune_finished(
+        &self,
+        status: JobStatus,
+        before: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<usize, StoreError> {
+        if !status.is_terminal() {
+            return Ok(0);
+        }
+        let id_bound = first_id_at(before);
+        let sql = format!(
+            "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs \
+             WHERE status = '{}' AND status <> 'pending' AND id < ?1 AND completed_at < ?2 \
+             ORDER BY id LIMIT ?3)",
+            status.as_str()
+        );
+        self.write_statement(move |conn| {
+            let before = before.max(DateTime::<Utc>::UNIX_EPOCH);
+            Ok(conn
+                .prepare_cached(&sql)?
+                .execute(params![id_bound, Time(before), limit as i64])?)
+        })
+        .await
+    }
+
     /// One job by id.
     pub async fn get_job(&self, id: JobId) -> Result<Job, StoreError> {
         self.read(move |conn| {
@@ -624,6 +656,17 @@ pub(super) fn parse_time(id: &str, text: &str) -> Result<DateTime<Utc>, StoreErr
             id: id.to_owned(),
             reason: format!("bad timestamp {text:?}: {err}"),
         })
+}
+
+/// The smallest UUID v7 (as stored text) created at `at`: every job created before `at`
+/// has a smaller id.
+pub(super) fn first_id_at(at: DateTime<Utc>) -> String {
+    let millis = u64::try_from(at.timestamp_millis()).unwrap_or(0) & 0xFFFF_FFFF_FFFF;
+    let mut bytes = [0u8; 16];
+    bytes[..6].copy_from_slice(&millis.to_be_bytes()[2..]);
+    bytes[6] = 0x70;
+    bytes[8] = 0x80;
+    uuid::Uuid::from_bytes(bytes).hyphenated().to_string()
 }
 
 /// A job id bound as TEXT.

@@ -823,3 +823,111 @@ async fn a_job_that_kills_the_daemon_fails_once_its_retries_are_spent() {
     let outcomes: Vec<_> = attempts.iter().map(|a| a.outcome.as_deref()).collect();
     assert_eq!(outcomes, [Some("interrupted"), Some("interrupted")]);
 }
+
+/// Retention deletes finished jobs past their age with their attempts, batch by batch,
+/// and leaves pending, running and recent ones alone.
+#[tokio::test]
+async fn pruning_deletes_old_finished_jobs_with_their_attempts_only() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let mut old = Vec::new();
+    for _ in 0..7 {
+        let job = job("echo.echo", b"{}", 0);
+        let claimed = insert_running(&store, &job).await;
+        store
+            .finish(
+                job.id,
+                claimed.attempt,
+                Outcome::Completed(vec![]),
+                report(),
+            )
+            .await
+            .unwrap();
+        old.push(job.id);
+    }
+    let pending = job("echo.echo", b"{}", 0);
+    store.insert_job(pending.clone()).await.unwrap();
+    let running = job("echo.echo", b"{}", 0);
+    insert_running(&store, &running).await;
+    let cutoff = Utc::now() + TimeDelta::milliseconds(5);
+    // Finished after the cutoff: kept.
+    let recent = Job::new_at(
+        "echo.echo",
+        b"{}".to_vec(),
+        0,
+        3,
+        cutoff + TimeDelta::seconds(1),
+    );
+    store.insert_job(recent.clone()).await.unwrap();
+    let claimed = store
+        .claim(recent.id, 1, cutoff + TimeDelta::seconds(1))
+        .await
+        .unwrap()
+        .unwrap();
+    let late = AttemptReport {
+        finished_at: cutoff + TimeDelta::seconds(2),
+        ..report()
+    };
+    store
+        .finish(recent.id, claimed.attempt, Outcome::Completed(vec![]), late)
+        .await
+        .unwrap();
+
+    assert_eq!(
+        store
+            .prune_finished(JobStatus::Completed, cutoff, 5)
+            .await
+            .unwrap(),
+        5
+    );
+    assert_eq!(
+        store
+            .prune_finished(JobStatus::Completed, cutoff, 5)
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        store
+            .prune_finished(JobStatus::Completed, cutoff, 5)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        store
+            .prune_finished(JobStatus::Pending, cutoff, 5)
+            .await
+            .unwrap(),
+        0
+    );
+    for id in &old {
+        assert!(matches!(
+            store.get_job(*id).await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert!(store.attempts(*id).await.unwrap().is_empty());
+    }
+    for kept in [pending.id, running.id, recent.id] {
+        assert!(store.get_job(kept).await.is_ok());
+    }
+    let conn = raw(&dir);
+    let orphans: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM job_attempts WHERE job_id NOT IN (SELECT id FROM jobs)",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(orphans, 0);
+}
+
+#[test]
+fn the_first_id_of_an_instant_sorts_between_the_ids_around_it() {
+    let before = crate::job::JobId::new().to_string();
+    std::thread::sleep(std::time::Duration::from_millis(3));
+    let bound = jobs::first_id_at(Utc::now());
+    std::thread::sleep(std::time::Duration::from_millis(3));
+    let after = crate::job::JobId::new().to_string();
+    assert!(before < bound && bound < after, "{before} {bound} {after}");
+}
