@@ -119,24 +119,32 @@ impl WorkerPool {
         self.workers.len()
     }
 
-    /// Stops taking jobs, lets in-flight jobs finish until `deadline`, then interrupts
-    /// the rest and puts them back to pending.
+    /// A token that cuts [`WorkerPool::stop`]'s drain short when cancelled: running
+    /// jobs are interrupted at once and put back to pending, as at the deadline.
+    pub fn interrupter(&self) -> CancellationToken {
+        self.interrupt.clone()
+    }
+
+    /// Stops taking jobs, lets in-flight jobs finish until `deadline` (or until the
+    /// [`WorkerPool::interrupter`] fires), then interrupts the rest and puts them back
+    /// to pending.
     pub async fn stop(mut self, deadline: Duration) -> ShutdownReport {
         self.stop_taking.cancel();
         let mut interrupted = 0;
-        let drained = tokio::time::timeout(deadline, async {
+        let in_time = tokio::time::timeout(deadline, async {
             while let Some(joined) = self.workers.join_next().await {
                 interrupted += joined.unwrap_or(0);
             }
         })
         .await
         .is_ok();
-        if !drained {
+        if !in_time {
             self.interrupt.cancel();
             while let Some(joined) = self.workers.join_next().await {
                 interrupted += joined.unwrap_or(0);
             }
         }
+        let drained = !self.interrupt.is_cancelled();
         tracing::info!(drained, interrupted, "worker pool stopped");
         ShutdownReport {
             drained,
