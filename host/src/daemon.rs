@@ -12,6 +12,9 @@
 //! jobs from either), let running jobs finish until the shutdown deadline (jobs still
 //! running then go back to pending and run again at the next start), end open watches,
 //! remove the socket. The deadline is the only thing that interrupts a running job.
+//!
+//! At start the daemon also makes sure of its bearer token (`<data-dir>/token`, which
+//! TCP clients must send) and warns when the data directory is open to group or others.
 
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, Write};
@@ -25,7 +28,7 @@ use anyhow::{Context, bail};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::api::{self, ApiConfig, RunningServer};
+use crate::api::{self, ApiConfig, RequireToken, RunningServer, Token};
 use crate::config::{DaemonArgs, DaemonConfig};
 use crate::queue::{Manager, ManagerConfig};
 use crate::recovery;
@@ -67,6 +70,9 @@ impl Daemon {
         for warning in &config.warnings {
             tracing::warn!("{warning}");
         }
+        warn_if_data_dir_is_open(&config.data_dir);
+        let token = Token::load_or_create(&config.data_dir)
+            .context("cannot set up the bearer token for tcp clients")?;
 
         let store_config = StoreConfig {
             sync: config.sync,
@@ -130,11 +136,13 @@ impl Daemon {
         let unix = api::bind_unix_socket(&socket)
             .with_context(|| format!("cannot listen on {}", socket.display()))?;
         let tcp = match config.listen_tcp {
-            Some(address) => Some(
-                TcpListener::bind(address)
+            Some(address) => {
+                let listener = TcpListener::bind(address)
                     .await
-                    .with_context(|| format!("cannot listen on tcp {address}"))?,
-            ),
+                    .with_context(|| format!("cannot listen on tcp {address}"))?;
+                let token_file = Token::path_in(&config.data_dir);
+                Some((listener, RequireToken::new(token, &token_file)))
+            }
             None => None,
         };
         let server = api::serve(
@@ -271,6 +279,23 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
         .mode(0o700)
         .create(dir)
         .with_context(|| format!("cannot create data directory {}", dir.display()))
+}
+
+/// Warns when group or others may enter or read the data directory: the database, the
+/// log and the token are the operator's alone.
+fn warn_if_data_dir_is_open(data_dir: &Path) {
+    let Ok(metadata) = fs::metadata(data_dir) else {
+        return;
+    };
+    let mode = metadata.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        tracing::warn!(
+            data_dir = %data_dir.display(),
+            mode = %format!("{mode:o}"),
+            "the data directory is open to group or others, who may read the job database, the log and the token: run `chmod 700 {}`",
+            data_dir.display()
+        );
+    }
 }
 
 /// Takes the data directory's exclusive lock and writes our pid into it.
