@@ -11,7 +11,9 @@
 //! [`Daemon::stop`] is the drain: stop the scheduler and stop accepting requests (no new
 //! jobs from either), let running jobs finish until the shutdown deadline (jobs still
 //! running then go back to pending and run again at the next start), end open watches,
-//! remove the socket. The deadline is the only thing that interrupts a running job.
+//! remove the socket. The deadline interrupts a running job, and so does a second
+//! SIGINT/SIGTERM during the drain: then the daemon stops at once, its running jobs go
+//! back to pending (nothing is lost), and open connections get no grace.
 //!
 //! At start the daemon also makes sure of its bearer token (`<data-dir>/token`, which
 //! TCP clients must send) and warns when the data directory is open to group or others.
@@ -26,7 +28,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use tokio::net::TcpListener;
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ApiConfig, RequireToken, RunningServer, Token};
 use crate::config::{DaemonArgs, DaemonConfig};
@@ -184,14 +187,37 @@ impl Daemon {
 
     /// Drains and stops: see the module documentation.
     pub async fn stop(self) -> anyhow::Result<ShutdownReport> {
+        self.stop_or_cut_short(CancellationToken::new()).await
+    }
+
+    /// [`Daemon::stop`], cut short when `cut_short` fires: running jobs are interrupted
+    /// at once (back to pending) and open connections are dropped without grace.
+    pub async fn stop_or_cut_short(
+        self,
+        cut_short: CancellationToken,
+    ) -> anyhow::Result<ShutdownReport> {
         tracing::info!(
             deadline_ms = self.shutdown_deadline.as_millis() as u64,
             "shutting down: no new schedule triggers or requests; running jobs may finish until the deadline"
         );
         self.scheduler.stop().await;
         self.server.stop_accepting();
-        let report = self.pool.stop(self.shutdown_deadline).await;
-        let served = self.server.finish(CONNECTION_GRACE).await;
+        let interrupter = self.pool.interrupter();
+        let draining = self.pool.stop(self.shutdown_deadline);
+        tokio::pin!(draining);
+        let report = tokio::select! {
+            report = &mut draining => report,
+            () = cut_short.cancelled() => {
+                interrupter.cancel();
+                draining.await
+            }
+        };
+        // Dropping `finish` drops the connections at once.
+        let served = tokio::select! {
+            biased;
+            () = cut_short.cancelled() => Ok(()),
+            served = self.server.finish(CONNECTION_GRACE) => served,
+        };
         if let Err(err) = fs::remove_file(&self.socket) {
             tracing::warn!(socket = %self.socket.display(), error = %err, "cannot remove the socket");
         }
@@ -206,19 +232,40 @@ impl Daemon {
 }
 
 /// Starts the daemon on the locked data directory, serves until SIGINT or SIGTERM,
-/// then drains.
+/// then drains; a second signal during the drain stops at once.
 async fn run(config: DaemonConfig, lock: File) -> anyhow::Result<()> {
     // Listen for signals before starting, so that one sent during start-up still drains.
     let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let daemon = Daemon::start_locked(config, lock).await?;
-    let received = tokio::select! {
+    let received = next_signal(&mut terminate, &mut interrupt).await;
+    tracing::info!(signal = received, "signal received");
+    let cut_short = CancellationToken::new();
+    let stopping = daemon.stop_or_cut_short(cut_short.clone());
+    tokio::pin!(stopping);
+    tokio::select! {
+        stopped = &mut stopping => {
+            stopped?;
+            return Ok(());
+        }
+        received = next_signal(&mut terminate, &mut interrupt) => {
+            tracing::warn!(
+                signal = received,
+                "second signal: stopping now; running jobs go back to pending"
+            );
+            cut_short.cancel();
+        }
+    }
+    stopping.await?;
+    Ok(())
+}
+
+/// The name of the next SIGTERM or SIGINT.
+async fn next_signal(terminate: &mut Signal, interrupt: &mut Signal) -> &'static str {
+    tokio::select! {
         _ = terminate.recv() => "SIGTERM",
         _ = interrupt.recv() => "SIGINT",
-    };
-    tracing::info!(signal = received, "signal received");
-    daemon.stop().await?;
-    Ok(())
+    }
 }
 
 /// The whole `honeydewd` program (also `honeydew daemon`): configuration, logging, run.

@@ -24,7 +24,7 @@ mod foreign_clients;
 // The data directory's guards: one daemon only, socket mode 0600, stale socket, a
 // warning for an open data directory.
 mod guard;
-// kill -9 mid-job, restart, the job completes; SIGTERM drains.
+// kill -9 mid-job, restart, the job completes; SIGTERM drains; a second one stops.
 mod lifecycle;
 // ListJobs with each filter and with paging.
 mod listing;
