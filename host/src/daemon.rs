@@ -11,7 +11,12 @@
 //! [`Daemon::stop`] is the drain: stop the scheduler and stop accepting requests (no new
 //! jobs from either), let running jobs finish until the shutdown deadline (jobs still
 //! running then go back to pending and run again at the next start), end open watches,
-//! remove the socket. The deadline is the only thing that interrupts a running job.
+//! remove the socket. The deadline interrupts a running job, and so does a second
+//! SIGINT/SIGTERM during the drain: then the daemon stops at once, its running jobs go
+//! back to pending (nothing is lost), and open connections get no grace.
+//!
+//! At start the daemon also makes sure of its bearer token (`<data-dir>/token`, which
+//! TCP clients must send) and warns when the data directory is open to group or others.
 
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, Write};
@@ -23,9 +28,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use tokio::net::TcpListener;
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio_util::sync::CancellationToken;
 
-use crate::api::{self, ApiConfig, RunningServer};
+use crate::api::{self, ApiConfig, RequireToken, RunningServer, Token};
 use crate::config::{DaemonArgs, DaemonConfig};
 use crate::queue::{Manager, ManagerConfig};
 use crate::recovery;
@@ -68,6 +74,9 @@ impl Daemon {
         for warning in &config.warnings {
             tracing::warn!("{warning}");
         }
+        warn_if_data_dir_is_open(&config.data_dir);
+        let token = Token::load_or_create(&config.data_dir)
+            .context("cannot set up the bearer token for tcp clients")?;
 
         let store_config = StoreConfig {
             sync: config.sync,
@@ -144,11 +153,13 @@ impl Daemon {
         let unix = api::bind_unix_socket(&socket)
             .with_context(|| format!("cannot listen on {}", socket.display()))?;
         let tcp = match config.listen_tcp {
-            Some(address) => Some(
-                TcpListener::bind(address)
+            Some(address) => {
+                let listener = TcpListener::bind(address)
                     .await
-                    .with_context(|| format!("cannot listen on tcp {address}"))?,
-            ),
+                    .with_context(|| format!("cannot listen on tcp {address}"))?;
+                let token_file = Token::path_in(&config.data_dir);
+                Some((listener, RequireToken::new(token, &token_file)))
+            }
             None => None,
         };
         let server = api::serve(
@@ -191,6 +202,15 @@ impl Daemon {
 
     /// Drains and stops: see the module documentation.
     pub async fn stop(self) -> anyhow::Result<ShutdownReport> {
+        self.stop_or_cut_short(CancellationToken::new()).await
+    }
+
+    /// [`Daemon::stop`], cut short when `cut_short` fires: running jobs are interrupted
+    /// at once (back to pending) and open connections are dropped without grace.
+    pub async fn stop_or_cut_short(
+        self,
+        cut_short: CancellationToken,
+    ) -> anyhow::Result<ShutdownReport> {
         tracing::info!(
             deadline_ms = self.shutdown_deadline.as_millis() as u64,
             "shutting down: no new schedule triggers or requests; running jobs may finish until the deadline"
@@ -198,8 +218,22 @@ impl Daemon {
         self.scheduler.stop().await;
         self.pruner_stop.cancel();
         self.server.stop_accepting();
-        let report = self.pool.stop(self.shutdown_deadline).await;
-        let served = self.server.finish(CONNECTION_GRACE).await;
+        let interrupter = self.pool.interrupter();
+        let draining = self.pool.stop(self.shutdown_deadline);
+        tokio::pin!(draining);
+        let report = tokio::select! {
+            report = &mut draining => report,
+            () = cut_short.cancelled() => {
+                interrupter.cancel();
+                draining.await
+            }
+        };
+        // Dropping `finish` drops the connections at once.
+        let served = tokio::select! {
+            biased;
+            () = cut_short.cancelled() => Ok(()),
+            served = self.server.finish(CONNECTION_GRACE) => served,
+        };
         if let Err(err) = fs::remove_file(&self.socket) {
             tracing::warn!(socket = %self.socket.display(), error = %err, "cannot remove the socket");
         }
@@ -237,19 +271,40 @@ async fn requeue_when_plugins_load(
 }
 
 /// Starts the daemon on the locked data directory, serves until SIGINT or SIGTERM,
-/// then drains.
+/// then drains; a second signal during the drain stops at once.
 async fn run(config: DaemonConfig, lock: File) -> anyhow::Result<()> {
     // Listen for signals before starting, so that one sent during start-up still drains.
     let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let daemon = Daemon::start_locked(config, lock).await?;
-    let received = tokio::select! {
+    let received = next_signal(&mut terminate, &mut interrupt).await;
+    tracing::info!(signal = received, "signal received");
+    let cut_short = CancellationToken::new();
+    let stopping = daemon.stop_or_cut_short(cut_short.clone());
+    tokio::pin!(stopping);
+    tokio::select! {
+        stopped = &mut stopping => {
+            stopped?;
+            return Ok(());
+        }
+        received = next_signal(&mut terminate, &mut interrupt) => {
+            tracing::warn!(
+                signal = received,
+                "second signal: stopping now; running jobs go back to pending"
+            );
+            cut_short.cancel();
+        }
+    }
+    stopping.await?;
+    Ok(())
+}
+
+/// The name of the next SIGTERM or SIGINT.
+async fn next_signal(terminate: &mut Signal, interrupt: &mut Signal) -> &'static str {
+    tokio::select! {
         _ = terminate.recv() => "SIGTERM",
         _ = interrupt.recv() => "SIGINT",
-    };
-    tracing::info!(signal = received, "signal received");
-    daemon.stop().await?;
-    Ok(())
+    }
 }
 
 /// The whole `honeydewd` program (also `honeydew daemon`): configuration, logging, run.
@@ -310,6 +365,23 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
         .mode(0o700)
         .create(dir)
         .with_context(|| format!("cannot create data directory {}", dir.display()))
+}
+
+/// Warns when group or others may enter or read the data directory: the database, the
+/// log and the token are the operator's alone.
+fn warn_if_data_dir_is_open(data_dir: &Path) {
+    let Ok(metadata) = fs::metadata(data_dir) else {
+        return;
+    };
+    let mode = metadata.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        tracing::warn!(
+            data_dir = %data_dir.display(),
+            mode = %format!("{mode:o}"),
+            "the data directory is open to group or others, who may read the job database, the log and the token: run `chmod 700 {}`",
+            data_dir.display()
+        );
+    }
 }
 
 /// Takes the data directory's exclusive lock and writes our pid into it.

@@ -136,18 +136,26 @@ impl WorkerPool {
         self.stop_taking.cancel();
     }
 
-    /// Stops taking jobs, lets in-flight jobs finish until `deadline`, then interrupts
-    /// the rest and puts them back to pending.
+    /// A token that cuts [`WorkerPool::stop`]'s drain short when cancelled: running
+    /// jobs are interrupted at once and put back to pending, as at the deadline.
+    pub fn interrupter(&self) -> CancellationToken {
+        self.interrupt.clone()
+    }
+
+    /// Stops taking jobs, lets in-flight jobs finish until `deadline` (or until the
+    /// [`WorkerPool::interrupter`] fires), then interrupts the rest and puts them back
+    /// to pending.
     pub async fn stop(mut self, deadline: Duration) -> ShutdownReport {
         self.stop_taking.cancel();
-        let (drained, interrupted) =
-            match tokio::time::timeout(deadline, &mut self.supervisor).await {
-                Ok(joined) => (true, joined.unwrap_or(0)),
-                Err(_) => {
-                    self.interrupt.cancel();
-                    (false, (&mut self.supervisor).await.unwrap_or(0))
-                }
-            };
+        let interrupted = match tokio::time::timeout(deadline, &mut self.supervisor).await {
+            Ok(joined) => joined.unwrap_or(0),
+            Err(_) => {
+                self.interrupt.cancel();
+                (&mut self.supervisor).await.unwrap_or(0)
+            }
+        };
+        // Cut short by the deadline or by an `interrupter` (a second signal).
+        let drained = !self.interrupt.is_cancelled();
         tracing::info!(drained, interrupted, "worker pool stopped");
         ShutdownReport {
             drained,

@@ -1,4 +1,5 @@
-//! The data directory's guards: one daemon only, socket mode 0600, stale socket.
+//! The data directory's guards: one daemon only, socket mode 0600, stale socket, a
+//! warning when the data directory is open to others.
 
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::sync::mpsc;
@@ -78,4 +79,41 @@ async fn a_missing_data_dir_is_created_private() {
     assert_eq!(mode & 0o777, 0o700);
     assert!(nested.join("honeydew.db").exists());
     assert!(nested.join("daemon.log").exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_data_dir_open_to_others_draws_a_warning_at_start() {
+    let data = DataDir::with_plugins(&[]);
+    std::fs::set_permissions(data.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let daemon = Daemon::start(&data, &[]);
+    let (status, stderr) = daemon.terminate();
+    assert!(status.success(), "{stderr}");
+    let log = std::fs::read_to_string(data.path().join("daemon.log")).unwrap();
+    let warning = log
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .find(|event| {
+            event["message"].as_str().is_some_and(|message| {
+                message.starts_with("the data directory is open to group or others")
+            })
+        })
+        .unwrap_or_else(|| panic!("no warning in the log:\n{log}"));
+    assert_eq!(warning["level"], "warn");
+    assert_eq!(warning["mode"], "755");
+    assert!(
+        warning["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("chmod 700 {}", data.path().display()))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_private_data_dir_draws_no_warning() {
+    let data = DataDir::with_plugins(&[]);
+    std::fs::set_permissions(data.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let daemon = Daemon::start(&data, &[]);
+    let (status, stderr) = daemon.terminate();
+    assert!(status.success(), "{stderr}");
+    assert!(!stderr.contains("open to group or others"), "{stderr}");
 }

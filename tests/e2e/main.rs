@@ -21,9 +21,12 @@ mod crash;
 // Refusals: unknown command, malformed JSON, oversized payload, out-of-range fields,
 // invalid schedules.
 mod errors;
-// The data directory's guards: one daemon only, socket mode 0600, stale socket.
+// gRPC clients other than tonic's on the socket: Python's grpcio, grpcurl.
+mod foreign_clients;
+// The data directory's guards: one daemon only, socket mode 0600, stale socket, a
+// warning for an open data directory.
 mod guard;
-// kill -9 mid-job, restart, the job completes; SIGTERM drains.
+// kill -9 mid-job, restart, the job completes; SIGTERM drains; a second one stops.
 mod lifecycle;
 // ListJobs with each filter and with paging.
 mod listing;
@@ -31,7 +34,7 @@ mod listing;
 mod proxy;
 // Cron schedules: jobs every second, removal, restart, misfire policies, the CLI.
 mod schedules;
-// gRPC health, reflection, and the optional TCP listener.
+// gRPC health, reflection, and the optional TCP listener with its bearer token.
 mod services;
 // Submit, wait, result; the job record as the API reports it.
 mod submit;

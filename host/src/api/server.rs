@@ -1,26 +1,35 @@
 //! Serving the API on a Unix socket (and optionally TCP), and connecting to it.
 //!
-//! The socket is bound under a private name, given mode 0600, then renamed into place:
-//! it appears at its path already private, and the rename atomically replaces a stale
-//! socket left by a daemon that died. Keeping a second daemon away from a live socket
-//! is the caller's job (the daemon holds the data directory's lock before binding).
+//! The socket is bound inside a freshly created directory of mode 0700 beside its path,
+//! given mode 0600, then renamed into place: no one else can reach it while it exists
+//! with the default permissions, it appears at its path already private, and the
+//! rename atomically replaces a stale socket left by a daemon that died. (A restrictive
+//! umask around the bind would do as well, but the umask is the whole process's, and
+//! other threads create files and directories meanwhile.) Keeping a second daemon away
+//! from a live socket is the caller's job (the daemon holds the data directory's lock
+//! before binding). Connections on the socket pass through [`super::authority`], so
+//! that clients naming the socket path as `:authority` are served; requests over TCP
+//! must carry the daemon's bearer token ([`super::token`]).
 //! Shutdown is in two steps: [`RunningServer::stop_accepting`] refuses new connections
 //! and requests while in-flight ones finish, then [`RunningServer::finish`] ends open
 //! `WatchJob` streams and waits, within a grace period, for the connections to close.
 
 use std::fs::{self, Permissions};
 use std::io;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, UnixListener};
 use tokio::task::JoinSet;
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::{InterceptedService, InterceptorLayer};
 use tonic::transport::{Channel, Endpoint, Server};
 
+use super::authority::UnixAuthorityShim;
 use super::pb::{
     bitbucket_server::BitbucketServer, git_hub_server::GitHubServer, git_lab_server::GitLabServer,
     jira_server::JiraServer, linear_server::LinearServer, plugins_server::PluginsServer,
@@ -30,6 +39,7 @@ use super::plugins::PluginsService;
 use super::proxies::ProxyService;
 use super::queue::QueueService;
 use super::schedules::SchedulesService;
+use super::token::{BearerToken, RequireToken, Token};
 use super::{ApiState, PluginInventory, pb};
 use crate::queue::Manager;
 use crate::scheduler::Scheduler;
@@ -81,7 +91,8 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
-/// Binds the Unix socket at `path` with mode 0600, replacing a stale socket there.
+/// Binds the Unix socket at `path` with mode 0600, replacing a stale socket there; it
+/// is bound in a private directory and renamed into place (see the module docs).
 pub fn bind_unix_socket(path: &Path) -> io::Result<UnixListener> {
     let name = path.file_name().ok_or_else(|| {
         io::Error::new(
@@ -89,20 +100,22 @@ pub fn bind_unix_socket(path: &Path) -> io::Result<UnixListener> {
             "the socket path has no file name",
         )
     })?;
-    let staging = path.with_file_name(format!(
-        ".{}.{}",
+    let staging_dir = path.with_file_name(format!(
+        ".{}.{}.d",
         name.to_string_lossy(),
         std::process::id()
     ));
-    let _ = fs::remove_file(&staging);
-    let listener = UnixListener::bind(&staging)?;
-    let placed = fs::set_permissions(&staging, Permissions::from_mode(0o600))
-        .and_then(|()| fs::rename(&staging, path));
-    if let Err(err) = placed {
-        let _ = fs::remove_file(&staging);
-        return Err(err);
-    }
-    Ok(listener)
+    // Left over by a daemon with our pid that died here; we hold the data dir's lock.
+    let _ = fs::remove_dir_all(&staging_dir);
+    fs::DirBuilder::new().mode(0o700).create(&staging_dir)?;
+    let staging = staging_dir.join(name);
+    let placed = UnixListener::bind(&staging).and_then(|listener| {
+        fs::set_permissions(&staging, Permissions::from_mode(0o600))?;
+        fs::rename(&staging, path)?;
+        Ok(listener)
+    });
+    let _ = fs::remove_dir_all(&staging_dir);
+    placed
 }
 
 /// The API, running.
@@ -147,15 +160,15 @@ impl RunningServer {
     }
 }
 
-/// Serves every service on `unix` and, when given, `tcp`, until
-/// [`RunningServer::stop_accepting`].
+/// Serves every service on `unix` and, when given, `tcp` (whose requests must pass
+/// its [`RequireToken`]), until [`RunningServer::stop_accepting`].
 pub async fn serve(
     manager: Arc<Manager>,
     scheduler: Arc<Scheduler>,
     plugins: Arc<dyn PluginInventory>,
     config: ApiConfig,
     unix: UnixListener,
-    tcp: Option<TcpListener>,
+    tcp: Option<(TcpListener, RequireToken)>,
 ) -> Result<RunningServer, ServeError> {
     let closing = CancellationToken::new();
     let (request_limit, response_limit) = (config.max_request_bytes, config.max_response_bytes);
@@ -173,10 +186,17 @@ pub async fn serve(
         .set_serving::<SchedulesServer<SchedulesService>>()
         .await;
     health.set_serving::<PluginsServer<PluginsService>>().await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection()
         .build_v1()
+        .map_err(|err| ServeError::Reflection(err.to_string()))?;
+    // v1alpha too: grpcurl before 1.8.8, grpc_cli and other tools ask only for it.
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
         .map_err(|err| ServeError::Reflection(err.to_string()))?;
 
     let proxies = ProxyService::new(Arc::clone(&state));
@@ -187,9 +207,19 @@ pub async fn serve(
                 .max_encoding_message_size(response_limit)
         };
     }
+    // Checked on every request, health and reflection included: over TCP they too
+    // would tell anyone what runs here. Without a TCP listener every connection is the
+    // Unix socket's, which needs no token.
+    let tcp_check = tcp.as_ref().map(|(_, check)| check.clone());
+    let access = move |request: tonic::Request<()>| match &tcp_check {
+        Some(check) => check.check(request),
+        None => Ok(request),
+    };
     let router = Server::builder()
+        .layer(InterceptorLayer::new(access))
         .add_service(health_service)
-        .add_service(reflection)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_service(limited!(QueueServer, QueueService::new(Arc::clone(&state))))
         .add_service(limited!(
             SchedulesServer,
@@ -207,13 +237,14 @@ pub async fn serve(
 
     let stop_accepting = CancellationToken::new();
     let mut listeners = JoinSet::new();
-    if let Some(tcp) = tcp {
+    if let Some((tcp, _)) = tcp {
         let router = router.clone();
         let stop = stop_accepting.clone().cancelled_owned();
         listeners.spawn(router.serve_with_incoming_shutdown(TcpListenerStream::new(tcp), stop));
     }
     let stop = stop_accepting.clone().cancelled_owned();
-    listeners.spawn(router.serve_with_incoming_shutdown(UnixListenerStream::new(unix), stop));
+    let unix = UnixListenerStream::new(unix).map(|accepted| accepted.map(UnixAuthorityShim::new));
+    listeners.spawn(router.serve_with_incoming_shutdown(unix, stop));
     Ok(RunningServer {
         stop_accepting,
         closing,
@@ -253,6 +284,20 @@ impl std::fmt::Display for Address {
     }
 }
 
+/// A connection to the daemon that sends a bearer token with every request when it
+/// has one (see [`connect_with_token`]).
+pub type Connection = InterceptedService<Channel, BearerToken>;
+
+/// Opens a connection that sends `token` with every request (needed over TCP; the
+/// Unix socket needs none); fails at once when nothing listens there.
+pub async fn connect_with_token(
+    address: &Address,
+    token: Option<&Token>,
+) -> Result<Connection, ClientError> {
+    let channel = connect(address).await?;
+    Ok(InterceptedService::new(channel, BearerToken::new(token)))
+}
+
 /// Opens a connection to the daemon; fails at once when nothing listens there.
 pub async fn connect(address: &Address) -> Result<Channel, ClientError> {
     let unreachable = |reason: String| ClientError::Unreachable {
@@ -281,4 +326,64 @@ fn error_chain(err: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use notify::event::{CreateKind, EventKind};
+    use notify::{RecursiveMode, Watcher};
+
+    use super::*;
+
+    /// Binding under a plain staging name let others connect while the socket still had
+    /// the umask's mode; now nothing but a private directory is ever created beside it,
+    /// and the socket arrives by rename, already 0600.
+    #[tokio::test]
+    async fn the_socket_is_never_created_where_others_could_connect_before_it_is_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sender, events) = mpsc::channel();
+        let mut watcher = notify::recommended_watcher(move |event| {
+            let _ = sender.send(event);
+        })
+        .unwrap();
+        watcher
+            .watch(dir.path(), RecursiveMode::NonRecursive)
+            .unwrap();
+
+        let socket = dir.path().join("honeydew.sock");
+        let _listener = bind_unix_socket(&socket).unwrap();
+        // Events arrive in order: once the sentinel's is seen, the bind's all were.
+        let sentinel = dir.path().join("sentinel");
+        fs::write(&sentinel, "").unwrap();
+        let mut created = Vec::new();
+        loop {
+            let event: notify::Event = events
+                .recv_timeout(Duration::from_secs(30))
+                .expect("the sentinel's event")
+                .unwrap();
+            if event.paths.contains(&sentinel) {
+                break;
+            }
+            if let EventKind::Create(kind) = event.kind {
+                created.push((kind, event.paths));
+            }
+        }
+        for (kind, paths) in &created {
+            assert_eq!(*kind, CreateKind::Folder, "a file was created at {paths:?}");
+        }
+        let mode = fs::metadata(&socket).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let left: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            left.len(),
+            2,
+            "only the socket and the sentinel remain: {left:?}"
+        );
+    }
 }

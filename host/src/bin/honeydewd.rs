@@ -7,7 +7,8 @@ use clap::Parser;
 use honeydew::config::{DaemonArgs, DataDirArg};
 
 /// Honeydew daemon: runs jobs as sandboxed WebAssembly components, served over gRPC on
-/// <data-dir>/honeydew.sock. Stops on SIGINT/SIGTERM after draining running jobs.
+/// <data-dir>/honeydew.sock. Stops on SIGINT/SIGTERM after draining running jobs; a
+/// second signal stops at once, putting running jobs back to pending.
 #[derive(Parser, Debug)]
 #[command(name = "honeydewd", version)]
 struct Cli {

@@ -1,8 +1,9 @@
 //! The `honeydew` command line: a gRPC client of the daemon, plus `honeydew daemon`.
 //!
 //! Every command connects to the daemon's Unix socket (`--socket`, or `honeydew.sock`
-//! in `--data-dir` / `HONEYDEW_DATA_DIR`, or `--tcp`), makes its calls and prints for
-//! people, or JSON with `--json`. Results print as pretty JSON when they are JSON, raw
+//! in `--data-dir` / `HONEYDEW_DATA_DIR`, or `--tcp`, which sends the daemon's bearer
+//! token: `--token` / `HONEYDEW_TOKEN`, or `<data-dir>/token`), makes its calls and
+//! prints for people, or JSON with `--json`. Results print as pretty JSON when they are JSON, raw
 //! otherwise; progress goes to stderr so that stdout holds only the answer. Exit codes
 //! are part of the interface: see [`EXIT_CODES`].
 
@@ -15,13 +16,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 use crate::api::pb::plugins_client::PluginsClient;
 use crate::api::pb::queue_client::QueueClient;
 use crate::api::pb::schedules_client::SchedulesClient;
-use crate::api::{self, Address, CLIENT_MAX_RESPONSE_BYTES, pb};
+use crate::api::{self, Address, CLIENT_MAX_RESPONSE_BYTES, Connection, Token, pb};
 use crate::config::{DaemonArgs, DataDirArg, SOCKET_FILE_NAME};
 
 /// What the exit codes mean; shown by `--help`.
@@ -50,6 +50,15 @@ pub struct Cli {
         conflicts_with = "socket"
     )]
     tcp: Option<String>,
+    /// The daemon's bearer token for --tcp [default: read from <data-dir>/token]
+    #[arg(
+        long,
+        env = "HONEYDEW_TOKEN",
+        value_name = "TOKEN",
+        global = true,
+        hide_env_values = true
+    )]
+    token: Option<String>,
     /// Print JSON instead of text
     #[arg(long, global = true)]
     json: bool,
@@ -285,6 +294,13 @@ pub fn main() -> ExitCode {
         Command::Daemon(args) => return crate::daemon::main(data_dir, args),
         Command::Client(command) => command,
     };
+    let token = match tcp_token(cli.tcp.is_some(), cli.token.as_deref(), &data_dir) {
+        Ok(token) => token,
+        Err(err) => {
+            eprintln!("honeydew: {err}");
+            return ExitCode::from(2);
+        }
+    };
     let address = match (&cli.tcp, &cli.socket) {
         (Some(tcp), _) => Address::Tcp(tcp.clone()),
         (None, Some(socket)) => Address::Unix(socket.clone()),
@@ -300,7 +316,7 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(command, address, cli.json)) {
+    match runtime.block_on(run(command, address, token, cli.json)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(CliError::JobDidNotComplete) => ExitCode::from(1),
         Err(err) => {
@@ -310,13 +326,34 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// The token to send over TCP: the one given, else the data directory's; none over
+/// the Unix socket. A missing one is left for the daemon to refuse, with its message.
+fn tcp_token(
+    over_tcp: bool,
+    given: Option<&str>,
+    data_dir: &std::path::Path,
+) -> Result<Option<Token>, api::TokenError> {
+    if !over_tcp {
+        return Ok(None);
+    }
+    match given {
+        Some(text) => Token::parse(text).map(Some),
+        None => Token::read(data_dir),
+    }
+}
+
 /// A `Queue` client that accepts results as large as the daemon may send.
-fn queue(channel: &Channel) -> QueueClient<Channel> {
+fn queue(channel: &Connection) -> QueueClient<Connection> {
     QueueClient::new(channel.clone()).max_decoding_message_size(CLIENT_MAX_RESPONSE_BYTES)
 }
 
-async fn run(command: ClientCommand, address: Address, json: bool) -> Result<(), CliError> {
-    let channel = api::connect(&address)
+async fn run(
+    command: ClientCommand,
+    address: Address,
+    token: Option<Token>,
+    json: bool,
+) -> Result<(), CliError> {
+    let channel = api::connect_with_token(&address, token.as_ref())
         .await
         .map_err(|err| CliError::Unreachable(err.to_string()))?;
     let channel = &channel;
@@ -415,7 +452,7 @@ async fn run(command: ClientCommand, address: Address, json: bool) -> Result<(),
 
 /// After a submit: print the id, or wait and print the result.
 async fn finish_submit(
-    channel: &Channel,
+    channel: &Connection,
     submitted: pb::SubmitJobResponse,
     wait: bool,
     json: bool,
@@ -431,7 +468,7 @@ async fn finish_submit(
     Ok(())
 }
 
-async fn wait_and_print(channel: &Channel, id: String, json: bool) -> Result<(), CliError> {
+async fn wait_and_print(channel: &Connection, id: String, json: bool) -> Result<(), CliError> {
     let job = wait::wait(&mut queue(channel), id).await?;
     if json {
         output::print_json(&output::job_json(&job));
@@ -452,7 +489,7 @@ async fn wait_and_print(channel: &Channel, id: String, json: bool) -> Result<(),
     }
 }
 
-async fn list(channel: &Channel, args: ListArgs, json: bool) -> Result<(), CliError> {
+async fn list(channel: &Connection, args: ListArgs, json: bool) -> Result<(), CliError> {
     let request = pb::ListJobsRequest {
         status: args
             .status
@@ -484,7 +521,11 @@ async fn list(channel: &Channel, args: ListArgs, json: bool) -> Result<(), CliEr
     Ok(())
 }
 
-async fn schedule(channel: &Channel, command: ScheduleCommand, json: bool) -> Result<(), CliError> {
+async fn schedule(
+    channel: &Connection,
+    command: ScheduleCommand,
+    json: bool,
+) -> Result<(), CliError> {
     let mut client = SchedulesClient::new(channel.clone());
     match command {
         ScheduleCommand::Add {

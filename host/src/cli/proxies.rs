@@ -3,9 +3,9 @@
 //! job; `--wait` then follows it like `honeydew wait`.
 
 use clap::Subcommand;
-use tonic::transport::Channel;
 
 use super::{CliError, JobArgs};
+use crate::api::Connection;
 use crate::api::pb::{
     self, bitbucket_client::BitbucketClient, git_hub_client::GitHubClient,
     git_lab_client::GitLabClient, jira_client::JiraClient, linear_client::LinearClient,
@@ -225,7 +225,7 @@ pub enum BitbucketCommand {
     },
 }
 
-pub async fn github(channel: &Channel, command: GitHubCommand) -> Submitted {
+pub async fn github(channel: &Connection, command: GitHubCommand) -> Submitted {
     let mut client = GitHubClient::new(channel.clone());
     let (response, job) = match command {
         GitHubCommand::Repositories {
@@ -290,7 +290,7 @@ pub async fn github(channel: &Channel, command: GitHubCommand) -> Submitted {
     Ok((response.into_inner(), job))
 }
 
-pub async fn gitlab(channel: &Channel, command: GitLabCommand) -> Submitted {
+pub async fn gitlab(channel: &Connection, command: GitLabCommand) -> Submitted {
     let mut client = GitLabClient::new(channel.clone());
     let (response, job) = match command {
         GitLabCommand::Projects {
@@ -349,7 +349,7 @@ pub async fn gitlab(channel: &Channel, command: GitLabCommand) -> Submitted {
     Ok((response.into_inner(), job))
 }
 
-pub async fn jira(channel: &Channel, command: JiraCommand) -> Submitted {
+pub async fn jira(channel: &Connection, command: JiraCommand) -> Submitted {
     let mut client = JiraClient::new(channel.clone());
     let (response, job) = match command {
         JiraCommand::Projects { max_results, job } => {
@@ -384,7 +384,7 @@ pub async fn jira(channel: &Channel, command: JiraCommand) -> Submitted {
     Ok((response.into_inner(), job))
 }
 
-pub async fn linear(channel: &Channel, command: LinearCommand) -> Submitted {
+pub async fn linear(channel: &Connection, command: LinearCommand) -> Submitted {
     let mut client = LinearClient::new(channel.clone());
     let (response, job) = match command {
         LinearCommand::Teams { first, job } => {
@@ -406,7 +406,7 @@ pub async fn linear(channel: &Channel, command: LinearCommand) -> Submitted {
     Ok((response.into_inner(), job))
 }
 
-pub async fn bitbucket(channel: &Channel, command: BitbucketCommand) -> Submitted {
+pub async fn bitbucket(channel: &Connection, command: BitbucketCommand) -> Submitted {
     let mut client = BitbucketClient::new(channel.clone());
     let (response, job) = match command {
         BitbucketCommand::Repositories {

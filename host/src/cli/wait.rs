@@ -5,16 +5,15 @@
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
-use tonic::transport::Channel;
-
 use super::CliError;
 use super::output::status_of;
+use crate::api::Connection;
 use crate::api::pb::{self, queue_client::QueueClient};
 
 const SPINNER: [char; 10] = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
 
 /// Follows job `id` to its end and returns it as it ended.
-pub async fn wait(client: &mut QueueClient<Channel>, id: String) -> Result<pb::Job, CliError> {
+pub async fn wait(client: &mut QueueClient<Connection>, id: String) -> Result<pb::Job, CliError> {
     let request = pb::WatchJobRequest { job_id: id.clone() };
     let mut updates = client.watch_job(request).await?.into_inner();
     let mut progress = Progress::new(std::io::stderr().is_terminal());

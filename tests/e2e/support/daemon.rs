@@ -195,6 +195,15 @@ impl Daemon {
         child.wait().expect("reap");
     }
 
+    /// Sends `signal` (such as "TERM" or "INT") and returns at once.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
     /// SIGTERM, then wait for the exit; returns the status and the daemon's stderr.
     pub fn terminate(mut self) -> (ExitStatus, String) {
         let status = Command::new("kill")

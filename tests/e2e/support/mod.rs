@@ -25,6 +25,23 @@ pub fn built_plugins() -> PathBuf {
     }
 }
 
+/// The Python venv with grpcio and grpcurl that `scripts/setup.sh` installs; panics,
+/// saying how to install it, when it is missing.
+pub fn python_venv() -> PathBuf {
+    let venv = match std::env::var_os("HONEYDEW_TEST_PYTHON_VENV") {
+        Some(dir) => PathBuf::from(dir),
+        None => {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/honeydew/grpc-venv")
+        }
+    };
+    assert!(
+        venv.join("bin/python").exists() && venv.join("bin/grpcurl").exists(),
+        "no Python venv with grpcio and grpcurl at {}: run scripts/setup.sh",
+        venv.display()
+    );
+    venv
+}
+
 pub fn queue(channel: &Channel) -> QueueClient<Channel> {
     QueueClient::new(channel.clone()).max_decoding_message_size(CLIENT_MAX_RESPONSE_BYTES)
 }
