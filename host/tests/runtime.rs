@@ -564,6 +564,27 @@ mod egress {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn response_headers_over_32_kib_are_refused() {
+        let server = http::FakeServer::start().await;
+        let dir = PluginDir::with(&[FETCH]);
+        dir.write_manifest(FETCH, &allow_only(&server.origin()));
+        let runtime = dir.start().await;
+        let within = run(&runtime, "fetch.get", fetch(&server.url("/headers/20000"))).await;
+        let output: Value = serde_json::from_str(&ok_text(&within)).unwrap();
+        assert_eq!(output["body"], http::HELLO);
+        let over = run(&runtime, "fetch.get", fetch(&server.url("/headers/40000"))).await;
+        // Retrying would meet the same cap, so the plugin gives up at once.
+        check_permanent(
+            &over,
+            ErrorKind::PluginError,
+            &[
+                "HTTP response headers of",
+                "bytes are over the host's limit",
+            ],
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_deadline_passing_while_waiting_on_http_is_a_retriable_upstream_timeout() {
         let server = http::FakeServer::start().await;
         let dir = PluginDir::with(&[FETCH]);
