@@ -564,6 +564,32 @@ mod egress {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_guest_cannot_hold_more_than_16_requests_in_flight() {
+        let server = http::FakeServer::start().await;
+        let dir = PluginDir::with(&[FLOOD]);
+        dir.write_manifest(
+            FLOOD,
+            &format!(
+                "{}[limits]\ntimeout_ms = 20_000\n",
+                allow_only(&server.origin())
+            ),
+        );
+        let runtime = dir.start().await;
+        // Sixteen requests wait on `/hold`; the seventeenth is refused at once.
+        let payload = json!({
+            "authority": format!("127.0.0.1:{}", server.port()),
+            "path": "/hold",
+            "count": 17,
+        });
+        let flood = run(&runtime, "flood.requests", payload.to_string()).await;
+        check_permanent(
+            &flood,
+            ErrorKind::PluginError,
+            &["request 17 of 17 failed: ErrorCode::ConnectionLimitReached"],
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn response_headers_over_32_kib_are_refused() {
         let server = http::FakeServer::start().await;
         let dir = PluginDir::with(&[FETCH]);
