@@ -2,7 +2,9 @@
 //! real limits. Contents:
 //!
 //! - `fixtures`: every fixture plugin through `Runtime::execute`, one outcome each;
-//! - `egress`: allowed, denied and absent network, auth headers, the body cap;
+//! - `hostile`: guests that try to make the host hold too much (text, stderr, resources);
+//! - `egress`: allowed, denied and absent network, auth headers, the body cap, and
+//!   deadlines that pass while a request is unfinished;
 //! - `loading`: bad plugin files skipped with a reason, the catalog, the compile cache;
 //! - `reload`: add, replace under a running job, remove, garbage, without restart;
 //! - `cancel`: cancelling a running infinite loop.
@@ -193,13 +195,14 @@ mod fixtures {
         let started = Instant::now();
         let execution = run(&runtime, "spin.loop", "").await;
         let elapsed = started.elapsed();
-        let failure = failure(&execution);
-        assert!(matches!(failure, Failure::Retriable { .. }), "{failure:?}");
-        check_failure(
-            failure,
+        // Permanent: the next attempt would compute just as long (and could repeat
+        // work that is not idempotent).
+        check_permanent(
+            &execution,
             ErrorKind::Timeout,
             &["did not finish within 300ms"],
         );
+        assert!(!failure(&execution).message().contains("waiting on"));
         assert!(elapsed >= Duration::from_millis(300), "{elapsed:?}");
         assert!(elapsed < Duration::from_millis(2300), "{elapsed:?}");
         assert!(
@@ -217,7 +220,8 @@ mod fixtures {
         let started = Instant::now();
         let execution = run(&runtime, "spin.sleep", r#"{"ms":60000}"#).await;
         let elapsed = started.elapsed();
-        check_failure(failure(&execution), ErrorKind::Timeout, &["within 300ms"]);
+        // A wait that is not HTTP is the guest's own doing: permanent.
+        check_permanent(&execution, ErrorKind::Timeout, &["within 300ms"]);
         assert!(elapsed < Duration::from_millis(2300), "{elapsed:?}");
     }
 
@@ -246,6 +250,18 @@ mod fixtures {
         );
         let divide = run(&runtime, "trap.divide", "").await;
         check_permanent(&divide, ErrorKind::Trap, &["unreachable", "divide by zero"]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn endless_recursion_is_a_stack_overflow_trap() {
+        let dir = PluginDir::with(&[TRAP]);
+        let runtime = dir.start().await;
+        let overflow = run(&runtime, "trap.overflow", "").await;
+        check_permanent(
+            &overflow,
+            ErrorKind::Trap,
+            &["\"trap\" trapped", "call stack exhausted"],
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -300,6 +316,136 @@ mod fixtures {
             &[r#"plugin "github" is not loaded (plugins: echo)"#],
         );
         assert_eq!(wrong_plugin.plugin, None);
+    }
+}
+
+mod hostile {
+    use super::*;
+    use serde_json::{Value, json};
+
+    /// Checks that `message` is at most 8 KiB, starts with `fill` repeated and ends with
+    /// the marker naming `total_bytes`.
+    fn check_capped(message: &str, fill: char, total_bytes: usize) {
+        assert!(message.len() <= 8 * 1024, "{} bytes", message.len());
+        let marker = format!("… (truncated: {total_bytes} bytes in all)");
+        let kept = message
+            .strip_suffix(&marker)
+            .unwrap_or_else(|| panic!("no marker {marker:?} at the end of {message:?}"));
+        assert!(kept.len() > 8000, "kept only {} bytes", kept.len());
+        assert!(kept.chars().all(|c| c == fill), "{kept:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn unbounded_guest_error_messages_are_cut_to_8_kib() {
+        const TEN_MIB: usize = 10 * 1024 * 1024;
+        let dir = PluginDir::with(&[HUGE]);
+        let runtime = dir.start().await;
+        let permanent = run(
+            &runtime,
+            "huge.error",
+            json!({"bytes": TEN_MIB}).to_string(),
+        )
+        .await;
+        let permanent = failure(&permanent);
+        assert!(
+            matches!(permanent, Failure::Permanent { .. }),
+            "{}",
+            permanent.kind()
+        );
+        assert_eq!(permanent.kind(), ErrorKind::PluginError);
+        check_capped(permanent.message(), 'x', TEN_MIB);
+
+        // Three-byte characters: the cut must fall between two of them.
+        let retriable = run(
+            &runtime,
+            "huge.error",
+            json!({"bytes": 99_999, "fill": "€", "retriable": true}).to_string(),
+        )
+        .await;
+        let retriable = failure(&retriable);
+        assert!(
+            matches!(retriable, Failure::Retriable { .. }),
+            "{}",
+            retriable.kind()
+        );
+        assert_eq!(retriable.kind(), ErrorKind::PluginError);
+        check_capped(retriable.message(), '€', 99_999);
+
+        let short = run(&runtime, "huge.error", json!({"bytes": 100}).to_string()).await;
+        assert_eq!(failure_message(&short), "x".repeat(100));
+    }
+
+    fn failure_message(execution: &Execution) -> String {
+        failure(execution).message().to_owned()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_guest_writing_megabytes_to_stderr_does_not_trap() {
+        const BYTES: usize = 4 * 1024 * 1024;
+        let dir = PluginDir::with(&[HUGE]);
+        let runtime = dir.start().await;
+        let execution = run(&runtime, "huge.stderr", json!({"bytes": BYTES}).to_string()).await;
+        let output: Value = serde_json::from_str(&ok_text(&execution)).unwrap();
+        assert!(
+            output["wrote_bytes"].as_u64().unwrap() >= BYTES as u64,
+            "{output}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn host_resources_of_a_guest_are_bounded_by_its_memory_limit() {
+        let dir = PluginDir::with(&[FLOOD]);
+        dir.write_manifest(FLOOD, "[limits]\nmemory_mib = 16\n");
+        let runtime = dir.start().await;
+        // 4096 header maps of 16 kB: 64 MB in the host, four times the guest's limit.
+        let flood = run(
+            &runtime,
+            "flood.fields",
+            json!({"count": 4096, "value_bytes": 16_000}).to_string(),
+        )
+        .await;
+        check_permanent(
+            &flood,
+            ErrorKind::MemoryLimit,
+            &[
+                "plugin \"flood\" held more host resources than the 512",
+                "16 MiB memory limit",
+            ],
+        );
+        // Within the bound, the same guest runs.
+        let within = run(
+            &runtime,
+            "flood.fields",
+            json!({"count": 100, "value_bytes": 16_000}).to_string(),
+        )
+        .await;
+        assert_eq!(ok_text(&within), r#"{"created":100}"#);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn header_maps_larger_than_32_kib_are_refused_to_the_guest() {
+        let dir = PluginDir::with(&[FLOOD]);
+        let runtime = dir.start().await;
+        let oversized = run(
+            &runtime,
+            "flood.fields",
+            json!({"count": 1, "value_bytes": 100_000}).to_string(),
+        )
+        .await;
+        // wasmtime-wasi-http stops the guest (a trap), recorded as over a memory limit.
+        check_permanent(
+            &oversized,
+            ErrorKind::MemoryLimit,
+            &["plugin \"flood\" filled a header map past the host's 32768-byte limit"],
+        );
+        // A header map within the limit is fine.
+        let within = run(
+            &runtime,
+            "flood.fields",
+            json!({"count": 1, "value_bytes": 30_000}).to_string(),
+        )
+        .await;
+        assert_eq!(ok_text(&within), r#"{"created":1}"#);
     }
 }
 
@@ -417,6 +563,103 @@ mod egress {
             ErrorKind::PluginError,
             &["response body of 5000 bytes is over the host's limit"],
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_guest_cannot_hold_more_than_16_requests_in_flight() {
+        let server = http::FakeServer::start().await;
+        let dir = PluginDir::with(&[FLOOD]);
+        dir.write_manifest(
+            FLOOD,
+            &format!(
+                "{}[limits]\ntimeout_ms = 20_000\n",
+                allow_only(&server.origin())
+            ),
+        );
+        let runtime = dir.start().await;
+        // Sixteen requests wait on `/hold`; the seventeenth is refused at once.
+        let payload = json!({
+            "authority": format!("127.0.0.1:{}", server.port()),
+            "path": "/hold",
+            "count": 17,
+        });
+        let flood = run(&runtime, "flood.requests", payload.to_string()).await;
+        check_permanent(
+            &flood,
+            ErrorKind::PluginError,
+            &["request 17 of 17 failed: ErrorCode::ConnectionLimitReached"],
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn response_headers_over_32_kib_are_refused() {
+        let server = http::FakeServer::start().await;
+        let dir = PluginDir::with(&[FETCH]);
+        dir.write_manifest(FETCH, &allow_only(&server.origin()));
+        let runtime = dir.start().await;
+        let within = run(&runtime, "fetch.get", fetch(&server.url("/headers/20000"))).await;
+        let output: Value = serde_json::from_str(&ok_text(&within)).unwrap();
+        assert_eq!(output["body"], http::HELLO);
+        let over = run(&runtime, "fetch.get", fetch(&server.url("/headers/40000"))).await;
+        // Retrying would meet the same cap, so the plugin gives up at once.
+        check_permanent(
+            &over,
+            ErrorKind::PluginError,
+            &[
+                "HTTP response headers of",
+                "bytes are over the host's limit",
+            ],
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_deadline_passing_while_waiting_on_http_is_a_retriable_upstream_timeout() {
+        let server = http::FakeServer::start().await;
+        let dir = PluginDir::with(&[FETCH]);
+        dir.write_manifest(
+            FETCH,
+            &format!(
+                "{}[limits]\ntimeout_ms = 300\n",
+                allow_only(&server.origin())
+            ),
+        );
+        let runtime = dir.start().await;
+        // The server holds `/hold` until released, which this test never does.
+        let execution = run(&runtime, "fetch.get", fetch(&server.url("/hold"))).await;
+        let failure = failure(&execution);
+        assert!(
+            matches!(failure, Failure::Retriable { after: None, .. }),
+            "{failure:?}"
+        );
+        check_failure(
+            failure,
+            ErrorKind::UpstreamTimeout,
+            &[
+                "plugin \"fetch\" did not finish within 300ms",
+                "still waiting on 1 outgoing HTTP request",
+            ],
+        );
+        let seen: Vec<String> = server.seen().into_iter().map(|seen| seen.path).collect();
+        assert_eq!(seen, ["/hold"]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_guest_spinning_after_its_request_finished_times_out_for_good() {
+        let server = http::FakeServer::start().await;
+        let dir = PluginDir::with(&[FETCH]);
+        dir.write_manifest(
+            FETCH,
+            &format!(
+                "{}[limits]\nfuel = 1_000_000_000_000\ntimeout_ms = 300\n",
+                allow_only(&server.origin())
+            ),
+        );
+        let runtime = dir.start().await;
+        let payload = json!({"url": server.url("/hello"), "spin_after": true});
+        let execution = run(&runtime, "fetch.get", payload.to_string()).await;
+        // The request went through; running the job again would send it again.
+        check_permanent(&execution, ErrorKind::Timeout, &["within 300ms"]);
+        assert_eq!(server.seen().len(), 1);
     }
 }
 

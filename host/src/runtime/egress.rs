@@ -6,18 +6,54 @@
 //! `allowed_hosts` entry matches is refused (the guest gets `HTTP-request-denied`) and
 //! recorded so that the sandbox ends the job `egress_denied`; an allowed one gets its
 //! `[[auth]]` headers (replacing any the guest set under the same name), timeouts no
-//! longer than the job's remaining deadline, and a capped response body. This file
-//! must not log header values: auth values are secrets.
+//! outlasting the job's remaining deadline, and a capped response body.
+//!
+//! The hooks also count the job's unfinished requests ([`EgressHooks::requests_in_flight`]):
+//! a request is in flight from the moment it is sent until its response failed, or its
+//! body ended, failed or was dropped. The sandbox asks that count when the deadline
+//! passes, to tell a slow upstream (retriable) from a guest that overran (permanent),
+//! and no job may have more than [`MAX_REQUESTS_IN_FLIGHT`] at once. What a guest can
+//! make the host buffer is bounded here too: response header maps as large as the
+//! guest's own ([`MAX_HEADER_MAP_BYTES`]), outgoing body chunks
+//! ([`OUTGOING_BODY_CHUNK_BYTES`]). This file must not log header values: auth values
+//! are secrets.
 
 use std::fmt;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use http::{HeaderName, HeaderValue, Uri};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Uri};
+use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
+
+/// The most bytes one header map may take, counted as wasmtime-wasi-http counts them
+/// (each name and value plus its in-memory overhead): a guest's `fields` (its default
+/// is 128 KiB) and an upstream's response headers alike. Four times the 8 KiB of
+/// headers that common proxies accept.
+pub(super) const MAX_HEADER_MAP_BYTES: usize = 32 * 1024;
+
+/// The largest write to an outgoing body's stream; the host buffers two of them per
+/// body (wasmtime-wasi-http's default is 1 MiB), as much as one header map holds.
+const OUTGOING_BODY_CHUNK_BYTES: usize = MAX_HEADER_MAP_BYTES / 2;
+
+/// The most outgoing requests one job may have unfinished at once; one more gets
+/// `connection-limit-reached`. Each holds a connection and its buffers in the host.
+const MAX_REQUESTS_IN_FLIGHT: usize = 16;
+
+/// How long past the job's deadline the host's own HTTP timeouts may run: long enough
+/// that the deadline, not a transport timeout, ends a job whose upstream is too slow
+/// (so it is recorded `upstream_timeout`); the sandbox stops the job at the deadline.
+const TIMEOUT_GRACE: Duration = Duration::from_secs(1);
+
+/// How much of a refused URL goes into the log (the guest chose it).
+const MAX_LOGGED_URL_BYTES: usize = 1024;
 
 /// One `scheme://host[:port]` entry: the host may start with `*.` (any subdomain, not
 /// the bare domain); the port may be `*`; no port means the scheme's default.
@@ -243,11 +279,13 @@ impl EgressPolicy {
     }
 }
 
-/// The send hook of one job: enforces `policy` and remembers a refusal.
+/// The send hook of one job: enforces `policy`, remembers a refusal and counts the
+/// requests in flight.
 pub(super) struct EgressHooks {
     policy: Arc<EgressPolicy>,
     deadline: Instant,
     denied: Option<String>,
+    in_flight: InFlight,
 }
 
 impl EgressHooks {
@@ -257,6 +295,7 @@ impl EgressHooks {
             policy,
             deadline,
             denied: None,
+            in_flight: InFlight::default(),
         }
     }
 
@@ -265,9 +304,16 @@ impl EgressHooks {
         self.denied.as_deref()
     }
 
-    /// The guest's timeouts, each cut to what is left of the job's deadline.
+    /// How many of this job's requests are sent and not yet over: no response yet, or
+    /// a response whose body has not ended, failed or been dropped.
+    pub(super) fn requests_in_flight(&self) -> usize {
+        self.in_flight.count()
+    }
+
+    /// The guest's timeouts, each cut to what is left of the job's deadline plus
+    /// [`TIMEOUT_GRACE`].
     fn clamp(&self, options: Option<RequestOptions>) -> RequestOptions {
-        let remaining = self.deadline.saturating_duration_since(Instant::now());
+        let remaining = self.deadline.saturating_duration_since(Instant::now()) + TIMEOUT_GRACE;
         let clamp =
             |timeout: Option<Duration>| Some(timeout.map_or(remaining, |t| t.min(remaining)));
         let options = options.unwrap_or_default();
@@ -292,9 +338,17 @@ impl WasiHttpHooks for EgressHooks {
         let url = request.uri().to_string();
         let plugin = self.policy.plugin.clone();
         if !self.policy.allows(request.uri()) {
-            tracing::warn!(plugin = %plugin, url = %url, "egress denied: no network.allowed_hosts entry matches");
+            // Logged once per job: a guest retrying in a loop must not flood the log.
+            if self.denied.is_none() {
+                tracing::warn!(plugin = %plugin, url = %shortened(&url), "egress denied: no network.allowed_hosts entry matches");
+            }
             self.denied.get_or_insert(url);
             return Box::new(async { Err(HttpError::HttpRequestDenied) });
+        }
+        let in_flight = self.in_flight.count();
+        if in_flight >= MAX_REQUESTS_IN_FLIGHT {
+            tracing::warn!(plugin = %plugin, in_flight, "egress refused: too many requests in flight");
+            return Box::new(async { Err(HttpError::ConnectionLimitReached) });
         }
         for auth in &self.policy.auth {
             if auth.host.matches(request.uri()) {
@@ -305,9 +359,18 @@ impl WasiHttpHooks for EgressHooks {
         }
         let options = self.clamp(options);
         let limit = self.policy.max_response_body_bytes;
+        // Lives in this future, then in the response's body until it is over.
+        let guard = self.in_flight.start();
         Box::new(async move {
             let (response, io) =
                 wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
+            let header_bytes = header_map_bytes(response.headers());
+            if header_bytes > MAX_HEADER_MAP_BYTES {
+                tracing::warn!(plugin = %plugin, url = %shortened(&url), header_bytes, "response headers over the cap");
+                return Err(HttpError::HttpResponseHeaderSectionSize(
+                    u32::try_from(header_bytes).ok(),
+                ));
+            }
             let declared = response
                 .headers()
                 .get(http::header::CONTENT_LENGTH)
@@ -318,10 +381,101 @@ impl WasiHttpHooks for EgressHooks {
                 tracing::warn!(plugin = %plugin, url = %url, limit, declared, "response body over the cap");
                 return Err(HttpError::HttpResponseBodySize(Some(declared)));
             }
-            let response = response.map(|body| cap_body(body.boxed_unsync(), limit, plugin, url));
+            let response = response.map(|body| {
+                let capped = cap_body(body.boxed_unsync(), limit, plugin, url);
+                TrackedBody {
+                    inner: capped,
+                    guard: Some(guard),
+                }
+                .boxed_unsync()
+            });
             Ok((response, Box::new(io) as IoFuture))
         })
     }
+
+    fn p2_outgoing_body_chunk_size(&mut self) -> usize {
+        OUTGOING_BODY_CHUNK_BYTES
+    }
+}
+
+/// The unfinished requests of one job.
+#[derive(Clone, Default)]
+struct InFlight {
+    count: Arc<AtomicUsize>,
+}
+
+impl InFlight {
+    fn count(&self) -> usize {
+        self.count.load(Ordering::SeqCst)
+    }
+
+    /// Counts one more request, until the guard is dropped.
+    fn start(&self) -> InFlightGuard {
+        self.count.fetch_add(1, Ordering::SeqCst);
+        InFlightGuard {
+            count: Arc::clone(&self.count),
+        }
+    }
+}
+
+/// One request in flight; dropping it ends the request's count.
+struct InFlightGuard {
+    count: Arc<AtomicUsize>,
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A response body that keeps its request counted in flight until it ends or fails
+/// (or is dropped, with the guard).
+struct TrackedBody {
+    inner: WasiBody,
+    guard: Option<InFlightGuard>,
+}
+
+impl Body for TrackedBody {
+    type Data = Bytes;
+    type Error = HttpError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        context: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, HttpError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(context);
+        if matches!(polled, Poll::Ready(None | Some(Err(_)))) {
+            self.guard = None;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The size of `headers` as wasmtime-wasi-http accounts for a header map.
+fn header_map_bytes(headers: &HeaderMap) -> usize {
+    let names: usize = headers
+        .keys()
+        .map(|name| name.as_str().len() + size_of::<HeaderName>())
+        .sum();
+    let values: usize = headers
+        .values()
+        .map(|value| value.len() + size_of::<HeaderValue>())
+        .sum();
+    names.saturating_add(values)
+}
+
+/// The start of `url`, for the log.
+fn shortened(url: &str) -> &str {
+    &url[..url.floor_char_boundary(MAX_LOGGED_URL_BYTES)]
 }
 
 /// `body`, failing with `HttpResponseBodySize` once more than `limit` bytes came.
@@ -447,7 +601,7 @@ mod tests {
     }
 
     #[test]
-    fn timeouts_never_outlive_the_deadline() {
+    fn timeouts_end_just_after_the_deadline() {
         let policy = Arc::new(EgressPolicy::deny_all("test".into()));
         let hooks = EgressHooks::new(policy, Instant::now() + Duration::from_secs(5));
         let options = hooks.clamp(Some(RequestOptions {
@@ -455,10 +609,36 @@ mod tests {
             first_byte_timeout: Some(Duration::from_millis(10)),
             between_bytes_timeout: None,
         }));
-        assert!(options.connect_timeout.unwrap() <= Duration::from_secs(5));
+        let latest = Duration::from_secs(5) + TIMEOUT_GRACE;
+        assert!(options.connect_timeout.unwrap() <= latest);
         assert_eq!(options.first_byte_timeout, Some(Duration::from_millis(10)));
-        assert!(options.between_bytes_timeout.unwrap() <= Duration::from_secs(5));
-        assert!(options.between_bytes_timeout.unwrap() > Duration::from_secs(4));
+        assert!(options.between_bytes_timeout.unwrap() <= latest);
+        assert!(options.between_bytes_timeout.unwrap() > Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn a_request_is_in_flight_until_its_body_ends_or_is_dropped() {
+        let in_flight = InFlight::default();
+        let mut finished = TrackedBody {
+            inner: body_of("12345"),
+            guard: Some(in_flight.start()),
+        };
+        let abandoned = TrackedBody {
+            inner: body_of("678"),
+            guard: Some(in_flight.start()),
+        };
+        assert_eq!(in_flight.count(), 2);
+        let frame = finished.frame().await.unwrap().unwrap();
+        assert_eq!(frame.into_data().unwrap(), "12345");
+        assert_eq!(in_flight.count(), 2, "the body has not ended yet");
+        assert!(finished.frame().await.is_none());
+        assert_eq!(
+            in_flight.count(),
+            1,
+            "the body ended, though it is still held"
+        );
+        drop(abandoned);
+        assert_eq!(in_flight.count(), 0);
     }
 
     fn body_of(text: &'static str) -> WasiBody {

@@ -7,34 +7,79 @@
 //! guest that computes and by a timer around the whole call for a guest blocked in a
 //! host call; the job's cancellation token, checked at every epoch tick and raced
 //! against the call (a computing guest yields every [`FUEL_YIELD_INTERVAL`] of fuel so
-//! the race is decided within milliseconds); a WASI context that grants nothing (stdout discarded, stderr
-//! captured up to a few KiB for trap messages and debug logs); the plugin's egress
-//! hook and `[config]` table. [`run_job`] maps the outcome to the queue's [`Failure`].
-//! This file must not decide policy (that is the manifest's and `egress`'s) nor keep
-//! anything between jobs.
+//! the race is decided within milliseconds); a WASI context that grants nothing (stdout
+//! discarded, stderr kept as its last few KiB for trap messages and debug logs, see
+//! [`StderrTail`]); the plugin's egress hook and `[config]` table; and bounds on what
+//! the guest can make the host allocate outside its linear memory (resource handles,
+//! header maps, see [`host_handle_limit`]). [`run_job`] maps the outcome to the
+//! queue's [`Failure`], cutting any text that comes from the guest to
+//! [`MAX_GUEST_TEXT_BYTES`]. This file must not decide policy (that is the manifest's
+//! and `egress`'s) nor keep anything between jobs.
+//!
+//! # How a deadline is classified
+//!
+//! A job whose deadline passes while at least one of its outgoing HTTP requests is
+//! unfinished (sent, and its response or the response's body not yet over, as
+//! [`EgressHooks::requests_in_flight`] counts them) ends `upstream_timeout`, retriable:
+//! the upstream was too slow, and another attempt may find it quicker. Any other
+//! deadline, the guest computing past it or blocked in a non-HTTP host call such as a
+//! `wasi:clocks` sleep, ends `timeout`, permanent: the next attempt would do the same,
+//! and it may repeat work that is not idempotent (a POST that already went through).
+//! A guest that computes while a request of its own is still unfinished counts as
+//! waiting on it; it gains nothing by that, as retries are bounded by `max_retries`.
 
+use std::collections::VecDeque;
 use std::future::Future;
-use std::sync::Arc;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use tokio::io::AsyncWrite;
 use tokio_util::sync::CancellationToken;
-use wasmtime::component::ResourceTable;
+use wasmtime::component::{ResourceTable, ResourceTableError};
 use wasmtime::{Engine, PoolConcurrencyLimitError, ResourceLimiter, Store, Trap, UpdateDeadline};
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_config::{WasiConfig, WasiConfigVariables};
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+use wasmtime_wasi_http::{FieldMapError, WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::Limits;
 use super::bindings::{Error as GuestError, PluginInfo, PluginPre};
-use super::egress::{EgressHooks, EgressPolicy};
+use super::egress::{EgressHooks, EgressPolicy, MAX_HEADER_MAP_BYTES};
 use super::loader::LoadedPlugin;
 use crate::job::{ErrorKind, JobId};
 use crate::retry::Failure;
 use crate::worker::Execution;
 
-/// How much of a guest's stderr is kept (the rest is dropped).
+/// How much of a guest's stderr is kept: the last this many bytes.
 const STDERR_CAPTURE_BYTES: usize = 4096;
+
+/// The most bytes one write to the guest's stderr may carry (what `check-write`
+/// grants): a bound on the host buffer a single write needs, not on the total.
+const STDERR_WRITE_PERMIT: usize = 64 * 1024;
+
+/// The longest error text from a guest that the host keeps (its own message, or a
+/// trap's with the end of its stderr); longer text is cut to this, marker included.
+/// Such text goes into both job tables, the log, events and every listing.
+pub(super) const MAX_GUEST_TEXT_BYTES: usize = 8 * 1024;
+
+/// The most host bytes a single resource handle can stand for: a header map is the
+/// largest thing a guest can fill (outgoing body buffers are kept as small).
+const HOST_BYTES_PER_HANDLE: usize = MAX_HEADER_MAP_BYTES;
+
+/// The fewest host resource handles a job may hold at once, however small its memory
+/// limit: enough for any plugin's ordinary use (an HTTP exchange takes about ten).
+const MIN_HOST_HANDLES: usize = 256;
+
+/// The most host resource handles any job may hold at once.
+const MAX_HOST_HANDLES: usize = 65_536;
+
+/// The most bytes one `wasi:random` call may ask for (the default is 64 MiB).
+const MAX_RANDOM_BYTES: u64 = 64 * 1024;
 
 /// Fuel between two yields of a computing guest to the async executor (a few
 /// milliseconds of work). It bounds how stale the fuel count of an interrupted job is.
@@ -52,7 +97,9 @@ pub(super) struct StoreData {
     config: Arc<WasiConfigVariables>,
     limiter: MemoryLimiter,
     watch: Watch,
-    stderr: MemoryOutputPipe,
+    stderr: StderrTail,
+    /// The capacity of `table`, for the message when a guest fills it.
+    handle_limit: usize,
 }
 
 impl StoreData {
@@ -128,6 +175,119 @@ impl ResourceLimiter for MemoryLimiter {
     }
 }
 
+/// How many host resource handles (`wasi:http` fields and requests, streams,
+/// pollables, ...) a job whose linear memory may reach `memory_bytes` may hold at once.
+///
+/// Nothing a handle stands for counts against the memory limiter, so the handles are
+/// capped instead: with every header map capped at [`MAX_HEADER_MAP_BYTES`] and every
+/// outgoing body buffer no larger, a full table holds about `memory_bytes` of host
+/// memory (at least [`MIN_HOST_HANDLES`] handles' worth), on top of the guest's own.
+fn host_handle_limit(memory_bytes: usize) -> usize {
+    (memory_bytes / HOST_BYTES_PER_HANDLE).clamp(MIN_HOST_HANDLES, MAX_HOST_HANDLES)
+}
+
+/// A guest's stderr: keeps the last [`STDERR_CAPTURE_BYTES`] written and never refuses
+/// a write, so a chatty guest neither traps (Rust's `eprintln!` panics on a failed
+/// write) nor makes the host hold more than that. Clones share one buffer.
+#[derive(Clone, Default)]
+struct StderrTail {
+    shared: Arc<Mutex<TailBuffer>>,
+}
+
+#[derive(Default)]
+struct TailBuffer {
+    tail: VecDeque<u8>,
+    total_bytes: u64,
+}
+
+impl StderrTail {
+    fn record(&self, bytes: &[u8]) {
+        let mut buffer = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
+        buffer.total_bytes = buffer
+            .total_bytes
+            .saturating_add(u64::try_from(bytes.len()).unwrap_or(u64::MAX));
+        let kept = &bytes[bytes.len().saturating_sub(STDERR_CAPTURE_BYTES)..];
+        let overflow = (buffer.tail.len() + kept.len()).saturating_sub(STDERR_CAPTURE_BYTES);
+        buffer.tail.drain(..overflow);
+        buffer.tail.extend(kept);
+    }
+
+    /// The bytes kept, and how many were written in all.
+    fn contents(&self) -> (Vec<u8>, u64) {
+        let buffer = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
+        (buffer.tail.iter().copied().collect(), buffer.total_bytes)
+    }
+}
+
+impl IsTerminal for StderrTail {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for StderrTail {
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+
+    fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for StderrTail {
+    async fn ready(&mut self) {}
+}
+
+impl OutputStream for StderrTail {
+    fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
+        self.record(&bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> StreamResult<usize> {
+        Ok(STDERR_WRITE_PERMIT)
+    }
+}
+
+impl AsyncWrite for StderrTail {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _context: &mut Context<'_>,
+        bytes: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.record(bytes);
+        Poll::Ready(Ok(bytes.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _context: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _context: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// `text` if it fits in [`MAX_GUEST_TEXT_BYTES`]; else its start, cut on a character
+/// boundary, and a marker saying how long it was, together within the cap.
+pub(super) fn cap_guest_text(text: String) -> String {
+    if text.len() <= MAX_GUEST_TEXT_BYTES {
+        return text;
+    }
+    let marker = format!("… (truncated: {} bytes in all)", text.len());
+    let keep = text.floor_char_boundary(MAX_GUEST_TEXT_BYTES.saturating_sub(marker.len()));
+    let mut capped = text;
+    capped.truncate(keep);
+    capped.push_str(&marker);
+    capped
+}
+
 /// Why the epoch callback stopped the guest.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Interruption {
@@ -147,12 +307,31 @@ struct Watch {
 pub(super) enum Stop {
     /// The cancellation token fired.
     Cancelled,
-    /// The wall-clock deadline passed.
+    /// The wall-clock deadline passed with no outgoing request unfinished: the guest
+    /// was computing, or blocked in a non-HTTP host call.
     Timeout(Duration),
+    /// The wall-clock deadline passed while this many outgoing HTTP requests of the
+    /// guest were unfinished: the upstream was too slow.
+    UpstreamTimeout {
+        /// The deadline.
+        limit: Duration,
+        /// Requests unfinished when it passed.
+        requests: usize,
+    },
     /// The guest tried to reach a URL its manifest does not grant.
     EgressDenied(String),
     /// The limiter refused memory or table growth.
     MemoryLimit(u64),
+    /// The guest held as many host resource handles as its memory limit allows, and
+    /// asked for one more.
+    HostHandles {
+        /// The job's memory limit, in MiB.
+        memory_mib: u64,
+        /// The handles it allows.
+        handles: usize,
+    },
+    /// The guest filled a header map past [`MAX_HEADER_MAP_BYTES`].
+    HeaderMapTooLarge,
     /// The fuel budget ran out.
     FuelExhausted(u64),
     /// The guest trapped, with the trap and any stderr it wrote.
@@ -164,8 +343,13 @@ pub(super) enum Stop {
 }
 
 impl Stop {
-    /// The reason in words, naming `plugin`.
+    /// The reason in words, naming `plugin`, within [`MAX_GUEST_TEXT_BYTES`] (a trap's
+    /// message carries the guest's stderr, a denied URL is the guest's).
     pub(super) fn explain(&self, plugin: &str) -> String {
+        cap_guest_text(self.explain_in_full(plugin))
+    }
+
+    fn explain_in_full(&self, plugin: &str) -> String {
         match self {
             Stop::Cancelled => format!("plugin {plugin:?} was cancelled while running"),
             Stop::Timeout(limit) => {
@@ -174,12 +358,26 @@ impl Stop {
                     limit.as_millis()
                 )
             }
+            Stop::UpstreamTimeout { limit, requests } => format!(
+                "plugin {plugin:?} did not finish within {}ms: it was still waiting on {requests} outgoing HTTP request{}",
+                limit.as_millis(),
+                if *requests == 1 { "" } else { "s" }
+            ),
             Stop::EgressDenied(url) => format!(
                 "plugin {plugin:?} tried to reach {url}, which its manifest's network.allowed_hosts does not grant"
             ),
             Stop::MemoryLimit(mib) => {
                 format!("plugin {plugin:?} needed more memory than its {mib} MiB limit")
             }
+            Stop::HostHandles {
+                memory_mib,
+                handles,
+            } => format!(
+                "plugin {plugin:?} held more host resources than the {handles} that its {memory_mib} MiB memory limit allows"
+            ),
+            Stop::HeaderMapTooLarge => format!(
+                "plugin {plugin:?} filled a header map past the host's {MAX_HEADER_MAP_BYTES}-byte limit"
+            ),
             Stop::FuelExhausted(fuel) => {
                 format!("plugin {plugin:?} ran out of fuel (budget {fuel})")
             }
@@ -224,22 +422,29 @@ impl Sandbox {
         cancel: CancellationToken,
     ) -> Result<Sandbox, Stop> {
         let deadline = tokio::time::Instant::now() + limits.timeout;
-        let stderr = MemoryOutputPipe::new(STDERR_CAPTURE_BYTES);
+        let stderr = StderrTail::default();
         let wasi = WasiCtx::builder()
             .stderr(stderr.clone())
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
+            .max_random_size(MAX_RANDOM_BYTES)
             .build();
-        let memory_bytes = limits.memory_mib.saturating_mul(1024 * 1024);
+        let memory_bytes =
+            usize::try_from(limits.memory_mib.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX);
+        let handle_limit = host_handle_limit(memory_bytes);
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(handle_limit);
+        let mut http = WasiHttpCtx::new();
+        http.set_field_size_limit(MAX_HEADER_MAP_BYTES);
         let data = StoreData {
-            table: ResourceTable::new(),
+            table,
             wasi,
-            http: WasiHttpCtx::new(),
+            http,
             hooks: EgressHooks::new(egress, deadline.into_std()),
             config,
             limiter: MemoryLimiter {
-                limit_bytes: usize::try_from(memory_bytes).unwrap_or(usize::MAX),
+                limit_bytes: memory_bytes,
                 used_bytes: 0,
                 refused: false,
             },
@@ -249,6 +454,7 @@ impl Sandbox {
                 interrupted: None,
             },
             stderr,
+            handle_limit,
         };
         let mut store = Store::new(engine, data);
         store.limiter(|data| &mut data.limiter);
@@ -330,17 +536,27 @@ impl Sandbox {
         self.limits.fuel.saturating_sub(left)
     }
 
-    /// What the guest wrote to stderr (up to the capture size).
-    pub(super) fn stderr(&self) -> String {
-        String::from_utf8_lossy(&self.store.data().stderr.contents()).into_owned()
+    /// The end of what the guest wrote to stderr (the last [`STDERR_CAPTURE_BYTES`]),
+    /// and how many bytes it wrote in all.
+    pub(super) fn stderr(&self) -> (String, u64) {
+        let (tail, total_bytes) = self.store.data().stderr.contents();
+        (String::from_utf8_lossy(&tail).into_owned(), total_bytes)
     }
 
     fn classify<T>(&self, ended: Ended<Result<T, CallError>>) -> Result<T, Stop> {
         let data = self.store.data();
-        let timeout = Stop::Timeout(self.limits.timeout);
         match (data.watch.interrupted, ended) {
             (Some(Interruption::Cancelled), _) | (None, Ended::Cancelled) => Err(Stop::Cancelled),
-            (Some(Interruption::Deadline), _) | (None, Ended::Deadline) => Err(timeout),
+            (Some(Interruption::Deadline), _) | (None, Ended::Deadline) => {
+                // See the module's documentation: unfinished requests make it the
+                // upstream's fault, whichever of the epoch callback and the timer saw
+                // the deadline first.
+                let limit = self.limits.timeout;
+                Err(match data.hooks.requests_in_flight() {
+                    0 => Stop::Timeout(limit),
+                    requests => Stop::UpstreamTimeout { limit, requests },
+                })
+            }
             (None, Ended::Finished(result)) => {
                 if let Some(url) = data.hooks.denied() {
                     return Err(Stop::EgressDenied(url.to_owned()));
@@ -359,11 +575,34 @@ impl Sandbox {
         if data.limiter.refused {
             return Stop::MemoryLimit(self.limits.memory_mib);
         }
+        let table_full = err.chain().any(|cause| {
+            matches!(
+                cause.downcast_ref::<ResourceTableError>(),
+                Some(ResourceTableError::Full)
+            )
+        });
+        if table_full {
+            return Stop::HostHandles {
+                memory_mib: self.limits.memory_mib,
+                handles: data.handle_limit,
+            };
+        }
+        // wasmtime-wasi-http traps a guest whose `fields` outgrow their limit.
+        let fields_full = err.chain().any(|cause| {
+            matches!(
+                cause.downcast_ref::<FieldMapError>(),
+                Some(FieldMapError::TotalSizeTooBig | FieldMapError::TooManyFields)
+            )
+        });
+        if fields_full {
+            return Stop::HeaderMapTooLarge;
+        }
+        let (stderr, _) = self.stderr();
         if let Some(trap) = err.downcast_ref::<Trap>() {
             if *trap == Trap::OutOfFuel {
                 return Stop::FuelExhausted(self.limits.fuel);
             }
-            return Stop::Trap(with_stderr(trap.to_string(), &self.stderr()));
+            return Stop::Trap(with_stderr(trap.to_string(), &stderr));
         }
         if err.downcast_ref::<PoolConcurrencyLimitError>().is_some() {
             return Stop::PoolExhausted(err.to_string());
@@ -373,7 +612,7 @@ impl Sandbox {
         }
         // An error raised by a host call the guest made: the guest is stopped as if it
         // had trapped.
-        Stop::Trap(with_stderr(err.root_cause().to_string(), &self.stderr()))
+        Stop::Trap(with_stderr(err.root_cause().to_string(), &stderr))
     }
 }
 
@@ -450,9 +689,9 @@ pub(super) async fn run_job(
         }
     };
     let outcome = sandbox.run(&plugin.pre, command, payload).await;
-    let stderr = sandbox.stderr();
+    let (stderr, stderr_bytes) = sandbox.stderr();
     if !stderr.is_empty() {
-        tracing::debug!(job_id = %job_id, plugin = %name, stderr = %stderr, "guest stderr");
+        tracing::debug!(job_id = %job_id, plugin = %name, stderr_bytes, stderr_tail = %stderr, "guest stderr");
     }
     let result = match outcome {
         Ok(Ok(bytes)) if bytes.len() > max_result_bytes => Err(Failure::permanent(
@@ -463,12 +702,14 @@ pub(super) async fn run_job(
             ),
         )),
         Ok(Ok(bytes)) => Ok(bytes),
-        Ok(Err(GuestError::Permanent(message))) => {
-            Err(Failure::permanent(ErrorKind::PluginError, message))
-        }
+        // The guest's own text: bounded here, before it reaches the tables and the log.
+        Ok(Err(GuestError::Permanent(message))) => Err(Failure::permanent(
+            ErrorKind::PluginError,
+            cap_guest_text(message),
+        )),
         Ok(Err(GuestError::Retriable(error))) => Err(Failure::Retriable {
             kind: ErrorKind::PluginError,
-            message: error.message,
+            message: cap_guest_text(error.message),
             // Outside input (an upstream server's header, through the guest): bounded
             // here, before it meets any arithmetic.
             after: error
@@ -489,9 +730,12 @@ fn failure(stop: &Stop, plugin: &str) -> Failure {
     let message = stop.explain(plugin);
     match stop {
         Stop::Cancelled => Failure::permanent(ErrorKind::Cancelled, message),
-        Stop::Timeout(_) => Failure::retriable(ErrorKind::Timeout, message),
+        Stop::Timeout(_) => Failure::permanent(ErrorKind::Timeout, message),
+        Stop::UpstreamTimeout { .. } => Failure::retriable(ErrorKind::UpstreamTimeout, message),
         Stop::EgressDenied(_) => Failure::permanent(ErrorKind::EgressDenied, message),
-        Stop::MemoryLimit(_) => Failure::permanent(ErrorKind::MemoryLimit, message),
+        Stop::MemoryLimit(_) | Stop::HostHandles { .. } | Stop::HeaderMapTooLarge => {
+            Failure::permanent(ErrorKind::MemoryLimit, message)
+        }
         Stop::FuelExhausted(_) => Failure::permanent(ErrorKind::FuelExhausted, message),
         Stop::Trap(_) => Failure::permanent(ErrorKind::Trap, message),
         Stop::PoolExhausted(_) => Failure::retriable(ErrorKind::Internal, message),
@@ -525,6 +769,14 @@ mod tests {
             (
                 Stop::Timeout(Duration::from_millis(5)),
                 ErrorKind::Timeout,
+                false,
+            ),
+            (
+                Stop::UpstreamTimeout {
+                    limit: Duration::from_millis(5),
+                    requests: 1,
+                },
+                ErrorKind::UpstreamTimeout,
                 true,
             ),
             (
@@ -533,6 +785,15 @@ mod tests {
                 false,
             ),
             (Stop::MemoryLimit(64), ErrorKind::MemoryLimit, false),
+            (
+                Stop::HostHandles {
+                    memory_mib: 64,
+                    handles: 2048,
+                },
+                ErrorKind::MemoryLimit,
+                false,
+            ),
+            (Stop::HeaderMapTooLarge, ErrorKind::MemoryLimit, false),
             (Stop::FuelExhausted(10), ErrorKind::FuelExhausted, false),
             (Stop::Trap("boom".into()), ErrorKind::Trap, false),
             (
@@ -567,5 +828,57 @@ mod tests {
             "wasm trap (guest stderr: last words)"
         );
         assert_eq!(with_stderr("wasm trap".into(), ""), "wasm trap");
+    }
+
+    #[test]
+    fn guest_text_is_cut_on_a_char_boundary_with_a_marker() {
+        let short = "x".repeat(MAX_GUEST_TEXT_BYTES);
+        assert_eq!(cap_guest_text(short.clone()), short);
+        // Three-byte characters, so that the cut falls inside one unless it is moved.
+        let long = "€".repeat(10_000);
+        let capped = cap_guest_text(long.clone());
+        assert!(capped.len() <= MAX_GUEST_TEXT_BYTES, "{}", capped.len());
+        assert!(capped.len() > MAX_GUEST_TEXT_BYTES - 64, "{}", capped.len());
+        let (kept, marker) = capped.split_once('…').unwrap();
+        assert!(kept.chars().all(|c| c == '€'));
+        assert_eq!(marker, " (truncated: 30000 bytes in all)");
+    }
+
+    #[test]
+    fn stderr_keeps_its_tail_and_counts_everything() {
+        let mut stderr = StderrTail::default();
+        for line in 0..2000 {
+            stderr
+                .write(Bytes::from(format!("line {line}\n")))
+                .expect("stderr never refuses a write");
+        }
+        assert!(stderr.check_write().unwrap() > 0);
+        let (tail, total_bytes) = stderr.contents();
+        assert_eq!(tail.len(), STDERR_CAPTURE_BYTES);
+        assert!(
+            String::from_utf8(tail)
+                .unwrap()
+                .ends_with("line 1998\nline 1999\n")
+        );
+        let written: usize = (0..2000).map(|line| format!("line {line}\n").len()).sum();
+        assert_eq!(total_bytes, written as u64);
+
+        stderr.record(&vec![b'z'; 3 * STDERR_CAPTURE_BYTES]);
+        assert_eq!(stderr.contents().0, vec![b'z'; STDERR_CAPTURE_BYTES]);
+    }
+
+    #[test]
+    fn host_handles_follow_the_memory_limit_within_bounds() {
+        let mib = 1024 * 1024;
+        assert_eq!(host_handle_limit(0), MIN_HOST_HANDLES);
+        assert_eq!(host_handle_limit(64 * mib), 64 * mib / MAX_HEADER_MAP_BYTES);
+        assert_eq!(host_handle_limit(usize::MAX), MAX_HOST_HANDLES);
+        // A full table of the largest handles stays within the memory limit (or the
+        // floor's worth).
+        for memory_mib in [1, 16, 64, 1024] {
+            let bytes = memory_mib * mib;
+            let held = host_handle_limit(bytes) * HOST_BYTES_PER_HANDLE;
+            assert!(held <= bytes.max(MIN_HOST_HANDLES * HOST_BYTES_PER_HANDLE));
+        }
     }
 }

@@ -3,6 +3,7 @@
 //!
 //! - `/count` counts the requests to it and answers the count as text (for `flaky`);
 //! - `/bytes/N` answers `N` bytes of `b`;
+//! - `/headers/N` answers with a header `x-padding` of `N` bytes of `h`;
 //! - `/hold` answers only after [`FakeServer::release`], so a job stays in flight;
 //! - anything else answers `hello from the fake server`.
 
@@ -125,6 +126,14 @@ async fn answer(
     if path == "/hold" {
         hold.arrived.notify_one();
         hold.release.acquire().await.unwrap().forget();
+    }
+    if let Some(size) = path.strip_prefix("/headers/") {
+        let padding = "h".repeat(size.parse().unwrap());
+        let mut response = Response::new(Full::new(Bytes::from(HELLO)));
+        response
+            .headers_mut()
+            .insert("x-padding", padding.parse().unwrap());
+        return response;
     }
     let mut state = state.lock().unwrap();
     let body = if path == "/count" {

@@ -29,6 +29,7 @@ pub const BUILT_PLUGINS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/
 pub const ECHO: &str = "echo";
 pub const FETCH: &str = "fetch";
 pub const FLAKY: &str = "flaky";
+pub const FLOOD: &str = "flood";
 pub const HOG: &str = "hog";
 pub const HUGE: &str = "huge";
 pub const PERMANENT: &str = "permanent";

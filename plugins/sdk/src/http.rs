@@ -389,6 +389,13 @@ fn transport_error(code: ErrorCode) -> PluginError {
             Some(size) => format!("HTTP response body of {size} bytes is over the host's limit"),
             None => "HTTP response body is over the host's limit".to_owned(),
         }),
+        // The host caps response headers too, with the same reasoning.
+        ErrorCode::HttpResponseHeaderSectionSize(size) => PluginError::permanent(match size {
+            Some(size) => {
+                format!("HTTP response headers of {size} bytes are over the host's limit")
+            }
+            None => "HTTP response headers are over the host's limit".to_owned(),
+        }),
         code => PluginError::retriable(format!("HTTP transport error: {code:?}")),
     }
 }
