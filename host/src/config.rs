@@ -12,6 +12,7 @@
 //! listen_tcp = "127.0.0.1:7070"   # off unless set
 //! shutdown_deadline_ms = 30000
 //! max_payload_bytes = 4194304
+//! max_database_mib = 10240        # submits are refused (RESOURCE_EXHAUSTED) past it
 //!
 //! [limits]                        # defaults for plugins whose manifest says nothing
 //! fuel = 2000000000
@@ -241,6 +242,8 @@ pub struct DaemonConfig {
     pub shutdown_deadline: Duration,
     /// The largest payload accepted.
     pub max_payload_bytes: usize,
+    /// The largest the job database may grow, in MiB; the disk's size when `None`.
+    pub max_database_mib: Option<u64>,
     /// The largest result kept; the runtime's default when `None`.
     pub max_result_bytes: Option<usize>,
     /// Default sandbox limits.
@@ -354,6 +357,7 @@ impl DaemonConfig {
             listen_tcp: args.listen_tcp.or(file.listen_tcp),
             shutdown_deadline: Duration::from_millis(shutdown_deadline_ms),
             max_payload_bytes: file.max_payload_bytes.unwrap_or(4 * 1024 * 1024),
+            max_database_mib: file.max_database_mib,
             max_result_bytes: file.max_result_bytes,
             limits,
             backoff,
@@ -378,6 +382,7 @@ struct FileConfig {
     listen_tcp: Option<SocketAddr>,
     shutdown_deadline_ms: Option<u64>,
     max_payload_bytes: Option<usize>,
+    max_database_mib: Option<u64>,
     max_result_bytes: Option<usize>,
     limits: Option<LimitOverrides>,
     retry: Option<BackoffPolicy>,

@@ -80,6 +80,7 @@ impl Daemon {
 
         let store_config = StoreConfig {
             sync: config.sync,
+            max_size_mib: config.max_database_mib,
             ..StoreConfig::new(config.data_dir.join("honeydew.db"))
         };
         let store = Store::open(store_config).context("cannot open the job database")?;

@@ -804,3 +804,53 @@ async fn a_job_waiting_for_its_plugin_can_be_cancelled() {
     assert_eq!(job.error_kind, Some(ErrorKind::Cancelled));
     pool.stop(Duration::from_secs(5)).await;
 }
+
+/// Fault: the disk fills (here, the database's size limit) while submits and
+/// completions arrive. Submits get a clear error and store nothing; no acknowledged job
+/// is lost; once space returns, everything goes on by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_database_refuses_submits_clearly_loses_nothing_and_recovers() {
+    let harness = Harness::new();
+    let pool = harness.start(2);
+    let running = harness.submit("test.block", "", 0).await;
+    harness.wait_for(running, JobStatus::Running).await;
+    let store = harness.manager.store().clone();
+    let used_mib = std::fs::metadata(&harness.path).unwrap().len() / (1024 * 1024) + 1;
+    store.limit_size(Some(used_mib)).await.unwrap();
+
+    let mut acknowledged = Vec::new();
+    let refused = loop {
+        let payload = format!("{{\"pad\": \"{}\"}}", "x".repeat(64 * 1024));
+        match harness
+            .manager
+            .submit(SubmitRequest {
+                command: "test.ok".into(),
+                payload: payload.into_bytes(),
+                ..SubmitRequest::default()
+            })
+            .await
+        {
+            Ok(id) => acknowledged.push(id),
+            Err(err) => break err,
+        }
+        assert!(acknowledged.len() < 10_000, "the size limit never bit");
+    };
+    let message = refused.to_string();
+    assert!(message.starts_with("the job database is full"), "{message}");
+    assert!(matches!(
+        refused,
+        honeydew::queue::SubmitError::Store(honeydew::store::StoreError::Full(_))
+    ));
+    // The running job ends while the disk is full: its outcome waits for space.
+    harness.executor.release.add_permits(1);
+
+    // Space returns: nothing to restart, nothing lost.
+    store.limit_size(None).await.unwrap();
+    harness.wait_for(running, JobStatus::Completed).await;
+    for id in &acknowledged {
+        harness.wait_for(*id, JobStatus::Completed).await;
+    }
+    let after = harness.submit("test.ok", "after", 0).await;
+    harness.wait_for(after, JobStatus::Completed).await;
+    pool.stop(Duration::from_secs(5)).await;
+}

@@ -209,6 +209,7 @@ pub fn store_status(err: StoreError) -> Status {
         StoreError::Closed => {
             Status::unavailable("the daemon's job store is closed: it is shutting down")
         }
+        StoreError::Full(_) => Status::resource_exhausted(err.to_string()),
         err => Status::internal(err.to_string()),
     }
 }

@@ -65,6 +65,8 @@ pub struct StoreConfig {
     pub busy_timeout: Duration,
     /// The most writes one commit may carry; 1 turns group commit off.
     pub max_batch: usize,
+    /// The largest the database may grow, in MiB; `None` for no limit but the disk's.
+    pub max_size_mib: Option<u64>,
 }
 
 impl StoreConfig {
@@ -75,6 +77,7 @@ impl StoreConfig {
             sync: SyncMode::Full,
             busy_timeout: Duration::from_secs(5),
             max_batch: 1024,
+            max_size_mib: None,
         }
     }
 }
@@ -86,7 +89,13 @@ impl StoreConfig {
 pub enum StoreError {
     /// SQLite refused an operation.
     #[error("database error: {0}")]
-    Database(#[from] rusqlite::Error),
+    Database(rusqlite::Error),
+    /// The disk (or the database's size limit) is full: the write did not happen.
+    /// Writes succeed again by themselves once space returns.
+    #[error(
+        "the job database is full ({0}): free disk space or raise its size limit; nothing was stored"
+    )]
+    Full(String),
     /// The commit that carried this write failed; the write did not happen.
     #[error("database commit failed: {0}")]
     Commit(String),
@@ -148,9 +157,27 @@ pub enum StoreError {
     },
 }
 
+impl From<rusqlite::Error> for StoreError {
+    fn from(err: rusqlite::Error) -> Self {
+        match err.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DiskFull) => StoreError::Full(err.to_string()),
+            _ => StoreError::Database(err),
+        }
+    }
+}
+
 type Reply = Box<dyn FnOnce(Result<(), &StoreError>) + Send>;
-/// Runs a write's statements; says whether they succeeded and what to answer.
-type Apply = Box<dyn FnOnce(&Connection) -> (bool, Reply) + Send>;
+/// Runs a write's statements; says how they went and what to answer.
+type Apply = Box<dyn FnOnce(&Connection) -> (Applied, Reply) + Send>;
+
+/// How a write's statements went.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Applied {
+    Succeeded,
+    Failed,
+    /// Failed because the disk or the size limit is full.
+    Full,
+}
 /// A write: applies itself and says whether it succeeded, returning the reply to send
 /// once the commit's fate is known.
 struct WriteOp {
@@ -182,6 +209,7 @@ impl Store {
         conn.busy_timeout(config.busy_timeout).map_err(opened)?;
         conn.set_prepared_statement_cache_capacity(64);
         schema::migrate(&mut conn)?;
+        set_size_limit(&conn, config.max_size_mib).map_err(opened)?;
 
         let (writer, ops) = mpsc::channel();
         let max_batch = config.max_batch.max(1);
@@ -227,15 +255,20 @@ impl Store {
         let (tx, rx) = oneshot::channel();
         let apply = Box::new(move |conn: &Connection| {
             let outcome = apply(conn);
-            let succeeded = outcome.is_ok();
+            let applied = match &outcome {
+                Ok(_) => Applied::Succeeded,
+                Err(StoreError::Full(_)) => Applied::Full,
+                Err(_) => Applied::Failed,
+            };
             let reply: Reply = Box::new(move |commit: Result<(), &StoreError>| {
                 let result = match commit {
                     Ok(()) => outcome,
+                    Err(StoreError::Full(reason)) => Err(StoreError::Full(reason.clone())),
                     Err(err) => Err(StoreError::Commit(err.to_string())),
                 };
                 let _ = tx.send(result);
             });
-            (succeeded, reply)
+            (applied, reply)
         });
         self.writer
             .send(WriteOp { apply, compound })
@@ -260,10 +293,30 @@ impl Store {
         .map_err(|err| StoreError::Commit(format!("reader task failed: {err}")))?
     }
 
+    /// Changes the database's size limit (MiB; `None`: the disk's only). Writes that
+    /// would grow it past the limit fail with [`StoreError::Full`].
+    pub async fn limit_size(&self, max_size_mib: Option<u64>) -> Result<(), StoreError> {
+        self.write_statement(move |conn| Ok(set_size_limit(conn, max_size_mib)?))
+            .await
+    }
+
     /// The database file's path.
     pub fn path(&self) -> &Path {
         &self.readers.path
     }
+}
+
+/// Sets `PRAGMA max_page_count` from a limit in MiB (the largest SQLite allows when
+/// `None`).
+fn set_size_limit(conn: &Connection, max_size_mib: Option<u64>) -> rusqlite::Result<()> {
+    let pages = match max_size_mib {
+        Some(mib) => {
+            let page_size: u64 = conn.pragma_query_value(None, "page_size", |row| row.get(0))?;
+            (mib.saturating_mul(1024 * 1024) / page_size.max(512)).clamp(1, 4_294_967_294)
+        }
+        None => 4_294_967_294,
+    };
+    conn.pragma_update(None, "max_page_count", pages)
 }
 
 /// The writer loop: block for one write, then keep taking whatever else arrives while
@@ -312,15 +365,20 @@ fn apply_batch(
 /// Applies one write: a single statement directly, several inside a savepoint. Each
 /// write commits or rolls back alone, so one failing write never spoils the others in
 /// its batch; its own error travels in its reply.
+///
+/// The exception is an error after which SQLite itself rolls the whole transaction
+/// back (a full disk or size limit, an I/O error): then the batch is over, and every
+/// write in it, this one included, is answered with that error. Writes not yet taken
+/// stay queued for the next batch, so nothing is lost and nothing is answered twice.
 fn apply_one(
     tx: &mut rusqlite::Transaction<'_>,
     op: WriteOp,
     replies: &mut Vec<Reply>,
 ) -> Result<(), StoreError> {
     if !op.compound {
-        let (_, reply) = (op.apply)(tx);
+        let (applied, reply) = (op.apply)(tx);
         replies.push(reply);
-        return Ok(());
+        return rolled_back(tx, applied);
     }
     let mut savepoint = match tx.savepoint() {
         Ok(savepoint) => savepoint,
@@ -329,15 +387,31 @@ fn apply_one(
             return Ok(());
         }
     };
-    let (succeeded, reply) = (op.apply)(&savepoint);
-    if succeeded {
+    let (applied, reply) = (op.apply)(&savepoint);
+    replies.push(reply);
+    if savepoint.is_autocommit() {
+        // SQLite rolled everything back: the savepoint is gone with the transaction.
+        drop(savepoint);
+        return rolled_back(tx, applied);
+    }
+    if applied == Applied::Succeeded {
         savepoint.commit()?;
     } else {
         savepoint.rollback()?;
         savepoint.commit()?;
     }
-    replies.push(reply);
     Ok(())
+}
+
+/// `Err` when SQLite has rolled the batch's transaction back on its own.
+fn rolled_back(tx: &rusqlite::Transaction<'_>, applied: Applied) -> Result<(), StoreError> {
+    if !tx.is_autocommit() {
+        return Ok(());
+    }
+    Err(match applied {
+        Applied::Full => StoreError::Full("database or disk is full".into()),
+        _ => StoreError::Commit("SQLite rolled the transaction back after an error".into()),
+    })
 }
 
 /// Read-only connections, opened on demand and kept for reuse.
