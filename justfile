@@ -28,6 +28,10 @@ test:
 crash-test jobs="5000" kills="20":
     HONEYDEW_CRASH_JOBS={{jobs}} HONEYDEW_CRASH_KILLS={{kills}} cargo test -p honeydew --test e2e crash:: -- --nocapture
 
+# The soak at full size: 100k jobs under retention; database size and RSS per round.
+soak jobs="100000":
+    HONEYDEW_SOAK_JOBS={{jobs}} cargo test -p honeydew --test e2e soak:: -- --nocapture
+
 # Run the daemon with the bundled plugins and put a few real jobs through it.
 run:
     scripts/run.sh

@@ -34,6 +34,8 @@ mod listing;
 mod proxy;
 // Cron schedules: jobs every second, removal, restart, misfire policies, the CLI.
 mod schedules;
+// Many jobs under retention: the database and the daemon's memory stay bounded.
+mod soak;
 // gRPC health, reflection, and the optional TCP listener with its bearer token.
 mod services;
 // Submit, wait, result; the job record as the API reports it.

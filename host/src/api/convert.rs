@@ -323,4 +323,17 @@ mod tests {
         assert_eq!(full.result.as_deref(), Some(&b"{}"[..]));
         assert_eq!(full.status, pb::JobStatus::Pending as i32);
     }
+
+    proptest::proptest! {
+        /// Whatever bytes a client sends as a payload, they are judged JSON or not
+        /// without panicking, and what is accepted is passed on unchanged.
+        #[test]
+        fn any_payload_bytes_are_judged_without_panicking(
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..256)
+        ) {
+            if let Ok(accepted) = json_payload(bytes.clone()) && !bytes.is_empty() {
+                proptest::prop_assert_eq!(accepted, bytes);
+            }
+        }
+    }
 }

@@ -641,7 +641,7 @@ fn is_well_formed(command: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::is_well_formed;
+    use super::*;
 
     #[test]
     fn command_names_must_be_plugin_dot_command() {
@@ -664,6 +664,55 @@ mod tests {
             "gh.com mits",
         ] {
             assert!(!is_well_formed(bad), "{bad}");
+        }
+    }
+
+    /// A manager over a store that is never opened for writing here.
+    fn manager(max_payload_bytes: usize) -> (tempfile::TempDir, Manager) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(crate::store::StoreConfig::new(dir.path().join("db"))).unwrap();
+        let config = ManagerConfig {
+            max_payload_bytes,
+            ..ManagerConfig::default()
+        };
+        (dir, Manager::new(store, Arc::new(AnyCommand), config))
+    }
+
+    proptest::proptest! {
+        /// Payload limits: whatever the sizes and retries a client sends, a submit is
+        /// accepted exactly when it fits, refused with the sizes named otherwise, and
+        /// never panics.
+        #[test]
+        fn payload_limits_accept_what_fits_and_name_the_sizes_otherwise(
+            limit in 0usize..4096,
+            size in 0usize..8192,
+            retries in proptest::option::of(proptest::num::u32::ANY),
+            priority in proptest::num::i64::ANY,
+        ) {
+            let (_dir, manager) = manager(limit);
+            let request = SubmitRequest {
+                command: "echo.echo".into(),
+                payload: vec![b'x'; size],
+                priority,
+                max_retries: retries,
+            };
+            match manager.new_job(request) {
+                Ok(job) => {
+                    proptest::prop_assert!(size <= limit);
+                    proptest::prop_assert_eq!(job.priority, priority);
+                }
+                Err(SubmitError::PayloadTooLarge { size: got, limit: max }) => {
+                    proptest::prop_assert!(size > limit);
+                    proptest::prop_assert_eq!((got, max), (size, limit));
+                }
+                Err(other) => proptest::prop_assert!(false, "unexpected {other}"),
+            }
+        }
+
+        /// Command names from outside are judged without panicking.
+        #[test]
+        fn any_command_text_is_judged_without_panicking(command in "\\PC{0,40}") {
+            let _ = is_well_formed(&command);
         }
     }
 }

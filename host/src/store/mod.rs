@@ -31,6 +31,24 @@ use crate::job::{JobId, JobStatus};
 
 pub use jobs::{AttemptReport, AttemptRow, Claimed, JobFilter, JobPage, Outcome, RecoveredJobs};
 
+#[cfg(test)]
+impl Store {
+    /// Occupies the writer until `release` is sent: writes made meanwhile queue up
+    /// and are then applied in one batch (tests of group commit).
+    pub(crate) async fn hold_writer(
+        &self,
+        entered: std::sync::mpsc::Sender<()>,
+        release: std::sync::mpsc::Receiver<()>,
+    ) -> Result<(), StoreError> {
+        self.write_statement(move |_conn| {
+            let _ = entered.send(());
+            let _ = release.recv();
+            Ok(())
+        })
+        .await
+    }
+}
+
 /// How hard SQLite works to make a commit survive power loss.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -192,6 +210,22 @@ struct WriteOp {
 pub struct Store {
     writer: mpsc::Sender<WriteOp>,
     readers: Arc<ReaderPool>,
+    stats: Arc<WriterCounters>,
+}
+
+/// What the writer has done since the store was opened.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriterStats {
+    /// Transactions committed (each one fsync under `synchronous=FULL`).
+    pub commits: u64,
+    /// Writes those commits carried: `writes / commits` is the mean batch size.
+    pub writes: u64,
+}
+
+#[derive(Default)]
+struct WriterCounters {
+    commits: std::sync::atomic::AtomicU64,
+    writes: std::sync::atomic::AtomicU64,
 }
 
 impl Store {
@@ -213,9 +247,11 @@ impl Store {
 
         let (writer, ops) = mpsc::channel();
         let max_batch = config.max_batch.max(1);
+        let stats = Arc::new(WriterCounters::default());
+        let counters = Arc::clone(&stats);
         thread::Builder::new()
             .name("honeydew-store-writer".into())
-            .spawn(move || run_writer(conn, ops, max_batch))
+            .spawn(move || run_writer(conn, ops, max_batch, &counters))
             .map_err(|err| StoreError::Commit(format!("cannot start writer thread: {err}")))?;
         Ok(Self {
             writer,
@@ -224,7 +260,18 @@ impl Store {
                 busy_timeout: config.busy_timeout,
                 idle: Mutex::new(Vec::new()),
             }),
+            stats,
         })
+    }
+
+    /// Commits and writes so far: group commit at work shows as more writes than
+    /// commits.
+    pub fn writer_stats(&self) -> WriterStats {
+        use std::sync::atomic::Ordering::Relaxed;
+        WriterStats {
+            commits: self.stats.commits.load(Relaxed),
+            writes: self.stats.writes.load(Relaxed),
+        }
     }
 
     /// Runs `apply` (one SQL statement) on the writer connection inside the next group
@@ -323,10 +370,20 @@ fn set_size_limit(conn: &Connection, max_size_mib: Option<u64>) -> rusqlite::Res
 /// the transaction is open (up to `max_batch`), commit once, answer everyone. Writes
 /// that arrive while earlier ones are being applied join the same commit, so batches
 /// grow with the load instead of being cut at the moment the first write arrived.
-fn run_writer(mut conn: Connection, ops: mpsc::Receiver<WriteOp>, max_batch: usize) {
+fn run_writer(
+    mut conn: Connection,
+    ops: mpsc::Receiver<WriteOp>,
+    max_batch: usize,
+    counters: &WriterCounters,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
     let mut replies: Vec<Reply> = Vec::with_capacity(max_batch);
     while let Ok(first) = ops.recv() {
         let commit = apply_batch(&mut conn, first, &ops, max_batch, &mut replies);
+        if commit.is_ok() {
+            counters.commits.fetch_add(1, Relaxed);
+            counters.writes.fetch_add(replies.len() as u64, Relaxed);
+        }
         for reply in replies.drain(..) {
             reply(commit.as_ref().copied());
         }

@@ -478,10 +478,62 @@ async fn list_filters_by_status_and_command_and_pages_newest_first() {
     assert_eq!(running.jobs[0].id, other.id);
 }
 
+/// Holds the writer busy; returns the held write (await it after releasing) and the
+/// sender that releases it. Writes made meanwhile queue up for one batch.
+async fn hold_writer(
+    store: &Store,
+) -> (
+    tokio::task::JoinHandle<Result<(), StoreError>>,
+    std::sync::mpsc::Sender<()>,
+) {
+    let (entered, inside) = std::sync::mpsc::channel();
+    let (release, released) = std::sync::mpsc::channel();
+    let held = {
+        let store = store.clone();
+        tokio::spawn(async move { store.hold_writer(entered, released).await })
+    };
+    tokio::task::spawn_blocking(move || inside.recv().unwrap())
+        .await
+        .unwrap();
+    (held, release)
+}
+
+/// Polls `future` once, so that its write is sent to the writer, and hands it back.
+async fn started<F: std::future::Future + Unpin>(mut future: F) -> F {
+    std::future::poll_fn(|context| {
+        assert!(std::pin::Pin::new(&mut future).poll(context).is_pending());
+        std::task::Poll::Ready(())
+    })
+    .await;
+    future
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_submits_are_all_durable_after_reopening() {
+async fn concurrent_submits_share_commits_and_are_all_durable_after_reopening() {
     let dir = TempDir::new().unwrap();
     let store = open(&dir);
+    // 64 submits queued while the writer is busy go out in one commit, not 64.
+    let (held, release) = hold_writer(&store).await;
+    let before = store.writer_stats();
+    let mut queued = Vec::new();
+    let mut queued_ids = Vec::new();
+    for n in 0..64 {
+        let job = Job::new("echo.echo", format!("queued-{n}").into_bytes(), 0, 3);
+        queued_ids.push(job.id);
+        queued.push(started(Box::pin(store.insert_job(job))).await);
+    }
+    release.send(()).unwrap();
+    held.await.unwrap().unwrap();
+    for insert in queued {
+        insert.await.unwrap();
+    }
+    let after = store.writer_stats();
+    assert_eq!(
+        after.writes - before.writes,
+        65,
+        "the held write and the 64 submits"
+    );
+    assert_eq!(after.commits - before.commits, 1, "{before:?} -> {after:?}");
     let tasks: Vec<_> = (0..64)
         .map(|task| {
             let store = store.clone();
@@ -496,7 +548,7 @@ async fn concurrent_submits_are_all_durable_after_reopening() {
             })
         })
         .collect();
-    let mut acknowledged = HashSet::new();
+    let mut acknowledged: HashSet<_> = queued_ids.into_iter().collect();
     for task in tasks {
         acknowledged.extend(task.await.unwrap());
     }
@@ -504,25 +556,36 @@ async fn concurrent_submits_are_all_durable_after_reopening() {
     let reopened = open(&dir);
     let recovered = reopened.recover(Utc::now()).await.unwrap();
     let stored: HashSet<_> = recovered.pending.iter().map(|job| job.id).collect();
-    assert_eq!(acknowledged.len(), 64 * 20);
+    assert_eq!(acknowledged.len(), 64 + 64 * 20);
     assert_eq!(stored, acknowledged);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_write_does_not_spoil_its_batch() {
     let dir = TempDir::new().unwrap();
     let store = open(&dir);
     let job = job("echo.echo", b"{}", 0);
     let duplicate = job.clone();
     let other = self::job("echo.echo", b"{}", 0);
-    let (first, second, third) = tokio::join!(
-        store.insert_job(job.clone()),
-        store.insert_job(duplicate),
-        store.insert_job(other.clone()),
+    // The gate: all three writes are queued before the writer takes any, so they
+    // share one transaction (the commit count proves it).
+    let (held, release) = hold_writer(&store).await;
+    let before = store.writer_stats();
+    let first = started(Box::pin(store.insert_job(job.clone()))).await;
+    let second = started(Box::pin(store.insert_job(duplicate))).await;
+    let third = started(Box::pin(store.insert_job(other.clone()))).await;
+    release.send(()).unwrap();
+    held.await.unwrap().unwrap();
+    first.await.unwrap();
+    assert!(matches!(second.await, Err(StoreError::Database(_))));
+    third.await.unwrap();
+    let after = store.writer_stats();
+    assert_eq!(
+        after.commits - before.commits,
+        1,
+        "one batch: {before:?} -> {after:?}"
     );
-    first.unwrap();
-    assert!(matches!(second, Err(StoreError::Database(_))));
-    third.unwrap();
+    assert!(store.get_job(job.id).await.is_ok());
     assert!(store.get_job(other.id).await.is_ok());
 }
 
@@ -873,33 +936,19 @@ async fn pruning_deletes_old_finished_jobs_with_their_attempts_only() {
         .await
         .unwrap();
 
+    let mut batches = Vec::new();
+    for status in [
+        JobStatus::Completed,
+        JobStatus::Completed,
+        JobStatus::Completed,
+        JobStatus::Pending,
+    ] {
+        batches.push(store.prune_finished(status, cutoff, 5).await.unwrap());
+    }
     assert_eq!(
-        store
-            .prune_finished(JobStatus::Completed, cutoff, 5)
-            .await
-            .unwrap(),
-        5
-    );
-    assert_eq!(
-        store
-            .prune_finished(JobStatus::Completed, cutoff, 5)
-            .await
-            .unwrap(),
-        2
-    );
-    assert_eq!(
-        store
-            .prune_finished(JobStatus::Completed, cutoff, 5)
-            .await
-            .unwrap(),
-        0
-    );
-    assert_eq!(
-        store
-            .prune_finished(JobStatus::Pending, cutoff, 5)
-            .await
-            .unwrap(),
-        0
+        batches,
+        [5, 2, 0, 0],
+        "batches of at most 5, and never a pending job"
     );
     for id in &old {
         assert!(matches!(
