@@ -16,6 +16,11 @@ plugins:
 new-plugin NAME:
     scripts/new-plugin.sh {{NAME}}
 
+# Install honeydew and honeydewd into ~/.local/bin, the bundled plugins into
+# ~/.honeydew/plugins (never over an edited manifest), and the systemd user unit.
+install:
+    scripts/install.sh
+
 # Build the daemon and the CLI.
 build:
     cargo build --workspace
