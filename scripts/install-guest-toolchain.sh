@@ -13,8 +13,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   sudo=
   [ "$(id -u)" -eq 0 ] || sudo=sudo
   echo "installing guest toolchain packages: ${missing[*]}"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
+  $sudo apt-get -o DPkg::Lock::Timeout=600 update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get -o DPkg::Lock::Timeout=600 install -y -qq "${missing[@]}"
 fi
 
 check() {

@@ -20,6 +20,13 @@
 //! HTTP/2 peer accepts. A malformed frame or block ends the connection, as h2 would.
 //! The shim owns no other HTTP/2 state: flow control, settings and stream states stay
 //! h2's. TCP connections do not go through it (their clients send a host and port).
+//!
+//! A gRPC channel sends one authority for its whole life, so the first header block
+//! decides: when its `:authority` is one h2 accepts (tonic, grpc-go, grpcurl with
+//! `-authority`), that block goes on byte for byte and the connection becomes a plain
+//! pass-through, reads going straight into h2's buffer; the shim then costs nothing.
+//! Only a connection whose first block needed rewriting keeps decoding and re-encoding
+//! every block (it must: the client's table and h2's diverge from that block on).
 
 use std::io;
 use std::pin::Pin;
@@ -60,8 +67,20 @@ enum ShimError {
     Hpack(String),
 }
 
+/// What the shim does with a connection's header blocks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// No header block seen yet: the first one decides.
+    Deciding,
+    /// The first block's authority was acceptable: every byte passes unchanged.
+    PassThrough,
+    /// The first block's authority was rewritten: every block is re-encoded.
+    Rewriting,
+}
+
 /// The client's bytes, rewritten as they pass: see the module documentation.
 struct AuthorityRewriter {
+    mode: Mode,
     /// Bytes of the connection preface still to pass unchanged.
     preface_left: usize,
     /// Payload bytes of the current non-header frame still to pass unchanged.
@@ -75,11 +94,14 @@ struct PendingBlock {
     stream_id: [u8; 4],
     end_stream: bool,
     fragment: Vec<u8>,
+    /// The block's frames as received, for passing them on unchanged.
+    raw: Vec<u8>,
 }
 
 impl AuthorityRewriter {
     fn new() -> Self {
         Self {
+            mode: Mode::Deciding,
             preface_left: CONNECTION_PREFACE_BYTES,
             passthrough_left: 0,
             pending: None,
@@ -92,6 +114,11 @@ impl AuthorityRewriter {
     fn process(&mut self, input: &mut Vec<u8>, output: &mut Vec<u8>) -> Result<(), ShimError> {
         let mut at = 0;
         loop {
+            if self.mode == Mode::PassThrough {
+                output.extend_from_slice(&input[at..]);
+                at = input.len();
+                break;
+            }
             let rest = &input[at..];
             if rest.is_empty() {
                 break;
@@ -131,7 +158,8 @@ impl AuthorityRewriter {
             let Some(payload) = rest.get(FRAME_HEADER_BYTES..FRAME_HEADER_BYTES + length) else {
                 break;
             };
-            self.header_frame(kind, flags, stream_id, payload, output)?;
+            let frame = &rest[..FRAME_HEADER_BYTES + length];
+            self.header_frame(kind, flags, stream_id, payload, frame, output)?;
             at += FRAME_HEADER_BYTES + length;
         }
         input.drain(..at);
@@ -144,6 +172,7 @@ impl AuthorityRewriter {
         flags: u8,
         stream_id: [u8; 4],
         payload: &[u8],
+        frame: &[u8],
         output: &mut Vec<u8>,
     ) -> Result<(), ShimError> {
         if kind == FRAME_HEADERS {
@@ -171,6 +200,11 @@ impl AuthorityRewriter {
                 stream_id,
                 end_stream: flags & FLAG_END_STREAM != 0,
                 fragment: payload[start..end].to_vec(),
+                raw: if self.mode == Mode::Deciding {
+                    frame.to_vec()
+                } else {
+                    Vec::new()
+                },
             });
         } else {
             let pending = self
@@ -182,6 +216,9 @@ impl AuthorityRewriter {
                 return Err(ShimError::BlockTooLarge);
             }
             pending.fragment.extend_from_slice(payload);
+            if self.mode == Mode::Deciding {
+                pending.raw.extend_from_slice(frame);
+            }
         }
         if flags & FLAG_END_HEADERS != 0 {
             let block = self.pending.take().expect("a pending block");
@@ -190,18 +227,22 @@ impl AuthorityRewriter {
         Ok(())
     }
 
-    /// Decodes `block`, replaces an invalid `:authority`, and writes it re-encoded.
+    /// Decodes `block`, replaces an invalid `:authority`, and writes it re-encoded;
+    /// or, for a connection's first block with an acceptable authority, writes it as
+    /// received and lets the rest of the connection pass.
     fn rewrite_block(
         &mut self,
         block: PendingBlock,
         output: &mut Vec<u8>,
     ) -> Result<(), ShimError> {
         let mut encoded = Vec::with_capacity(block.fragment.len() * 2);
+        let mut rewrote = false;
         self.decoder
             .decode_with_cb(&block.fragment, |name, value| {
                 let value: &[u8] = if &*name == b":authority"
                     && http::uri::Authority::try_from(&*value).is_err()
                 {
+                    rewrote = true;
                     UNIX_AUTHORITY
                 } else {
                     value.as_ref()
@@ -209,6 +250,14 @@ impl AuthorityRewriter {
                 encode_literal(&name, value, &mut encoded);
             })
             .map_err(|err| ShimError::Hpack(err.to_string()))?;
+        if self.mode == Mode::Deciding {
+            if !rewrote {
+                self.mode = Mode::PassThrough;
+                output.extend_from_slice(&block.raw);
+                return Ok(());
+            }
+            self.mode = Mode::Rewriting;
+        }
 
         let mut chunks = encoded.chunks(SAFE_FRAME_PAYLOAD_BYTES).peekable();
         let mut kind = FRAME_HEADERS;
@@ -298,6 +347,10 @@ impl AsyncRead for UnixAuthorityShim {
             if this.ended {
                 return Poll::Ready(Ok(()));
             }
+            if this.rewriter.mode == Mode::PassThrough && this.received.is_empty() {
+                // Decided: the client's bytes go straight into h2's buffer.
+                return Pin::new(&mut this.stream).poll_read(cx, buf);
+            }
             let mut chunk = [0u8; SAFE_FRAME_PAYLOAD_BYTES];
             let mut read = ReadBuf::new(&mut chunk);
             ready!(Pin::new(&mut this.stream).poll_read(cx, &mut read))?;
@@ -369,7 +422,14 @@ mod tests {
             let length = frame_length([bytes[at], bytes[at + 1], bytes[at + 2]]);
             assert!(length <= SAFE_FRAME_PAYLOAD_BYTES);
             let (kind, flags) = (bytes[at + 3], bytes[at + 4]);
-            let payload = &bytes[at + 9..at + 9 + length];
+            let mut payload = &bytes[at + 9..at + 9 + length];
+            if kind == FRAME_HEADERS && flags & FLAG_PADDED != 0 {
+                let padding = usize::from(payload[0]);
+                payload = &payload[1..payload.len() - padding];
+            }
+            if kind == FRAME_HEADERS && flags & FLAG_PRIORITY != 0 {
+                payload = &payload[5..];
+            }
             if kind == FRAME_HEADERS || kind == FRAME_CONTINUATION {
                 block.extend_from_slice(payload);
                 if flags & FLAG_END_HEADERS != 0 {
@@ -470,6 +530,9 @@ mod tests {
         }
         let data = frame(0x0, FLAG_END_STREAM, 1, b"\0\0\0\0\0");
         assert!(output.windows(data.len()).any(|window| window == data));
+        // The first block decided: the whole connection passed byte for byte, so the
+        // shim costs well-behaved clients (tonic, grpc-go) nothing.
+        assert_eq!(output, input);
     }
 
     #[test]
