@@ -1,0 +1,195 @@
+//! The dispatch path end to end: how fast a started daemon drains a full queue of
+//! no-op jobs, and how soon it dispatches the first of a large backlog.
+//!
+//! 1. Drain: a database is filled with `DRAIN_JOBS` pending `echo.echo` jobs (group
+//!    commit, before the clock starts); then the daemon's own parts start on it, in
+//!    its order (store, plugin runtime with the real `echo` component from
+//!    `target/plugins`, manager, recovery, worker pool), and the time to the last
+//!    completion is taken. Jobs/s at 2, 4, 8 and 16 workers; the sandbox alone (the
+//!    runtime's `execute` in a loop, no store) is the same-run reference, so the ratio
+//!    says how much of each job the queue's round trips cost.
+//! 2. First dispatch: with `BACKLOG_JOBS` pending, the time from opening the store to
+//!    the first job's `running` event (recovery reads the whole backlog first).
+//!
+//! `synchronous=FULL`, fresh databases on the project's disk, `ROUNDS` rounds, medians.
+//! Run with `cargo bench -p honeydew --bench drain` after `scripts/build-plugins.sh`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use honeydew::job::{Job, JobStatus};
+use honeydew::queue::{Manager, ManagerConfig};
+use honeydew::recovery;
+use honeydew::runtime::{Runtime, RuntimeConfig};
+use honeydew::store::{Store, StoreConfig};
+use honeydew::worker::{Executor, PoolConfig, WorkerPool};
+use tokio_util::sync::CancellationToken;
+
+const BUILT_PLUGINS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/plugins");
+const DRAIN_JOBS: usize = 20_000;
+const BACKLOG_JOBS: usize = 100_000;
+const WORKERS: [usize; 4] = [2, 4, 8, 16];
+const ROUNDS: usize = 3;
+const PAYLOAD: &[u8] = br#"{"hello":"world"}"#;
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// A plugin directory holding the built `echo` component and its manifest.
+fn plugin_dir(scratch: &Path) -> tempfile::TempDir {
+    let dir = tempfile::TempDir::new_in(scratch).expect("plugin dir");
+    for file in ["echo.wasm", "echo.toml"] {
+        std::fs::copy(Path::new(BUILT_PLUGINS).join(file), dir.path().join(file))
+            .expect("copy echo");
+    }
+    dir
+}
+
+/// A fresh database at `path` with `count` pending echo jobs.
+async fn fill(path: &Path, count: usize) {
+    let store = Store::open(StoreConfig::new(path)).expect("open store");
+    let mut inserts = tokio::task::JoinSet::new();
+    for chunk in 0..64 {
+        let store = store.clone();
+        inserts.spawn(async move {
+            for _ in (chunk..count).step_by(64) {
+                let job = Job::new("echo.echo", PAYLOAD.to_vec(), 0, 3);
+                store.insert_job(job).await.expect("insert");
+            }
+        });
+    }
+    while inserts.join_next().await.is_some() {}
+}
+
+/// Starts the daemon's parts on `db` and returns when `count` jobs completed (or, with
+/// `first_only`, when the first one started); the elapsed time.
+async fn run(
+    db: &Path,
+    plugins: &Path,
+    cache: &Path,
+    workers: usize,
+    count: usize,
+    first_only: bool,
+) -> Duration {
+    let started = Instant::now();
+    let store = Store::open(StoreConfig::new(db)).expect("open store");
+    let runtime = Runtime::start(RuntimeConfig::new(plugins, cache))
+        .await
+        .expect("runtime");
+    let manager = Arc::new(Manager::new(
+        store,
+        runtime.clone(),
+        ManagerConfig::default(),
+    ));
+    let mut events = manager.subscribe();
+    recovery::recover(&manager).await.expect("recover");
+    let pool = WorkerPool::start(
+        Arc::clone(&manager),
+        runtime,
+        PoolConfig {
+            workers,
+            ..PoolConfig::default()
+        },
+    );
+    let mut completed = 0;
+    loop {
+        let event = events.recv().await.expect("events");
+        if first_only && event.status == JobStatus::Running {
+            break;
+        }
+        if event.status == JobStatus::Completed {
+            completed += 1;
+            if completed == count {
+                break;
+            }
+        }
+    }
+    let elapsed = started.elapsed();
+    pool.stop(Duration::from_secs(10)).await;
+    elapsed
+}
+
+/// The sandbox alone: jobs/s of `execute` in a loop on `workers` tasks.
+async fn sandbox_only(plugins: &Path, cache: &Path, workers: usize, count: usize) -> f64 {
+    let runtime = Runtime::start(RuntimeConfig::new(plugins, cache))
+        .await
+        .expect("runtime");
+    let job = Arc::new(Job::new("echo.echo", PAYLOAD.to_vec(), 0, 3));
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..workers {
+        let runtime = Arc::clone(&runtime);
+        let job = Arc::clone(&job);
+        tasks.spawn(async move {
+            for _ in 0..count / workers {
+                let execution = runtime.execute(&job, CancellationToken::new()).await;
+                assert!(execution.result.is_ok());
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    count as f64 / started.elapsed().as_secs_f64()
+}
+
+async fn bench(scratch: PathBuf) {
+    let plugins = plugin_dir(&scratch);
+    let cache = tempfile::TempDir::new_in(&scratch).expect("cache dir");
+    println!("drain of {DRAIN_JOBS} pending echo.echo jobs after a start (median of {ROUNDS})");
+    println!("  workers   drain jobs/s   sandbox alone jobs/s   drain / sandbox");
+    for workers in WORKERS {
+        let mut drains = Vec::new();
+        let mut alone = Vec::new();
+        for _ in 0..ROUNDS {
+            let dir = tempfile::TempDir::new_in(&scratch).expect("db dir");
+            let db = dir.path().join("honeydew.db");
+            fill(&db, DRAIN_JOBS).await;
+            let elapsed = run(
+                &db,
+                plugins.path(),
+                cache.path(),
+                workers,
+                DRAIN_JOBS,
+                false,
+            )
+            .await;
+            drains.push(DRAIN_JOBS as f64 / elapsed.as_secs_f64());
+            alone.push(sandbox_only(plugins.path(), cache.path(), workers, DRAIN_JOBS).await);
+        }
+        let (drain, alone) = (median(drains), median(alone));
+        println!(
+            "  {workers:>7}   {drain:>12.0}   {alone:>20.0}   {:>15.2}",
+            drain / alone
+        );
+    }
+    let mut firsts = Vec::new();
+    for _ in 0..ROUNDS {
+        let dir = tempfile::TempDir::new_in(&scratch).expect("db dir");
+        let db = dir.path().join("honeydew.db");
+        fill(&db, BACKLOG_JOBS).await;
+        let elapsed = run(&db, plugins.path(), cache.path(), 4, 1, true).await;
+        firsts.push(elapsed.as_secs_f64());
+    }
+    println!(
+        "start to first dispatch with {BACKLOG_JOBS} pending: {:.3} s (median of {ROUNDS})",
+        median(firsts)
+    );
+}
+
+fn main() {
+    assert!(
+        Path::new(BUILT_PLUGINS).join("echo.wasm").is_file(),
+        "{BUILT_PLUGINS}/echo.wasm is missing: run scripts/build-plugins.sh first"
+    );
+    // On the project's disk, like the daemon's data directory, not a tmpfs.
+    let scratch = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench-scratch");
+    std::fs::create_dir_all(&scratch).expect("scratch dir");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio");
+    runtime.block_on(bench(scratch));
+}
