@@ -26,6 +26,9 @@ mod foreign_clients;
 // The data directory's guards: one daemon only, socket mode 0600, stale socket, a
 // warning for an open data directory.
 mod guard;
+// Hostile input under load: every hostile fixture, refused requests, raw socket abuse,
+// plugin-directory garbage; the daemon keeps serving with bounded memory.
+mod hostile;
 // kill -9 mid-job, restart, the job completes; SIGTERM drains; a second one stops.
 mod lifecycle;
 // ListJobs with each filter and with paging.
