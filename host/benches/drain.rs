@@ -5,7 +5,7 @@
 //!    commit, before the clock starts); then the daemon's own parts start on it, in
 //!    its order (store, plugin runtime with the real `echo` component from
 //!    `target/plugins`, manager, recovery, worker pool), and the time to the last
-//!    completion is taken. Jobs/s at 2, 4, 8 and 16 workers; the sandbox alone (the
+//!    completion is taken. Jobs/s at 2 to 32 workers (16 is the default); the sandbox alone (the
 //!    runtime's `execute` in a loop, no store) is the same-run reference, so the ratio
 //!    says how much of each job the queue's round trips cost.
 //! 2. First dispatch: with `BACKLOG_JOBS` pending, the time from opening the store to
@@ -23,13 +23,13 @@ use honeydew::queue::{Manager, ManagerConfig};
 use honeydew::recovery;
 use honeydew::runtime::{Runtime, RuntimeConfig};
 use honeydew::store::{Store, StoreConfig};
-use honeydew::worker::{Executor, PoolConfig, WorkerPool};
+use honeydew::worker::{DEFAULT_WORKERS, Executor, PoolConfig, WorkerPool};
 use tokio_util::sync::CancellationToken;
 
 const BUILT_PLUGINS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/plugins");
 const DRAIN_JOBS: usize = 20_000;
 const BACKLOG_JOBS: usize = 100_000;
-const WORKERS: [usize; 4] = [2, 4, 8, 16];
+const WORKERS: [usize; 5] = [2, 4, 8, 16, 32];
 const ROUNDS: usize = 3;
 const PAYLOAD: &[u8] = br#"{"hello":"world"}"#;
 
@@ -159,8 +159,13 @@ async fn bench(scratch: PathBuf) {
             alone.push(sandbox_only(plugins.path(), cache.path(), workers, DRAIN_JOBS).await);
         }
         let (drain, alone) = (median(drains), median(alone));
+        let default = if workers == DEFAULT_WORKERS {
+            "   (default)"
+        } else {
+            ""
+        };
         println!(
-            "  {workers:>7}   {drain:>12.0}   {alone:>20.0}   {:>15.2}",
+            "  {workers:>7}   {drain:>12.0}   {alone:>20.0}   {:>15.2}{default}",
             drain / alone
         );
     }

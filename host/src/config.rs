@@ -7,7 +7,7 @@
 //!
 //! ```toml
 //! plugin_dir = "plugins"          # default <data_dir>/plugins
-//! workers = 4
+//! workers = 16
 //! sync = "full"                   # full | normal | off
 //! listen_tcp = "127.0.0.1:7070"   # off unless set
 //! shutdown_deadline_ms = 30000
@@ -97,7 +97,7 @@ pub struct DaemonArgs {
     /// Plugin directory, watched for NAME.wasm + NAME.toml [default: <data-dir>/plugins]
     #[arg(long, env = "HONEYDEW_PLUGIN_DIR", value_name = "DIR")]
     pub plugin_dir: Option<PathBuf>,
-    /// Jobs run at once [default: 4]
+    /// Jobs run at once (1 to 1024) [default: 16]
     #[arg(long, env = "HONEYDEW_WORKERS", value_name = "N")]
     pub workers: Option<usize>,
     /// Commit durability: full (survives power loss), normal, off [default: full]
@@ -293,11 +293,20 @@ impl DaemonConfig {
                 data_dir.join(path)
             }
         };
-        let workers = args.workers.or(file.workers).unwrap_or(4);
+        let workers = args
+            .workers
+            .or(file.workers)
+            .unwrap_or(crate::worker::DEFAULT_WORKERS);
         if workers == 0 {
             return Err(ConfigError::Invalid(
                 "workers is 0: at least one worker is needed to run jobs".into(),
             ));
+        }
+        if workers > crate::worker::MAX_WORKERS {
+            return Err(ConfigError::Invalid(format!(
+                "workers is {workers}: at most {} may run at once",
+                crate::worker::MAX_WORKERS
+            )));
         }
         let declared: std::collections::BTreeSet<String> =
             file.secret_env.into_iter().chain(args.secret_env).collect();
@@ -477,7 +486,7 @@ mod tests {
         assert_eq!(config.plugin_dir, config.data_dir.join("plugins"));
         assert_eq!(config.cache_dir, config.data_dir.join("cache"));
         assert_eq!(config.socket_path(), config.data_dir.join("honeydew.sock"));
-        assert_eq!(config.workers, 4);
+        assert_eq!(config.workers, crate::worker::DEFAULT_WORKERS);
         assert_eq!(config.sync, SyncMode::Full);
         assert_eq!(config.listen_tcp, None);
         assert_eq!(config.shutdown_deadline, Duration::from_secs(30));
@@ -524,6 +533,8 @@ mod tests {
         assert!(err.to_string().contains("sometimes"), "{err}");
         let err = load(Some("workers = 0"), DaemonArgs::default(), &[]).unwrap_err();
         assert!(err.to_string().contains("workers is 0"), "{err}");
+        let err = load(Some("workers = 100000"), DaemonArgs::default(), &[]).unwrap_err();
+        assert!(err.to_string().contains("at most 1024"), "{err}");
     }
 
     #[test]

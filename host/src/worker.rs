@@ -64,6 +64,14 @@ pub trait Executor: Send + Sync + 'static {
     fn execute<'a>(&'a self, job: &'a Job, cancel: CancellationToken) -> BoxFuture<'a, Execution>;
 }
 
+/// How many jobs run at once unless configured. Jobs are mostly waiting on HTTP, and
+/// a worker waiting holds no thread, so the default is well above the core count;
+/// each running sandbox may use up to its memory limit (64 MiB by default).
+pub const DEFAULT_WORKERS: usize = 16;
+
+/// The most workers a pool may have: a bound on a value that comes from outside.
+pub const MAX_WORKERS: usize = 1024;
+
 /// Settings of the pool.
 #[derive(Clone, Debug)]
 pub struct PoolConfig {
@@ -76,7 +84,7 @@ pub struct PoolConfig {
 impl Default for PoolConfig {
     fn default() -> Self {
         Self {
-            workers: 4,
+            workers: DEFAULT_WORKERS,
             backoff: BackoffPolicy::default(),
         }
     }

@@ -169,7 +169,8 @@ impl Store {
         worker_id: usize,
         now: DateTime<Utc>,
     ) -> Result<Option<Claimed>, StoreError> {
-        self.write(move |conn| claim(conn, id, worker_id, now))
+        // Relaxed: a claim lost with the power only means the job runs again.
+        self.write_relaxed(move |conn| claim(conn, id, worker_id, now))
             .await
     }
 

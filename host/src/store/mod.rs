@@ -5,7 +5,9 @@
 //! a transaction for the first waiting write and keeps applying whatever else arrives
 //! meanwhile (up to `max_batch`; each inside its own savepoint when it has several
 //! statements), commits once, and only then answers each caller. A submit is therefore acknowledged only after its row is durable, and 64
-//! concurrent submitters share one fsync instead of paying for 64. Reads run on a small pool of read-only connections
+//! concurrent submitters share one fsync instead of paying for 64. A claim is the one
+//! write that skips its fsync (a claim lost with the power only means the job runs
+//! again); it is made durable by the next commit that has one. Reads run on a small pool of read-only connections
 //! in blocking tasks, so they never wait behind the writer (WAL).
 //!
 //! Every state change is one guarded `UPDATE ... WHERE id = ? AND status = ?`; a
@@ -41,6 +43,20 @@ impl Store {
         release: std::sync::mpsc::Receiver<()>,
     ) -> Result<(), StoreError> {
         self.write_statement(move |_conn| {
+            let _ = entered.send(());
+            let _ = release.recv();
+            Ok(())
+        })
+        .await
+    }
+
+    /// Like [`Store::hold_writer`], as a relaxed write (one that skips its fsync).
+    pub(crate) async fn hold_writer_relaxed(
+        &self,
+        entered: std::sync::mpsc::Sender<()>,
+        release: std::sync::mpsc::Receiver<()>,
+    ) -> Result<(), StoreError> {
+        self.write_relaxed(move |_conn| {
             let _ = entered.send(());
             let _ = release.recv();
             Ok(())
@@ -203,6 +219,12 @@ struct WriteOp {
     /// Whether the write runs several statements and so needs a savepoint to stay
     /// atomic; a single statement is atomic by itself and skips that cost.
     compound: bool,
+    /// Whether its caller needs it on disk before the answer. A claim does not: a
+    /// claim lost with the machine's power only means the job runs again, which
+    /// recovery does anyway. Such writes commit without an fsync of their own (WAL
+    /// with `synchronous=NORMAL`: safe across a daemon crash, made durable by the
+    /// next durable commit, since the WAL is written in order).
+    durable: bool,
 }
 
 /// Handle to the job database. Clones share the writer thread and the reader pool.
@@ -220,12 +242,15 @@ pub struct WriterStats {
     pub commits: u64,
     /// Writes those commits carried: `writes / commits` is the mean batch size.
     pub writes: u64,
+    /// Commits made without an fsync of their own: batches of claims only.
+    pub relaxed_commits: u64,
 }
 
 #[derive(Default)]
 struct WriterCounters {
     commits: std::sync::atomic::AtomicU64,
     writes: std::sync::atomic::AtomicU64,
+    relaxed_commits: std::sync::atomic::AtomicU64,
 }
 
 impl Store {
@@ -249,9 +274,11 @@ impl Store {
         let max_batch = config.max_batch.max(1);
         let stats = Arc::new(WriterCounters::default());
         let counters = Arc::clone(&stats);
+        // Only FULL fsyncs at each commit; under NORMAL and OFF every write is relaxed.
+        let relaxable = config.sync == SyncMode::Full;
         thread::Builder::new()
             .name("honeydew-store-writer".into())
-            .spawn(move || run_writer(conn, ops, max_batch, &counters))
+            .spawn(move || run_writer(conn, ops, max_batch, relaxable, &counters))
             .map_err(|err| StoreError::Commit(format!("cannot start writer thread: {err}")))?;
         Ok(Self {
             writer,
@@ -271,6 +298,7 @@ impl Store {
         WriterStats {
             commits: self.stats.commits.load(Relaxed),
             writes: self.stats.writes.load(Relaxed),
+            relaxed_commits: self.stats.relaxed_commits.load(Relaxed),
         }
     }
 
@@ -281,7 +309,7 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        self.submit_write(apply, false).await
+        self.submit_write(apply, false, true).await
     }
 
     /// Like [`Store::write_statement`] for a write of several statements, which then
@@ -291,10 +319,25 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        self.submit_write(apply, true).await
+        self.submit_write(apply, true, true).await
     }
 
-    async fn submit_write<T, F>(&self, apply: F, compound: bool) -> Result<T, StoreError>
+    /// Like [`Store::write`] for a write that need not survive power loss (a claim):
+    /// it is answered once committed, without waiting for an fsync.
+    async fn write_relaxed<T, F>(&self, apply: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.submit_write(apply, true, false).await
+    }
+
+    async fn submit_write<T, F>(
+        &self,
+        apply: F,
+        compound: bool,
+        durable: bool,
+    ) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
@@ -318,7 +361,11 @@ impl Store {
             (applied, reply)
         });
         self.writer
-            .send(WriteOp { apply, compound })
+            .send(WriteOp {
+                apply,
+                compound,
+                durable,
+            })
             .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
@@ -370,19 +417,52 @@ fn set_size_limit(conn: &Connection, max_size_mib: Option<u64>) -> rusqlite::Res
 /// the transaction is open (up to `max_batch`), commit once, answer everyone. Writes
 /// that arrive while earlier ones are being applied join the same commit, so batches
 /// grow with the load instead of being cut at the moment the first write arrived.
+///
+/// With `relaxable` (the store runs `synchronous=FULL`), a batch that begins with a
+/// relaxed write (a claim) commits under `synchronous=NORMAL`, without an fsync: it
+/// takes further relaxed writes and ends at the first durable one, which begins the
+/// next batch, under FULL. A durable batch takes relaxed writes too (they are then
+/// fsynced with it). The pragma may change only between transactions, hence the split.
 fn run_writer(
     mut conn: Connection,
     ops: mpsc::Receiver<WriteOp>,
     max_batch: usize,
+    relaxable: bool,
     counters: &WriterCounters,
 ) {
     use std::sync::atomic::Ordering::Relaxed;
     let mut replies: Vec<Reply> = Vec::with_capacity(max_batch);
-    while let Ok(first) = ops.recv() {
-        let commit = apply_batch(&mut conn, first, &ops, max_batch, &mut replies);
+    let mut carried: Option<WriteOp> = None;
+    let mut fsyncing = true;
+    loop {
+        let first = match carried.take() {
+            Some(op) => op,
+            None => match ops.recv() {
+                Ok(op) => op,
+                Err(_) => break,
+            },
+        };
+        let durable = first.durable || !relaxable;
+        if relaxable && durable != fsyncing {
+            let level = if durable { "FULL" } else { "NORMAL" };
+            match conn.pragma_update(None, "synchronous", level) {
+                Ok(()) => fsyncing = durable,
+                // Left as it was: FULL stays FULL, which is only slower.
+                Err(err) => tracing::warn!(error = %err, level, "cannot change synchronous"),
+            }
+        }
+        let batch = Batch {
+            ops: &ops,
+            max_batch,
+            relaxed_only: !fsyncing,
+        };
+        let commit = apply_batch(&mut conn, first, &batch, &mut carried, &mut replies);
         if commit.is_ok() {
             counters.commits.fetch_add(1, Relaxed);
             counters.writes.fetch_add(replies.len() as u64, Relaxed);
+            if !fsyncing {
+                counters.relaxed_commits.fetch_add(1, Relaxed);
+            }
         }
         for reply in replies.drain(..) {
             reply(commit.as_ref().copied());
@@ -390,14 +470,23 @@ fn run_writer(
     }
 }
 
-/// Applies `first` and the writes that follow it in one transaction. A write whose
-/// savepoint cannot even begin is dropped, which its caller sees as
+/// Where a batch takes its writes from, and which it may take.
+struct Batch<'a> {
+    ops: &'a mpsc::Receiver<WriteOp>,
+    max_batch: usize,
+    /// The batch commits without an fsync: a durable write must wait for the next.
+    relaxed_only: bool,
+}
+
+/// Applies `first` and the writes that follow it in one transaction. A durable write
+/// that arrives during a relaxed batch is left in `carried` for the next one. A write
+/// whose savepoint cannot even begin is dropped, which its caller sees as
 /// [`StoreError::Closed`]; that happens only when the connection itself is broken.
 fn apply_batch(
     conn: &mut Connection,
     first: WriteOp,
-    ops: &mpsc::Receiver<WriteOp>,
-    max_batch: usize,
+    batch: &Batch<'_>,
+    carried: &mut Option<WriteOp>,
     replies: &mut Vec<Reply>,
 ) -> Result<(), StoreError> {
     let mut tx = match conn.transaction() {
@@ -412,8 +501,11 @@ fn apply_batch(
     while let Some(op) = next.take() {
         taken += 1;
         apply_one(&mut tx, op, replies)?;
-        if taken < max_batch {
-            next = ops.try_recv().ok();
+        if taken < batch.max_batch {
+            next = batch.ops.try_recv().ok();
+            if batch.relaxed_only && next.as_ref().is_some_and(|op| op.durable) {
+                *carried = next.take();
+            }
         }
     }
     tx.commit().map_err(StoreError::from)

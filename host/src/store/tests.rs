@@ -560,6 +560,60 @@ async fn concurrent_submits_share_commits_and_are_all_durable_after_reopening() 
     assert_eq!(stored, acknowledged);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn claims_skip_their_fsync_and_a_submit_never_rides_a_commit_without_one() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let (first, second) = (job("echo.echo", b"{}", 0), job("echo.echo", b"{}", 0));
+    store.insert_job(first.clone()).await.unwrap();
+    store.insert_job(second.clone()).await.unwrap();
+    // A relaxed batch is open: the claim behind it joins it, the submit behind that
+    // must not (its acknowledgement promises an fsync), and the claim after the
+    // submit rides the submit's durable commit.
+    let (entered, inside) = std::sync::mpsc::channel();
+    let (release, released) = std::sync::mpsc::channel();
+    let held = {
+        let store = store.clone();
+        tokio::spawn(async move { store.hold_writer_relaxed(entered, released).await })
+    };
+    tokio::task::spawn_blocking(move || inside.recv().unwrap())
+        .await
+        .unwrap();
+    let before = store.writer_stats();
+    let now = Utc::now();
+    let claim_first = started(Box::pin(store.claim(first.id, 1, now))).await;
+    let submitted = job("echo.echo", b"{}", 0);
+    let submit = started(Box::pin(store.insert_job(submitted.clone()))).await;
+    let claim_second = started(Box::pin(store.claim(second.id, 2, now))).await;
+    release.send(()).unwrap();
+    held.await.unwrap().unwrap();
+    assert!(claim_first.await.unwrap().is_some());
+    submit.await.unwrap();
+    assert!(claim_second.await.unwrap().is_some());
+    let after = store.writer_stats();
+    assert_eq!(after.writes - before.writes, 4, "{before:?} -> {after:?}");
+    assert_eq!(after.commits - before.commits, 2, "{before:?} -> {after:?}");
+    assert_eq!(
+        after.relaxed_commits - before.relaxed_commits,
+        1,
+        "only the held write and the first claim skipped the fsync: {before:?} -> {after:?}"
+    );
+    // Plain inserts and outcomes keep theirs.
+    store.insert_job(job("echo.echo", b"{}", 0)).await.unwrap();
+    assert_eq!(store.writer_stats().relaxed_commits, after.relaxed_commits);
+    // A relaxed commit survives the process (it is in the WAL, only unsynced).
+    drop(store);
+    let reopened = open(&dir);
+    assert_eq!(
+        reopened.get_job(first.id).await.unwrap().status,
+        JobStatus::Running
+    );
+    assert_eq!(
+        reopened.get_job(submitted.id).await.unwrap().status,
+        JobStatus::Pending
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_write_does_not_spoil_its_batch() {
     let dir = TempDir::new().unwrap();
