@@ -35,6 +35,8 @@ mod lifecycle;
 mod listing;
 // A typed proxy RPC end to end: `github.commits` against a local fake of GitHub.
 mod proxy;
+// Redirects followed by the host: each hop checked and given its own host's credential.
+mod redirects;
 // Cron schedules: jobs every second, removal, restart, misfire policies, the CLI.
 mod schedules;
 // Many jobs under retention: the database and the daemon's memory stay bounded.

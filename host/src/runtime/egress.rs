@@ -1,5 +1,6 @@
 //! Outgoing HTTP policy: which hosts a plugin may reach, which credentials the host
-//! adds on its behalf, how much of a response it may read and how long it may wait.
+//! adds on its behalf, which redirects it follows, how much of a response it may read
+//! and how long it may wait.
 //!
 //! [`EgressHooks`] is wasmtime-wasi-http's send hook for one job. Every request a guest
 //! sends passes through it before any connection is made: a request to a host that no
@@ -8,21 +9,46 @@
 //! `[[auth]]` headers (replacing any the guest set under the same name), timeouts no
 //! outlasting the job's remaining deadline, and a capped response body.
 //!
+//! # Redirects
+//!
+//! The host follows redirects (301, 302, 303, 307, 308) for the guest, which sees only
+//! the last response ([`send_following_redirects`], with the decisions in
+//! `redirect`). Every hop is a request of its own as far as the policy goes: checked
+//! against `allowed_hosts` (a hop to a host not granted is refused and recorded like a
+//! direct request to it, naming the hop's URL), given the `[[auth]]` headers of its own
+//! host only (those of the previous hop are removed first, so a credential never
+//! reaches another host; the guest's own `Authorization`, `Proxy-Authorization`,
+//! `Cookie` and any header named by an `[[auth]]` rule are dropped once a hop changes
+//! origin), and given timeouts from what is left of the deadline. As the Fetch
+//! standard says, a POST after 301 or 302, and any method but GET or HEAD after 303,
+//! becomes a GET without body; every other request keeps its method and body, which
+//! works only for a body the host kept: one whose declared `content-length` is at most
+//! 64 KiB, read whole before the first hop goes out. After five redirects, or when a
+//! body that streamed would have to be sent again, or when `Location` is not an http or
+//! https URL with a host (or names a user), the guest gets the redirect itself, its
+//! body replaced by the reason (`error_for_status` in the SDK makes that a permanent
+//! error). The response-header cap applies to every hop, the body cap to the response
+//! delivered. What this file logs of a hop, and the refusal it records for a
+//! redirect's, leave the query out: a redirect's may carry a token, as GitHub's archive
+//! links do.
+//!
 //! The hooks also count the job's unfinished requests ([`EgressHooks::requests_in_flight`]):
 //! a request is in flight from the moment it is sent until its response failed, or its
-//! body ended, failed or was dropped. The sandbox asks that count when the deadline
+//! body ended, failed or was dropped; a request counts once, however many hops it takes.
+//! The sandbox asks that count when the deadline
 //! passes, to tell a slow upstream (retriable) from a guest that overran (permanent),
 //! and no job may have more than [`MAX_REQUESTS_IN_FLIGHT`] at once. What a guest can
 //! make the host buffer is bounded here too: response header maps as large as the
 //! guest's own ([`MAX_HEADER_MAP_BYTES`]), outgoing body chunks
-//! ([`OUTGOING_BODY_CHUNK_BYTES`]). This file must not log header values: auth values
+//! ([`OUTGOING_BODY_CHUNK_BYTES`]), a request body kept for a redirect
+//! ([`MAX_RESENT_BODY_BYTES`]). This file must not log header values: auth values
 //! are secrets.
 
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
 
@@ -32,6 +58,8 @@ use http::{HeaderMap, HeaderName, HeaderValue, Uri};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
+
+use super::redirect::{Hop, MAX_RESENT_BODY_BYTES, Next, Redirects, without_query};
 
 /// The most bytes one header map may take, counted as wasmtime-wasi-http counts them
 /// (each name and value plus its in-memory overhead): a guest's `fields` (its default
@@ -277,6 +305,19 @@ impl EgressPolicy {
     fn allows(&self, uri: &Uri) -> bool {
         self.allowed.iter().any(|pattern| pattern.matches(uri))
     }
+
+    /// Sets the `[[auth]]` headers whose rule matches `uri` (replacing any under the
+    /// same name) and returns their names, so that the next hop can drop them.
+    fn add_auth(&self, headers: &mut HeaderMap, uri: &Uri) -> Vec<HeaderName> {
+        let mut added = Vec::new();
+        for auth in &self.auth {
+            if auth.host.matches(uri) {
+                headers.insert(auth.name.clone(), auth.value.clone());
+                added.push(auth.name.clone());
+            }
+        }
+        added
+    }
 }
 
 /// The send hook of one job: enforces `policy`, remembers a refusal and counts the
@@ -284,7 +325,7 @@ impl EgressPolicy {
 pub(super) struct EgressHooks {
     policy: Arc<EgressPolicy>,
     deadline: Instant,
-    denied: Option<String>,
+    denied: Denied,
     in_flight: InFlight,
 }
 
@@ -294,34 +335,21 @@ impl EgressHooks {
         Self {
             policy,
             deadline,
-            denied: None,
+            denied: Denied::default(),
             in_flight: InFlight::default(),
         }
     }
 
-    /// The first URL this job was refused, if any.
+    /// The first URL this job was refused, if any: one the guest asked for, or a
+    /// redirect's.
     pub(super) fn denied(&self) -> Option<&str> {
-        self.denied.as_deref()
+        self.denied.url()
     }
 
     /// How many of this job's requests are sent and not yet over: no response yet, or
     /// a response whose body has not ended, failed or been dropped.
     pub(super) fn requests_in_flight(&self) -> usize {
         self.in_flight.count()
-    }
-
-    /// The guest's timeouts, each cut to what is left of the job's deadline plus
-    /// [`TIMEOUT_GRACE`].
-    fn clamp(&self, options: Option<RequestOptions>) -> RequestOptions {
-        let remaining = self.deadline.saturating_duration_since(Instant::now()) + TIMEOUT_GRACE;
-        let clamp =
-            |timeout: Option<Duration>| Some(timeout.map_or(remaining, |t| t.min(remaining)));
-        let options = options.unwrap_or_default();
-        RequestOptions {
-            connect_timeout: clamp(options.connect_timeout),
-            first_byte_timeout: clamp(options.first_byte_timeout),
-            between_bytes_timeout: clamp(options.between_bytes_timeout),
-        }
     }
 }
 
@@ -331,70 +359,271 @@ type IoFuture = Box<dyn Future<Output = HttpResult<()>> + Send>;
 impl WasiHttpHooks for EgressHooks {
     fn send_request(
         &mut self,
-        mut request: http::Request<WasiBody>,
+        request: http::Request<WasiBody>,
         options: Option<RequestOptions>,
         _fut: IoFuture,
     ) -> Box<dyn Future<Output = HttpResult<(http::Response<WasiBody>, IoFuture)>> + Send> {
-        let url = request.uri().to_string();
-        let plugin = self.policy.plugin.clone();
         if !self.policy.allows(request.uri()) {
-            // Logged once per job: a guest retrying in a loop must not flood the log.
-            if self.denied.is_none() {
-                tracing::warn!(plugin = %plugin, url = %shortened(&url), "egress denied: no network.allowed_hosts entry matches");
-            }
-            self.denied.get_or_insert(url);
+            self.denied
+                .record(&self.policy.plugin, request.uri().to_string());
             return Box::new(async { Err(HttpError::HttpRequestDenied) });
         }
         let in_flight = self.in_flight.count();
         if in_flight >= MAX_REQUESTS_IN_FLIGHT {
-            tracing::warn!(plugin = %plugin, in_flight, "egress refused: too many requests in flight");
+            tracing::warn!(plugin = %self.policy.plugin, in_flight, "egress refused: too many requests in flight");
             return Box::new(async { Err(HttpError::ConnectionLimitReached) });
         }
-        for auth in &self.policy.auth {
-            if auth.host.matches(request.uri()) {
-                request
-                    .headers_mut()
-                    .insert(auth.name.clone(), auth.value.clone());
-            }
-        }
-        let options = self.clamp(options);
-        let limit = self.policy.max_response_body_bytes;
-        // Lives in this future, then in the response's body until it is over.
-        let guard = self.in_flight.start();
-        Box::new(async move {
-            let (response, io) =
-                wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
-            let header_bytes = header_map_bytes(response.headers());
-            if header_bytes > MAX_HEADER_MAP_BYTES {
-                tracing::warn!(plugin = %plugin, url = %shortened(&url), header_bytes, "response headers over the cap");
-                return Err(HttpError::HttpResponseHeaderSectionSize(
-                    u32::try_from(header_bytes).ok(),
-                ));
-            }
-            let declared = response
-                .headers()
-                .get(http::header::CONTENT_LENGTH)
-                .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
-            if let Some(declared) = declared
-                && declared > limit as u64
-            {
-                tracing::warn!(plugin = %plugin, url = %url, limit, declared, "response body over the cap");
-                return Err(HttpError::HttpResponseBodySize(Some(declared)));
-            }
-            let response = response.map(|body| {
-                let capped = cap_body(body.boxed_unsync(), limit, plugin, url);
-                TrackedBody {
-                    inner: capped,
-                    guard: Some(guard),
-                }
-                .boxed_unsync()
-            });
-            Ok((response, Box::new(io) as IoFuture))
-        })
+        let exchange = Exchange {
+            policy: Arc::clone(&self.policy),
+            denied: self.denied.clone(),
+            deadline: self.deadline,
+            options,
+            // Lives in the exchange, then in the response's body until it is over.
+            guard: self.in_flight.start(),
+        };
+        Box::new(send_following_redirects(exchange, request))
     }
 
     fn p2_outgoing_body_chunk_size(&mut self) -> usize {
         OUTGOING_BODY_CHUNK_BYTES
+    }
+}
+
+/// The first URL a job was refused, shared by its hooks and the requests they sent
+/// (a redirect's hop is refused after the guest's request left the hook).
+#[derive(Clone, Default)]
+struct Denied {
+    first: Arc<OnceLock<String>>,
+}
+
+impl Denied {
+    fn url(&self) -> Option<&str> {
+        self.first.get().map(String::as_str)
+    }
+
+    /// Remembers `url` unless an earlier one was, and logs the first only: a guest
+    /// retrying in a loop must not flood the log.
+    fn record(&self, plugin: &str, url: String) {
+        let logged = shortened(&url).to_owned();
+        if self.first.set(url).is_ok() {
+            tracing::warn!(plugin = %plugin, url = %logged, "egress denied: no network.allowed_hosts entry matches");
+        }
+    }
+}
+
+/// What one guest request needs on its way, across all its hops.
+struct Exchange {
+    policy: Arc<EgressPolicy>,
+    denied: Denied,
+    deadline: Instant,
+    /// The guest's timeouts, cut for each hop to what is left of the deadline.
+    options: Option<RequestOptions>,
+    guard: InFlightGuard,
+}
+
+/// Sends `request` (whose first hop the policy allowed), following redirects as the
+/// module's documentation says: each hop is checked against the policy and gets the
+/// auth headers of its own host; the decisions of what the next hop is are
+/// `redirect`'s. Ends with the response the guest gets, its body capped and counted in
+/// flight until it is over.
+async fn send_following_redirects(
+    exchange: Exchange,
+    request: http::Request<WasiBody>,
+) -> HttpResult<(http::Response<WasiBody>, IoFuture)> {
+    let Exchange {
+        policy,
+        denied,
+        deadline,
+        options,
+        guard,
+    } = exchange;
+    let plugin = policy.plugin.as_str();
+    let (parts, body) = request.into_parts();
+    let mut hop = Hop {
+        method: parts.method,
+        uri: parts.uri,
+        headers: parts.headers,
+    };
+    let mut body = RequestBody::keep_if_small(body, &hop.headers).await?;
+    let mut redirects = Redirects::new(
+        body.can_resend(),
+        policy.auth.iter().map(|auth| auth.name.clone()),
+    );
+    loop {
+        let host_added = policy.add_auth(&mut hop.headers, &hop.uri);
+        let mut request = http::Request::new(body.for_hop());
+        *request.method_mut() = hop.method.clone();
+        *request.uri_mut() = hop.uri.clone();
+        *request.headers_mut() = hop.headers.clone();
+        // For the log only, so without the query (see below).
+        let url = without_query(&hop.uri);
+        let (response, io) =
+            wasmtime_wasi_http::default_send_request(request, Some(clamp(options, deadline)))
+                .await?;
+        let header_bytes = header_map_bytes(response.headers());
+        if header_bytes > MAX_HEADER_MAP_BYTES {
+            tracing::warn!(plugin = %plugin, url = %shortened(&url), header_bytes, "response headers over the cap");
+            return Err(HttpError::HttpResponseHeaderSectionSize(
+                u32::try_from(header_bytes).ok(),
+            ));
+        }
+        let location = response.headers().get(http::header::LOCATION);
+        let response = match redirects.next(&hop, response.status(), location, &host_added) {
+            Next::Deliver => response.map(BodyExt::boxed_unsync),
+            Next::Refuse(reason) => {
+                tracing::warn!(plugin = %plugin, url = %shortened(&url), status = response.status().as_u16(), reason = %shortened(&reason), "redirect not followed");
+                explained(response, reason)
+            }
+            Next::Follow {
+                hop: next,
+                keeps_body,
+            } => {
+                // The redirect's own body is not read: dropping it closes its connection.
+                drop((response, io));
+                if !keeps_body {
+                    body = RequestBody::Kept(Bytes::new());
+                }
+                // Without its query: a redirect's may carry a token, and this goes into
+                // the job's error and the log.
+                let next_url = without_query(&next.uri);
+                let from = without_query(&hop.uri);
+                if !policy.allows(&next.uri) {
+                    denied.record(plugin, format!("{next_url} (a redirect from {from})"));
+                    return Err(HttpError::HttpRequestDenied);
+                }
+                tracing::debug!(plugin = %plugin, from = %shortened(&from), to = %shortened(&next_url), "following a redirect");
+                hop = next;
+                continue;
+            }
+        };
+        let limit = policy.max_response_body_bytes;
+        let declared = response
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
+        if let Some(declared) = declared
+            && declared > limit as u64
+        {
+            tracing::warn!(plugin = %plugin, url = %shortened(&url), limit, declared, "response body over the cap");
+            return Err(HttpError::HttpResponseBodySize(Some(declared)));
+        }
+        let plugin = plugin.to_owned();
+        let response = response.map(|body| {
+            TrackedBody {
+                inner: cap_body(body, limit, plugin, url),
+                guard: Some(guard),
+            }
+            .boxed_unsync()
+        });
+        return Ok((response, Box::new(io) as IoFuture));
+    }
+}
+
+/// A request's body, as the hops of the request send it.
+enum RequestBody {
+    /// Read whole (empty, or of a small declared length): every hop sends it.
+    Kept(Bytes),
+    /// Streamed as the guest writes it, by the first hop only.
+    Streamed(Option<WasiBody>),
+}
+
+impl RequestBody {
+    /// Keeps `body` when it is empty, or when `headers` declare a `content-length` of at
+    /// most [`MAX_RESENT_BODY_BYTES`] (then it is read whole here, as the guest writes
+    /// it, before the request goes out); else it will stream. A body with trailers
+    /// (rare in requests) streams too.
+    async fn keep_if_small(body: WasiBody, headers: &HeaderMap) -> HttpResult<RequestBody> {
+        if body.is_end_stream() {
+            return Ok(RequestBody::Kept(Bytes::new()));
+        }
+        let declared = headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_none_or(|length| length > MAX_RESENT_BODY_BYTES) {
+            return Ok(RequestBody::Streamed(Some(body)));
+        }
+        // wasmtime-wasi-http holds the guest to its declared length; the limit holds the
+        // host's buffer to the cap whatever the guest does.
+        let limit = usize::try_from(MAX_RESENT_BODY_BYTES).unwrap_or(usize::MAX);
+        let collected = Limited::new(body, limit)
+            .collect()
+            .await
+            .map_err(|err| match err.downcast::<HttpError>() {
+                Ok(err) => *err,
+                Err(err) if err.is::<LengthLimitError>() => {
+                    HttpError::HttpRequestBodySize(Some(MAX_RESENT_BODY_BYTES))
+                }
+                Err(err) => HttpError::InternalError(Some(err.to_string())),
+            })?;
+        if collected.trailers().is_some() {
+            return Ok(RequestBody::Streamed(Some(
+                collected.map_err(|never| match never {}).boxed_unsync(),
+            )));
+        }
+        Ok(RequestBody::Kept(collected.to_bytes()))
+    }
+
+    fn can_resend(&self) -> bool {
+        matches!(self, RequestBody::Kept(_))
+    }
+
+    /// The body of the next hop: the kept one again, or the stream if not sent yet.
+    /// (`redirect` follows a redirect that needs the body again only if it was kept.)
+    fn for_hop(&mut self) -> WasiBody {
+        let bytes = match self {
+            RequestBody::Kept(bytes) => bytes.clone(),
+            RequestBody::Streamed(stream) => match stream.take() {
+                Some(stream) => return stream,
+                None => Bytes::new(),
+            },
+        };
+        if bytes.is_empty() {
+            return http_body_util::Empty::<Bytes>::new()
+                .map_err(|never| match never {})
+                .boxed_unsync();
+        }
+        http_body_util::Full::new(bytes)
+            .map_err(|never| match never {})
+            .boxed_unsync()
+    }
+}
+
+/// `response` (a redirect not followed) with `reason` as its body in place of its own,
+/// so that the guest, and the job's error, say why it got a redirect.
+fn explained<B>(response: http::Response<B>, reason: String) -> http::Response<WasiBody> {
+    // The redirect's own body is not read: dropping it closes its connection.
+    let (mut parts, _) = response.into_parts();
+    for name in [
+        http::header::CONTENT_ENCODING,
+        http::header::TRANSFER_ENCODING,
+        http::header::CONTENT_TYPE,
+    ] {
+        parts.headers.remove(name);
+    }
+    parts.headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    parts.headers.insert(
+        http::header::CONTENT_LENGTH,
+        HeaderValue::from(reason.len()),
+    );
+    let body = http_body_util::Full::new(Bytes::from(reason))
+        .map_err(|never| match never {})
+        .boxed_unsync();
+    http::Response::from_parts(parts, body)
+}
+
+/// The guest's timeouts `options`, each cut to what is left until `deadline` plus
+/// [`TIMEOUT_GRACE`].
+fn clamp(options: Option<RequestOptions>, deadline: Instant) -> RequestOptions {
+    let remaining = deadline.saturating_duration_since(Instant::now()) + TIMEOUT_GRACE;
+    let cut = |timeout: Option<Duration>| Some(timeout.map_or(remaining, |t| t.min(remaining)));
+    let options = options.unwrap_or_default();
+    RequestOptions {
+        connect_timeout: cut(options.connect_timeout),
+        first_byte_timeout: cut(options.first_byte_timeout),
+        between_bytes_timeout: cut(options.between_bytes_timeout),
     }
 }
 
@@ -602,13 +831,15 @@ mod tests {
 
     #[test]
     fn timeouts_end_just_after_the_deadline() {
-        let policy = Arc::new(EgressPolicy::deny_all("test".into()));
-        let hooks = EgressHooks::new(policy, Instant::now() + Duration::from_secs(5));
-        let options = hooks.clamp(Some(RequestOptions {
-            connect_timeout: Some(Duration::from_secs(60)),
-            first_byte_timeout: Some(Duration::from_millis(10)),
-            between_bytes_timeout: None,
-        }));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let options = clamp(
+            Some(RequestOptions {
+                connect_timeout: Some(Duration::from_secs(60)),
+                first_byte_timeout: Some(Duration::from_millis(10)),
+                between_bytes_timeout: None,
+            }),
+            deadline,
+        );
         let latest = Duration::from_secs(5) + TIMEOUT_GRACE;
         assert!(options.connect_timeout.unwrap() <= latest);
         assert_eq!(options.first_byte_timeout, Some(Duration::from_millis(10)));

@@ -6,7 +6,8 @@
 //! ticker), the on-disk compile cache (`cache`), the set of loaded plugins and its
 //! hot reload (`registry`, `loader`, `watch`), the manifest format (`manifest`),
 //! the per-job sandbox (`sandbox`: fresh store, limits, error mapping) and the
-//! outgoing-HTTP policy (`egress`: allowlist, auth headers, body cap, timeouts).
+//! outgoing-HTTP policy (`egress`: allowlist, auth headers, redirects followed with
+//! the decisions in `redirect`, body cap, timeouts).
 //! Command suggestions live in `catalog`; generated bindings are fenced in
 //! `bindings`. No wasmtime type crosses this module's public API, and nothing here
 //! touches the store, the queue or the worker pool: they see only [`Execution`] and
@@ -19,6 +20,7 @@ mod egress;
 mod engine;
 mod loader;
 mod manifest;
+mod redirect;
 mod registry;
 mod sandbox;
 mod watch;

@@ -1,17 +1,22 @@
 //! A tiny HTTP/1.1 server on 127.0.0.1 standing in for an external API: it counts the
 //! requests, records them, and answers each from a handler. Enough for the plugins'
-//! GETs (no request bodies, one request per connection).
+//! requests (bodies of declared length only, one request per connection).
 
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-/// One request as received: the request line and the headers, lowercased names.
+/// The most body bytes the stub reads from one request.
+const MAX_REQUEST_BODY_BYTES: usize = 1 << 20;
+
+/// One request as received: the request line, the headers (lowercased names) and the
+/// body (as much as `content-length` declared).
 #[derive(Clone, Debug)]
 pub struct Received {
     pub line: String,
     pub headers: Vec<(String, String)>,
+    pub body: String,
 }
 
 impl Received {
@@ -23,7 +28,35 @@ impl Received {
     }
 }
 
-type Handler = dyn Fn(&Received, u64) -> (u16, String) + Send + Sync;
+/// One answer: its status, headers besides the stub's own (`content-type: application/json`,
+/// `content-length`, `connection: close`), and body.
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn new(status: u16, body: &str) -> Self {
+        Self {
+            status,
+            headers: Vec::new(),
+            body: body.to_owned(),
+        }
+    }
+
+    /// A redirect with `status` to `location`, with a body of its own (the host must not
+    /// hand it to the plugin when it follows).
+    pub fn redirect(status: u16, location: &str) -> Self {
+        Self {
+            status,
+            headers: vec![("location".into(), location.to_owned())],
+            body: "the redirect's own body".into(),
+        }
+    }
+}
+
+type Handler = dyn Fn(&Received, u64) -> Reply + Send + Sync;
 
 pub struct HttpStub {
     pub base_url: String,
@@ -35,6 +68,17 @@ impl HttpStub {
     /// number and returns the status and body.
     pub async fn start(
         handler: impl Fn(&Received, u64) -> (u16, String) + Send + Sync + 'static,
+    ) -> Self {
+        Self::start_replying(move |request, number| {
+            let (status, body) = handler(request, number);
+            Reply::new(status, &body)
+        })
+        .await
+    }
+
+    /// Like [`HttpStub::start`], with headers in the answers.
+    pub async fn start_replying(
+        handler: impl Fn(&Received, u64) -> Reply + Send + Sync + 'static,
     ) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind stub");
         let base_url = format!("http://{}", listener.local_addr().expect("address"));
@@ -48,30 +92,61 @@ impl HttpStub {
                 tokio::spawn(async move {
                     let mut bytes = Vec::new();
                     let mut buffer = [0u8; 4096];
-                    while !bytes.windows(4).any(|window| window == b"\r\n\r\n") {
+                    let head_end = loop {
+                        if let Some(at) = bytes.windows(4).position(|window| window == b"\r\n\r\n")
+                        {
+                            break at;
+                        }
                         match socket.read(&mut buffer).await {
                             Ok(0) | Err(_) => return,
                             Ok(n) => bytes.extend_from_slice(&buffer[..n]),
                         }
-                    }
-                    let text = String::from_utf8_lossy(&bytes).into_owned();
+                    };
+                    let text = String::from_utf8_lossy(&bytes[..head_end]).into_owned();
                     let mut lines = text.split("\r\n");
                     let line = lines.next().unwrap_or_default().to_owned();
-                    let headers = lines
+                    let headers: Vec<(String, String)> = lines
                         .filter_map(|header| header.split_once(':'))
                         .map(|(name, value)| {
                             (name.trim().to_ascii_lowercase(), value.trim().to_owned())
                         })
                         .collect();
-                    let request = Received { line, headers };
+                    let length = headers
+                        .iter()
+                        .find(|(name, _)| name == "content-length")
+                        .and_then(|(_, value)| value.parse::<usize>().ok())
+                        .unwrap_or(0)
+                        .min(MAX_REQUEST_BODY_BYTES);
+                    let body_start = head_end + 4;
+                    while bytes.len() < body_start + length {
+                        match socket.read(&mut buffer).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => bytes.extend_from_slice(&buffer[..n]),
+                        }
+                    }
+                    let body_end = bytes.len().min(body_start + length);
+                    let body = String::from_utf8_lossy(&bytes[body_start..body_end]).into_owned();
+                    let request = Received {
+                        line,
+                        headers,
+                        body,
+                    };
                     let number = {
                         let mut log = log.lock().unwrap();
                         log.push(request.clone());
                         log.len() as u64
                     };
-                    let (status, body) = handler(&request, number);
+                    let Reply {
+                        status,
+                        headers,
+                        body,
+                    } = handler(&request, number);
+                    let extra: String = headers
+                        .iter()
+                        .map(|(name, value)| format!("{name}: {value}\r\n"))
+                        .collect();
                     let response = format!(
-                        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{extra}connection: close\r\n\r\n{body}",
                         body.len()
                     );
                     let _ = socket.write_all(response.as_bytes()).await;

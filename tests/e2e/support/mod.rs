@@ -12,7 +12,7 @@ use honeydew::api::pb::{self, queue_client::QueueClient};
 use tonic::transport::Channel;
 
 pub use daemon::{Daemon, DataDir, daemon_command};
-pub use http::HttpStub;
+pub use http::{HttpStub, Reply};
 
 /// How long any one wait in a test may take before the test fails.
 pub const PATIENCE: Duration = Duration::from_secs(60);
