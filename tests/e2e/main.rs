@@ -32,6 +32,9 @@ mod lifecycle;
 mod listing;
 // A typed proxy RPC end to end: `github.commits` against a local fake of GitHub.
 mod proxy;
+// Rate limits: the wait an API asks for (reset headers, HTTP dates, GitHub's secondary
+// limit) becomes the retry's run_at, cut to retry.max_after.
+mod rate_limits;
 // Cron schedules: jobs every second, removal, restart, misfire policies, the CLI.
 mod schedules;
 // Many jobs under retention: the database and the daemon's memory stay bounded.

@@ -1,6 +1,7 @@
 //! A tiny HTTP/1.1 server on 127.0.0.1 standing in for an external API: it counts the
 //! requests, records them, and answers each from a handler. Enough for the plugins'
-//! GETs (no request bodies, one request per connection).
+//! GETs and GraphQL POSTs (a body read by its `content-length`, one request per
+//! connection).
 
 use std::sync::{Arc, Mutex};
 
@@ -23,7 +24,10 @@ impl Received {
     }
 }
 
-type Handler = dyn Fn(&Received, u64) -> (u16, String) + Send + Sync;
+/// An answer: the status, headers beside `content-type` and `content-length`, the body.
+pub type Reply = (u16, Vec<(String, String)>, String);
+
+type Handler = dyn Fn(&Received, u64) -> Reply + Send + Sync;
 
 pub struct HttpStub {
     pub base_url: String,
@@ -35,6 +39,17 @@ impl HttpStub {
     /// number and returns the status and body.
     pub async fn start(
         handler: impl Fn(&Received, u64) -> (u16, String) + Send + Sync + 'static,
+    ) -> Self {
+        Self::start_with_headers(move |request, number| {
+            let (status, body) = handler(request, number);
+            (status, Vec::new(), body)
+        })
+        .await
+    }
+
+    /// Like [`HttpStub::start`], with headers in each answer (`retry-after`, `date`).
+    pub async fn start_with_headers(
+        handler: impl Fn(&Received, u64) -> Reply + Send + Sync + 'static,
     ) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind stub");
         let base_url = format!("http://{}", listener.local_addr().expect("address"));
@@ -48,13 +63,17 @@ impl HttpStub {
                 tokio::spawn(async move {
                     let mut bytes = Vec::new();
                     let mut buffer = [0u8; 4096];
-                    while !bytes.windows(4).any(|window| window == b"\r\n\r\n") {
+                    let head_end = loop {
+                        if let Some(at) = bytes.windows(4).position(|window| window == b"\r\n\r\n")
+                        {
+                            break at;
+                        }
                         match socket.read(&mut buffer).await {
                             Ok(0) | Err(_) => return,
                             Ok(n) => bytes.extend_from_slice(&buffer[..n]),
                         }
-                    }
-                    let text = String::from_utf8_lossy(&bytes).into_owned();
+                    };
+                    let text = String::from_utf8_lossy(&bytes[..head_end]).into_owned();
                     let mut lines = text.split("\r\n");
                     let line = lines.next().unwrap_or_default().to_owned();
                     let headers = lines
@@ -64,14 +83,30 @@ impl HttpStub {
                         })
                         .collect();
                     let request = Received { line, headers };
+                    // Read the whole body before answering: closing a socket with
+                    // unread bytes resets the connection under the client's feet.
+                    let length: usize = request
+                        .header("content-length")
+                        .and_then(|length| length.parse().ok())
+                        .unwrap_or(0);
+                    while bytes.len() < head_end + 4 + length {
+                        match socket.read(&mut buffer).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => bytes.extend_from_slice(&buffer[..n]),
+                        }
+                    }
                     let number = {
                         let mut log = log.lock().unwrap();
                         log.push(request.clone());
                         log.len() as u64
                     };
-                    let (status, body) = handler(&request, number);
+                    let (status, headers, body) = handler(&request, number);
+                    let headers: String = headers
+                        .iter()
+                        .map(|(name, value)| format!("{name}: {value}\r\n"))
+                        .collect();
                     let response = format!(
-                        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{headers}connection: close\r\n\r\n{body}",
                         body.len()
                     );
                     let _ = socket.write_all(response.as_bytes()).await;
