@@ -16,10 +16,9 @@
 //! `[[auth]]` rule; this plugin never sets or sees credentials.
 //!
 //! Errors: a bad payload is permanent and names the field; statuses are classified
-//! by the SDK, except that GitHub's rate limit (403 or 429 with
-//! `x-ratelimit-remaining: 0` or `retry-after`) is retriable once the limit resets.
-
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+//! by the SDK, GitHub's rate limits included: a 403 or 429 with
+//! `x-ratelimit-remaining: 0` waits for `x-ratelimit-reset`; a secondary limit
+//! (`retry-after`, or a body naming it) waits `retry-after`, else a minute.
 
 use honeydew_plugin_sdk::http::{self, Request, Response};
 use honeydew_plugin_sdk::{Plugin, PluginError, PluginInfo, config, parse_payload, to_json};
@@ -125,7 +124,7 @@ fn commits(payload: CommitsPayload) -> Result<Vec<CommitSummary>, PluginError> {
     if let Some(sha) = &payload.sha {
         request = request.query("sha", non_empty("sha", sha)?);
     }
-    let commits: Vec<Commit> = check(request.send()?)?.json()?;
+    let commits: Vec<Commit> = request.send()?.error_for_status()?.json()?;
     Ok(commits
         .into_iter()
         .map(|Commit { sha, commit }| {
@@ -207,7 +206,7 @@ fn pull_requests(payload: PullRequestsPayload) -> Result<Vec<PullRequestSummary>
     if let Some(state) = payload.state {
         request = request.query("state", state.as_str());
     }
-    let pulls: Vec<PullRequest> = check(request.send()?)?.json()?;
+    let pulls: Vec<PullRequest> = request.send()?.error_for_status()?.json()?;
     Ok(pulls
         .into_iter()
         .map(|pull| PullRequestSummary {
@@ -275,11 +274,10 @@ fn clone(payload: ClonePayload) -> Result<CloneSummary, PluginError> {
         setting("codeload_url", DEFAULT_CODELOAD_URL),
         encoded.join("/")
     );
-    let response = check(
-        Request::head(&url)
-            .header("user-agent", "honeydew")
-            .send()?,
-    )?;
+    let response = Request::head(&url)
+        .header("user-agent", "honeydew")
+        .send()?
+        .error_for_status()?;
     let size_bytes = response
         .header("content-length")
         .and_then(|length| length.trim().parse().ok());
@@ -314,34 +312,10 @@ fn api_request(path: &str, per_page: Option<u8>) -> Result<Request, PluginError>
     }
 }
 
-/// Sends [`api_request`] and returns the checked response.
+/// Sends [`api_request`] and returns the response, its status classified by the SDK
+/// (GitHub's rate limits included).
 fn api_get(path: &str, per_page: Option<u8>) -> Result<Response, PluginError> {
-    check(api_request(path, per_page)?.send()?)
-}
-
-/// Classifies a response: GitHub's rate limit is retriable once it resets; every
-/// other status as the SDK says.
-fn check(response: Response) -> Result<Response, PluginError> {
-    let limited = response.header("x-ratelimit-remaining") == Some("0")
-        || response.header("retry-after").is_some();
-    if !(matches!(response.status, 403 | 429) && limited) {
-        return response.error_for_status();
-    }
-    let message = format!("GitHub rate limit exceeded (HTTP {})", response.status);
-    let retry_after = response
-        .header("retry-after")
-        .and_then(|seconds| seconds.trim().parse().ok());
-    let reset_at = response
-        .header("x-ratelimit-reset")
-        .and_then(|epoch| epoch.trim().parse::<u64>().ok());
-    let wait = retry_after.or_else(|| {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();
-        reset_at.map(|reset| reset.saturating_sub(now))
-    });
-    Err(match wait {
-        Some(seconds) => PluginError::retriable_after(message, Duration::from_secs(seconds)),
-        None => PluginError::retriable(message),
-    })
+    api_request(path, per_page)?.send()?.error_for_status()
 }
 
 /// `owner/repo`, both checked with [`name`].
@@ -380,39 +354,87 @@ fn non_empty<'a>(field: &str, value: &'a str) -> Result<&'a str, PluginError> {
 mod tests {
     use super::*;
 
-    fn response(status: u16, headers: &[(&str, &str)]) -> Response {
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    fn response(status: u16, headers: &[(&str, &str)], body: &str) -> Response {
         Response {
             status,
             headers: headers
                 .iter()
                 .map(|&(name, value)| (name.into(), value.into()))
                 .collect(),
-            body: br#"{"message":"API rate limit exceeded"}"#.to_vec(),
+            body: body.into(),
         }
+    }
+
+    /// How the SDK classifies a GitHub response: `None` when it passes, else whether it is
+    /// retriable and after how many seconds (rounded up).
+    fn check_status(
+        status: u16,
+        headers: &[(&str, &str)],
+        body: &str,
+        expected: Option<(bool, Option<u64>)>,
+    ) {
+        let classified = response(status, headers, body)
+            .error_for_status()
+            .err()
+            .map(|error| {
+                let after = match &error {
+                    PluginError::Retriable { retry_after, .. } => {
+                        retry_after.map(|after| after.as_millis().div_ceil(1000) as u64)
+                    }
+                    PluginError::Permanent { .. } => None,
+                };
+                (error.is_retriable(), after)
+            });
+        assert_eq!(classified, expected, "HTTP {status} {headers:?} {body}");
     }
 
     #[test]
     fn rate_limits_are_retriable_until_the_reset() {
-        let retry_after = check(response(403, &[("retry-after", "60")])).unwrap_err();
-        assert_eq!(
-            retry_after,
-            PluginError::retriable_after(
-                "GitHub rate limit exceeded (HTTP 403)",
-                Duration::from_secs(60)
-            )
+        let primary = r#"{"message":"API rate limit exceeded for user ID 1."}"#;
+        let secondary = r#"{"message":"You have exceeded a secondary rate limit."}"#;
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+        let in_ten_minutes = (now + Duration::from_secs(600)).as_secs().to_string();
+        let spent = [
+            ("x-ratelimit-remaining", "0"),
+            ("x-ratelimit-reset", &*in_ten_minutes),
+        ];
+        check_status(403, &spent, primary, Some((true, Some(600))));
+        check_status(429, &spent, primary, Some((true, Some(600))));
+        let passed = [("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", "1")];
+        check_status(429, &passed, primary, Some((true, Some(1))));
+        check_status(
+            403,
+            &[("retry-after", "60")],
+            secondary,
+            Some((true, Some(60))),
         );
-        let reset_passed = [("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", "1")];
-        let error = check(response(429, &reset_passed)).unwrap_err();
-        assert_eq!(
-            error,
-            PluginError::retriable_after("GitHub rate limit exceeded (HTTP 429)", Duration::ZERO)
-        );
+        // A secondary limit that no header times waits a minute, not the primary reset.
+        let room = [
+            ("x-ratelimit-remaining", "4000"),
+            ("x-ratelimit-reset", &*in_ten_minutes),
+        ];
+        check_status(403, &room, secondary, Some((true, Some(60))));
+        // An HTTP-date retry-after, measured from the response's own date.
+        let dated = [
+            ("date", "Wed, 21 Oct 2015 07:28:00 GMT"),
+            ("retry-after", "Wed, 21 Oct 2015 07:30:00 GMT"),
+        ];
+        check_status(429, &dated, primary, Some((true, Some(120))));
+        check_status(403, &dated, secondary, Some((true, Some(120))));
     }
 
     #[test]
     fn a_plain_forbidden_is_permanent() {
-        let error = check(response(403, &[("x-ratelimit-remaining", "42")])).unwrap_err();
-        assert!(!error.is_retriable(), "{error}");
+        let forbidden = r#"{"message":"Resource not accessible by integration"}"#;
+        check_status(
+            403,
+            &[("x-ratelimit-remaining", "42")],
+            forbidden,
+            Some((false, None)),
+        );
+        check_status(200, &[("x-ratelimit-remaining", "0")], "[]", None);
     }
 
     #[test]

@@ -12,9 +12,10 @@
 //! Config: `base_url` (default `https://api.linear.app/graphql`). The daemon adds
 //! `Authorization` from the manifest's `[[auth]]` rule. Errors: a bad payload is
 //! permanent and names the field; GraphQL errors are permanent except Linear's
-//! `RATELIMITED`, which is retriable; statuses are classified by the SDK.
+//! `RATELIMITED`, which is retriable once the limit resets (the SDK reads Linear's
+//! `x-ratelimit-*-reset` headers); statuses are classified by the SDK.
 
-use honeydew_plugin_sdk::http::Request;
+use honeydew_plugin_sdk::http::{Request, Response};
 use honeydew_plugin_sdk::{Plugin, PluginError, PluginInfo, config, parse_payload, to_json};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -171,13 +172,6 @@ struct Envelope<T> {
 #[derive(Deserialize)]
 struct GraphQlError {
     message: String,
-    #[serde(default)]
-    extensions: Extensions,
-}
-
-#[derive(Deserialize, Default)]
-struct Extensions {
-    code: Option<String>,
 }
 
 /// Runs `query` with `variables` and returns its `data`.
@@ -187,6 +181,11 @@ fn graphql<T: DeserializeOwned>(query: &str, variables: Value) -> Result<T, Plug
         .header("accept", "application/json")
         .json(&json!({ "query": query, "variables": variables }))?
         .send()?;
+    read_data(response)
+}
+
+/// The `data` of a GraphQL response, or the error its errors or status call for.
+fn read_data<T: DeserializeOwned>(response: Response) -> Result<T, PluginError> {
     // Linear reports GraphQL errors with 4xx statuses too: read the body first, and
     // fall back to the status when the body is no GraphQL response at all.
     let envelope: Envelope<T> = match response.json() {
@@ -200,14 +199,10 @@ fn graphql<T: DeserializeOwned>(query: &str, variables: Value) -> Result<T, Plug
             .map(|error| error.message.as_str())
             .collect();
         let message = format!("Linear GraphQL error: {}", messages.join("; "));
-        let rate_limited = envelope
-            .errors
-            .iter()
-            .any(|error| error.extensions.code.as_deref() == Some("RATELIMITED"));
-        return Err(if rate_limited || response.status >= 500 {
-            PluginError::retriable(message)
-        } else {
-            PluginError::permanent(message)
+        return Err(match response.graphql_rate_limit() {
+            Some(wait) => PluginError::retriable_after(message, wait),
+            None if response.status >= 500 => PluginError::retriable(message),
+            None => PluginError::permanent(message),
         });
     }
     let status = response.status;
@@ -215,4 +210,115 @@ fn graphql<T: DeserializeOwned>(query: &str, variables: Value) -> Result<T, Plug
     envelope.data.ok_or_else(|| {
         PluginError::permanent(format!("Linear answered HTTP {status} without data"))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    use super::*;
+
+    const RATE_LIMITED: &str =
+        r#"{"errors":[{"message":"Rate limit exceeded","extensions":{"code":"RATELIMITED"}}]}"#;
+
+    fn response(status: u16, headers: &[(&str, &str)], body: &str) -> Response {
+        Response {
+            status,
+            headers: headers
+                .iter()
+                .map(|&(name, value)| (name.into(), value.into()))
+                .collect(),
+            body: body.into(),
+        }
+    }
+
+    /// What [`read_data`] makes of a response: the data's team keys, or the error.
+    fn check(
+        status: u16,
+        headers: &[(&str, &str)],
+        body: &str,
+        expected: Result<&[&str], PluginError>,
+    ) {
+        let read = read_data::<TeamsData>(response(status, headers, body)).map(|data| {
+            data.teams
+                .nodes
+                .into_iter()
+                .map(|team| team.key)
+                .collect::<Vec<_>>()
+        });
+        let expected = expected.map(|keys| keys.iter().map(|&key| key.to_owned()).collect());
+        assert_eq!(read, expected, "HTTP {status} {body}");
+    }
+
+    #[test]
+    fn rate_limited_waits_for_the_reset() {
+        let message = "Linear GraphQL error: Rate limit exceeded";
+        // No reset header: a minute, not at once.
+        for status in [200, 400] {
+            check(
+                status,
+                &[],
+                RATE_LIMITED,
+                Err(PluginError::retriable_after(
+                    message,
+                    Duration::from_secs(60),
+                )),
+            );
+        }
+        // Linear's resets are Unix times in milliseconds.
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+        let reset = (now + Duration::from_secs(90)).as_millis().to_string();
+        let read = read_data::<TeamsData>(response(
+            400,
+            &[
+                ("x-ratelimit-requests-remaining", "0"),
+                ("x-ratelimit-requests-reset", &reset),
+            ],
+            RATE_LIMITED,
+        ));
+        let Err(PluginError::Retriable {
+            retry_after: Some(wait),
+            ..
+        }) = read
+        else {
+            panic!(
+                "expected a retriable error with a wait, got {:?}",
+                read.err()
+            );
+        };
+        assert!(
+            (Duration::from_secs(85)..=Duration::from_secs(90)).contains(&wait),
+            "{wait:?}"
+        );
+    }
+
+    #[test]
+    fn other_answers_keep_their_class() {
+        let teams = r#"{"data":{"teams":{"nodes":[{"id":"1","key":"ENG","name":"Engineering"}]}}}"#;
+        check(200, &[], teams, Ok(&["ENG"]));
+        let invalid = r#"{"errors":[{"message":"Argument first is invalid","extensions":{"code":"INVALID_INPUT"}}]}"#;
+        check(
+            400,
+            &[],
+            invalid,
+            Err(PluginError::permanent(
+                "Linear GraphQL error: Argument first is invalid",
+            )),
+        );
+        check(
+            503,
+            &[],
+            r#"{"errors":[{"message":"down"}]}"#,
+            Err(PluginError::retriable("Linear GraphQL error: down")),
+        );
+        check(
+            502,
+            &[("retry-after", "5")],
+            "Bad Gateway",
+            Err(PluginError::retriable_after(
+                "HTTP 502: Bad Gateway",
+                Duration::from_secs(5),
+            )),
+        );
+    }
 }

@@ -21,18 +21,18 @@
 
 use std::borrow::Cow;
 use std::fmt::{self, Write as _};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::PluginError;
 use crate::bindings::wasi::http::outgoing_handler;
 use crate::bindings::wasi::http::types::{
     ErrorCode, Fields, FutureIncomingResponse, IncomingBody, IncomingResponse, OutgoingBody,
     OutgoingRequest, Scheme,
 };
 use crate::bindings::wasi::io::streams::StreamError;
+use crate::{PluginError, rate_limit};
 
 /// The most bytes `blocking-write-and-flush` accepts in one call.
 const WRITE_CHUNK: usize = 4096;
@@ -211,22 +211,48 @@ impl Response {
         })
     }
 
+    /// How long this response's rate-limit headers ask to wait before the next
+    /// request, at most [`rate_limit::MAX_WAIT`]; `None` when none asks for a wait.
+    ///
+    /// Reads `retry-after` (seconds or an HTTP date) and the reset headers of GitHub,
+    /// GitLab, Bitbucket, Linear and the IETF draft (`x-ratelimit-reset`,
+    /// `ratelimit-reset`, `x-ratelimit-*-reset`), ignoring a reset whose limit still has
+    /// room; [`rate_limit`] says how each is read.
+    pub fn rate_limit_wait(&self) -> Option<Duration> {
+        rate_limit::wait(self, SystemTime::now())
+    }
+
+    /// `Some(wait)` when the body is a GraphQL response reporting a rate limit
+    /// (`errors[].extensions.code` `RATELIMITED`, Linear's, or `errors[].type`
+    /// `RATE_LIMITED`, GitHub's), whatever the status: the wait the headers ask for
+    /// ([`Response::rate_limit_wait`]), else [`rate_limit::UNTIMED_LIMIT_WAIT`].
+    pub fn graphql_rate_limit(&self) -> Option<Duration> {
+        rate_limit::graphql_wait(self, SystemTime::now())
+    }
+
     /// `Ok(self)` for a 2xx status, else the error the status calls for.
     ///
-    /// 408, 429 and 5xx are retriable, honouring a `retry-after` header given in
-    /// seconds; every other status (other 4xx, an unfollowed 3xx) is permanent.
+    /// Retriable: 408 and 5xx, and rate limits (a 429; a 403 that is GitHub's rate
+    /// limit; a GraphQL rate-limit error), each not before the wait its headers ask for
+    /// ([`Response::rate_limit_wait`]; a GitHub or GraphQL rate limit that no header
+    /// times waits a minute). Every other status (other 4xx, an unfollowed 3xx) is
+    /// permanent.
     pub fn error_for_status(self) -> Result<Self, PluginError> {
-        match self.status_error() {
+        match self.status_error(SystemTime::now()) {
             Some(error) => Err(error),
             None => Ok(self),
         }
     }
 
-    fn status_error(&self) -> Option<PluginError> {
+    fn status_error(&self, clock: SystemTime) -> Option<PluginError> {
         if (200..300).contains(&self.status) {
             return None;
         }
+        let refusal = rate_limit::refusal(self, clock);
         let mut message = format!("HTTP {}", self.status);
+        if refusal.is_some() && self.status != 429 {
+            message.push_str(" (rate limited)");
+        }
         let body = self.text();
         let body = body.trim();
         if !body.is_empty() {
@@ -236,14 +262,13 @@ impl Response {
                 .map_or(body.len(), |(at, _)| at);
             let _ = write!(message, ": {}", &body[..end]);
         }
-        if !matches!(self.status, 408 | 429 | 500..=599) {
-            return Some(PluginError::permanent(message));
-        }
-        let retry_after = self
-            .header("retry-after")
-            .and_then(|value| value.trim().parse().ok());
-        Some(match retry_after {
-            Some(seconds) => PluginError::retriable_after(message, Duration::from_secs(seconds)),
+        let wait = match refusal {
+            Some(refusal) => refusal.wait,
+            None if matches!(self.status, 408 | 500..=599) => rate_limit::wait(self, clock),
+            None => return Some(PluginError::permanent(message)),
+        };
+        Some(match wait {
+            Some(wait) => PluginError::retriable_after(message, wait),
             None => PluginError::retriable(message),
         })
     }
@@ -411,6 +436,8 @@ fn stream_error(error: StreamError) -> PluginError {
 
 #[cfg(test)]
 mod tests {
+    use std::time::UNIX_EPOCH;
+
     use super::*;
 
     fn response(status: u16, headers: &[(&str, &str)], body: &str) -> Response {
@@ -428,7 +455,7 @@ mod tests {
     fn status_classes() {
         let check = |status, expected: Option<bool>| {
             let retriable = response(status, &[], "")
-                .status_error()
+                .status_error(SystemTime::now())
                 .map(|error| error.is_retriable());
             assert_eq!(retriable, expected, "HTTP {status}");
         };
@@ -445,24 +472,76 @@ mod tests {
     }
 
     #[test]
-    fn retry_after_seconds_are_honoured() {
-        let error = response(429, &[("Retry-After", "7")], "slow down").status_error();
-        assert_eq!(
-            error,
-            Some(PluginError::retriable_after(
-                "HTTP 429: slow down",
-                Duration::from_secs(7)
-            ))
+    fn retriable_errors_carry_the_rate_limit_wait() {
+        // 2015-10-21 07:28:00 UTC.
+        let clock = UNIX_EPOCH + Duration::from_secs(1_445_412_480);
+        let check = |status, headers: &[(&str, &str)], body, expected: PluginError| {
+            let error = response(status, headers, body).status_error(clock);
+            assert_eq!(error, Some(expected), "HTTP {status} {headers:?}");
+        };
+        let after = |message: &str, seconds| {
+            PluginError::retriable_after(message, Duration::from_secs(seconds))
+        };
+        check(
+            429,
+            &[("Retry-After", "7")],
+            "slow down",
+            after("HTTP 429: slow down", 7),
         );
-        let dated =
-            response(503, &[("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT")], "").status_error();
-        assert_eq!(dated, Some(PluginError::retriable("HTTP 503")));
+        check(
+            503,
+            &[("retry-after", "Wed, 21 Oct 2015 07:28:30 GMT")],
+            "",
+            after("HTTP 503", 30),
+        );
+        check(
+            503,
+            &[("retry-after", "later")],
+            "",
+            PluginError::retriable("HTTP 503"),
+        );
+        check(429, &[], "", PluginError::retriable("HTTP 429"));
+        check(
+            403,
+            &[
+                ("x-ratelimit-remaining", "0"),
+                ("x-ratelimit-reset", "1445412600"),
+            ],
+            "",
+            after("HTTP 403 (rate limited)", 120),
+        );
+        check(
+            403,
+            &[("x-ratelimit-remaining", "12")],
+            "You have exceeded a secondary rate limit",
+            after(
+                "HTTP 403 (rate limited): You have exceeded a secondary rate limit",
+                60,
+            ),
+        );
+        check(
+            400,
+            &[],
+            r#"{"errors":[{"extensions":{"code":"RATELIMITED"}}]}"#,
+            after(
+                r#"HTTP 400 (rate limited): {"errors":[{"extensions":{"code":"RATELIMITED"}}]}"#,
+                60,
+            ),
+        );
+        check(
+            403,
+            &[("x-ratelimit-remaining", "12")],
+            "forbidden",
+            PluginError::permanent("HTTP 403: forbidden"),
+        );
     }
 
     #[test]
     fn error_message_keeps_a_bounded_body() {
         let body = "é".repeat(2 * ERROR_BODY_LIMIT);
-        let error = response(404, &[], &body).status_error().unwrap();
+        let error = response(404, &[], &body)
+            .status_error(SystemTime::now())
+            .unwrap();
         assert_eq!(
             error.message().chars().count(),
             "HTTP 404: ".len() + ERROR_BODY_LIMIT
