@@ -35,14 +35,11 @@ mod lifecycle;
 mod listing;
 // A typed proxy RPC end to end: `github.commits` against a local fake of GitHub.
 mod proxy;
-<<<<<<< HEAD
-// Redirects followed by the host: each hop checked and given its own host's credential.
-mod redirects;
-=======
 // Rate limits: the wait an API asks for (reset headers, HTTP dates, GitHub's secondary
 // limit) becomes the retry's run_at, cut to retry.max_after.
 mod rate_limits;
->>>>>>> wt-sdk
+// Redirects followed by the host: each hop checked and given its own host's credential.
+mod redirects;
 // Cron schedules: jobs every second, removal, restart, misfire policies, the CLI.
 mod schedules;
 // Many jobs under retention: the database and the daemon's memory stay bounded.
