@@ -201,7 +201,10 @@ impl HostPattern {
         };
         let host = host.to_ascii_lowercase();
         let host = host.trim_end_matches('.');
-        let port = uri.port_u16().unwrap_or(scheme.default_port());
+        let Some(port) = explicit_port(uri) else {
+            return false;
+        };
+        let port = port.unwrap_or(scheme.default_port());
         scheme == self.scheme
             && match self.port {
                 PortMatch::Any => true,
@@ -731,6 +734,22 @@ fn body_error(
     }
 }
 
+/// The port `uri`'s authority names: `Some(None)` when it names none, `None` when what
+/// it names is no port (`:99999`, `:`). `Uri::port` cannot tell those apart: it reads
+/// an unparsable port as absent, which would pass for the default port and draw that
+/// host's credential.
+fn explicit_port(uri: &Uri) -> Option<Option<u16>> {
+    let authority = uri.authority().map_or("", |authority| authority.as_str());
+    let host_start = authority.rfind('@').map_or(0, |at| at + 1);
+    let host = &authority[host_start..];
+    // An IPv6 literal's colons are inside its brackets.
+    let after_host = host.rfind(']').map_or(0, |bracket| bracket + 1);
+    match host[after_host..].rfind(':') {
+        None => Some(None),
+        Some(colon) => host[after_host + colon + 1..].parse::<u16>().ok().map(Some),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -783,6 +802,25 @@ mod tests {
         check("http://127.0.0.1:*", "http://127.0.0.1/x", true);
         check("http://127.0.0.1:*", "http://localhost:80/x", false);
         check("http://[::1]:9000", "http://[::1]:9000/", true);
+    }
+
+    #[test]
+    fn an_unreadable_port_matches_no_entry() {
+        for url in [
+            "https://api.github.com:99999/repos",
+            "https://api.github.com:65536/",
+            "https://api.github.com:/",
+            "https://user:pw@api.github.com:4x3/",
+        ] {
+            let Ok(uri) = url.parse::<Uri>() else {
+                continue; // refused by the parser already: it never reaches the policy
+            };
+            assert!(
+                !pattern("https://api.github.com").matches(&uri),
+                "{url} must not pass for the default port"
+            );
+            assert!(!pattern("https://api.github.com:*").matches(&uri), "{url}");
+        }
     }
 
     #[test]

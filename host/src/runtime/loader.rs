@@ -245,16 +245,48 @@ pub(super) async fn load(
     Ok(LoadOutcome::Loaded(Box::new(plugin), compile_time))
 }
 
+/// The longest plugin name, command name or version `describe` may report: these
+/// strings come from the guest (up to its memory limit) and end up in every listing,
+/// log line and error that names the plugin.
+const MAX_DESCRIBED_BYTES: usize = 128;
+
+/// The most commands one plugin may serve.
+const MAX_COMMANDS: usize = 256;
+
 /// Checks what `describe` reported against the file it came from.
 fn check_info(stem: &str, info: &PluginInfo) -> Result<(), String> {
+    if info.name.len() > MAX_DESCRIBED_BYTES {
+        return Err(format!(
+            "describe() gives a name of {} bytes, over the {MAX_DESCRIBED_BYTES}-byte limit",
+            info.name.len()
+        ));
+    }
     if info.name != stem {
         return Err(format!(
             "the component calls itself {:?} but its file is {stem}.wasm: name the file {}.wasm",
             info.name, info.name
         ));
     }
+    if info.version.len() > MAX_DESCRIBED_BYTES {
+        return Err(format!(
+            "describe() gives a version of {} bytes, over the {MAX_DESCRIBED_BYTES}-byte limit",
+            info.version.len()
+        ));
+    }
     if info.commands.is_empty() {
         return Err("describe() lists no commands".to_owned());
+    }
+    if info.commands.len() > MAX_COMMANDS {
+        return Err(format!(
+            "describe() lists {} commands, over the limit of {MAX_COMMANDS}",
+            info.commands.len()
+        ));
+    }
+    if let Some(long) = info.commands.iter().find(|c| c.len() > MAX_DESCRIBED_BYTES) {
+        return Err(format!(
+            "describe() lists a command name of {} bytes, over the {MAX_DESCRIBED_BYTES}-byte limit",
+            long.len()
+        ));
     }
     let mut seen = BTreeSet::new();
     for command in &info.commands {
@@ -319,6 +351,30 @@ mod tests {
                 .unwrap_err()
                 .contains("twice")
         );
+    }
+
+    #[test]
+    fn describe_strings_are_bounded_and_never_echoed_whole() {
+        let huge = "a".repeat(1 << 20);
+        for (stem, info) in [
+            ("echo", info(&huge, &["echo"])),
+            ("echo", info("echo", &[huge.as_str()])),
+            (
+                "echo",
+                PluginInfo {
+                    version: huge.clone(),
+                    ..info("echo", &["echo"])
+                },
+            ),
+        ] {
+            let error = check_info(stem, &info).unwrap_err();
+            assert!(error.contains("over the 128-byte limit"), "{error:.200}");
+            assert!(error.len() < 200, "the error echoes the guest's string");
+        }
+        let many: Vec<String> = (0..=MAX_COMMANDS).map(|n| format!("c{n}")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        let error = check_info("echo", &info("echo", &many)).unwrap_err();
+        assert!(error.contains("257 commands"), "{error}");
     }
 
     #[test]
