@@ -15,7 +15,7 @@ cargo build -p honeydew --bins
 
 demo="$root/target/demo"
 rm -rf "$demo"
-mkdir -p "$demo/plugins"
+mkdir -p -m 700 "$demo" && mkdir -p "$demo/plugins"
 export HONEYDEW_DATA_DIR="$demo"
 export PATH="$root/target/debug:$PATH"
 
