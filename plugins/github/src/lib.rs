@@ -356,17 +356,6 @@ mod tests {
 
     use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-    fn response(status: u16, headers: &[(&str, &str)], body: &str) -> Response {
-        Response {
-            status,
-            headers: headers
-                .iter()
-                .map(|&(name, value)| (name.into(), value.into()))
-                .collect(),
-            body: body.into(),
-        }
-    }
-
     /// How the SDK classifies a GitHub response: `None` when it passes, else whether it is
     /// retriable and after how many seconds (rounded up).
     fn check_status(
@@ -375,7 +364,7 @@ mod tests {
         body: &str,
         expected: Option<(bool, Option<u64>)>,
     ) {
-        let classified = response(status, headers, body)
+        let classified = Response::new(status, headers, body)
             .error_for_status()
             .err()
             .map(|error| {

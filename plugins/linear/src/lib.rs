@@ -221,17 +221,6 @@ mod tests {
     const RATE_LIMITED: &str =
         r#"{"errors":[{"message":"Rate limit exceeded","extensions":{"code":"RATELIMITED"}}]}"#;
 
-    fn response(status: u16, headers: &[(&str, &str)], body: &str) -> Response {
-        Response {
-            status,
-            headers: headers
-                .iter()
-                .map(|&(name, value)| (name.into(), value.into()))
-                .collect(),
-            body: body.into(),
-        }
-    }
-
     /// What [`read_data`] makes of a response: the data's team keys, or the error.
     fn check(
         status: u16,
@@ -239,7 +228,7 @@ mod tests {
         body: &str,
         expected: Result<&[&str], PluginError>,
     ) {
-        let read = read_data::<TeamsData>(response(status, headers, body)).map(|data| {
+        let read = read_data::<TeamsData>(Response::new(status, headers, body)).map(|data| {
             data.teams
                 .nodes
                 .into_iter()
@@ -268,7 +257,7 @@ mod tests {
         // Linear's resets are Unix times in milliseconds.
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
         let reset = (now + Duration::from_secs(90)).as_millis().to_string();
-        let read = read_data::<TeamsData>(response(
+        let read = read_data::<TeamsData>(Response::new(
             400,
             &[
                 ("x-ratelimit-requests-remaining", "0"),

@@ -188,6 +188,19 @@ pub struct Response {
 }
 
 impl Response {
+    /// A response made by hand, as a plugin's unit tests feed its parsing code one.
+    /// Header names are lowercased, as for a received response.
+    pub fn new(status: u16, headers: &[(&str, &str)], body: &str) -> Self {
+        Self {
+            status,
+            headers: headers
+                .iter()
+                .map(|&(name, value)| (name.to_ascii_lowercase(), value.to_owned()))
+                .collect(),
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
     /// The value of the first header called `name` (any case).
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
@@ -440,21 +453,10 @@ mod tests {
 
     use super::*;
 
-    fn response(status: u16, headers: &[(&str, &str)], body: &str) -> Response {
-        Response {
-            status,
-            headers: headers
-                .iter()
-                .map(|&(name, value)| (name.into(), value.into()))
-                .collect(),
-            body: body.into(),
-        }
-    }
-
     #[test]
     fn status_classes() {
         let check = |status, expected: Option<bool>| {
-            let retriable = response(status, &[], "")
+            let retriable = Response::new(status, &[], "")
                 .status_error(SystemTime::now())
                 .map(|error| error.is_retriable());
             assert_eq!(retriable, expected, "HTTP {status}");
@@ -476,7 +478,7 @@ mod tests {
         // 2015-10-21 07:28:00 UTC.
         let clock = UNIX_EPOCH + Duration::from_secs(1_445_412_480);
         let check = |status, headers: &[(&str, &str)], body, expected: PluginError| {
-            let error = response(status, headers, body).status_error(clock);
+            let error = Response::new(status, headers, body).status_error(clock);
             assert_eq!(error, Some(expected), "HTTP {status} {headers:?}");
         };
         let after = |message: &str, seconds| {
@@ -539,7 +541,7 @@ mod tests {
     #[test]
     fn error_message_keeps_a_bounded_body() {
         let body = "é".repeat(2 * ERROR_BODY_LIMIT);
-        let error = response(404, &[], &body)
+        let error = Response::new(404, &[], &body)
             .status_error(SystemTime::now())
             .unwrap();
         assert_eq!(

@@ -273,20 +273,9 @@ mod tests {
         UNIX_EPOCH + Duration::from_secs(NOW)
     }
 
-    fn response(status: u16, headers: &[(&str, &str)], body: &str) -> Response {
-        Response {
-            status,
-            headers: headers
-                .iter()
-                .map(|&(name, value)| (name.into(), value.into()))
-                .collect(),
-            body: body.into(),
-        }
-    }
-
     /// The wait `headers` ask for, in milliseconds, at [`NOW`].
     fn check(headers: &[(&str, &str)], expected: Option<u64>) {
-        let wait = wait(&response(200, headers, ""), clock());
+        let wait = wait(&Response::new(200, headers, ""), clock());
         assert_eq!(
             wait.map(|wait| u64::try_from(wait.as_millis()).unwrap()),
             expected,
@@ -481,7 +470,7 @@ mod tests {
         body: &str,
         expected: Option<Option<u64>>,
     ) {
-        let refusal = refusal(&response(status, headers, body), clock());
+        let refusal = refusal(&Response::new(status, headers, body), clock());
         assert_eq!(
             refusal.map(|refusal| refusal.wait.map(millis)),
             expected,
@@ -545,7 +534,7 @@ mod tests {
 
     /// The GraphQL rate-limit wait for a body, in milliseconds.
     fn check_graphql(headers: &[(&str, &str)], body: &str, expected: Option<u64>) {
-        let wait = graphql_wait(&response(200, headers, body), clock());
+        let wait = graphql_wait(&Response::new(200, headers, body), clock());
         assert_eq!(wait.map(millis), expected, "{body}");
     }
 
@@ -618,7 +607,7 @@ mod tests {
         ) {
             let headers: Vec<(&str, &str)> =
                 HEADER_NAMES.iter().copied().zip(values.iter().map(String::as_str)).collect();
-            let response = response(status, &headers, r#"{"errors":[{"extensions":{"code":"RATELIMITED"}}]}"#);
+            let response = Response::new(status, &headers, r#"{"errors":[{"extensions":{"code":"RATELIMITED"}}]}"#);
             let clock = UNIX_EPOCH.checked_add(Duration::from_secs(clock_secs)).unwrap_or(UNIX_EPOCH);
             for wait in [
                 wait(&response, clock),
@@ -634,7 +623,7 @@ mod tests {
 
         #[test]
         fn a_single_header_never_panics(name in 0..11_usize, value in header_value()) {
-            let response = response(429, &[(HEADER_NAMES[name], &value)], "");
+            let response = Response::new(429, &[(HEADER_NAMES[name], &value)], "");
             if let Some(wait) = wait(&response, clock()) {
                 prop_assert!(wait <= MAX_WAIT);
             }
