@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check and test of the project, as CI does: set-up, plugin build, format,
-# lints, then the whole test suite against the freshly built plugin components.
+# lints, then the whole test suite against the freshly built plugin components and a
+# real PostgreSQL server (one found here, or a throwaway cluster stopped afterwards).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -15,7 +16,9 @@ cargo fmt --manifest-path plugins/Cargo.toml --all --check
 CARGO_TARGET_DIR=target/guest-native cargo clippy --manifest-path plugins/Cargo.toml \
   --workspace --all-targets --locked -- -D warnings
 results=$(mktemp)
-trap 'rm -f "$results"' EXIT
+trap 'rm -f "$results"; scripts/test-postgres.sh stop' EXIT
+HONEYDEW_TEST_DATABASE_URL=$(scripts/test-postgres.sh start)
+export HONEYDEW_TEST_DATABASE_URL
 CARGO_TARGET_DIR=target/guest-native cargo test --manifest-path plugins/Cargo.toml \
   --workspace --locked 2>&1 | tee -a "$results"
 cargo test --workspace --locked 2>&1 | tee -a "$results"

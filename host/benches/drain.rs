@@ -22,7 +22,7 @@ use honeydew::job::{Job, JobStatus};
 use honeydew::queue::{Manager, ManagerConfig};
 use honeydew::recovery;
 use honeydew::runtime::{Runtime, RuntimeConfig};
-use honeydew::store::{Store, StoreConfig};
+use honeydew::store::{SqliteConfig, SqliteStore, Store};
 use honeydew::worker::{DEFAULT_WORKERS, Executor, PoolConfig, WorkerPool};
 use tokio_util::sync::CancellationToken;
 
@@ -50,7 +50,9 @@ fn plugin_dir(scratch: &Path) -> tempfile::TempDir {
 
 /// A fresh database at `path` with `count` pending echo jobs.
 async fn fill(path: &Path, count: usize) {
-    let store = Store::open(StoreConfig::new(path)).expect("open store");
+    let store = SqliteStore::open(SqliteConfig::new(path))
+        .map(Store::new)
+        .expect("open store");
     let mut inserts = tokio::task::JoinSet::new();
     for chunk in 0..64 {
         let store = store.clone();
@@ -75,7 +77,9 @@ async fn run(
     first_only: bool,
 ) -> Duration {
     let started = Instant::now();
-    let store = Store::open(StoreConfig::new(db)).expect("open store");
+    let store = SqliteStore::open(SqliteConfig::new(db))
+        .map(Store::new)
+        .expect("open store");
     let runtime = Runtime::start(RuntimeConfig::new(plugins, cache))
         .await
         .expect("runtime");

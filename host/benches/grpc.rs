@@ -23,7 +23,7 @@ use honeydew::job::{Job, JobStatus};
 use honeydew::queue::{AnyCommand, Manager, ManagerConfig};
 use honeydew::runtime::PluginSummary;
 use honeydew::scheduler::Scheduler;
-use honeydew::store::{Store, StoreConfig};
+use honeydew::store::{SqliteConfig, SqliteStore, Store};
 use honeydew::worker::{BoxFuture, Execution, Executor, PoolConfig, WorkerPool};
 use tokio_util::sync::CancellationToken;
 
@@ -58,11 +58,13 @@ struct Server {
 
 async fn start(scratch: &Path, max_batch: usize) -> Server {
     let dir = tempfile::TempDir::new_in(scratch).expect("temp dir");
-    let store_config = StoreConfig {
+    let store_config = SqliteConfig {
         max_batch,
-        ..StoreConfig::new(dir.path().join("honeydew.db"))
+        ..SqliteConfig::new(dir.path().join("honeydew.db"))
     };
-    let store = Store::open(store_config).expect("open store");
+    let store = SqliteStore::open(store_config)
+        .map(Store::new)
+        .expect("open store");
     let manager = Arc::new(Manager::new(
         store,
         Arc::new(AnyCommand),

@@ -12,7 +12,7 @@
 use std::time::Instant;
 
 use honeydew::job::Job;
-use honeydew::store::{Store, StoreConfig};
+use honeydew::store::{SqliteConfig, SqliteStore, Store};
 
 const ROUNDS: usize = 7;
 const CONCURRENCY: [usize; 3] = [1, 16, 64];
@@ -77,11 +77,13 @@ fn jobs_for(submitters: usize, max_batch: usize) -> usize {
 /// own acknowledgement before sending the next.
 async fn rate(scratch: &std::path::Path, submitters: usize, max_batch: usize, total: usize) -> f64 {
     let dir = tempfile::TempDir::new_in(scratch).expect("temp dir");
-    let config = StoreConfig {
+    let config = SqliteConfig {
         max_batch,
-        ..StoreConfig::new(dir.path().join("bench.db"))
+        ..SqliteConfig::new(dir.path().join("bench.db"))
     };
-    let store = Store::open(config).expect("open store");
+    let store = SqliteStore::open(config)
+        .map(Store::new)
+        .expect("open store");
     let per_task = total / submitters;
     let payload = br#"{"owner":"honeydew","repo":"daemon"}"#.to_vec();
     let started = Instant::now();

@@ -8,7 +8,8 @@
 //! ```toml
 //! plugin_dir = "plugins"          # default <data_dir>/plugins
 //! workers = 16
-//! sync = "full"                   # full | normal | off
+//! sync = "full"                   # full | normal | off (SQLite only)
+//! database_url = "postgres://honeydew@db.example/honeydew"  # PostgreSQL instead of SQLite
 //! listen_tcp = "127.0.0.1:7070"   # off unless set
 //! shutdown_deadline_ms = 30000
 //! max_payload_bytes = 4194304
@@ -103,6 +104,15 @@ pub struct DaemonArgs {
     /// Commit durability: full (survives power loss), normal, off [default: full]
     #[arg(long, env = "HONEYDEW_SYNC", value_name = "MODE", value_parser = parse_sync)]
     pub sync: Option<SyncMode>,
+    /// Keep jobs in this PostgreSQL database (postgres://USER@HOST/DB) instead of SQLite
+    /// in the data directory; several daemons may share one
+    #[arg(
+        long,
+        env = "HONEYDEW_DATABASE_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub database_url: Option<DatabaseUrl>,
     /// Also serve gRPC on this TCP address; clients must send the bearer token in <data-dir>/token
     #[arg(long, env = "HONEYDEW_LISTEN_TCP", value_name = "ADDR")]
     pub listen_tcp: Option<SocketAddr>,
@@ -221,6 +231,64 @@ impl fmt::Debug for Secrets {
     }
 }
 
+/// A PostgreSQL connection URL. It may hold a password, so it is never printed: its
+/// `Debug` shows only where it points.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    /// The URL itself, for the driver.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for DatabaseUrl {
+    type Err = String;
+
+    fn from_str(url: &str) -> Result<Self, Self::Err> {
+        let url = url.trim();
+        match url.split_once("://") {
+            Some(("postgres" | "postgresql", _)) => Ok(Self(url.to_owned())),
+            // libpq's other form: `host=... dbname=...` pairs.
+            None if url.contains('=') => Ok(Self(url.to_owned())),
+            other => Err(format!(
+                "unsupported database URL (scheme {:?}): use postgres://USER@HOST/DB, \
+                 or leave it unset for SQLite in the data directory",
+                other.map_or("", |(scheme, _)| scheme)
+            )),
+        }
+    }
+}
+
+impl TryFrom<String> for DatabaseUrl {
+    type Error = String;
+
+    fn try_from(url: String) -> Result<Self, Self::Error> {
+        url.parse()
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Credentials come before '@' in a URL, or as `password=` in pairs: only the
+        // host is shown.
+        let host = match self.0.split_once("://") {
+            Some((_, rest)) => {
+                let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+                host.split(['/', '?']).next().unwrap_or("")
+            }
+            None => self
+                .0
+                .split_whitespace()
+                .find_map(|pair| pair.strip_prefix("host="))
+                .unwrap_or(""),
+        };
+        write!(f, "DatabaseUrl(postgres, host {host:?})")
+    }
+}
+
 /// The resolved configuration of one daemon.
 #[derive(Clone, Debug)]
 pub struct DaemonConfig {
@@ -234,8 +302,10 @@ pub struct DaemonConfig {
     pub cache_dir: PathBuf,
     /// Jobs run at once.
     pub workers: usize,
-    /// Commit durability.
+    /// Commit durability (SQLite).
     pub sync: SyncMode,
+    /// The PostgreSQL database, when jobs are not kept in SQLite.
+    pub database_url: Option<DatabaseUrl>,
     /// Optional TCP listener.
     pub listen_tcp: Option<SocketAddr>,
     /// How long a shutdown waits for running jobs.
@@ -363,6 +433,7 @@ impl DaemonConfig {
                 .unwrap_or_else(|| data_dir.join("cache")),
             workers,
             sync: args.sync.or(file.sync).unwrap_or_default(),
+            database_url: args.database_url.or(file.database_url),
             listen_tcp: args.listen_tcp.or(file.listen_tcp),
             shutdown_deadline: Duration::from_millis(shutdown_deadline_ms),
             max_payload_bytes: file.max_payload_bytes.unwrap_or(4 * 1024 * 1024),
@@ -388,6 +459,7 @@ struct FileConfig {
     cache_dir: Option<PathBuf>,
     workers: Option<usize>,
     sync: Option<SyncMode>,
+    database_url: Option<DatabaseUrl>,
     listen_tcp: Option<SocketAddr>,
     shutdown_deadline_ms: Option<u64>,
     max_payload_bytes: Option<usize>,
@@ -654,6 +726,39 @@ mod tests {
             parse_sync("fast")
                 .unwrap_err()
                 .contains("full, normal or off")
+        );
+    }
+
+    #[test]
+    fn a_database_url_is_postgres_and_never_shows_its_password() {
+        let url: DatabaseUrl = "postgres://app:s3cret@db.example:5432/jobs"
+            .parse()
+            .unwrap();
+        let shown = format!("{url:?}");
+        assert!(
+            !shown.contains("s3cret") && shown.contains("db.example"),
+            "{shown}"
+        );
+        let pairs: DatabaseUrl = "host=/run/pg user=app password=s3cret".parse().unwrap();
+        let shown = format!("{pairs:?}");
+        assert!(
+            !shown.contains("s3cret") && shown.contains("/run/pg"),
+            "{shown}"
+        );
+        let err = "mysql://db/jobs".parse::<DatabaseUrl>().unwrap_err();
+        assert!(
+            err.contains("\"mysql\"") && err.contains("postgres://"),
+            "{err}"
+        );
+        let file = load(
+            Some("database_url = \"sqlite://x\""),
+            DaemonArgs::default(),
+            &[],
+        );
+        assert!(
+            file.unwrap_err()
+                .to_string()
+                .contains("unsupported database URL")
         );
     }
 }

@@ -37,7 +37,7 @@ use crate::queue::{Manager, ManagerConfig};
 use crate::recovery;
 use crate::runtime::{Limits, PluginEvent, Runtime, RuntimeConfig};
 use crate::scheduler::Scheduler;
-use crate::store::{Store, StoreConfig};
+use crate::store::{PostgresConfig, PostgresStore, SqliteConfig, SqliteStore, Store};
 use crate::telemetry;
 use crate::worker::{PoolConfig, ShutdownReport, WorkerPool};
 
@@ -78,12 +78,8 @@ impl Daemon {
         let token = Token::load_or_create(&config.data_dir)
             .context("cannot set up the bearer token for tcp clients")?;
 
-        let store_config = StoreConfig {
-            sync: config.sync,
-            max_size_mib: config.max_database_mib,
-            ..StoreConfig::new(config.data_dir.join("honeydew.db"))
-        };
-        let store = Store::open(store_config).context("cannot open the job database")?;
+        let store = open_store(&config).await?;
+        tracing::info!(database = %store.describe(), "job database open");
 
         let mut limits = Limits::default();
         let overrides = config.limits;
@@ -383,6 +379,43 @@ fn warn_if_data_dir_is_open(data_dir: &Path) {
             data_dir.display()
         );
     }
+}
+
+/// Opens the job store the configuration names: PostgreSQL at `database_url`, else
+/// SQLite in the data directory.
+async fn open_store(config: &DaemonConfig) -> anyhow::Result<Store> {
+    let Some(url) = &config.database_url else {
+        let sqlite = SqliteConfig {
+            sync: config.sync,
+            max_size_mib: config.max_database_mib,
+            ..SqliteConfig::new(config.data_dir.join("honeydew.db"))
+        };
+        return SqliteStore::open(sqlite)
+            .map(Store::new)
+            .context("cannot open the job database");
+    };
+    let node_id = node_id(&config.data_dir)?;
+    let postgres = PostgresConfig::new(url.expose(), node_id);
+    PostgresStore::open(postgres)
+        .await
+        .map(Store::new)
+        .context("cannot open the PostgreSQL job database")
+}
+
+/// This daemon's node id on a shared database: made once, kept in `<data_dir>/node-id`,
+/// so that after a restart it recognises the jobs it was running.
+fn node_id(data_dir: &Path) -> anyhow::Result<String> {
+    let path = data_dir.join("node-id");
+    match fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_owned()),
+        Ok(_) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(err) => return Err(err).with_context(|| format!("cannot read {}", path.display())),
+    }
+    let id = uuid::Uuid::now_v7().to_string();
+    fs::write(&path, format!("{id}\n"))
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(id)
 }
 
 /// Takes the data directory's exclusive lock and writes our pid into it.

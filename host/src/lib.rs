@@ -5,11 +5,12 @@
 //! [`retry`]. [`recovery`] makes a restart lose nothing. See `ARCHITECTURE.md` for the
 //! map of modules and the invariants they keep.
 
+pub use honeydew_core::{job, schedule};
+
 pub mod api;
 pub mod cli;
 pub mod config;
 pub mod daemon;
-pub mod job;
 pub mod queue;
 pub mod recovery;
 pub mod retention;

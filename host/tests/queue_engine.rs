@@ -12,7 +12,7 @@ use honeydew::queue::{
 };
 use honeydew::recovery;
 use honeydew::retry::{BackoffPolicy, Failure};
-use honeydew::store::{JobFilter, Store, StoreConfig};
+use honeydew::store::{JobFilter, SqliteConfig, SqliteStore, Store};
 use honeydew::worker::{BoxFuture, Execution, Executor, PoolConfig, WorkerPool};
 use tempfile::TempDir;
 use tokio::sync::{Semaphore, watch};
@@ -112,6 +112,8 @@ impl Executor for Scripted {
 struct Harness {
     _dir: TempDir,
     path: std::path::PathBuf,
+    /// The backend itself, for what only SQLite has (its size limit).
+    sqlite: SqliteStore,
     manager: Arc<Manager>,
     executor: Arc<Scripted>,
 }
@@ -128,24 +130,26 @@ fn fast_backoff() -> BackoffPolicy {
 
 impl Harness {
     fn new() -> Self {
-        Self::with_store(|path| StoreConfig::new(path))
+        Self::with_store(|path| SqliteConfig::new(path))
     }
 
     /// A harness whose store waits at most `busy` for a lock another connection holds.
     fn with_busy_timeout(busy: Duration) -> Self {
-        Self::with_store(|path| StoreConfig {
+        Self::with_store(|path| SqliteConfig {
             busy_timeout: busy,
-            ..StoreConfig::new(path)
+            ..SqliteConfig::new(path)
         })
     }
 
-    fn with_store(config: impl FnOnce(&std::path::Path) -> StoreConfig) -> Self {
+    fn with_store(config: impl FnOnce(&std::path::Path) -> SqliteConfig) -> Self {
         let dir = TempDir::new().unwrap();
         let path = dir.path().join("honeydew.db");
-        let manager = manager_with(config(&path));
+        let sqlite = SqliteStore::open(config(&path)).unwrap();
+        let manager = manager_of(Store::new(sqlite.clone()));
         Self {
             _dir: dir,
             path,
+            sqlite,
             manager,
             executor: Arc::new(Scripted::default()),
         }
@@ -204,11 +208,14 @@ impl Harness {
 }
 
 fn manager_at(path: &std::path::Path) -> Arc<Manager> {
-    manager_with(StoreConfig::new(path))
+    manager_with(SqliteConfig::new(path))
 }
 
-fn manager_with(config: StoreConfig) -> Arc<Manager> {
-    let store = Store::open(config).unwrap();
+fn manager_with(config: SqliteConfig) -> Arc<Manager> {
+    manager_of(SqliteStore::open(config).map(Store::new).unwrap())
+}
+
+fn manager_of(store: Store) -> Arc<Manager> {
     Arc::new(Manager::new(
         store,
         Arc::new(AnyCommand),
@@ -536,6 +543,7 @@ async fn restart_recovers_running_and_pending_jobs_in_priority_order_and_runs_th
     let restarted = Harness {
         _dir: TempDir::new().unwrap(),
         path: harness.path.clone(),
+        sqlite: harness.sqlite.clone(),
         manager: Arc::clone(&manager),
         executor: Arc::clone(&executor),
     };
@@ -814,7 +822,7 @@ async fn a_full_database_refuses_submits_clearly_loses_nothing_and_recovers() {
     let pool = harness.start(2);
     let running = harness.submit("test.block", "", 0).await;
     harness.wait_for(running, JobStatus::Running).await;
-    let store = harness.manager.store().clone();
+    let store = harness.sqlite.clone();
     let used_mib = std::fs::metadata(&harness.path).unwrap().len() / (1024 * 1024) + 1;
     store.limit_size(Some(used_mib)).await.unwrap();
 

@@ -9,12 +9,14 @@ use chrono::{SubsecRound, TimeDelta, Utc};
 use honeydew::job::JobStatus;
 use honeydew::queue::{AnyCommand, Manager, ManagerConfig};
 use honeydew::scheduler::{MisfirePolicy, NewSchedule, Schedule, ScheduleError, Scheduler};
-use honeydew::store::{JobFilter, Store, StoreConfig};
+use honeydew::store::{JobFilter, SqliteConfig, SqliteStore, Store};
 use tempfile::TempDir;
 use uuid::Uuid;
 
 fn manager(dir: &TempDir) -> Arc<Manager> {
-    let store = Store::open(StoreConfig::new(dir.path().join("honeydew.db"))).unwrap();
+    let store = SqliteStore::open(SqliteConfig::new(dir.path().join("honeydew.db")))
+        .map(Store::new)
+        .unwrap();
     Arc::new(Manager::new(
         store,
         Arc::new(AnyCommand),

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use honeydew::api::pb::JobStatus;
-use honeydew::store::{Store, StoreConfig};
+use honeydew::store::{SqliteConfig, SqliteStore, Store};
 
 use crate::support::{Daemon, DataDir, finished, get, result_text, running, submit};
 
@@ -68,7 +68,9 @@ async fn sigterm_past_the_deadline_puts_the_job_back_to_pending() {
     assert!(status.success(), "{status:?}\n{stderr}");
 
     // Read the record with the daemon stopped: the interrupted job waits to run again.
-    let store = Store::open(StoreConfig::new(data.path().join("honeydew.db"))).unwrap();
+    let store = SqliteStore::open(SqliteConfig::new(data.path().join("honeydew.db")))
+        .map(Store::new)
+        .unwrap();
     let job = store.get_job(id.parse().unwrap()).await.unwrap();
     assert_eq!(job.status, honeydew::job::JobStatus::Pending);
     assert_eq!(job.error_kind, Some(honeydew::job::ErrorKind::Shutdown));
@@ -102,7 +104,9 @@ async fn a_second_sigterm_during_the_drain_stops_at_once_and_the_job_goes_back_t
     assert!(!data.socket().exists(), "the socket is removed");
 
     // Nothing lost: the job waits to run again, and does at the next start.
-    let store = Store::open(StoreConfig::new(data.path().join("honeydew.db"))).unwrap();
+    let store = SqliteStore::open(SqliteConfig::new(data.path().join("honeydew.db")))
+        .map(Store::new)
+        .unwrap();
     let job = store.get_job(id.parse().unwrap()).await.unwrap();
     assert_eq!(job.status, honeydew::job::JobStatus::Pending);
     assert_eq!(job.error_kind, Some(honeydew::job::ErrorKind::Shutdown));

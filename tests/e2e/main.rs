@@ -33,6 +33,8 @@ mod hostile;
 mod lifecycle;
 // ListJobs with each filter and with paging.
 mod listing;
+// The daemon on PostgreSQL: --database-url, jobs done, psql reads them, a restart.
+mod postgres;
 // A typed proxy RPC end to end: `github.commits` against a local fake of GitHub.
 mod proxy;
 // Rate limits: the wait an API asks for (reset headers, HTTP dates, GitHub's secondary

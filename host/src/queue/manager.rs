@@ -670,7 +670,10 @@ mod tests {
     /// A manager over a store that is never opened for writing here.
     fn manager(max_payload_bytes: usize) -> (tempfile::TempDir, Manager) {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(crate::store::StoreConfig::new(dir.path().join("db"))).unwrap();
+        let store =
+            crate::store::SqliteStore::open(crate::store::SqliteConfig::new(dir.path().join("db")))
+                .map(Store::new)
+                .unwrap();
         let config = ManagerConfig {
             max_payload_bytes,
             ..ManagerConfig::default()

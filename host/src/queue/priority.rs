@@ -12,40 +12,15 @@ use std::collections::{BinaryHeap, HashMap};
 
 use chrono::{DateTime, Utc};
 
-use crate::job::{Job, JobId};
+use crate::job::JobId;
+pub use crate::job::QueuedJob;
 
-/// What the queue keeps of a pending job: enough to order it, not its payload.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub struct QueuedJob {
-    /// The job.
-    pub id: JobId,
-    /// Higher runs first.
-    pub priority: i64,
-    /// Older runs first among equal priorities.
-    pub created_at: DateTime<Utc>,
-    /// Not eligible before this instant.
-    pub run_at: DateTime<Utc>,
-}
-
-impl From<&Job> for QueuedJob {
-    fn from(job: &Job) -> Self {
-        Self {
-            id: job.id,
-            priority: job.priority,
-            created_at: job.created_at,
-            run_at: job.run_at,
-        }
-    }
-}
-
-impl QueuedJob {
-    /// Dispatch order: `Greater` runs first.
-    fn dispatch_cmp(&self, other: &Self) -> Ordering {
-        self.priority
-            .cmp(&other.priority)
-            .then_with(|| other.created_at.cmp(&self.created_at))
-            .then_with(|| other.id.cmp(&self.id))
-    }
+/// Dispatch order: `Greater` runs first.
+fn dispatch_cmp(a: &QueuedJob, b: &QueuedJob) -> Ordering {
+    a.priority
+        .cmp(&b.priority)
+        .then_with(|| b.created_at.cmp(&a.created_at))
+        .then_with(|| b.id.cmp(&a.id))
 }
 
 /// A heap entry ordered for dispatch (max-heap: the best job on top).
@@ -54,7 +29,7 @@ struct Ready(QueuedJob, u64);
 
 impl Ord for Ready {
     fn cmp(&self, other: &Self) -> Ordering {
-        self.0.dispatch_cmp(&other.0)
+        dispatch_cmp(&self.0, &other.0)
     }
 }
 
@@ -318,7 +293,7 @@ mod tests {
                         let expected = model
                             .iter()
                             .filter(|job| job.run_at <= at(now))
-                            .max_by(|a, b| a.dispatch_cmp(b))
+                            .max_by(|a, b| dispatch_cmp(a, b))
                             .copied();
                         if let Some(job) = expected {
                             model.retain(|other| other.id != job.id);

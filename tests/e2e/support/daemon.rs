@@ -92,6 +92,7 @@ pub fn daemon_command(data_dir: &Path, args: &[&str]) -> Command {
         .args(args)
         .env_remove("HONEYDEW_CONFIG")
         .env_remove("HONEYDEW_PLUGIN_DIR")
+        .env_remove("HONEYDEW_DATABASE_URL")
         .env("NO_COLOR", "1")
         .env("HONEYDEW_LOG", "info")
         .stdin(Stdio::null())

@@ -3,15 +3,15 @@
 
 use std::collections::HashSet;
 
-use chrono::{SubsecRound, TimeDelta, Utc};
+use chrono::{TimeDelta, Utc};
 use rusqlite::Connection;
 use tempfile::TempDir;
 
 use super::*;
-use crate::job::{ErrorKind, Job, JobStatus, PluginRef};
+use honeydew_core::job::{ErrorKind, Job, JobStatus, PluginRef};
 
-fn open(dir: &TempDir) -> Store {
-    Store::open(StoreConfig::new(dir.path().join("honeydew.db"))).unwrap()
+fn open(dir: &TempDir) -> SqliteStore {
+    SqliteStore::open(SqliteConfig::new(dir.path().join("honeydew.db"))).unwrap()
 }
 
 fn raw(dir: &TempDir) -> Connection {
@@ -22,7 +22,7 @@ fn job(command: &str, payload: &[u8], priority: i64) -> Job {
     Job::new(command, payload.to_vec(), priority, 3)
 }
 
-async fn insert_running(store: &Store, job: &Job) -> Claimed {
+async fn insert_running(store: &SqliteStore, job: &Job) -> Claimed {
     store.insert_job(job.clone()).await.unwrap();
     store.claim(job.id, 1, Utc::now()).await.unwrap().unwrap()
 }
@@ -38,23 +38,6 @@ fn report() -> AttemptReport {
             sha256: "ab".repeat(32),
         }),
     }
-}
-
-#[tokio::test]
-async fn inserted_job_reads_back_identically() {
-    let dir = TempDir::new().unwrap();
-    let store = open(&dir);
-    let job = job("echo.echo", br#"{"x":1}"#, 7);
-    store.insert_job(job.clone()).await.unwrap();
-    assert_eq!(store.get_job(job.id).await.unwrap(), job);
-}
-
-#[tokio::test]
-async fn unknown_id_is_not_found() {
-    let dir = TempDir::new().unwrap();
-    let store = open(&dir);
-    let id = crate::job::JobId::new();
-    assert!(matches!(store.get_job(id).await, Err(StoreError::NotFound(found)) if found == id));
 }
 
 #[tokio::test]
@@ -98,7 +81,7 @@ async fn a_version_2_database_keeps_its_jobs_and_attempts_through_the_table_rebu
     }
 
     let store = open(&dir);
-    let id: crate::job::JobId = "0193a1b2-0000-7000-8000-000000000001".parse().unwrap();
+    let id: honeydew_core::job::JobId = "0193a1b2-0000-7000-8000-000000000001".parse().unwrap();
     let job = store.get_job(id).await.unwrap();
     assert_eq!(job.status, JobStatus::Completed);
     assert_eq!(job.priority, 5);
@@ -173,7 +156,7 @@ async fn database_from_a_newer_daemon_is_refused() {
     raw(&dir)
         .pragma_update(None, "user_version", schema::SCHEMA_VERSION + 1)
         .unwrap();
-    let err = Store::open(StoreConfig::new(dir.path().join("honeydew.db")))
+    let err = SqliteStore::open(SqliteConfig::new(dir.path().join("honeydew.db")))
         .err()
         .unwrap();
     assert!(
@@ -279,209 +262,10 @@ async fn the_spec_failed_jobs_query_works_verbatim() {
     assert!(rows[0].4.ends_with('Z'));
 }
 
-#[tokio::test]
-async fn claim_moves_pending_to_running_once_and_opens_an_attempt() {
-    let dir = TempDir::new().unwrap();
-    let store = open(&dir);
-    let job = job("echo.echo", b"{}", 0);
-    store.insert_job(job.clone()).await.unwrap();
-    let (_, attempt) = store.get_job_with_attempt(job.id).await.unwrap();
-    assert_eq!(attempt, 0, "no attempt before the first claim");
-    let claimed = store.claim(job.id, 4, Utc::now()).await.unwrap().unwrap();
-    assert_eq!(claimed.attempt, 1);
-    let (running, attempt) = store.get_job_with_attempt(job.id).await.unwrap();
-    assert_eq!((running.status, attempt), (JobStatus::Running, 1));
-    assert_eq!(claimed.job.status, JobStatus::Running);
-    assert!(claimed.job.started_at.is_some());
-    assert!(store.claim(job.id, 5, Utc::now()).await.unwrap().is_none());
-    let attempts = store.attempts(job.id).await.unwrap();
-    assert_eq!(attempts.len(), 1);
-    assert_eq!(attempts[0].worker_id, Some(4));
-    assert_eq!(attempts[0].outcome, None);
-}
-
-#[tokio::test]
-async fn claim_refuses_a_job_that_is_not_yet_due() {
-    let dir = TempDir::new().unwrap();
-    let store = open(&dir);
-    let mut job = job("echo.echo", b"{}", 0);
-    job.run_at = (Utc::now() + TimeDelta::hours(1)).trunc_subsecs(3);
-    store.insert_job(job.clone()).await.unwrap();
-    assert!(store.claim(job.id, 1, Utc::now()).await.unwrap().is_none());
-}
-
-#[tokio::test]
-async fn a_second_completion_changes_nothing_and_says_so() {
-    let dir = TempDir::new().unwrap();
-    let store = open(&dir);
-    let job = job("echo.echo", b"{}", 0);
-    let claimed = insert_running(&store, &job).await;
-    store
-        .finish(
-            job.id,
-            claimed.attempt,
-            Outcome::Completed(b"first".to_vec()),
-            report(),
-        )
-        .await
-        .unwrap();
-    let err = store
-        .finish(
-            job.id,
-            claimed.attempt,
-            Outcome::Completed(b"second".to_vec()),
-            report(),
-        )
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            StoreError::StaleTransition {
-                expected: JobStatus::Running,
-                actual: JobStatus::Completed,
-                ..
-            }
-        ),
-        "{err}"
-    );
-    assert!(
-        err.to_string().contains("is completed, not running"),
-        "{err}"
-    );
-    let stored = store.get_job(job.id).await.unwrap();
-    assert_eq!(stored.result.as_deref(), Some(&b"first"[..]));
-}
-
-#[tokio::test]
-async fn finish_records_the_attempt_and_the_plugin_that_ran_it() {
-    let dir = TempDir::new().unwrap();
-    let store = open(&dir);
-    let job = job("echo.echo", b"{}", 0);
-    let claimed = insert_running(&store, &job).await;
-    store
-        .finish(
-            job.id,
-            claimed.attempt,
-            Outcome::Completed(b"ok".to_vec()),
-            report(),
-        )
-        .await
-        .unwrap();
-    let stored = store.get_job(job.id).await.unwrap();
-    assert_eq!(stored.status, JobStatus::Completed);
-    assert_eq!(stored.plugin.unwrap().name, "echo");
-    let attempts = store.attempts(job.id).await.unwrap();
-    assert_eq!(attempts[0].outcome.as_deref(), Some("completed"));
-    assert_eq!(attempts[0].fuel_used, Some(3456));
-    assert_eq!(attempts[0].duration_ms, Some(12));
-}
-
-#[tokio::test]
-async fn retry_goes_back_to_pending_with_a_later_run_at_and_counts() {
-    let dir = TempDir::new().unwrap();
-    let store = open(&dir);
-    let job = job("flaky.fail", b"{}", 0);
-    let claimed = insert_running(&store, &job).await;
-    let run_at = (Utc::now() + TimeDelta::seconds(30)).trunc_subsecs(3);
-    let outcome = Outcome::Retry {
-        kind: ErrorKind::PluginError,
-        error: "503".into(),
-        run_at,
-    };
-    store
-        .finish(job.id, claimed.attempt, outcome, report())
-        .await
-        .unwrap();
-    let stored = store.get_job(job.id).await.unwrap();
-    assert_eq!(stored.status, JobStatus::Pending);
-    assert_eq!(stored.retry_count, 1);
-    assert_eq!(stored.run_at, run_at);
-    assert_eq!(stored.error.as_deref(), Some("503"));
-    assert_eq!(stored.completed_at, None);
-    let attempts = store.attempts(job.id).await.unwrap();
-    assert_eq!(attempts[0].outcome.as_deref(), Some("retrying"));
-}
-
-#[tokio::test]
-async fn cancel_pending_works_once_and_refuses_running_jobs() {
-    let dir = TempDir::new().unwrap();
-    let store = open(&dir);
-    let pending = job("echo.echo", b"{}", 0);
-    store.insert_job(pending.clone()).await.unwrap();
-    store.cancel_pending(pending.id, Utc::now()).await.unwrap();
-    let stored = store.get_job(pending.id).await.unwrap();
-    assert_eq!(stored.status, JobStatus::Cancelled);
-    assert_eq!(stored.error_kind, Some(ErrorKind::Cancelled));
-    assert!(matches!(
-        store.cancel_pending(pending.id, Utc::now()).await,
-        Err(StoreError::StaleTransition {
-            actual: JobStatus::Cancelled,
-            ..
-        })
-    ));
-    let running = job("echo.echo", b"{}", 0);
-    insert_running(&store, &running).await;
-    assert!(matches!(
-        store.cancel_pending(running.id, Utc::now()).await,
-        Err(StoreError::StaleTransition {
-            actual: JobStatus::Running,
-            ..
-        })
-    ));
-}
-
-#[tokio::test]
-async fn list_filters_by_status_and_command_and_pages_newest_first() {
-    let dir = TempDir::new().unwrap();
-    let store = open(&dir);
-    let mut echoes = Vec::new();
-    for _ in 0..5 {
-        let job = job("echo.echo", b"{}", 0);
-        store.insert_job(job.clone()).await.unwrap();
-        echoes.push(job.id);
-    }
-    let other = job("github.commits", b"{}", 0);
-    insert_running(&store, &other).await;
-
-    let page = store
-        .list_jobs(JobFilter {
-            command: Some("echo.echo".into()),
-            limit: 2,
-            ..JobFilter::default()
-        })
-        .await
-        .unwrap();
-    let ids: Vec<_> = page.jobs.iter().map(|job| job.id).collect();
-    assert_eq!(ids, [echoes[4], echoes[3]]);
-    let rest = store
-        .list_jobs(JobFilter {
-            command: Some("echo.echo".into()),
-            limit: 10,
-            cursor: page.next_cursor,
-            ..JobFilter::default()
-        })
-        .await
-        .unwrap();
-    let ids: Vec<_> = rest.jobs.iter().map(|job| job.id).collect();
-    assert_eq!(ids, [echoes[2], echoes[1], echoes[0]]);
-    assert_eq!(rest.next_cursor, None);
-
-    let running = store
-        .list_jobs(JobFilter {
-            status: Some(JobStatus::Running),
-            ..JobFilter::default()
-        })
-        .await
-        .unwrap();
-    assert_eq!(running.jobs.len(), 1);
-    assert_eq!(running.jobs[0].id, other.id);
-}
-
 /// Holds the writer busy; returns the held write (await it after releasing) and the
 /// sender that releases it. Writes made meanwhile queue up for one batch.
 async fn hold_writer(
-    store: &Store,
+    store: &SqliteStore,
 ) -> (
     tokio::task::JoinHandle<Result<(), StoreError>>,
     std::sync::mpsc::Sender<()>,
@@ -514,7 +298,7 @@ async fn concurrent_submits_share_commits_and_are_all_durable_after_reopening() 
     let store = open(&dir);
     // 64 submits queued while the writer is busy go out in one commit, not 64.
     let (held, release) = hold_writer(&store).await;
-    let before = store.writer_stats();
+    let before = store.commit_stats();
     let mut queued = Vec::new();
     let mut queued_ids = Vec::new();
     for n in 0..64 {
@@ -527,7 +311,7 @@ async fn concurrent_submits_share_commits_and_are_all_durable_after_reopening() 
     for insert in queued {
         insert.await.unwrap();
     }
-    let after = store.writer_stats();
+    let after = store.commit_stats();
     assert_eq!(
         after.writes - before.writes,
         65,
@@ -579,7 +363,7 @@ async fn claims_skip_their_fsync_and_a_submit_never_rides_a_commit_without_one()
     tokio::task::spawn_blocking(move || inside.recv().unwrap())
         .await
         .unwrap();
-    let before = store.writer_stats();
+    let before = store.commit_stats();
     let now = Utc::now();
     let claim_first = started(Box::pin(store.claim(first.id, 1, now))).await;
     let submitted = job("echo.echo", b"{}", 0);
@@ -590,7 +374,7 @@ async fn claims_skip_their_fsync_and_a_submit_never_rides_a_commit_without_one()
     assert!(claim_first.await.unwrap().is_some());
     submit.await.unwrap();
     assert!(claim_second.await.unwrap().is_some());
-    let after = store.writer_stats();
+    let after = store.commit_stats();
     assert_eq!(after.writes - before.writes, 4, "{before:?} -> {after:?}");
     assert_eq!(after.commits - before.commits, 2, "{before:?} -> {after:?}");
     assert_eq!(
@@ -600,7 +384,7 @@ async fn claims_skip_their_fsync_and_a_submit_never_rides_a_commit_without_one()
     );
     // Plain inserts and outcomes keep theirs.
     store.insert_job(job("echo.echo", b"{}", 0)).await.unwrap();
-    assert_eq!(store.writer_stats().relaxed_commits, after.relaxed_commits);
+    assert_eq!(store.commit_stats().relaxed_commits, after.relaxed_commits);
     // A relaxed commit survives the process (it is in the WAL, only unsynced).
     drop(store);
     let reopened = open(&dir);
@@ -624,7 +408,7 @@ async fn a_failing_write_does_not_spoil_its_batch() {
     // The gate: all three writes are queued before the writer takes any, so they
     // share one transaction (the commit count proves it).
     let (held, release) = hold_writer(&store).await;
-    let before = store.writer_stats();
+    let before = store.commit_stats();
     let first = started(Box::pin(store.insert_job(job.clone()))).await;
     let second = started(Box::pin(store.insert_job(duplicate))).await;
     let third = started(Box::pin(store.insert_job(other.clone()))).await;
@@ -633,7 +417,7 @@ async fn a_failing_write_does_not_spoil_its_batch() {
     first.await.unwrap();
     assert!(matches!(second.await, Err(StoreError::Database(_))));
     third.await.unwrap();
-    let after = store.writer_stats();
+    let after = store.commit_stats();
     assert_eq!(
         after.commits - before.commits,
         1,
@@ -641,67 +425,6 @@ async fn a_failing_write_does_not_spoil_its_batch() {
     );
     assert!(store.get_job(job.id).await.is_ok());
     assert!(store.get_job(other.id).await.is_ok());
-}
-
-#[tokio::test]
-async fn recovery_after_a_crash_resets_running_and_keeps_delayed_retries() {
-    let dir = TempDir::new().unwrap();
-    let store = open(&dir);
-    let interrupted = job("echo.echo", b"{}", 1);
-    let claimed = insert_running(&store, &interrupted).await;
-    let waiting = job("echo.echo", b"{}", 9);
-    store.insert_job(waiting.clone()).await.unwrap();
-    let retrying = job("flaky.fail", b"{}", 5);
-    let retry_claim = insert_running(&store, &retrying).await;
-    let run_at = (Utc::now() + TimeDelta::minutes(5)).trunc_subsecs(3);
-    store
-        .finish(
-            retrying.id,
-            retry_claim.attempt,
-            Outcome::Retry {
-                kind: ErrorKind::PluginError,
-                error: "503".into(),
-                run_at,
-            },
-            report(),
-        )
-        .await
-        .unwrap();
-    let finished = job("echo.echo", b"{}", 100);
-    let done = insert_running(&store, &finished).await;
-    store
-        .finish(
-            finished.id,
-            done.attempt,
-            Outcome::Completed(vec![]),
-            report(),
-        )
-        .await
-        .unwrap();
-    // The process dies: no shutdown, the handle is simply gone.
-    drop(store);
-
-    let store = open(&dir);
-    let recovered = store.recover(Utc::now()).await.unwrap();
-    assert_eq!(recovered.reset_running, 1);
-    let order: Vec<_> = recovered.pending.iter().map(|job| job.id).collect();
-    assert_eq!(order, [waiting.id, retrying.id, interrupted.id]);
-    assert_eq!(recovered.pending[1].run_at, run_at);
-    assert_eq!(
-        store.get_job(interrupted.id).await.unwrap().status,
-        JobStatus::Pending
-    );
-    let attempts = store.attempts(claimed.job.id).await.unwrap();
-    assert_eq!(attempts[0].outcome.as_deref(), Some("interrupted"));
-    assert_eq!(attempts[0].error_kind, Some(ErrorKind::Interrupted));
-    assert_eq!(store.get_job(interrupted.id).await.unwrap().retry_count, 1);
-    // The next run of the interrupted job is attempt 2.
-    let again = store
-        .claim(interrupted.id, 1, Utc::now())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(again.attempt, 2);
 }
 
 #[tokio::test]
@@ -724,7 +447,7 @@ async fn filtered_listing_walks_the_matching_index_not_every_job() {
     };
     let by_status = JobFilter {
         status: Some(JobStatus::Failed),
-        cursor: Some(crate::job::JobId::new()),
+        cursor: Some(honeydew_core::job::JobId::new()),
         ..JobFilter::default()
     };
     assert!(
@@ -743,7 +466,7 @@ async fn filtered_listing_walks_the_matching_index_not_every_job() {
     );
     let pending = JobFilter {
         status: Some(JobStatus::Pending),
-        cursor: Some(crate::job::JobId::new()),
+        cursor: Some(honeydew_core::job::JobId::new()),
         ..JobFilter::default()
     };
     // Pending jobs are read from the pending index alone: a walk of every job id
@@ -813,132 +536,6 @@ async fn summary_listings_do_not_read_payloads_or_results() {
         full.jobs[0].result.as_ref().map(Vec::len),
         Some(1024 * 1024)
     );
-}
-
-#[tokio::test]
-async fn listing_by_status_finds_pending_and_finished_jobs_newest_first() {
-    let dir = TempDir::new().unwrap();
-    let store = open(&dir);
-    let mut pending = Vec::new();
-    for n in 0..5 {
-        let job = job("echo.echo", b"{}", n % 3);
-        store.insert_job(job.clone()).await.unwrap();
-        pending.push(job.id);
-    }
-    let done = job("echo.echo", b"{}", 9);
-    let claimed = insert_running(&store, &done).await;
-    store
-        .finish(
-            done.id,
-            claimed.attempt,
-            Outcome::Completed(b"{}".to_vec()),
-            report(),
-        )
-        .await
-        .unwrap();
-    let list = |status| {
-        let store = store.clone();
-        async move {
-            store
-                .list_jobs(JobFilter {
-                    status: Some(status),
-                    ..JobFilter::default()
-                })
-                .await
-                .unwrap()
-                .jobs
-                .into_iter()
-                .map(|job| job.id)
-                .collect::<Vec<_>>()
-        }
-    };
-    pending.reverse();
-    assert_eq!(list(JobStatus::Pending).await, pending);
-    assert_eq!(list(JobStatus::Completed).await, vec![done.id]);
-    assert!(list(JobStatus::Failed).await.is_empty());
-}
-
-/// Regression (issue 9, defect 1): a retry at year 33713 used to be written as
-/// `+33713-...`, which no read could parse back, so status, watch and every listing that
-/// met the row failed, and the next start exited in recovery.
-#[tokio::test]
-async fn a_time_past_year_9999_is_refused_and_the_job_stays_readable() {
-    let dir = TempDir::new().unwrap();
-    let store = open(&dir);
-    let job = job("flaky.retriable_after", b"{}", 0);
-    let claimed = insert_running(&store, &job).await;
-    let far = Utc::now() + TimeDelta::days(365 * 31_700);
-    let outcome = Outcome::Retry {
-        kind: ErrorKind::PluginError,
-        error: "429".into(),
-        run_at: far,
-    };
-    let refused = store
-        .finish(job.id, claimed.attempt, outcome, report())
-        .await
-        .unwrap_err();
-    assert!(
-        refused.to_string().contains("outside the years 0000-9999"),
-        "{refused}"
-    );
-    assert_eq!(
-        store.get_job(job.id).await.unwrap().status,
-        JobStatus::Running
-    );
-    let page = store.list_jobs(JobFilter::default()).await.unwrap();
-    assert_eq!(page.jobs.len(), 1);
-    drop(store);
-    let reopened = open(&dir);
-    assert_eq!(reopened.recover(Utc::now()).await.unwrap().pending.len(), 1);
-}
-
-/// Regression (issue 9, defect 12): recovery put `running` back to `pending` without
-/// counting the interrupted attempt, so a job that killed the daemon ran again at every
-/// start, for ever.
-#[tokio::test]
-async fn a_job_that_kills_the_daemon_fails_once_its_retries_are_spent() {
-    let dir = TempDir::new().unwrap();
-    let poison = Job::new("crash.daemon", b"{}".to_vec(), 0, 1);
-    {
-        let store = open(&dir);
-        insert_running(&store, &poison).await;
-    }
-    // First start after the crash: one retry was allowed, so it runs again.
-    {
-        let store = open(&dir);
-        let recovered = store.recover(Utc::now()).await.unwrap();
-        assert_eq!(
-            (recovered.reset_running, recovered.failed_interrupted),
-            (1, 0)
-        );
-        let job = store.get_job(poison.id).await.unwrap();
-        assert_eq!((job.status, job.retry_count), (JobStatus::Pending, 1));
-        assert_eq!(job.error_kind, Some(ErrorKind::Interrupted));
-        store
-            .claim(poison.id, 1, Utc::now())
-            .await
-            .unwrap()
-            .unwrap();
-    }
-    // It killed the daemon again: no retry is left, so it fails for good.
-    let store = open(&dir);
-    let recovered = store.recover(Utc::now()).await.unwrap();
-    assert_eq!(
-        (recovered.reset_running, recovered.failed_interrupted),
-        (0, 1)
-    );
-    assert!(recovered.pending.is_empty());
-    let job = store.get_job(poison.id).await.unwrap();
-    assert_eq!(job.status, JobStatus::Failed);
-    assert_eq!(job.error_kind, Some(ErrorKind::Interrupted));
-    assert_eq!(
-        job.error.as_deref(),
-        Some("the daemon died during the attempt (gave up after 1 retries)")
-    );
-    assert!(job.completed_at.is_some());
-    let attempts = store.attempts(poison.id).await.unwrap();
-    let outcomes: Vec<_> = attempts.iter().map(|a| a.outcome.as_deref()).collect();
-    assert_eq!(outcomes, [Some("interrupted"), Some("interrupted")]);
 }
 
 /// Retention deletes finished jobs past their age with their attempts, batch by batch,
@@ -1027,10 +624,10 @@ async fn pruning_deletes_old_finished_jobs_with_their_attempts_only() {
 
 #[test]
 fn the_first_id_of_an_instant_sorts_between_the_ids_around_it() {
-    let before = crate::job::JobId::new().to_string();
+    let before = honeydew_core::job::JobId::new().to_string();
     std::thread::sleep(std::time::Duration::from_millis(3));
     let bound = jobs::first_id_at(Utc::now());
     std::thread::sleep(std::time::Duration::from_millis(3));
-    let after = crate::job::JobId::new().to_string();
+    let after = honeydew_core::job::JobId::new().to_string();
     assert!(before < bound && bound < after, "{before} {bound} {after}");
 }

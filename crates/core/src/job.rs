@@ -19,6 +19,17 @@ impl JobId {
     pub fn new() -> Self {
         Self(Uuid::now_v7())
     }
+
+    /// The UUID itself (a store binds it as its native type where it has one).
+    pub fn as_uuid(&self) -> Uuid {
+        self.0
+    }
+}
+
+impl From<Uuid> for JobId {
+    fn from(uuid: Uuid) -> Self {
+        Self(uuid)
+    }
 }
 
 impl Default for JobId {
@@ -390,6 +401,30 @@ pub struct InvalidTransition {
     pub from: JobStatus,
     /// The status asked for.
     pub to: JobStatus,
+}
+
+/// What the queue keeps of a pending job: enough to order it, not its payload.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct QueuedJob {
+    /// The job.
+    pub id: JobId,
+    /// Higher runs first.
+    pub priority: i64,
+    /// Older runs first among equal priorities.
+    pub created_at: DateTime<Utc>,
+    /// Not eligible before this instant.
+    pub run_at: DateTime<Utc>,
+}
+
+impl From<&Job> for QueuedJob {
+    fn from(job: &Job) -> Self {
+        Self {
+            id: job.id,
+            priority: job.priority,
+            created_at: job.created_at,
+            run_at: job.run_at,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,25 +1,28 @@
-//! The durable job store: the only module that holds SQL or sees rusqlite.
+//! The SQLite backend: the embedded default, one database file in the data directory.
 //!
-//! [`Store`] is a cheap, cloneable handle. All writes go through one writer thread
+//! [`SqliteStore`] is a cheap, cloneable handle. All writes go through one writer thread
 //! that owns the single read-write connection and practises **group commit**: it opens
 //! a transaction for the first waiting write and keeps applying whatever else arrives
 //! meanwhile (up to `max_batch`; each inside its own savepoint when it has several
-//! statements), commits once, and only then answers each caller. A submit is therefore acknowledged only after its row is durable, and 64
-//! concurrent submitters share one fsync instead of paying for 64. A claim is the one
-//! write that skips its fsync (a claim lost with the power only means the job runs
-//! again); it is made durable by the next commit that has one. Reads run on a small pool of read-only connections
-//! in blocking tasks, so they never wait behind the writer (WAL).
+//! statements), commits once, and only then answers each caller. A submit is therefore
+//! acknowledged only after its row is durable, and 64 concurrent submitters share one
+//! fsync instead of paying for 64. A claim is the one write that skips its fsync (a
+//! claim lost with the power only means the job runs again); it is made durable by the
+//! next commit that has one. Reads run on a small pool of read-only connections in
+//! blocking tasks, so they never wait behind the writer (WAL).
 //!
 //! Every state change is one guarded `UPDATE ... WHERE id = ? AND status = ?`; a
 //! transition whose guard does not hold changes nothing and comes back as
-//! [`StoreError::StaleTransition`]. The public API speaks only domain types
-//! ([`crate::job`]), which is the seam where another backend could later sit.
+//! [`StoreError::StaleTransition`]. `jobs.rs` and `schedules.rs` hold the statements,
+//! as functions of a connection; this file says which kind of write each one is.
 
 mod jobs;
 mod schedules;
 mod schema;
 #[cfg(test)]
 mod tests;
+
+pub use schema::SCHEMA_VERSION;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
@@ -29,12 +32,17 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::oneshot;
 
-use crate::job::{JobId, JobStatus};
-
-pub use jobs::{AttemptReport, AttemptRow, Claimed, JobFilter, JobPage, Outcome, RecoveredJobs};
+use chrono::{DateTime, Utc};
+use honeydew_core::job::{Job, JobId, JobStatus};
+use honeydew_core::schedule::Schedule;
+use honeydew_core::store::{
+    AttemptReport, AttemptRow, Claimed, CommitStats, JobFilter, JobPage, JobStore, Outcome,
+    RecoveredJobs, StoreError,
+};
+use uuid::Uuid;
 
 #[cfg(test)]
-impl Store {
+impl SqliteStore {
     /// Occupies the writer until `release` is sent: writes made meanwhile queue up
     /// and are then applied in one batch (tests of group commit).
     pub(crate) async fn hold_writer(
@@ -50,7 +58,7 @@ impl Store {
         .await
     }
 
-    /// Like [`Store::hold_writer`], as a relaxed write (one that skips its fsync).
+    /// Like [`SqliteStore::hold_writer`], as a relaxed write (one that skips its fsync).
     pub(crate) async fn hold_writer_relaxed(
         &self,
         entered: std::sync::mpsc::Sender<()>,
@@ -90,7 +98,7 @@ impl SyncMode {
 
 /// How to open the store.
 #[derive(Clone, Debug)]
-pub struct StoreConfig {
+pub struct SqliteConfig {
     /// The database file; created with its schema when missing.
     pub path: PathBuf,
     /// Commit durability.
@@ -103,7 +111,7 @@ pub struct StoreConfig {
     pub max_size_mib: Option<u64>,
 }
 
-impl StoreConfig {
+impl SqliteConfig {
     /// Defaults for a database at `path`: FULL sync, 5 s busy timeout, batches of 1024.
     pub fn new(path: impl Into<PathBuf>) -> Self {
         Self {
@@ -116,86 +124,34 @@ impl StoreConfig {
     }
 }
 
-/// What can go wrong in the store. Callers branch on `StaleTransition` and `NotFound`;
-/// the rest are reported.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum StoreError {
-    /// SQLite refused an operation.
-    #[error("database error: {0}")]
-    Database(rusqlite::Error),
-    /// The disk (or the database's size limit) is full: the write did not happen.
-    /// Writes succeed again by themselves once space returns.
-    #[error(
-        "the job database is full ({0}): free disk space or raise its size limit; nothing was stored"
-    )]
-    Full(String),
-    /// The commit that carried this write failed; the write did not happen.
-    #[error("database commit failed: {0}")]
-    Commit(String),
-    /// The database was written by a newer daemon.
-    #[error(
-        "database schema version {found} is newer than this daemon supports ({supported}); upgrade honeydewd"
-    )]
-    SchemaTooNew {
-        /// Version found in the file.
-        found: u32,
-        /// Newest version this binary knows.
-        supported: u32,
-    },
-    /// A schema migration could not be applied; the database was left as it was.
-    #[error("cannot migrate the database to schema version {version}: {reason}")]
-    Migration {
-        /// The version the migration leads to.
-        version: u32,
-        /// Why it was refused.
-        reason: String,
-    },
-    /// No job has this id.
-    #[error("job {0} not found")]
-    NotFound(JobId),
-    /// No schedule has this name or id.
-    #[error("no schedule named or with id {0:?}")]
-    ScheduleNotFound(String),
-    /// Another schedule already has this name.
-    #[error("a schedule named {0:?} already exists")]
-    DuplicateSchedule(String),
-    /// A guarded transition found the job in another state and changed nothing.
-    #[error("job {id} is {actual}, not {expected}: transition ignored")]
-    StaleTransition {
-        /// The job.
-        id: JobId,
-        /// The state the transition required.
-        expected: JobStatus,
-        /// The state the job is actually in.
-        actual: JobStatus,
-    },
-    /// A stored value could not be read back (a hand-edited row, say).
-    #[error("corrupt row for job {id}: {reason}")]
-    Corrupt {
-        /// The job's id as stored.
-        id: String,
-        /// What was wrong.
-        reason: String,
-    },
-    /// The writer thread is gone or its connection broke; the write did not happen.
-    #[error("the store is closed or its connection failed")]
-    Closed,
-    /// The database file could not be opened or prepared.
-    #[error("cannot open database {path}: {source}")]
-    Open {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: rusqlite::Error,
-    },
+/// A failure inside this backend: SQLite's own, or one the contract names. It becomes a
+/// [`StoreError`] at the boundary, where a full disk is told apart from other errors.
+#[derive(Debug)]
+pub(crate) enum Error {
+    Sqlite(rusqlite::Error),
+    Store(StoreError),
 }
 
-impl From<rusqlite::Error> for StoreError {
+impl From<rusqlite::Error> for Error {
     fn from(err: rusqlite::Error) -> Self {
-        match err.sqlite_error_code() {
-            Some(rusqlite::ErrorCode::DiskFull) => StoreError::Full(err.to_string()),
-            _ => StoreError::Database(err),
+        Error::Sqlite(err)
+    }
+}
+
+impl From<StoreError> for Error {
+    fn from(err: StoreError) -> Self {
+        Error::Store(err)
+    }
+}
+
+impl From<Error> for StoreError {
+    fn from(err: Error) -> Self {
+        match err {
+            Error::Store(err) => err,
+            Error::Sqlite(err) => match err.sqlite_error_code() {
+                Some(rusqlite::ErrorCode::DiskFull) => StoreError::Full(err.to_string()),
+                _ => StoreError::Database(err.to_string()),
+            },
         }
     }
 }
@@ -227,23 +183,12 @@ struct WriteOp {
     durable: bool,
 }
 
-/// Handle to the job database. Clones share the writer thread and the reader pool.
+/// The SQLite backend. Clones share the writer thread and the reader pool.
 #[derive(Clone)]
-pub struct Store {
+pub struct SqliteStore {
     writer: mpsc::Sender<WriteOp>,
     readers: Arc<ReaderPool>,
     stats: Arc<WriterCounters>,
-}
-
-/// What the writer has done since the store was opened.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct WriterStats {
-    /// Transactions committed (each one fsync under `synchronous=FULL`).
-    pub commits: u64,
-    /// Writes those commits carried: `writes / commits` is the mean batch size.
-    pub writes: u64,
-    /// Commits made without an fsync of their own: batches of claims only.
-    pub relaxed_commits: u64,
 }
 
 #[derive(Default)]
@@ -253,12 +198,12 @@ struct WriterCounters {
     relaxed_commits: std::sync::atomic::AtomicU64,
 }
 
-impl Store {
+impl SqliteStore {
     /// Opens (creating if needed) and migrates the database, then starts the writer.
-    pub fn open(config: StoreConfig) -> Result<Self, StoreError> {
-        let opened = |source| StoreError::Open {
-            path: config.path.clone(),
-            source,
+    pub fn open(config: SqliteConfig) -> Result<Self, StoreError> {
+        let opened = |source: rusqlite::Error| StoreError::Open {
+            target: config.path.display().to_string(),
+            reason: source.to_string(),
         };
         let mut conn = Connection::open(&config.path).map_err(opened)?;
         conn.pragma_update(None, "journal_mode", "WAL")
@@ -267,7 +212,7 @@ impl Store {
             .map_err(opened)?;
         conn.busy_timeout(config.busy_timeout).map_err(opened)?;
         conn.set_prepared_statement_cache_capacity(64);
-        schema::migrate(&mut conn)?;
+        schema::migrate(&mut conn).map_err(StoreError::from)?;
         set_size_limit(&conn, config.max_size_mib).map_err(opened)?;
 
         let (writer, ops) = mpsc::channel();
@@ -291,43 +236,32 @@ impl Store {
         })
     }
 
-    /// Commits and writes so far: group commit at work shows as more writes than
-    /// commits.
-    pub fn writer_stats(&self) -> WriterStats {
-        use std::sync::atomic::Ordering::Relaxed;
-        WriterStats {
-            commits: self.stats.commits.load(Relaxed),
-            writes: self.stats.writes.load(Relaxed),
-            relaxed_commits: self.stats.relaxed_commits.load(Relaxed),
-        }
-    }
-
     /// Runs `apply` (one SQL statement) on the writer connection inside the next group
     /// commit and returns its value once that commit is durable.
     async fn write_statement<T, F>(&self, apply: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, Error> + Send + 'static,
     {
         self.submit_write(apply, false, true).await
     }
 
-    /// Like [`Store::write_statement`] for a write of several statements, which then
+    /// Like [`SqliteStore::write_statement`] for a write of several statements, which then
     /// commits or rolls back as one.
     async fn write<T, F>(&self, apply: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, Error> + Send + 'static,
     {
         self.submit_write(apply, true, true).await
     }
 
-    /// Like [`Store::write`] for a write that need not survive power loss (a claim):
+    /// Like [`SqliteStore::write`] for a write that need not survive power loss (a claim):
     /// it is answered once committed, without waiting for an fsync.
     async fn write_relaxed<T, F>(&self, apply: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, Error> + Send + 'static,
     {
         self.submit_write(apply, true, false).await
     }
@@ -340,11 +274,11 @@ impl Store {
     ) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, Error> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
         let apply = Box::new(move |conn: &Connection| {
-            let outcome = apply(conn);
+            let outcome = apply(conn).map_err(StoreError::from);
             let applied = match &outcome {
                 Ok(_) => Applied::Succeeded,
                 Err(StoreError::Full(_)) => Applied::Full,
@@ -374,14 +308,14 @@ impl Store {
     async fn read<T, F>(&self, query: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, Error> + Send + 'static,
     {
         let readers = Arc::clone(&self.readers);
         tokio::task::spawn_blocking(move || {
-            let conn = readers.take()?;
+            let conn = readers.take().map_err(StoreError::from)?;
             let result = query(&conn);
             readers.give_back(conn);
-            result
+            result.map_err(StoreError::from)
         })
         .await
         .map_err(|err| StoreError::Commit(format!("reader task failed: {err}")))?
@@ -397,6 +331,142 @@ impl Store {
     /// The database file's path.
     pub fn path(&self) -> &Path {
         &self.readers.path
+    }
+}
+
+#[async_trait::async_trait]
+impl JobStore for SqliteStore {
+    async fn insert_job(&self, job: Job) -> Result<(), StoreError> {
+        self.write_statement(move |conn| jobs::insert_job(conn, &job))
+            .await
+    }
+
+    async fn claim(
+        &self,
+        id: JobId,
+        worker_id: usize,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Claimed>, StoreError> {
+        // Relaxed: a claim lost with the power only means the job runs again.
+        self.write_relaxed(move |conn| jobs::claim(conn, id, worker_id, now))
+            .await
+    }
+
+    async fn finish(
+        &self,
+        id: JobId,
+        attempt: u32,
+        outcome: Outcome,
+        report: AttemptReport,
+    ) -> Result<(), StoreError> {
+        self.write(move |conn| jobs::finish(conn, id, attempt, &outcome, &report))
+            .await
+    }
+
+    async fn cancel_pending(&self, id: JobId, now: DateTime<Utc>) -> Result<(), StoreError> {
+        self.write_statement(move |conn| jobs::cancel_pending(conn, id, now))
+            .await
+    }
+
+    async fn recover(&self, now: DateTime<Utc>) -> Result<RecoveredJobs, StoreError> {
+        self.write(move |conn| jobs::recover(conn, now)).await
+    }
+
+    async fn prune_finished(
+        &self,
+        status: JobStatus,
+        before: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<usize, StoreError> {
+        if !status.is_terminal() {
+            return Ok(0);
+        }
+        self.write_statement(move |conn| jobs::prune_finished(conn, status, before, limit))
+            .await
+    }
+
+    async fn get_job(&self, id: JobId) -> Result<Job, StoreError> {
+        self.read(move |conn| jobs::get_job(conn, id)).await
+    }
+
+    async fn get_job_with_attempt(&self, id: JobId) -> Result<(Job, u32), StoreError> {
+        self.read(move |conn| jobs::get_job_with_attempt(conn, id))
+            .await
+    }
+
+    async fn list_jobs(&self, filter: JobFilter) -> Result<JobPage, StoreError> {
+        self.read(move |conn| jobs::list_jobs(conn, &filter)).await
+    }
+
+    async fn attempts(&self, id: JobId) -> Result<Vec<AttemptRow>, StoreError> {
+        self.read(move |conn| jobs::attempts(conn, id)).await
+    }
+
+    async fn insert_schedule(&self, schedule: Schedule) -> Result<(), StoreError> {
+        self.write_statement(move |conn| schedules::insert_schedule(conn, &schedule))
+            .await
+    }
+
+    async fn delete_schedule(&self, key: String) -> Result<Schedule, StoreError> {
+        self.write_statement(move |conn| schedules::delete_schedule(conn, key))
+            .await
+    }
+
+    async fn list_schedules(&self) -> Result<Vec<Schedule>, StoreError> {
+        self.read(schedules::list_schedules).await
+    }
+
+    async fn get_schedule(&self, id: Uuid) -> Result<Schedule, StoreError> {
+        self.read(move |conn| schedules::get_schedule(conn, id))
+            .await
+    }
+
+    async fn trigger_schedule(
+        &self,
+        id: Uuid,
+        scheduled_for: DateTime<Utc>,
+        next_run_at: Option<DateTime<Utc>>,
+        job: Job,
+    ) -> Result<bool, StoreError> {
+        self.write(move |conn| {
+            schedules::trigger_schedule(conn, id, scheduled_for, next_run_at, job)
+        })
+        .await
+    }
+
+    async fn record_schedule_error(
+        &self,
+        id: Uuid,
+        error: String,
+        at: DateTime<Utc>,
+        next_run_at: Option<DateTime<Utc>>,
+    ) -> Result<(), StoreError> {
+        self.write_statement(move |conn| {
+            schedules::record_schedule_error(conn, id, error, at, next_run_at)
+        })
+        .await
+    }
+
+    async fn set_schedule_next_run(
+        &self,
+        id: Uuid,
+        next_run_at: Option<DateTime<Utc>>,
+    ) -> Result<(), StoreError> {
+        self.write_statement(move |conn| schedules::set_schedule_next_run(conn, id, next_run_at))
+            .await
+    }
+
+    fn commit_stats(&self) -> CommitStats {
+        use std::sync::atomic::Ordering::Relaxed;
+        CommitStats {
+            commits: self.stats.commits.load(Relaxed),
+            writes: self.stats.writes.load(Relaxed),
+            relaxed_commits: self.stats.relaxed_commits.load(Relaxed),
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!("sqlite:{}", self.readers.path.display())
     }
 }
 
@@ -493,7 +563,7 @@ fn apply_batch(
         Ok(tx) => tx,
         Err(err) => {
             tracing::error!(error = %err, "cannot begin a store transaction; write dropped");
-            return Err(err.into());
+            return Err(Error::from(err).into());
         }
     };
     let mut next = Some(first);
@@ -508,7 +578,7 @@ fn apply_batch(
             }
         }
     }
-    tx.commit().map_err(StoreError::from)
+    tx.commit().map_err(|err| Error::from(err).into())
 }
 
 /// Applies one write: a single statement directly, several inside a savepoint. Each
@@ -544,10 +614,10 @@ fn apply_one(
         return rolled_back(tx, applied);
     }
     if applied == Applied::Succeeded {
-        savepoint.commit()?;
+        savepoint.commit().map_err(Error::from)?;
     } else {
-        savepoint.rollback()?;
-        savepoint.commit()?;
+        savepoint.rollback().map_err(Error::from)?;
+        savepoint.commit().map_err(Error::from)?;
     }
     Ok(())
 }
@@ -571,7 +641,7 @@ struct ReaderPool {
 }
 
 impl ReaderPool {
-    fn take(&self) -> Result<Connection, StoreError> {
+    fn take(&self) -> Result<Connection, Error> {
         if let Some(conn) = self.idle.lock().expect("reader pool poisoned").pop() {
             return Ok(conn);
         }

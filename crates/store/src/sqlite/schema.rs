@@ -7,7 +7,9 @@
 
 use rusqlite::{Connection, OptionalExtension};
 
-use super::StoreError;
+use honeydew_core::store::StoreError;
+
+use super::Error;
 
 /// Migration `n` (0-based) takes the schema from version `n` to `n + 1`.
 pub(super) const MIGRATIONS: &[&str] = &[
@@ -123,6 +125,14 @@ CREATE INDEX jobs_failed_by_completed ON jobs (completed_at DESC) WHERE status =
 ALTER TABLE schedules ADD COLUMN last_error TEXT;
 ALTER TABLE schedules ADD COLUMN last_error_at TEXT;
 "#,
+    // v5: a job records its latest attempt, so that every outcome is fenced by
+    // (job id, attempt): the outcome of an attempt that is no longer the latest changes
+    // nothing. No index: the submit path does not grow.
+    r#"
+ALTER TABLE jobs ADD COLUMN attempt INTEGER NOT NULL DEFAULT 0;
+UPDATE jobs SET attempt = (SELECT MAX(attempt) FROM job_attempts WHERE job_id = jobs.id)
+WHERE id IN (SELECT job_id FROM job_attempts);
+"#,
 ];
 
 /// The schema version this binary writes.
@@ -133,13 +143,14 @@ pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 /// Migrations run with foreign keys off, as SQLite's table-rebuild procedure requires
 /// (dropping the old `jobs` must not cascade into `job_attempts`); each checks the keys
 /// before it commits, so a migration that broke a reference is rolled back.
-pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+pub(super) fn migrate(conn: &mut Connection) -> Result<(), Error> {
     let current: u32 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
     if current > SCHEMA_VERSION {
         return Err(StoreError::SchemaTooNew {
             found: current,
             supported: SCHEMA_VERSION,
-        });
+        }
+        .into());
     }
     let upgrading = current > 0 && current < SCHEMA_VERSION;
     let started = std::time::Instant::now();
@@ -162,7 +173,8 @@ pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
             return Err(StoreError::Migration {
                 version: version as u32 + 1,
                 reason: format!("it would leave a dangling reference in table {table}"),
-            });
+            }
+            .into());
         }
         tx.pragma_update(None, "user_version", version as u32 + 1)?;
         tx.commit()?;

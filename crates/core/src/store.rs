@@ -1,0 +1,434 @@
+//! The job-store boundary: what the queue, workers, scheduler, recovery, retention and
+//! API need from a durable store, in domain types only.
+//!
+//! [`JobStore`] is the contract every backend keeps (SQLite embedded, PostgreSQL for
+//! several daemons); [`Store`] is the cheap, cloneable handle the rest of the daemon
+//! holds, so that nothing above this line changes with the backend. The contract is
+//! written down once more as executable tests: the `honeydew-store` crate's contract
+//! suite runs every behaviour below against each backend.
+//!
+//! The rules a backend keeps:
+//! - a write is answered only after it is durable (claims excepted: a claim lost in a
+//!   crash only means the job runs again, which recovery does anyway);
+//! - every state change is guarded by the state it leaves (and, for a running job, by
+//!   its attempt), so a transition whose guard no longer holds changes nothing and comes
+//!   back as [`StoreError::StaleTransition`];
+//! - a scheduled instant submits at most one job.
+
+use std::ops::Deref;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::job::{ErrorKind, Job, JobId, JobStatus, PluginRef, QueuedJob};
+use crate::schedule::Schedule;
+
+/// A job a worker has just moved to `running`, with the number of this attempt.
+#[derive(Clone, Debug)]
+pub struct Claimed {
+    /// The job as it now stands (status `running`).
+    pub job: Job,
+    /// 1 for the first attempt; counts every start, including ones a shutdown cut.
+    pub attempt: u32,
+}
+
+/// What a finished attempt reports, besides its outcome.
+#[derive(Clone, Debug, Default)]
+pub struct AttemptReport {
+    /// When the attempt ended.
+    pub finished_at: DateTime<Utc>,
+    /// How long it ran.
+    pub duration_ms: u64,
+    /// Fuel the sandbox burned, when the executor measures it.
+    pub fuel_used: Option<u64>,
+    /// The component that ran it, when a plugin was involved.
+    pub plugin: Option<PluginRef>,
+}
+
+/// How an attempt ended, and so which state the job moves to from `running`.
+#[derive(Clone, Debug)]
+pub enum Outcome {
+    /// `completed` with this result.
+    Completed(Vec<u8>),
+    /// `failed` for good.
+    Failed {
+        /// What kind of failure.
+        kind: ErrorKind,
+        /// The message.
+        error: String,
+    },
+    /// Back to `pending` with `retry_count + 1`, eligible at `run_at`.
+    Retry {
+        /// What kind of failure.
+        kind: ErrorKind,
+        /// The message.
+        error: String,
+        /// When the next attempt may start.
+        run_at: DateTime<Utc>,
+    },
+    /// `cancelled` on request while running.
+    Cancelled,
+    /// Back to `pending` unchanged: the daemon stopped before the attempt finished.
+    Interrupted,
+    /// Back to `pending`, no retry spent: no loaded plugin serves the command just now
+    /// (it is being replaced, say); the job waits for the plugin, `reason` says so.
+    Parked {
+        /// What the job waits for, shown as its error while it waits.
+        reason: String,
+    },
+}
+
+impl Outcome {
+    /// The state the job moves to.
+    pub fn status(&self) -> JobStatus {
+        match self {
+            Outcome::Completed(_) => JobStatus::Completed,
+            Outcome::Failed { .. } => JobStatus::Failed,
+            Outcome::Cancelled => JobStatus::Cancelled,
+            Outcome::Retry { .. } | Outcome::Interrupted | Outcome::Parked { .. } => {
+                JobStatus::Pending
+            }
+        }
+    }
+
+    /// The attempt's recorded outcome (`job_attempts.outcome`).
+    pub fn attempt_outcome(&self) -> &'static str {
+        match self {
+            Outcome::Completed(_) => "completed",
+            Outcome::Failed { .. } => "failed",
+            Outcome::Retry { .. } => "retrying",
+            Outcome::Cancelled => "cancelled",
+            Outcome::Interrupted => "interrupted",
+            Outcome::Parked { .. } => "parked",
+        }
+    }
+
+    /// The error kind and message the job records, if the attempt did not complete.
+    pub fn error(&self) -> Option<(ErrorKind, &str)> {
+        match self {
+            Outcome::Failed { kind, error } | Outcome::Retry { kind, error, .. } => {
+                Some((*kind, error))
+            }
+            Outcome::Cancelled => Some((ErrorKind::Cancelled, "cancelled on request")),
+            Outcome::Interrupted => Some((ErrorKind::Shutdown, "interrupted by daemon shutdown")),
+            Outcome::Parked { reason } => Some((ErrorKind::PluginUnavailable, reason)),
+            Outcome::Completed(_) => None,
+        }
+    }
+
+    /// The retry this outcome spends (1 for [`Outcome::Retry`], else 0) and the instant
+    /// the job becomes eligible again, if it moves.
+    pub fn retry(&self) -> (u32, Option<DateTime<Utc>>) {
+        match self {
+            Outcome::Retry { run_at, .. } => (1, Some(*run_at)),
+            _ => (0, None),
+        }
+    }
+}
+
+/// Which jobs to list. Results come newest first.
+#[derive(Clone, Debug, Default)]
+pub struct JobFilter {
+    /// Only jobs in this state.
+    pub status: Option<JobStatus>,
+    /// Only jobs of this command.
+    pub command: Option<String>,
+    /// At most this many (capped at [`LIST_LIMIT_MAX`]; 0 means [`LIST_LIMIT_DEFAULT`]).
+    pub limit: usize,
+    /// Continue after this job (the previous page's `next_cursor`).
+    pub cursor: Option<JobId>,
+    /// Read payloads and results too; without it they come back empty, unread.
+    pub with_bodies: bool,
+}
+
+/// A listing's page size when the filter names none.
+pub const LIST_LIMIT_DEFAULT: usize = 50;
+/// The largest page a listing returns.
+pub const LIST_LIMIT_MAX: usize = 1000;
+
+impl JobFilter {
+    /// The page size this filter asks for, within the bounds.
+    pub fn page_size(&self) -> usize {
+        match self.limit {
+            0 => LIST_LIMIT_DEFAULT,
+            n => n.min(LIST_LIMIT_MAX),
+        }
+    }
+}
+
+/// One page of [`JobStore::list_jobs`].
+#[derive(Clone, Debug)]
+pub struct JobPage {
+    /// The jobs, newest first.
+    pub jobs: Vec<Job>,
+    /// Pass as `cursor` for the next page; `None` on the last page.
+    pub next_cursor: Option<JobId>,
+}
+
+impl JobPage {
+    /// A page from up to `limit + 1` jobs read newest first: the extra one, when
+    /// present, only says that another page follows.
+    pub fn from_overfetch(mut jobs: Vec<Job>, limit: usize) -> Self {
+        let next_cursor = if jobs.len() > limit {
+            jobs.truncate(limit);
+            jobs.last().map(|job| job.id)
+        } else {
+            None
+        };
+        Self { jobs, next_cursor }
+    }
+}
+
+/// What recovery found at start-up.
+#[derive(Clone, Debug, Default)]
+pub struct RecoveredJobs {
+    /// Jobs that were `running` when the daemon died, now `pending` again (the lost
+    /// attempt counted as a retry).
+    pub reset_running: usize,
+    /// Jobs that were `running` when the daemon died with no retry left: `failed`
+    /// (kind `interrupted`). A job that kills the daemon every time ends here.
+    pub failed_interrupted: usize,
+    /// Every pending job, in dispatch order.
+    pub pending: Vec<QueuedJob>,
+}
+
+/// One recorded attempt of a job, as [`JobStore::attempts`] reads it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AttemptRow {
+    /// 1-based attempt number.
+    pub attempt: u32,
+    /// The worker that ran it.
+    pub worker_id: Option<u32>,
+    /// `completed`, `failed`, `retrying`, `cancelled`, `interrupted`; `None` while open.
+    pub outcome: Option<String>,
+    /// The error's kind, if it failed.
+    pub error_kind: Option<ErrorKind>,
+    /// The error's message, if it failed.
+    pub error: Option<String>,
+    /// How long it ran.
+    pub duration_ms: Option<u64>,
+    /// Fuel burned, when measured.
+    pub fuel_used: Option<u64>,
+}
+
+/// What a backend's group commit has done since it was opened.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CommitStats {
+    /// Transactions committed (each one fsync when durable).
+    pub commits: u64,
+    /// Writes those commits carried: `writes / commits` is the mean batch size.
+    pub writes: u64,
+    /// Commits made without an fsync of their own: batches of claims only.
+    pub relaxed_commits: u64,
+}
+
+/// The message a recovered job records as its error.
+pub const DIED_DURING_ATTEMPT: &str = "the daemon died during the attempt";
+
+/// What can go wrong in a store. Callers branch on `StaleTransition`, `NotFound`, `Full`
+/// and the schedule variants; the rest are reported.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The database refused an operation.
+    #[error("database error: {0}")]
+    Database(String),
+    /// The disk (or the database's size limit) is full: the write did not happen.
+    /// Writes succeed again by themselves once space returns.
+    #[error(
+        "the job database is full ({0}): free disk space or raise its size limit; nothing was stored"
+    )]
+    Full(String),
+    /// The commit that carried this write failed; the write did not happen.
+    #[error("database commit failed: {0}")]
+    Commit(String),
+    /// The database was written by a newer daemon.
+    #[error(
+        "database schema version {found} is newer than this daemon supports ({supported}); upgrade honeydewd"
+    )]
+    SchemaTooNew {
+        /// Version found in the database.
+        found: u32,
+        /// Newest version this binary knows.
+        supported: u32,
+    },
+    /// A schema migration could not be applied; the database was left as it was.
+    #[error("cannot migrate the database to schema version {version}: {reason}")]
+    Migration {
+        /// The version the migration leads to.
+        version: u32,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// No job has this id.
+    #[error("job {0} not found")]
+    NotFound(JobId),
+    /// No schedule has this name or id.
+    #[error("no schedule named or with id {0:?}")]
+    ScheduleNotFound(String),
+    /// Another schedule already has this name.
+    #[error("a schedule named {0:?} already exists")]
+    DuplicateSchedule(String),
+    /// A guarded transition found the job in another state and changed nothing.
+    #[error("job {id} is {actual}, not {expected}: transition ignored")]
+    StaleTransition {
+        /// The job.
+        id: JobId,
+        /// The state the transition required.
+        expected: JobStatus,
+        /// The state the job is actually in.
+        actual: JobStatus,
+    },
+    /// A stored value could not be read back (a hand-edited row, say).
+    #[error("corrupt row for job {id}: {reason}")]
+    Corrupt {
+        /// The job's id as stored.
+        id: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// The store is closed or its connection broke; the write did not happen.
+    #[error("the store is closed or its connection failed")]
+    Closed,
+    /// The database could not be opened or prepared.
+    #[error("cannot open database {target}: {reason}")]
+    Open {
+        /// The file or server (without credentials).
+        target: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The durable job store, whatever the backend. Every method is one unit of work that
+/// either happens entirely or not at all.
+#[async_trait::async_trait]
+pub trait JobStore: Send + Sync + 'static {
+    /// Inserts a new pending job; returns once the row is durable.
+    async fn insert_job(&self, job: Job) -> Result<(), StoreError>;
+
+    /// Moves a pending, eligible job to `running` and opens its attempt. `Ok(None)` when
+    /// the job is no longer pending (cancelled meanwhile, claimed elsewhere) or not yet
+    /// eligible at `now`.
+    async fn claim(
+        &self,
+        id: JobId,
+        worker_id: usize,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Claimed>, StoreError>;
+
+    /// Ends attempt `attempt` of a running job with `outcome`. A job that is not running
+    /// that attempt any more is left alone: [`StoreError::StaleTransition`].
+    async fn finish(
+        &self,
+        id: JobId,
+        attempt: u32,
+        outcome: Outcome,
+        report: AttemptReport,
+    ) -> Result<(), StoreError>;
+
+    /// Cancels a pending job. [`StoreError::StaleTransition`] when it is not pending.
+    async fn cancel_pending(&self, id: JobId, now: DateTime<Utc>) -> Result<(), StoreError>;
+
+    /// Start-up recovery: every `running` job (the daemon died under it) has its open
+    /// attempt marked `interrupted` and counted against `max_retries`: back to `pending`
+    /// while retries are left, `failed` (kind `interrupted`) once they are spent. Then
+    /// every pending job, delayed retries included, is returned in dispatch order.
+    async fn recover(&self, now: DateTime<Utc>) -> Result<RecoveredJobs, StoreError>;
+
+    /// Deletes up to `limit` jobs in `status` (a finished one) that finished before
+    /// `before`, with their attempts; returns how many. One short write: call it again
+    /// while it returns `limit`.
+    async fn prune_finished(
+        &self,
+        status: JobStatus,
+        before: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<usize, StoreError>;
+
+    /// One job by id.
+    async fn get_job(&self, id: JobId) -> Result<Job, StoreError>;
+
+    /// One job by id with the number of its latest attempt (0 before the first), read
+    /// together so the two always belong to the same moment.
+    async fn get_job_with_attempt(&self, id: JobId) -> Result<(Job, u32), StoreError>;
+
+    /// Jobs matching `filter`, newest first, one page at a time.
+    async fn list_jobs(&self, filter: JobFilter) -> Result<JobPage, StoreError>;
+
+    /// Every attempt of a job, oldest first.
+    async fn attempts(&self, id: JobId) -> Result<Vec<AttemptRow>, StoreError>;
+
+    /// Adds a schedule; [`StoreError::DuplicateSchedule`] when its name is taken.
+    async fn insert_schedule(&self, schedule: Schedule) -> Result<(), StoreError>;
+
+    /// Removes the schedule named `key` (or with id `key`) and returns it.
+    async fn delete_schedule(&self, key: String) -> Result<Schedule, StoreError>;
+
+    /// Every schedule, by name.
+    async fn list_schedules(&self) -> Result<Vec<Schedule>, StoreError>;
+
+    /// One schedule by id.
+    async fn get_schedule(&self, id: Uuid) -> Result<Schedule, StoreError>;
+
+    /// Records that schedule `id` fired for `scheduled_for` and inserts its `job`, in one
+    /// transaction. `Ok(false)` (and no job) when that instant was already triggered or
+    /// the schedule is gone.
+    async fn trigger_schedule(
+        &self,
+        id: Uuid,
+        scheduled_for: DateTime<Utc>,
+        next_run_at: Option<DateTime<Utc>>,
+        job: Job,
+    ) -> Result<bool, StoreError>;
+
+    /// Records why an instant of schedule `id` submitted no job, and moves its
+    /// `next_run_at` on.
+    async fn record_schedule_error(
+        &self,
+        id: Uuid,
+        error: String,
+        at: DateTime<Utc>,
+        next_run_at: Option<DateTime<Utc>>,
+    ) -> Result<(), StoreError>;
+
+    /// Moves a schedule's `next_run_at` (after skipping missed instants, say).
+    async fn set_schedule_next_run(
+        &self,
+        id: Uuid,
+        next_run_at: Option<DateTime<Utc>>,
+    ) -> Result<(), StoreError>;
+
+    /// What group commit has done so far.
+    fn commit_stats(&self) -> CommitStats;
+
+    /// Where the data lives, for logs and errors: a file path or a server and database,
+    /// never a password.
+    fn describe(&self) -> String;
+}
+
+/// The handle the daemon holds: one backend behind [`JobStore`], shared by clones.
+#[derive(Clone)]
+pub struct Store(Arc<dyn JobStore>);
+
+impl Store {
+    /// Wraps a backend.
+    pub fn new(backend: impl JobStore) -> Self {
+        Self(Arc::new(backend))
+    }
+}
+
+impl Deref for Store {
+    type Target = dyn JobStore;
+
+    fn deref(&self) -> &Self::Target {
+        &*self.0
+    }
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Store").field(&self.0.describe()).finish()
+    }
+}

@@ -1,0 +1,442 @@
+//! The PostgreSQL backend: for daemons that outgrow one machine's SQLite file.
+//!
+//! [`PostgresStore`] holds two pools of connections (tokio-postgres under deadpool): the
+//! durable one, whose commits wait for the WAL flush, and a small relaxed one whose
+//! sessions run `synchronous_commit = off`, used for claims only (a claim lost with the
+//! server's power only means the job runs again, as on SQLite). Submits practise
+//! **group commit** as on SQLite: one task takes every submit waiting and inserts them
+//! with one statement in one transaction, so 64 concurrent submitters share one WAL
+//! flush; each is answered once that commit is durable.
+//!
+//! Every state change is one guarded statement (`WHERE id = $1 AND status = ...`, and for
+//! an outcome `AND attempt = $2`), so an outcome of an attempt that is no longer the
+//! job's latest changes nothing and comes back as [`StoreError::StaleTransition`].
+
+mod jobs;
+mod schedules;
+mod schema;
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use honeydew_core::job::{Job, JobId, JobStatus};
+use honeydew_core::schedule::Schedule;
+use honeydew_core::store::{
+    AttemptReport, AttemptRow, Claimed, CommitStats, JobFilter, JobPage, JobStore, Outcome,
+    RecoveredJobs, StoreError,
+};
+use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::NoTls;
+use tokio_postgres::error::SqlState;
+use uuid::Uuid;
+
+pub use schema::SCHEMA_VERSION;
+
+/// How to reach the database.
+#[derive(Clone, Debug)]
+pub struct PostgresConfig {
+    /// A libpq-style URL or key=value string, such as `postgres://user@host/db`.
+    pub url: String,
+    /// The most connections the durable pool opens.
+    pub pool_size: usize,
+    /// The most submits one commit carries.
+    pub max_batch: usize,
+    /// This daemon's id: the jobs it runs carry it, and its start-up recovery touches
+    /// only those.
+    pub node_id: String,
+}
+
+impl PostgresConfig {
+    /// Defaults for the database at `url`: 16 connections, batches of 1024.
+    pub fn new(url: impl Into<String>, node_id: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            pool_size: 16,
+            max_batch: 1024,
+            node_id: node_id.into(),
+        }
+    }
+}
+
+/// A failure inside this backend; it becomes a [`StoreError`] at the boundary.
+#[derive(Debug)]
+pub(crate) enum Error {
+    Postgres(tokio_postgres::Error),
+    Pool(deadpool_postgres::PoolError),
+    Store(StoreError),
+}
+
+impl From<tokio_postgres::Error> for Error {
+    fn from(err: tokio_postgres::Error) -> Self {
+        Error::Postgres(err)
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for Error {
+    fn from(err: deadpool_postgres::PoolError) -> Self {
+        Error::Pool(err)
+    }
+}
+
+impl From<StoreError> for Error {
+    fn from(err: StoreError) -> Self {
+        Error::Store(err)
+    }
+}
+
+impl From<Error> for StoreError {
+    fn from(err: Error) -> Self {
+        match err {
+            Error::Store(err) => err,
+            Error::Postgres(err) if err.is_closed() => StoreError::Closed,
+            Error::Postgres(err) => match err.code() {
+                Some(code) if *code == SqlState::DISK_FULL => {
+                    StoreError::Full(describe_error(&err))
+                }
+                _ => StoreError::Database(describe_error(&err)),
+            },
+            Error::Pool(err) => {
+                StoreError::Database(format!("no connection to the database: {err}"))
+            }
+        }
+    }
+}
+
+/// The server's message with its detail, when it sent one (`Display` alone says only
+/// "db error").
+pub(crate) fn describe_error(err: &tokio_postgres::Error) -> String {
+    match err.as_db_error() {
+        Some(db) => match db.detail() {
+            Some(detail) => format!("{}: {detail}", db.message()),
+            None => db.message().to_owned(),
+        },
+        None => err.to_string(),
+    }
+}
+
+type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The PostgreSQL backend. Clones share the pools and the submit task.
+#[derive(Clone)]
+pub struct PostgresStore {
+    durable: Pool,
+    relaxed: Pool,
+    submits: mpsc::Sender<Submit>,
+    stats: Arc<Counters>,
+    node_id: Arc<str>,
+    target: Arc<str>,
+}
+
+/// One submit waiting for the next group commit.
+struct Submit {
+    job: Job,
+    reply: oneshot::Sender<Result<(), StoreError>>,
+}
+
+#[derive(Default)]
+struct Counters {
+    commits: AtomicU64,
+    writes: AtomicU64,
+    relaxed_commits: AtomicU64,
+}
+
+impl PostgresStore {
+    /// Connects, migrates the schema and starts the submit task.
+    pub async fn open(config: PostgresConfig) -> Result<Self, StoreError> {
+        let pg = tokio_postgres::Config::from_str(&config.url).map_err(|err| StoreError::Open {
+            target: "the PostgreSQL URL".into(),
+            reason: err.to_string(),
+        })?;
+        let target = describe_target(&pg);
+        let opened = |reason: String| StoreError::Open {
+            target: target.clone(),
+            reason,
+        };
+        let pool = |pg: tokio_postgres::Config, size: usize| {
+            let manager = Manager::from_config(
+                pg,
+                NoTls,
+                ManagerConfig {
+                    recycling_method: RecyclingMethod::Fast,
+                },
+            );
+            Pool::builder(manager)
+                .max_size(size.max(1))
+                .build()
+                .map_err(|err| opened(err.to_string()))
+        };
+        let durable = pool(pg.clone(), config.pool_size)?;
+        let mut relaxed_config = pg.clone();
+        let options = match pg.get_options() {
+            Some(options) => format!("{options} -c synchronous_commit=off"),
+            None => "-c synchronous_commit=off".to_owned(),
+        };
+        relaxed_config.options(&options);
+        let relaxed = pool(relaxed_config, config.pool_size.div_ceil(4))?;
+
+        let mut client = durable.get().await.map_err(|err| opened(err.to_string()))?;
+        schema::migrate(&mut client)
+            .await
+            .map_err(StoreError::from)?;
+        drop(client);
+
+        let stats = Arc::new(Counters::default());
+        let (submits, queue) = mpsc::channel(config.max_batch.max(1) * 4);
+        tokio::spawn(run_submits(
+            durable.clone(),
+            queue,
+            config.max_batch.max(1),
+            Arc::clone(&stats),
+        ));
+        Ok(Self {
+            durable,
+            relaxed,
+            submits,
+            stats,
+            node_id: config.node_id.into(),
+            target: target.into(),
+        })
+    }
+
+    /// A connection from the durable pool.
+    async fn client(&self) -> Result<deadpool_postgres::Object> {
+        Ok(self.durable.get().await?)
+    }
+
+    /// Counts one commit of one write.
+    fn committed(&self) {
+        self.stats.commits.fetch_add(1, Relaxed);
+        self.stats.writes.fetch_add(1, Relaxed);
+    }
+}
+
+/// `host:port/dbname` (or the socket directory), never the password.
+fn describe_target(pg: &tokio_postgres::Config) -> String {
+    let host = match pg.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+        Some(tokio_postgres::config::Host::Unix(path)) => path.display().to_string(),
+        None => "localhost".to_owned(),
+    };
+    let port = pg.get_ports().first().copied().unwrap_or(5432);
+    let db = pg.get_dbname().or(pg.get_user()).unwrap_or("postgres");
+    format!("postgres://{host}:{port}/{db}")
+}
+
+/// The submit task: waits for one submit, takes every other one already waiting (up to
+/// `max_batch`), inserts them all in one statement and one commit, then answers each.
+/// A batch that fails as a whole is retried one job at a time, so one bad row never
+/// fails the others with it.
+async fn run_submits(
+    pool: Pool,
+    mut queue: mpsc::Receiver<Submit>,
+    max_batch: usize,
+    stats: Arc<Counters>,
+) {
+    let mut batch = Vec::with_capacity(max_batch);
+    while queue.recv_many(&mut batch, max_batch).await > 0 {
+        let jobs: Vec<&Job> = batch.iter().map(|submit| &submit.job).collect();
+        let outcome = async {
+            let client = pool.get().await?;
+            jobs::insert_jobs(&client, &jobs).await
+        }
+        .await;
+        match outcome {
+            Ok(()) => {
+                stats.commits.fetch_add(1, Relaxed);
+                stats.writes.fetch_add(batch.len() as u64, Relaxed);
+                for submit in batch.drain(..) {
+                    let _ = submit.reply.send(Ok(()));
+                }
+            }
+            Err(err) if batch.len() == 1 => {
+                let submit = batch.pop().expect("one submit");
+                let _ = submit.reply.send(Err(err.into()));
+            }
+            Err(_) => {
+                for submit in batch.drain(..) {
+                    let outcome = async {
+                        let client = pool.get().await?;
+                        jobs::insert_jobs(&client, &[&submit.job]).await
+                    }
+                    .await;
+                    if outcome.is_ok() {
+                        stats.commits.fetch_add(1, Relaxed);
+                        stats.writes.fetch_add(1, Relaxed);
+                    }
+                    let _ = submit.reply.send(outcome.map_err(StoreError::from));
+                }
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl JobStore for PostgresStore {
+    async fn insert_job(&self, job: Job) -> Result<(), StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.submits
+            .send(Submit { job, reply })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn claim(
+        &self,
+        id: JobId,
+        worker_id: usize,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Claimed>, StoreError> {
+        let client = self.relaxed.get().await.map_err(Error::from)?;
+        let claimed = jobs::claim(&client, id, worker_id, now, &self.node_id).await?;
+        if claimed.is_some() {
+            self.stats.commits.fetch_add(1, Relaxed);
+            self.stats.writes.fetch_add(1, Relaxed);
+            self.stats.relaxed_commits.fetch_add(1, Relaxed);
+        }
+        Ok(claimed)
+    }
+
+    async fn finish(
+        &self,
+        id: JobId,
+        attempt: u32,
+        outcome: Outcome,
+        report: AttemptReport,
+    ) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        jobs::finish(&client, id, attempt, &outcome, &report).await?;
+        self.committed();
+        Ok(())
+    }
+
+    async fn cancel_pending(&self, id: JobId, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        jobs::cancel_pending(&client, id, now).await?;
+        self.committed();
+        Ok(())
+    }
+
+    async fn recover(&self, now: DateTime<Utc>) -> Result<RecoveredJobs, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(Error::from)?;
+        let recovered = jobs::recover(&tx, now, &self.node_id).await?;
+        tx.commit().await.map_err(Error::from)?;
+        self.committed();
+        Ok(recovered)
+    }
+
+    async fn prune_finished(
+        &self,
+        status: JobStatus,
+        before: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<usize, StoreError> {
+        if !status.is_terminal() {
+            return Ok(0);
+        }
+        let client = self.client().await?;
+        let pruned = jobs::prune_finished(&client, status, before, limit).await?;
+        self.committed();
+        Ok(pruned)
+    }
+
+    async fn get_job(&self, id: JobId) -> Result<Job, StoreError> {
+        let client = self.client().await?;
+        Ok(jobs::get_job(&client, id).await?)
+    }
+
+    async fn get_job_with_attempt(&self, id: JobId) -> Result<(Job, u32), StoreError> {
+        let client = self.client().await?;
+        Ok(jobs::get_job_with_attempt(&client, id).await?)
+    }
+
+    async fn list_jobs(&self, filter: JobFilter) -> Result<JobPage, StoreError> {
+        let client = self.client().await?;
+        Ok(jobs::list_jobs(&client, &filter).await?)
+    }
+
+    async fn attempts(&self, id: JobId) -> Result<Vec<AttemptRow>, StoreError> {
+        let client = self.client().await?;
+        Ok(jobs::attempts(&client, id).await?)
+    }
+
+    async fn insert_schedule(&self, schedule: Schedule) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        schedules::insert_schedule(&client, &schedule).await?;
+        self.committed();
+        Ok(())
+    }
+
+    async fn delete_schedule(&self, key: String) -> Result<Schedule, StoreError> {
+        let client = self.client().await?;
+        let schedule = schedules::delete_schedule(&client, key).await?;
+        self.committed();
+        Ok(schedule)
+    }
+
+    async fn list_schedules(&self) -> Result<Vec<Schedule>, StoreError> {
+        let client = self.client().await?;
+        Ok(schedules::list_schedules(&client).await?)
+    }
+
+    async fn get_schedule(&self, id: Uuid) -> Result<Schedule, StoreError> {
+        let client = self.client().await?;
+        Ok(schedules::get_schedule(&client, id).await?)
+    }
+
+    async fn trigger_schedule(
+        &self,
+        id: Uuid,
+        scheduled_for: DateTime<Utc>,
+        next_run_at: Option<DateTime<Utc>>,
+        job: Job,
+    ) -> Result<bool, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(Error::from)?;
+        let triggered =
+            schedules::trigger_schedule(&tx, id, scheduled_for, next_run_at, &job).await?;
+        tx.commit().await.map_err(Error::from)?;
+        self.committed();
+        Ok(triggered)
+    }
+
+    async fn record_schedule_error(
+        &self,
+        id: Uuid,
+        error: String,
+        at: DateTime<Utc>,
+        next_run_at: Option<DateTime<Utc>>,
+    ) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        schedules::record_schedule_error(&client, id, &error, at, next_run_at).await?;
+        self.committed();
+        Ok(())
+    }
+
+    async fn set_schedule_next_run(
+        &self,
+        id: Uuid,
+        next_run_at: Option<DateTime<Utc>>,
+    ) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        schedules::set_schedule_next_run(&client, id, next_run_at).await?;
+        self.committed();
+        Ok(())
+    }
+
+    fn commit_stats(&self) -> CommitStats {
+        CommitStats {
+            commits: self.stats.commits.load(Relaxed),
+            writes: self.stats.writes.load(Relaxed),
+            relaxed_commits: self.stats.relaxed_commits.load(Relaxed),
+        }
+    }
+
+    fn describe(&self) -> String {
+        self.target.to_string()
+    }
+}

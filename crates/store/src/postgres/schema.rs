@@ -1,0 +1,139 @@
+//! The PostgreSQL schema and its migrations, recorded in `honeydew_schema`.
+//!
+//! The tables and columns are SQLite's, in PostgreSQL's native types: ids are `uuid`,
+//! instants `timestamptz`, payloads and results `bytea` (the exact bytes a plugin was
+//! given or returned, JSON or not). `honeydew_json(bytea)` reads one as `jsonb` (NULL
+//! when it is not JSON), so `SELECT honeydew_json(result)->>'sha' FROM jobs` works in
+//! `psql` as `json_extract` does in `sqlite3`. Every daemon that starts migrates under
+//! one advisory lock, so several starting at once apply each migration exactly once.
+//! The tables live in the connection's `search_path` (the `public` schema unless the
+//! URL's `options` say otherwise).
+
+use deadpool_postgres::Object;
+
+use honeydew_core::store::StoreError;
+
+use super::Error;
+
+/// Migration `n` (0-based) takes the schema from version `n` to `n + 1`.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE jobs (
+    id             uuid PRIMARY KEY,
+    command        text NOT NULL,
+    payload        bytea NOT NULL,
+    priority       bigint NOT NULL DEFAULT 0,
+    status         text NOT NULL CHECK (status IN ('pending', 'running', 'completed', 'failed', 'cancelled')),
+    created_at     timestamptz NOT NULL,
+    run_at         timestamptz NOT NULL,           -- not eligible before this instant
+    started_at     timestamptz,
+    completed_at   timestamptz,
+    result         bytea,
+    error          text,
+    error_kind     text,
+    retry_count    integer NOT NULL DEFAULT 0,
+    max_retries    integer NOT NULL DEFAULT 0,
+    plugin_name    text,
+    plugin_version text,
+    plugin_sha256  text,
+    updated_at     timestamptz NOT NULL,
+    attempt        integer NOT NULL DEFAULT 0,     -- the latest attempt: fences every outcome
+    node_id        text                            -- the daemon running it, while running
+);
+CREATE INDEX jobs_pending_by_priority ON jobs (priority DESC, created_at, id) WHERE status = 'pending';
+CREATE INDEX jobs_by_status_id ON jobs (status, id) WHERE status <> 'pending';
+CREATE INDEX jobs_by_command_id ON jobs (command, id);
+CREATE INDEX jobs_failed_by_completed ON jobs (completed_at DESC) WHERE status = 'failed';
+CREATE INDEX jobs_running_by_node ON jobs (node_id) WHERE status = 'running';
+
+CREATE TABLE job_attempts (
+    job_id       uuid NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+    attempt      integer NOT NULL,                 -- 1 for the first run
+    worker_id    integer,
+    started_at   timestamptz NOT NULL,
+    finished_at  timestamptz,
+    outcome      text,                             -- completed, failed, retrying, cancelled, interrupted, parked
+    error_kind   text,
+    error        text,
+    duration_ms  bigint,
+    fuel_used    bigint,
+    PRIMARY KEY (job_id, attempt)
+);
+
+CREATE TABLE schedules (
+    id                 uuid PRIMARY KEY,
+    name               text NOT NULL UNIQUE,
+    cron_expr          text NOT NULL,
+    timezone           text NOT NULL DEFAULT 'UTC',
+    command            text NOT NULL,
+    payload            bytea NOT NULL,
+    priority           bigint NOT NULL DEFAULT 0,
+    max_retries        integer,
+    misfire            text NOT NULL DEFAULT 'skip' CHECK (misfire IN ('skip', 'run_once')),
+    enabled            boolean NOT NULL DEFAULT true,
+    created_at         timestamptz NOT NULL,
+    last_run_at        timestamptz,
+    next_run_at        timestamptz,
+    last_job_id        uuid,
+    last_scheduled_for timestamptz,                -- the instant of the last trigger (dedup)
+    last_error         text,
+    last_error_at      timestamptz
+);
+
+-- A payload or result as jsonb, NULL when its bytes are not UTF-8 JSON.
+CREATE FUNCTION honeydew_json(data bytea) RETURNS jsonb
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $$
+BEGIN
+    RETURN convert_from(data, 'UTF8')::jsonb;
+EXCEPTION WHEN others THEN
+    RETURN NULL;
+END
+$$;
+"#];
+
+/// The schema version this binary writes.
+pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// An arbitrary constant: the advisory lock every daemon takes while it migrates.
+const MIGRATION_LOCK: i64 = 0x686f_6e65_7964_6577; // "honeydew"
+
+/// Brings the database up to [`SCHEMA_VERSION`] in one transaction, under an advisory
+/// lock: every missing migration applies, or none does.
+pub(super) async fn migrate(client: &mut Object) -> Result<(), Error> {
+    let tx = client.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS honeydew_schema (\
+             version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",
+    )
+    .await?;
+    let current: i32 = tx
+        .query_one("SELECT COALESCE(MAX(version), 0) FROM honeydew_schema", &[])
+        .await?
+        .get(0);
+    let current = u32::try_from(current).unwrap_or(0);
+    if current > SCHEMA_VERSION {
+        return Err(StoreError::SchemaTooNew {
+            found: current,
+            supported: SCHEMA_VERSION,
+        }
+        .into());
+    }
+    for (version, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let version = version as i32 + 1;
+        tx.batch_execute(sql)
+            .await
+            .map_err(|err| StoreError::Migration {
+                version: version as u32,
+                reason: super::describe_error(&err),
+            })?;
+        tx.execute(
+            "INSERT INTO honeydew_schema (version) VALUES ($1)",
+            &[&version],
+        )
+        .await?;
+        tracing::info!(version, "applied job database migration");
+    }
+    tx.commit().await?;
+    Ok(())
+}

@@ -1,0 +1,497 @@
+//! Job and attempt SQL: insert, guarded transitions, reads, listing and recovery.
+//!
+//! Rows map to [`Job`] here and nowhere else. Timestamps are written as RFC 3339 UTC
+//! text with milliseconds, which sorts as time does; payloads and results are written
+//! as TEXT when they are valid UTF-8 (so `json_extract` works in `sqlite3`) and as BLOB
+//! otherwise.
+
+use chrono::{DateTime, Datelike, SecondsFormat, Utc};
+use rusqlite::types::{ToSqlOutput, Value, ValueRef};
+use rusqlite::{Connection, OptionalExtension, Row, ToSql, params};
+
+use honeydew_core::job::{ErrorKind, Job, JobId, JobStatus, PluginRef, QueuedJob, UnknownStatus};
+use honeydew_core::store::{
+    AttemptReport, AttemptRow, Claimed, DIED_DURING_ATTEMPT, JobFilter, JobPage, Outcome,
+    RecoveredJobs, StoreError,
+};
+
+use super::Error;
+
+const JOB_COLUMNS: &str = "id, command, payload, priority, status, created_at, run_at, \
+     started_at, completed_at, result, error, error_kind, retry_count, max_retries, \
+     plugin_name, plugin_version, plugin_sha256, attempt";
+
+/// [`JOB_COLUMNS`] without the payload and result, which a summary listing never reads
+/// (they can be megabytes each): the same positions, filled with NULL.
+const SUMMARY_COLUMNS: &str = "id, command, NULL, priority, status, created_at, run_at, \
+     started_at, completed_at, NULL, error, error_kind, retry_count, max_retries, \
+     plugin_name, plugin_version, plugin_sha256, attempt";
+
+/// Cancels a pending job. [`StoreError::StaleTransition`] when it is not pending.
+pub(super) fn cancel_pending(
+    conn: &Connection,
+    id: JobId,
+    now: DateTime<Utc>,
+) -> Result<(), Error> {
+    let changed = conn
+        .prepare_cached(
+            "UPDATE jobs SET status = 'cancelled', error = 'cancelled on request', \
+             error_kind = 'cancelled', completed_at = ?2, updated_at = ?2 \
+             WHERE id = ?1 AND status = 'pending'",
+        )?
+        .execute(params![Text(id), Time(now)])?;
+    if changed == 1 {
+        Ok(())
+    } else {
+        Err(stale(conn, id, JobStatus::Pending).into())
+    }
+}
+
+/// Start-up recovery (see [`JobStore::recover`](honeydew_core::store::JobStore::recover)).
+pub(super) fn recover(conn: &Connection, now: DateTime<Utc>) -> Result<RecoveredJobs, Error> {
+    conn.prepare_cached(
+        "UPDATE job_attempts SET outcome = 'interrupted', error_kind = 'interrupted', \
+         error = ?2, finished_at = ?1 \
+         WHERE finished_at IS NULL AND job_id IN (SELECT id FROM jobs WHERE status = 'running')",
+    )?
+    .execute(params![Time(now), DIED_DURING_ATTEMPT])?;
+    let reset_running = conn
+        .prepare_cached(
+            "UPDATE jobs SET status = 'pending', retry_count = retry_count + 1, \
+             error = ?2, error_kind = 'interrupted', \
+             updated_at = ?1 WHERE status = 'running' AND retry_count < max_retries",
+        )?
+        .execute(params![Time(now), DIED_DURING_ATTEMPT])?;
+    let failed_interrupted = conn
+        .prepare_cached(
+            "UPDATE jobs SET status = 'failed', \
+             error = ?2 || ' (gave up after ' || retry_count || ' retries)', \
+             error_kind = 'interrupted', completed_at = ?1, updated_at = ?1 \
+             WHERE status = 'running'",
+        )?
+        .execute(params![Time(now), DIED_DURING_ATTEMPT])?;
+    let mut statement = conn.prepare_cached(
+        "SELECT id, priority, created_at, run_at FROM jobs WHERE status = 'pending' \
+         ORDER BY priority DESC, created_at, id",
+    )?;
+    let pending = statement
+        .query_map([], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, i64>(1)?,
+                row.get::<_, String>(2)?,
+                row.get::<_, String>(3)?,
+            ))
+        })?
+        .map(|row| {
+            let (id, priority, created_at, run_at) = row?;
+            Ok(QueuedJob {
+                id: parse_id(&id)?,
+                priority,
+                created_at: parse_time(&id, &created_at)?,
+                run_at: parse_time(&id, &run_at)?,
+            })
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
+    Ok(RecoveredJobs {
+        reset_running,
+        failed_interrupted,
+        pending,
+    })
+}
+
+/// Deletes up to `limit` finished jobs in `status` that finished before `before`.
+///
+/// The walk is bounded by id as well: a job that finished before `before` was created
+/// before it, and ids (UUID v7) sort by creation, so only jobs created before the
+/// cutoff are looked at, oldest first, through `jobs_by_status_id`.
+pub(super) fn prune_finished(
+    conn: &Connection,
+    status: JobStatus,
+    before: DateTime<Utc>,
+    limit: usize,
+) -> Result<usize, Error> {
+    let sql = format!(
+        "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs \
+         WHERE status = '{}' AND status <> 'pending' AND id < ?1 AND completed_at < ?2 \
+         ORDER BY id LIMIT ?3)",
+        status.as_str()
+    );
+    let before = before.max(DateTime::<Utc>::UNIX_EPOCH);
+    Ok(conn.prepare_cached(&sql)?.execute(params![
+        first_id_at(before),
+        Time(before),
+        limit as i64
+    ])?)
+}
+
+/// One job by id.
+pub(super) fn get_job(conn: &Connection, id: JobId) -> Result<Job, Error> {
+    Ok(conn
+        .prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"))?
+        .query_row(params![Text(id)], read_job)
+        .optional()?
+        .ok_or(StoreError::NotFound(id))??)
+}
+
+/// One job by id with the number of its latest attempt (0 before the first), read in
+/// one statement so the two always belong to the same moment.
+pub(super) fn get_job_with_attempt(conn: &Connection, id: JobId) -> Result<(Job, u32), Error> {
+    Ok(conn
+        .prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"))?
+        .query_row(params![Text(id)], |row| {
+            let attempt: u32 = row.get(17)?;
+            Ok(read_job(row)?.map(|job| (job, attempt)))
+        })
+        .optional()?
+        .ok_or(StoreError::NotFound(id))??)
+}
+
+/// Jobs matching `filter`, newest first, one page at a time.
+pub(super) fn list_jobs(conn: &Connection, filter: &JobFilter) -> Result<JobPage, Error> {
+    let limit = filter.page_size();
+    let mut statement = conn.prepare_cached(&list_sql(filter))?;
+    let jobs = statement
+        .query_map(
+            params![filter.command, filter.cursor.map(Text), limit as i64 + 1],
+            read_job,
+        )?
+        .collect::<Result<Result<Vec<Job>, StoreError>, _>>()??;
+    Ok(JobPage::from_overfetch(jobs, limit))
+}
+
+/// Every attempt of a job, oldest first.
+pub(super) fn attempts(conn: &Connection, id: JobId) -> Result<Vec<AttemptRow>, Error> {
+    let mut statement = conn.prepare_cached(
+        "SELECT attempt, worker_id, outcome, error_kind, error, duration_ms, fuel_used \
+         FROM job_attempts WHERE job_id = ?1 ORDER BY attempt",
+    )?;
+    let rows = statement
+        .query_map(params![Text(id)], |row| {
+            Ok(AttemptRow {
+                attempt: row.get(0)?,
+                worker_id: row.get(1)?,
+                outcome: row.get(2)?,
+                error_kind: row
+                    .get::<_, Option<String>>(3)?
+                    .map(|k| ErrorKind::parse(&k)),
+                error: row.get(4)?,
+                duration_ms: row.get(5)?,
+                fuel_used: row.get(6)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+/// The listing query for `filter`, naming only the filters it has, so that SQLite can
+/// walk the matching index instead of every job: `jobs_by_status_id` for a finished or
+/// running state, `jobs_by_command_id` for a command. Pending jobs are in no status
+/// index (a submit would pay for it): they are read from `jobs_pending_by_priority`,
+/// which holds nothing else, and sorted newest first; the cost follows the number of
+/// pending jobs, never the length of the history.
+///
+/// The status is written into the text as a literal (it comes from a closed enum, never
+/// from user text) because SQLite uses a partial index only when the query's own terms
+/// imply the index's WHERE clause. Parameters: ?1 command, ?2 cursor, ?3 limit; all
+/// three are bound whatever the shape (SQLite counts parameters up to the highest
+/// number used).
+pub(super) fn list_sql(filter: &JobFilter) -> String {
+    let conditions: Vec<String> = [
+        filter.status.map(|status| match status {
+            JobStatus::Pending => "status = 'pending'".into(),
+            // The second term repeats the index's own WHERE clause: SQLite proves a
+            // partial index usable only from terms it finds in the query verbatim.
+            status => format!("status = '{}' AND status <> 'pending'", status.as_str()),
+        }),
+        filter.command.as_ref().map(|_| "command = ?1".into()),
+        filter.cursor.map(|_| "id < ?2".into()),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let filter_clause = match conditions.is_empty() {
+        true => String::new(),
+        false => format!("WHERE {}", conditions.join(" AND ")),
+    };
+    let columns = match filter.with_bodies {
+        true => JOB_COLUMNS,
+        false => SUMMARY_COLUMNS,
+    };
+    let index = match (filter.status, &filter.command) {
+        (Some(JobStatus::Pending), None) => "INDEXED BY jobs_pending_by_priority",
+        _ => "",
+    };
+    format!("SELECT {columns} FROM jobs {index} {filter_clause} ORDER BY id DESC LIMIT ?3")
+}
+
+/// The submit path's one statement.
+pub(super) const INSERT_JOB: &str = "INSERT INTO jobs (id, command, payload, priority, status, \
+     created_at, run_at, retry_count, max_retries, updated_at) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?6)";
+
+pub(super) fn insert_job(conn: &Connection, job: &Job) -> Result<(), Error> {
+    conn.prepare_cached(INSERT_JOB)?.execute(params![
+        Text(job.id),
+        job.command,
+        Bytes(&job.payload),
+        job.priority,
+        job.status.as_str(),
+        Time(job.created_at),
+        Time(job.run_at),
+        job.retry_count,
+        job.max_retries,
+    ])?;
+    Ok(())
+}
+
+pub(super) fn claim(
+    conn: &Connection,
+    id: JobId,
+    worker_id: usize,
+    now: DateTime<Utc>,
+) -> Result<Option<Claimed>, Error> {
+    let claimed = conn
+        .prepare_cached(&format!(
+            "UPDATE jobs SET status = 'running', started_at = ?2, updated_at = ?2, \
+             attempt = attempt + 1 \
+             WHERE id = ?1 AND status = 'pending' AND run_at <= ?2 RETURNING {JOB_COLUMNS}"
+        ))?
+        .query_row(params![Text(id), Time(now)], |row| {
+            let attempt: u32 = row.get(17)?;
+            Ok(read_job(row)?.map(|job| (job, attempt)))
+        })
+        .optional()?
+        .transpose()?;
+    let Some((job, attempt)) = claimed else {
+        return Ok(None);
+    };
+    conn.prepare_cached(
+        "INSERT INTO job_attempts (job_id, attempt, worker_id, started_at) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![Text(id), attempt, worker_id as i64, Time(now)])?;
+    Ok(Some(Claimed { job, attempt }))
+}
+
+pub(super) fn finish(
+    conn: &Connection,
+    id: JobId,
+    attempt: u32,
+    outcome: &Outcome,
+    report: &AttemptReport,
+) -> Result<(), Error> {
+    let (error_kind, error) = outcome.error().unzip();
+    let result = match outcome {
+        Outcome::Completed(result) => Some(Bytes(result)),
+        _ => None,
+    };
+    let (retry_increment, run_at) = outcome.retry();
+    let run_at = run_at.map(Time);
+    let completed_at = outcome
+        .status()
+        .is_terminal()
+        .then_some(Time(report.finished_at));
+    let plugin = report.plugin.as_ref();
+    let changed = conn
+        .prepare_cached(
+            "UPDATE jobs SET status = ?2, result = ?3, error = ?4, error_kind = ?5, \
+             retry_count = retry_count + ?6, run_at = COALESCE(?7, run_at), completed_at = ?8, \
+             plugin_name = COALESCE(?9, plugin_name), plugin_version = COALESCE(?10, plugin_version), \
+             plugin_sha256 = COALESCE(?11, plugin_sha256), updated_at = ?12 \
+             WHERE id = ?1 AND status = 'running' AND attempt = ?13",
+        )?
+        .execute(params![
+            Text(id),
+            outcome.status().as_str(),
+            result,
+            error,
+            error_kind.map(ErrorKind::as_str),
+            retry_increment,
+            run_at,
+            completed_at,
+            plugin.map(|p| &p.name),
+            plugin.map(|p| &p.version),
+            plugin.map(|p| &p.sha256),
+            Time(report.finished_at),
+            attempt,
+        ])?;
+    if changed != 1 {
+        return Err(stale(conn, id, JobStatus::Running).into());
+    }
+    conn.prepare_cached(
+        "UPDATE job_attempts SET finished_at = ?3, outcome = ?4, error_kind = ?5, error = ?6, \
+         duration_ms = ?7, fuel_used = ?8 WHERE job_id = ?1 AND attempt = ?2",
+    )?
+    .execute(params![
+        Text(id),
+        attempt,
+        Time(report.finished_at),
+        outcome.attempt_outcome(),
+        error_kind.map(ErrorKind::as_str),
+        error,
+        report.duration_ms as i64,
+        report.fuel_used.map(|fuel| fuel as i64),
+    ])?;
+    Ok(())
+}
+
+/// The error for a guarded update that matched nothing: the job is elsewhere, or gone.
+fn stale(conn: &Connection, id: JobId, expected: JobStatus) -> StoreError {
+    let actual = conn
+        .prepare_cached("SELECT status FROM jobs WHERE id = ?1")
+        .and_then(|mut statement| {
+            statement
+                .query_row(params![Text(id)], |row| row.get::<_, String>(0))
+                .optional()
+        });
+    match actual {
+        Ok(Some(status)) => match status.parse() {
+            Ok(actual) => StoreError::StaleTransition {
+                id,
+                expected,
+                actual,
+            },
+            Err(err) => StoreError::Corrupt {
+                id: id.to_string(),
+                reason: format!("{err}"),
+            },
+        },
+        Ok(None) => StoreError::NotFound(id),
+        Err(err) => Error::from(err).into(),
+    }
+}
+
+/// Reads a row selected with [`JOB_COLUMNS`]. The outer error is SQLite's; the inner one
+/// is a value that does not parse.
+fn read_job(row: &Row<'_>) -> rusqlite::Result<Result<Job, StoreError>> {
+    let id: String = row.get(0)?;
+    let status: String = row.get(4)?;
+    let created_at: String = row.get(5)?;
+    let run_at: String = row.get(6)?;
+    let started_at: Option<String> = row.get(7)?;
+    let completed_at: Option<String> = row.get(8)?;
+    let error_kind: Option<String> = row.get(11)?;
+    let plugin_name: Option<String> = row.get(14)?;
+    let payload = bytes(row.get_ref(2)?);
+    let result = match row.get_ref(9)? {
+        ValueRef::Null => None,
+        value => Some(bytes(value)),
+    };
+    let (command, priority, error, retry_count, max_retries) = (
+        row.get(1)?,
+        row.get(3)?,
+        row.get(10)?,
+        row.get(12)?,
+        row.get(13)?,
+    );
+    let plugin_version: Option<String> = row.get(15)?;
+    let plugin_sha256: Option<String> = row.get(16)?;
+    Ok((|| {
+        Ok(Job {
+            id: parse_id(&id)?,
+            command,
+            payload,
+            priority,
+            status: status
+                .parse()
+                .map_err(|err: UnknownStatus| StoreError::Corrupt {
+                    id: id.clone(),
+                    reason: err.to_string(),
+                })?,
+            created_at: parse_time(&id, &created_at)?,
+            run_at: parse_time(&id, &run_at)?,
+            started_at: started_at.map(|t| parse_time(&id, &t)).transpose()?,
+            completed_at: completed_at.map(|t| parse_time(&id, &t)).transpose()?,
+            result,
+            error,
+            error_kind: error_kind.map(|kind| ErrorKind::parse(&kind)),
+            retry_count,
+            max_retries,
+            plugin: plugin_name.map(|name| PluginRef {
+                name,
+                version: plugin_version.unwrap_or_default(),
+                sha256: plugin_sha256.unwrap_or_default(),
+            }),
+        })
+    })())
+}
+
+pub(super) fn bytes(value: ValueRef<'_>) -> Vec<u8> {
+    match value {
+        ValueRef::Text(text) | ValueRef::Blob(text) => text.to_vec(),
+        ValueRef::Integer(n) => n.to_string().into_bytes(),
+        ValueRef::Real(x) => x.to_string().into_bytes(),
+        ValueRef::Null => Vec::new(),
+    }
+}
+
+pub(super) fn parse_id(id: &str) -> Result<JobId, StoreError> {
+    id.parse().map_err(|err| StoreError::Corrupt {
+        id: id.to_owned(),
+        reason: format!("bad id: {err}"),
+    })
+}
+
+pub(super) fn parse_time(id: &str, text: &str) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|time| time.with_timezone(&Utc))
+        .map_err(|err| StoreError::Corrupt {
+            id: id.to_owned(),
+            reason: format!("bad timestamp {text:?}: {err}"),
+        })
+}
+
+/// The smallest UUID v7 (as stored text) created at `at`: every job created before `at`
+/// has a smaller id.
+pub(super) fn first_id_at(at: DateTime<Utc>) -> String {
+    let millis = u64::try_from(at.timestamp_millis()).unwrap_or(0) & 0xFFFF_FFFF_FFFF;
+    let mut bytes = [0u8; 16];
+    bytes[..6].copy_from_slice(&millis.to_be_bytes()[2..]);
+    bytes[6] = 0x70;
+    bytes[8] = 0x80;
+    uuid::Uuid::from_bytes(bytes).hyphenated().to_string()
+}
+
+/// A job id bound as TEXT.
+pub(super) struct Text(pub(super) JobId);
+
+impl ToSql for Text {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::Owned(Value::Text(self.0.to_string())))
+    }
+}
+
+/// A timestamp bound as RFC 3339 UTC text with milliseconds. Only instants with a
+/// four-digit year are written: RFC 3339 has no room for others, so a row holding one
+/// could never be read back (and would break every listing that met it).
+pub(super) struct Time(pub(super) DateTime<Utc>);
+
+/// An instant outside years 0000-9999 that the store refused to write.
+#[derive(Debug, thiserror::Error)]
+#[error("timestamp {0} is outside the years 0000-9999 that the store can record")]
+pub(super) struct UnstorableTime(DateTime<Utc>);
+
+impl ToSql for Time {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        if !(0..=9999).contains(&self.0.year()) {
+            return Err(rusqlite::Error::ToSqlConversionFailure(Box::new(
+                UnstorableTime(self.0),
+            )));
+        }
+        Ok(ToSqlOutput::Owned(Value::Text(
+            self.0.to_rfc3339_opts(SecondsFormat::Millis, true),
+        )))
+    }
+}
+
+/// Bytes bound as TEXT when they are UTF-8, BLOB otherwise.
+pub(super) struct Bytes<'a>(pub(super) &'a [u8]);
+
+impl ToSql for Bytes<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(match std::str::from_utf8(self.0) {
+            Ok(text) => ToSqlOutput::Borrowed(ValueRef::Text(text.as_bytes())),
+            Err(_) => ToSqlOutput::Borrowed(ValueRef::Blob(self.0)),
+        })
+    }
+}

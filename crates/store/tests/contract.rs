@@ -1,0 +1,843 @@
+//! The store contract, run against every backend: the same behaviours, the same
+//! answers, on a real SQLite file and on a real PostgreSQL server. A behaviour the queue,
+//! the workers, the scheduler, recovery, retention or the API rely on belongs here;
+//! what only one backend has (SQLite's query plans and WAL, say) is tested beside it.
+
+mod support;
+
+use std::collections::HashSet;
+
+use chrono::{SubsecRound, TimeDelta, Utc};
+use honeydew_core::job::{ErrorKind, Job, JobStatus, PluginRef};
+use honeydew_core::schedule::{MisfirePolicy, Schedule};
+use honeydew_core::store::{AttemptReport, Claimed, JobFilter, Outcome, Store, StoreError};
+use support::Fixture;
+
+/// Runs each named behaviour once per backend: `sqlite::NAME` and `postgres::NAME`.
+macro_rules! contract {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Fixture::sqlite()).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Fixture::postgres().await).await
+                }
+            )*
+        }
+    };
+}
+
+contract!(
+    inserted_job_reads_back_identically,
+    unknown_id_is_not_found,
+    claim_moves_pending_to_running_once_and_opens_an_attempt,
+    claim_refuses_a_job_that_is_not_yet_due,
+    a_second_completion_changes_nothing_and_says_so,
+    finish_records_the_attempt_and_the_plugin_that_ran_it,
+    retry_goes_back_to_pending_with_a_later_run_at_and_counts,
+    cancel_pending_works_once_and_refuses_running_jobs,
+    list_filters_by_status_and_command_and_pages_newest_first,
+    recovery_after_a_crash_resets_running_and_keeps_delayed_retries,
+    listing_by_status_finds_pending_and_finished_jobs_newest_first,
+    a_time_past_year_9999_is_refused_and_the_job_stays_readable,
+    a_job_that_kills_the_daemon_fails_once_its_retries_are_spent,
+    an_outcome_of_an_attempt_that_is_not_the_latest_changes_nothing,
+    two_handles_racing_for_one_job_claim_it_once,
+    concurrent_submits_share_commits_and_are_all_durable_after_reopening,
+    a_failing_submit_does_not_fail_the_others_in_its_commit,
+    pruning_deletes_old_finished_jobs_with_their_attempts_and_keeps_the_rest,
+    schedules_round_trip_and_their_names_are_unique,
+    a_scheduled_instant_submits_one_job_however_often_it_fires,
+    payloads_and_results_keep_their_exact_bytes,
+);
+
+fn job(command: &str, payload: &[u8], priority: i64) -> Job {
+    Job::new(command, payload.to_vec(), priority, 3)
+}
+
+async fn insert_running(store: &Store, job: &Job) -> Claimed {
+    store.insert_job(job.clone()).await.unwrap();
+    store.claim(job.id, 1, Utc::now()).await.unwrap().unwrap()
+}
+
+fn report() -> AttemptReport {
+    AttemptReport {
+        finished_at: Utc::now(),
+        duration_ms: 12,
+        fuel_used: Some(3456),
+        plugin: Some(PluginRef {
+            name: "echo".into(),
+            version: "0.1.0".into(),
+            sha256: "ab".repeat(32),
+        }),
+    }
+}
+
+async fn inserted_job_reads_back_identically(fx: Fixture) {
+    let store = fx.open().await;
+    let job = job("echo.echo", br#"{"x":1}"#, 7);
+    store.insert_job(job.clone()).await.unwrap();
+    assert_eq!(store.get_job(job.id).await.unwrap(), job);
+}
+
+async fn unknown_id_is_not_found(fx: Fixture) {
+    let store = fx.open().await;
+    let id = honeydew_core::job::JobId::new();
+    assert!(matches!(store.get_job(id).await, Err(StoreError::NotFound(found)) if found == id));
+}
+
+async fn claim_moves_pending_to_running_once_and_opens_an_attempt(fx: Fixture) {
+    let store = fx.open().await;
+    let job = job("echo.echo", b"{}", 0);
+    store.insert_job(job.clone()).await.unwrap();
+    let (_, attempt) = store.get_job_with_attempt(job.id).await.unwrap();
+    assert_eq!(attempt, 0, "no attempt before the first claim");
+    let claimed = store.claim(job.id, 4, Utc::now()).await.unwrap().unwrap();
+    assert_eq!(claimed.attempt, 1);
+    let (running, attempt) = store.get_job_with_attempt(job.id).await.unwrap();
+    assert_eq!((running.status, attempt), (JobStatus::Running, 1));
+    assert_eq!(claimed.job.status, JobStatus::Running);
+    assert!(claimed.job.started_at.is_some());
+    assert!(store.claim(job.id, 5, Utc::now()).await.unwrap().is_none());
+    let attempts = store.attempts(job.id).await.unwrap();
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0].worker_id, Some(4));
+    assert_eq!(attempts[0].outcome, None);
+}
+
+async fn claim_refuses_a_job_that_is_not_yet_due(fx: Fixture) {
+    let store = fx.open().await;
+    let mut job = job("echo.echo", b"{}", 0);
+    job.run_at = (Utc::now() + TimeDelta::hours(1)).trunc_subsecs(3);
+    store.insert_job(job.clone()).await.unwrap();
+    assert!(store.claim(job.id, 1, Utc::now()).await.unwrap().is_none());
+}
+
+async fn a_second_completion_changes_nothing_and_says_so(fx: Fixture) {
+    let store = fx.open().await;
+    let job = job("echo.echo", b"{}", 0);
+    let claimed = insert_running(&store, &job).await;
+    store
+        .finish(
+            job.id,
+            claimed.attempt,
+            Outcome::Completed(b"first".to_vec()),
+            report(),
+        )
+        .await
+        .unwrap();
+    let err = store
+        .finish(
+            job.id,
+            claimed.attempt,
+            Outcome::Completed(b"second".to_vec()),
+            report(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::StaleTransition {
+                expected: JobStatus::Running,
+                actual: JobStatus::Completed,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("is completed, not running"),
+        "{err}"
+    );
+    let stored = store.get_job(job.id).await.unwrap();
+    assert_eq!(stored.result.as_deref(), Some(&b"first"[..]));
+}
+
+async fn finish_records_the_attempt_and_the_plugin_that_ran_it(fx: Fixture) {
+    let store = fx.open().await;
+    let job = job("echo.echo", b"{}", 0);
+    let claimed = insert_running(&store, &job).await;
+    store
+        .finish(
+            job.id,
+            claimed.attempt,
+            Outcome::Completed(b"ok".to_vec()),
+            report(),
+        )
+        .await
+        .unwrap();
+    let stored = store.get_job(job.id).await.unwrap();
+    assert_eq!(stored.status, JobStatus::Completed);
+    assert_eq!(stored.plugin.unwrap().name, "echo");
+    let attempts = store.attempts(job.id).await.unwrap();
+    assert_eq!(attempts[0].outcome.as_deref(), Some("completed"));
+    assert_eq!(attempts[0].fuel_used, Some(3456));
+    assert_eq!(attempts[0].duration_ms, Some(12));
+}
+
+async fn retry_goes_back_to_pending_with_a_later_run_at_and_counts(fx: Fixture) {
+    let store = fx.open().await;
+    let job = job("flaky.fail", b"{}", 0);
+    let claimed = insert_running(&store, &job).await;
+    let run_at = (Utc::now() + TimeDelta::seconds(30)).trunc_subsecs(3);
+    let outcome = Outcome::Retry {
+        kind: ErrorKind::PluginError,
+        error: "503".into(),
+        run_at,
+    };
+    store
+        .finish(job.id, claimed.attempt, outcome, report())
+        .await
+        .unwrap();
+    let stored = store.get_job(job.id).await.unwrap();
+    assert_eq!(stored.status, JobStatus::Pending);
+    assert_eq!(stored.retry_count, 1);
+    assert_eq!(stored.run_at, run_at);
+    assert_eq!(stored.error.as_deref(), Some("503"));
+    assert_eq!(stored.completed_at, None);
+    let attempts = store.attempts(job.id).await.unwrap();
+    assert_eq!(attempts[0].outcome.as_deref(), Some("retrying"));
+}
+
+async fn cancel_pending_works_once_and_refuses_running_jobs(fx: Fixture) {
+    let store = fx.open().await;
+    let pending = job("echo.echo", b"{}", 0);
+    store.insert_job(pending.clone()).await.unwrap();
+    store.cancel_pending(pending.id, Utc::now()).await.unwrap();
+    let stored = store.get_job(pending.id).await.unwrap();
+    assert_eq!(stored.status, JobStatus::Cancelled);
+    assert_eq!(stored.error_kind, Some(ErrorKind::Cancelled));
+    assert!(matches!(
+        store.cancel_pending(pending.id, Utc::now()).await,
+        Err(StoreError::StaleTransition {
+            actual: JobStatus::Cancelled,
+            ..
+        })
+    ));
+    let running = job("echo.echo", b"{}", 0);
+    insert_running(&store, &running).await;
+    assert!(matches!(
+        store.cancel_pending(running.id, Utc::now()).await,
+        Err(StoreError::StaleTransition {
+            actual: JobStatus::Running,
+            ..
+        })
+    ));
+}
+
+async fn list_filters_by_status_and_command_and_pages_newest_first(fx: Fixture) {
+    let store = fx.open().await;
+    let mut echoes = Vec::new();
+    for _ in 0..5 {
+        let job = job("echo.echo", b"{}", 0);
+        store.insert_job(job.clone()).await.unwrap();
+        echoes.push(job.id);
+    }
+    let other = job("github.commits", b"{}", 0);
+    insert_running(&store, &other).await;
+
+    let page = store
+        .list_jobs(JobFilter {
+            command: Some("echo.echo".into()),
+            limit: 2,
+            ..JobFilter::default()
+        })
+        .await
+        .unwrap();
+    let ids: Vec<_> = page.jobs.iter().map(|job| job.id).collect();
+    assert_eq!(ids, [echoes[4], echoes[3]]);
+    let rest = store
+        .list_jobs(JobFilter {
+            command: Some("echo.echo".into()),
+            limit: 10,
+            cursor: page.next_cursor,
+            ..JobFilter::default()
+        })
+        .await
+        .unwrap();
+    let ids: Vec<_> = rest.jobs.iter().map(|job| job.id).collect();
+    assert_eq!(ids, [echoes[2], echoes[1], echoes[0]]);
+    assert_eq!(rest.next_cursor, None);
+
+    let running = store
+        .list_jobs(JobFilter {
+            status: Some(JobStatus::Running),
+            ..JobFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(running.jobs.len(), 1);
+    assert_eq!(running.jobs[0].id, other.id);
+}
+
+async fn recovery_after_a_crash_resets_running_and_keeps_delayed_retries(fx: Fixture) {
+    let store = fx.open().await;
+    let interrupted = job("echo.echo", b"{}", 1);
+    let claimed = insert_running(&store, &interrupted).await;
+    let waiting = job("echo.echo", b"{}", 9);
+    store.insert_job(waiting.clone()).await.unwrap();
+    let retrying = job("flaky.fail", b"{}", 5);
+    let retry_claim = insert_running(&store, &retrying).await;
+    let run_at = (Utc::now() + TimeDelta::minutes(5)).trunc_subsecs(3);
+    store
+        .finish(
+            retrying.id,
+            retry_claim.attempt,
+            Outcome::Retry {
+                kind: ErrorKind::PluginError,
+                error: "503".into(),
+                run_at,
+            },
+            report(),
+        )
+        .await
+        .unwrap();
+    let finished = job("echo.echo", b"{}", 100);
+    let done = insert_running(&store, &finished).await;
+    store
+        .finish(
+            finished.id,
+            done.attempt,
+            Outcome::Completed(vec![]),
+            report(),
+        )
+        .await
+        .unwrap();
+    // The process dies: no shutdown, the handle is simply gone.
+    drop(store);
+
+    let store = fx.open().await;
+    let recovered = store.recover(Utc::now()).await.unwrap();
+    assert_eq!(recovered.reset_running, 1);
+    let order: Vec<_> = recovered.pending.iter().map(|job| job.id).collect();
+    assert_eq!(order, [waiting.id, retrying.id, interrupted.id]);
+    assert_eq!(recovered.pending[1].run_at, run_at);
+    assert_eq!(
+        store.get_job(interrupted.id).await.unwrap().status,
+        JobStatus::Pending
+    );
+    let attempts = store.attempts(claimed.job.id).await.unwrap();
+    assert_eq!(attempts[0].outcome.as_deref(), Some("interrupted"));
+    assert_eq!(attempts[0].error_kind, Some(ErrorKind::Interrupted));
+    assert_eq!(store.get_job(interrupted.id).await.unwrap().retry_count, 1);
+    // The next run of the interrupted job is attempt 2.
+    let again = store
+        .claim(interrupted.id, 1, Utc::now())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.attempt, 2);
+}
+
+async fn listing_by_status_finds_pending_and_finished_jobs_newest_first(fx: Fixture) {
+    let store = fx.open().await;
+    let mut pending = Vec::new();
+    for n in 0..5 {
+        let job = job("echo.echo", b"{}", n % 3);
+        store.insert_job(job.clone()).await.unwrap();
+        pending.push(job.id);
+    }
+    let done = job("echo.echo", b"{}", 9);
+    let claimed = insert_running(&store, &done).await;
+    store
+        .finish(
+            done.id,
+            claimed.attempt,
+            Outcome::Completed(b"{}".to_vec()),
+            report(),
+        )
+        .await
+        .unwrap();
+    let list = |status| {
+        let store = store.clone();
+        async move {
+            store
+                .list_jobs(JobFilter {
+                    status: Some(status),
+                    ..JobFilter::default()
+                })
+                .await
+                .unwrap()
+                .jobs
+                .into_iter()
+                .map(|job| job.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    pending.reverse();
+    assert_eq!(list(JobStatus::Pending).await, pending);
+    assert_eq!(list(JobStatus::Completed).await, vec![done.id]);
+    assert!(list(JobStatus::Failed).await.is_empty());
+}
+
+/// Regression (issue 9, defect 1): a retry at year 33713 used to be written as
+/// `+33713-...`, which no read could parse back, so status, watch and every listing that
+/// met the row failed, and the next start exited in recovery.
+async fn a_time_past_year_9999_is_refused_and_the_job_stays_readable(fx: Fixture) {
+    let store = fx.open().await;
+    let job = job("flaky.retriable_after", b"{}", 0);
+    let claimed = insert_running(&store, &job).await;
+    let far = Utc::now() + TimeDelta::days(365 * 31_700);
+    let outcome = Outcome::Retry {
+        kind: ErrorKind::PluginError,
+        error: "429".into(),
+        run_at: far,
+    };
+    let refused = store
+        .finish(job.id, claimed.attempt, outcome, report())
+        .await
+        .unwrap_err();
+    assert!(
+        refused.to_string().contains("outside the years 0000-9999"),
+        "{refused}"
+    );
+    assert_eq!(
+        store.get_job(job.id).await.unwrap().status,
+        JobStatus::Running
+    );
+    let page = store.list_jobs(JobFilter::default()).await.unwrap();
+    assert_eq!(page.jobs.len(), 1);
+    drop(store);
+    let reopened = fx.open().await;
+    assert_eq!(reopened.recover(Utc::now()).await.unwrap().pending.len(), 1);
+}
+
+/// Regression (issue 9, defect 12): recovery put `running` back to `pending` without
+/// counting the interrupted attempt, so a job that killed the daemon ran again at every
+/// start, for ever.
+async fn a_job_that_kills_the_daemon_fails_once_its_retries_are_spent(fx: Fixture) {
+    let poison = Job::new("crash.daemon", b"{}".to_vec(), 0, 1);
+    {
+        let store = fx.open().await;
+        insert_running(&store, &poison).await;
+    }
+    // First start after the crash: one retry was allowed, so it runs again.
+    {
+        let store = fx.open().await;
+        let recovered = store.recover(Utc::now()).await.unwrap();
+        assert_eq!(
+            (recovered.reset_running, recovered.failed_interrupted),
+            (1, 0)
+        );
+        let job = store.get_job(poison.id).await.unwrap();
+        assert_eq!((job.status, job.retry_count), (JobStatus::Pending, 1));
+        assert_eq!(job.error_kind, Some(ErrorKind::Interrupted));
+        store
+            .claim(poison.id, 1, Utc::now())
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    // It killed the daemon again: no retry is left, so it fails for good.
+    let store = fx.open().await;
+    let recovered = store.recover(Utc::now()).await.unwrap();
+    assert_eq!(
+        (recovered.reset_running, recovered.failed_interrupted),
+        (0, 1)
+    );
+    assert!(recovered.pending.is_empty());
+    let job = store.get_job(poison.id).await.unwrap();
+    assert_eq!(job.status, JobStatus::Failed);
+    assert_eq!(job.error_kind, Some(ErrorKind::Interrupted));
+    assert_eq!(
+        job.error.as_deref(),
+        Some("the daemon died during the attempt (gave up after 1 retries)")
+    );
+    assert!(job.completed_at.is_some());
+    let attempts = store.attempts(poison.id).await.unwrap();
+    let outcomes: Vec<_> = attempts.iter().map(|a| a.outcome.as_deref()).collect();
+    assert_eq!(outcomes, [Some("interrupted"), Some("interrupted")]);
+}
+
+/// Fencing: once a job has moved on to a later attempt (a rescuer claimed it again, say),
+/// the outcome of the earlier one changes nothing.
+async fn an_outcome_of_an_attempt_that_is_not_the_latest_changes_nothing(fx: Fixture) {
+    let store = fx.open().await;
+    let job = job("echo.echo", b"{}", 0);
+    let first = insert_running(&store, &job).await;
+    drop(store);
+    // The daemon died; recovery counted the lost attempt and the job ran again.
+    let store = fx.open().await;
+    store.recover(Utc::now()).await.unwrap();
+    let second = store.claim(job.id, 2, Utc::now()).await.unwrap().unwrap();
+    assert_eq!((first.attempt, second.attempt), (1, 2));
+    let late = store
+        .finish(
+            job.id,
+            first.attempt,
+            Outcome::Completed(b"late".to_vec()),
+            report(),
+        )
+        .await;
+    assert!(
+        matches!(late, Err(StoreError::StaleTransition { .. })),
+        "{late:?}"
+    );
+    let stored = store.get_job(job.id).await.unwrap();
+    assert_eq!((stored.status, stored.result), (JobStatus::Running, None));
+    store
+        .finish(
+            job.id,
+            second.attempt,
+            Outcome::Completed(b"ok".to_vec()),
+            report(),
+        )
+        .await
+        .unwrap();
+    let stored = store.get_job(job.id).await.unwrap();
+    assert_eq!(stored.result.as_deref(), Some(&b"ok"[..]));
+}
+
+/// Two handles on one database (two daemons) claiming the same job: exactly one wins.
+async fn two_handles_racing_for_one_job_claim_it_once(fx: Fixture) {
+    let (one, two) = (fx.open().await, fx.open().await);
+    let jobs: Vec<Job> = (0..50).map(|n| job("echo.echo", b"{}", n)).collect();
+    for job in &jobs {
+        one.insert_job(job.clone()).await.unwrap();
+    }
+    let race = |store: Store, jobs: Vec<Job>| {
+        tokio::spawn(async move {
+            let mut won = Vec::new();
+            for job in jobs {
+                if store.claim(job.id, 1, Utc::now()).await.unwrap().is_some() {
+                    won.push(job.id);
+                }
+            }
+            won
+        })
+    };
+    let (a, b) = (race(one, jobs.clone()), race(two, jobs.clone()));
+    let (a, b) = (a.await.unwrap(), b.await.unwrap());
+    assert_eq!(
+        a.len() + b.len(),
+        jobs.len(),
+        "each job claimed exactly once"
+    );
+    let a: HashSet<_> = a.into_iter().collect();
+    assert!(b.iter().all(|id| !a.contains(id)));
+}
+
+/// Group commit: concurrent submits share commits, and every acknowledged one is there
+/// after the store is opened again.
+async fn concurrent_submits_share_commits_and_are_all_durable_after_reopening(fx: Fixture) {
+    let store = fx.open().await;
+    let before = store.commit_stats();
+    let tasks: Vec<_> = (0..64)
+        .map(|task| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut ids = Vec::new();
+                for n in 0..20 {
+                    let job = Job::new("echo.echo", format!("{task}-{n}").into_bytes(), n, 3);
+                    store.insert_job(job.clone()).await.unwrap();
+                    ids.push(job.id);
+                }
+                ids
+            })
+        })
+        .collect();
+    let mut acknowledged = HashSet::new();
+    for task in tasks {
+        acknowledged.extend(task.await.unwrap());
+    }
+    let after = store.commit_stats();
+    assert_eq!(after.writes - before.writes, 64 * 20);
+    assert!(
+        after.commits - before.commits < 64 * 20,
+        "submits waiting together share a commit: {before:?} -> {after:?}"
+    );
+    drop(store);
+    let reopened = fx.open().await;
+    let recovered = reopened.recover(Utc::now()).await.unwrap();
+    let stored: HashSet<_> = recovered.pending.iter().map(|job| job.id).collect();
+    assert_eq!(stored, acknowledged);
+}
+
+/// One submit that cannot be stored (a duplicate id) fails alone; the submits that
+/// shared its commit are stored.
+async fn a_failing_submit_does_not_fail_the_others_in_its_commit(fx: Fixture) {
+    let store = fx.open().await;
+    let jobs: Vec<Job> = (0..32).map(|n| job("echo.echo", b"{}", n)).collect();
+    let duplicate = jobs[7].clone();
+    let mut submits = Vec::new();
+    for job in jobs.iter().cloned().chain([duplicate]) {
+        let store = store.clone();
+        submits.push(tokio::spawn(async move { store.insert_job(job).await }));
+    }
+    let mut failed = 0;
+    for submit in submits {
+        match submit.await.unwrap() {
+            Ok(()) => {}
+            Err(StoreError::Database(_)) => failed += 1,
+            Err(other) => panic!("unexpected error {other}"),
+        }
+    }
+    assert_eq!(failed, 1, "only the duplicate fails");
+    for job in &jobs {
+        assert!(store.get_job(job.id).await.is_ok());
+    }
+}
+
+/// Retention deletes finished jobs past their age with their attempts, batch by batch,
+/// and leaves pending, running and recent ones alone.
+async fn pruning_deletes_old_finished_jobs_with_their_attempts_and_keeps_the_rest(fx: Fixture) {
+    let store = fx.open().await;
+    let mut old = Vec::new();
+    for _ in 0..5 {
+        // Created and finished ten days ago (a job finishes after it was created, and
+        // its id, a UUID v7, carries its creation time).
+        let ten_days_ago = Utc::now() - TimeDelta::days(10);
+        let mut job = Job::new_at("echo.echo", b"{}".to_vec(), 0, 3, ten_days_ago);
+        let seconds = u64::try_from(ten_days_ago.timestamp()).unwrap();
+        job.id = uuid::Uuid::new_v7(uuid::Timestamp::from_unix(uuid::NoContext, seconds, 0)).into();
+        let claimed = insert_running(&store, &job).await;
+        let report = AttemptReport {
+            finished_at: Utc::now() - TimeDelta::days(10),
+            ..report()
+        };
+        store
+            .finish(job.id, claimed.attempt, Outcome::Completed(vec![]), report)
+            .await
+            .unwrap();
+        old.push(job.id);
+    }
+    let recent = job("echo.echo", b"{}", 0);
+    let claimed = insert_running(&store, &recent).await;
+    store
+        .finish(
+            recent.id,
+            claimed.attempt,
+            Outcome::Completed(vec![]),
+            report(),
+        )
+        .await
+        .unwrap();
+    let pending = job("echo.echo", b"{}", 0);
+    store.insert_job(pending.clone()).await.unwrap();
+    let running = job("echo.echo", b"{}", 0);
+    insert_running(&store, &running).await;
+
+    let cutoff = Utc::now() - TimeDelta::days(1);
+    assert_eq!(
+        store
+            .prune_finished(JobStatus::Failed, cutoff, 10)
+            .await
+            .unwrap(),
+        0,
+        "another state is left alone"
+    );
+    assert_eq!(
+        store
+            .prune_finished(JobStatus::Pending, cutoff, 10)
+            .await
+            .unwrap(),
+        0,
+        "an unfinished state is never pruned"
+    );
+    assert_eq!(
+        store
+            .prune_finished(JobStatus::Completed, cutoff, 3)
+            .await
+            .unwrap(),
+        3
+    );
+    assert_eq!(
+        store
+            .prune_finished(JobStatus::Completed, cutoff, 3)
+            .await
+            .unwrap(),
+        2
+    );
+    for id in old {
+        assert!(matches!(
+            store.get_job(id).await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert!(store.attempts(id).await.unwrap().is_empty());
+    }
+    for id in [recent.id, pending.id, running.id] {
+        assert!(store.get_job(id).await.is_ok());
+    }
+}
+
+fn schedule(name: &str) -> Schedule {
+    Schedule {
+        id: uuid::Uuid::now_v7(),
+        name: name.into(),
+        cron_expr: "*/5 * * * *".into(),
+        timezone: "Europe/Paris".into(),
+        command: "echo.echo".into(),
+        payload: br#"{"from":"cron"}"#.to_vec(),
+        priority: 3,
+        max_retries: Some(2),
+        misfire: MisfirePolicy::RunOnce,
+        enabled: true,
+        created_at: Utc::now().trunc_subsecs(3),
+        last_run_at: None,
+        next_run_at: Some((Utc::now() + TimeDelta::minutes(5)).trunc_subsecs(3)),
+        last_job_id: None,
+        last_scheduled_for: None,
+        last_error: None,
+        last_error_at: None,
+    }
+}
+
+async fn schedules_round_trip_and_their_names_are_unique(fx: Fixture) {
+    let store = fx.open().await;
+    let nightly = schedule("nightly");
+    store.insert_schedule(nightly.clone()).await.unwrap();
+    assert_eq!(store.get_schedule(nightly.id).await.unwrap(), nightly);
+    let again = store.insert_schedule(schedule("nightly")).await;
+    assert!(
+        matches!(&again, Err(StoreError::DuplicateSchedule(name)) if name == "nightly"),
+        "{again:?}"
+    );
+    store.insert_schedule(schedule("hourly")).await.unwrap();
+    let names: Vec<_> = store
+        .list_schedules()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|schedule| schedule.name)
+        .collect();
+    assert_eq!(names, ["hourly", "nightly"]);
+    let at = Utc::now().trunc_subsecs(3);
+    let next = Some(at + TimeDelta::minutes(5));
+    store
+        .record_schedule_error(nightly.id, "no plugin".into(), at, next)
+        .await
+        .unwrap();
+    let stored = store.get_schedule(nightly.id).await.unwrap();
+    assert_eq!(
+        (
+            stored.last_error.as_deref(),
+            stored.last_error_at,
+            stored.next_run_at
+        ),
+        (Some("no plugin"), Some(at), next)
+    );
+    store.set_schedule_next_run(nightly.id, None).await.unwrap();
+    assert_eq!(
+        store.get_schedule(nightly.id).await.unwrap().next_run_at,
+        None
+    );
+    assert_eq!(
+        store.delete_schedule("nightly".into()).await.unwrap().id,
+        nightly.id
+    );
+    let hourly = store.list_schedules().await.unwrap().remove(0);
+    assert_eq!(
+        store
+            .delete_schedule(hourly.id.to_string())
+            .await
+            .unwrap()
+            .name,
+        "hourly",
+        "a schedule is found by id as well as by name"
+    );
+    assert!(matches!(
+        store.delete_schedule("nightly".into()).await,
+        Err(StoreError::ScheduleNotFound(_))
+    ));
+}
+
+/// Each instant triggers at most once, however many times (or daemons) fire it.
+async fn a_scheduled_instant_submits_one_job_however_often_it_fires(fx: Fixture) {
+    let (one, two) = (fx.open().await, fx.open().await);
+    let nightly = schedule("nightly");
+    one.insert_schedule(nightly.clone()).await.unwrap();
+    let instant = (Utc::now() + TimeDelta::minutes(1)).trunc_subsecs(0);
+    let fire = |store: Store| {
+        let job = Job::new("echo.echo", nightly.payload.clone(), 3, 2);
+        let id = nightly.id;
+        tokio::spawn(async move {
+            let triggered = store
+                .trigger_schedule(
+                    id,
+                    instant,
+                    Some(instant + TimeDelta::minutes(5)),
+                    job.clone(),
+                )
+                .await
+                .unwrap();
+            (triggered, job.id)
+        })
+    };
+    let racers: Vec<_> = (0..8)
+        .map(|n| fire(if n % 2 == 0 { one.clone() } else { two.clone() }))
+        .collect();
+    let mut submitted = Vec::new();
+    for racer in racers {
+        let (triggered, id) = racer.await.unwrap();
+        if triggered {
+            submitted.push(id);
+        } else {
+            assert!(matches!(
+                one.get_job(id).await,
+                Err(StoreError::NotFound(_))
+            ));
+        }
+    }
+    assert_eq!(submitted.len(), 1, "one job for the instant");
+    let stored = one.get_schedule(nightly.id).await.unwrap();
+    assert_eq!(stored.last_scheduled_for, Some(instant));
+    assert_eq!(stored.last_job_id, Some(submitted[0]));
+    // An earlier instant fired late changes nothing either.
+    let late = Job::new("echo.echo", vec![], 0, 0);
+    let earlier = instant - TimeDelta::minutes(5);
+    assert!(
+        !one.trigger_schedule(nightly.id, earlier, None, late)
+            .await
+            .unwrap()
+    );
+}
+
+/// A payload and a result come back byte for byte, JSON or not.
+async fn payloads_and_results_keep_their_exact_bytes(fx: Fixture) {
+    let store = fx.open().await;
+    let binary = vec![0u8, 159, 146, 150, 255, b'{'];
+    let job = job("echo.echo", &binary, 0);
+    let claimed = insert_running(&store, &job).await;
+    let result = "{\"name\":\"caf\u{e9}\"}\n".as_bytes().to_vec();
+    store
+        .finish(
+            job.id,
+            claimed.attempt,
+            Outcome::Completed(result.clone()),
+            report(),
+        )
+        .await
+        .unwrap();
+    let stored = store.get_job(job.id).await.unwrap();
+    assert_eq!(stored.payload, binary);
+    assert_eq!(stored.result, Some(result));
+    let summary = store
+        .list_jobs(JobFilter::default())
+        .await
+        .unwrap()
+        .jobs
+        .remove(0);
+    assert!(
+        summary.payload.is_empty() && summary.result.is_none(),
+        "summaries skip bodies"
+    );
+    let full = store
+        .list_jobs(JobFilter {
+            with_bodies: true,
+            ..JobFilter::default()
+        })
+        .await
+        .unwrap()
+        .jobs
+        .remove(0);
+    assert_eq!(full.payload, binary);
+}
