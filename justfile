@@ -37,6 +37,10 @@ crash-test jobs="5000" kills="20":
 soak jobs="100000":
     HONEYDEW_SOAK_JOBS={{jobs}} cargo test -p honeydew --test e2e soak:: -- --nocapture
 
+# Three daemons on one PostgreSQL at full size: 10k jobs each run once, kill -9, SIGSTOP.
+cluster-test jobs="10000":
+    HONEYDEW_TEST_DATABASE_URL=$(scripts/test-postgres.sh start) HONEYDEW_CLUSTER_JOBS={{jobs}} cargo test -p honeydew --test e2e cluster:: -- --nocapture
+
 # Run the daemon with the bundled plugins and put a few real jobs through it.
 run:
     scripts/run.sh

@@ -10,6 +10,7 @@
 //! workers = 16
 //! sync = "full"                   # full | normal | off (SQLite only)
 //! database_url = "postgres://honeydew@db.example/honeydew"  # PostgreSQL instead of SQLite
+//! lease_ms = 30000                # shared database: a silent daemon's jobs are rescued after it
 //! listen_tcp = "127.0.0.1:7070"   # off unless set
 //! shutdown_deadline_ms = 30000
 //! max_payload_bytes = 4194304
@@ -113,6 +114,10 @@ pub struct DaemonArgs {
         hide_env_values = true
     )]
     pub database_url: Option<DatabaseUrl>,
+    /// On a shared database: how long a daemon may go without a heartbeat before the
+    /// others rescue its running jobs (1000 to 3600000) [default: 30000]
+    #[arg(long, env = "HONEYDEW_LEASE_MS", value_name = "MS")]
+    pub lease_ms: Option<u64>,
     /// Also serve gRPC on this TCP address; clients must send the bearer token in <data-dir>/token
     #[arg(long, env = "HONEYDEW_LISTEN_TCP", value_name = "ADDR")]
     pub listen_tcp: Option<SocketAddr>,
@@ -306,6 +311,9 @@ pub struct DaemonConfig {
     pub sync: SyncMode,
     /// The PostgreSQL database, when jobs are not kept in SQLite.
     pub database_url: Option<DatabaseUrl>,
+    /// On a shared database, how long without a heartbeat before a daemon's running
+    /// jobs are rescued by the others.
+    pub lease: Duration,
     /// Optional TCP listener.
     pub listen_tcp: Option<SocketAddr>,
     /// How long a shutdown waits for running jobs.
@@ -422,6 +430,14 @@ impl DaemonConfig {
                 "shutdown_deadline_ms is {shutdown_deadline_ms}, over the maximum of {MAX_TIMEOUT_MS} (a day)"
             )));
         }
+        let default_lease =
+            u64::try_from(crate::cluster::DEFAULT_LEASE.as_millis()).unwrap_or(30_000);
+        let lease_ms = args.lease_ms.or(file.lease_ms).unwrap_or(default_lease);
+        if !(1_000..=3_600_000).contains(&lease_ms) {
+            return Err(ConfigError::Invalid(format!(
+                "lease_ms is {lease_ms}: use 1000 (a second) to 3600000 (an hour)"
+            )));
+        }
         Ok(Self {
             plugin_dir: args
                 .plugin_dir
@@ -434,6 +450,7 @@ impl DaemonConfig {
             workers,
             sync: args.sync.or(file.sync).unwrap_or_default(),
             database_url: args.database_url.or(file.database_url),
+            lease: Duration::from_millis(lease_ms),
             listen_tcp: args.listen_tcp.or(file.listen_tcp),
             shutdown_deadline: Duration::from_millis(shutdown_deadline_ms),
             max_payload_bytes: file.max_payload_bytes.unwrap_or(4 * 1024 * 1024),
@@ -460,6 +477,7 @@ struct FileConfig {
     workers: Option<usize>,
     sync: Option<SyncMode>,
     database_url: Option<DatabaseUrl>,
+    lease_ms: Option<u64>,
     listen_tcp: Option<SocketAddr>,
     shutdown_deadline_ms: Option<u64>,
     max_payload_bytes: Option<usize>,

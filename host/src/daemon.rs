@@ -55,6 +55,8 @@ pub struct Daemon {
     pool: WorkerPool,
     shutdown_deadline: Duration,
     pruner_stop: tokio_util::sync::CancellationToken,
+    /// Ends this node's heartbeats (shared stores), once the daemon has drained.
+    cluster_stop: CancellationToken,
     /// Held for the daemon's life; the OS releases it even on `kill -9`.
     _lock: File,
 }
@@ -79,7 +81,17 @@ impl Daemon {
             .context("cannot set up the bearer token for tcp clients")?;
 
         let store = open_store(&config).await?;
-        tracing::info!(database = %store.describe(), "job database open");
+        tracing::info!(
+            database = %store.describe(),
+            node_id = store.shared().map(|shared| shared.node_id()),
+            "job database open"
+        );
+        let cluster_stop = CancellationToken::new();
+        tokio::spawn(crate::cluster::run(
+            store.clone(),
+            config.lease,
+            cluster_stop.clone(),
+        ));
 
         let mut limits = Limits::default();
         let overrides = config.limits;
@@ -193,6 +205,7 @@ impl Daemon {
             pool,
             shutdown_deadline: config.shutdown_deadline,
             pruner_stop,
+            cluster_stop,
             _lock: lock,
         })
     }
@@ -231,6 +244,8 @@ impl Daemon {
             () = cut_short.cancelled() => Ok(()),
             served = self.server.finish(CONNECTION_GRACE) => served,
         };
+        // Heartbeats go on until here: a draining daemon is not dead.
+        self.cluster_stop.cancel();
         if let Err(err) = fs::remove_file(&self.socket) {
             tracing::warn!(socket = %self.socket.display(), error = %err, "cannot remove the socket");
         }

@@ -9,6 +9,7 @@ pub use honeydew_core::{job, schedule};
 
 pub mod api;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod daemon;
 pub mod queue;

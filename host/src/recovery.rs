@@ -40,8 +40,9 @@ pub async fn recover(manager: &Manager) -> Result<RecoveryReport, StoreError> {
         loaded: recovered.pending.len(),
         delayed,
     };
+    // On a shared store the database is the queue: nothing to load.
     for job in recovered.pending {
-        manager.queue().push(job);
+        manager.enqueue(job);
     }
     tracing::info!(
         reset_running = report.reset_running,

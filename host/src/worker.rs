@@ -1,7 +1,7 @@
 //! The worker pool: N async workers that take jobs from the manager and run them
 //! through an [`Executor`].
 //!
-//! Waiting for work ([`crate::queue::Manager::next_queued`]) may be interrupted at any
+//! Waiting for work ([`crate::queue::Manager::next_job`]) may be interrupted at any
 //! time; running a job may not, except by the job's own cancellation token or by the
 //! shutdown deadline. [`WorkerPool::stop`] names that deadline: workers stop taking
 //! jobs at once, in-flight jobs get until the deadline, and any still running then are
@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use crate::job::{ErrorKind, Job, PluginRef};
 use crate::queue::Manager;
 use crate::retry::{self, BackoffPolicy, Failure};
-use crate::store::{AttemptReport, Claimed, Outcome};
+use crate::store::{AttemptReport, Claimed, Outcome, StoreError};
 
 /// A boxed future, as [`Executor::execute`] returns.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -242,17 +242,15 @@ impl Worker {
         let mut rng = SmallRng::from_os_rng();
         let mut interrupted = 0;
         loop {
-            // Waiting may be interrupted: the queue loses nothing when this is dropped.
-            let queued = tokio::select! {
-                biased;
-                () = self.stop_taking.cancelled() => break,
-                queued = self.manager.next_queued() => queued,
+            // Waiting may be interrupted (the queue loses nothing); a claim is not.
+            let Some(next) = self.manager.next_job(self.id, &self.stop_taking).await else {
+                break;
             };
-            let claimed = match self.manager.claim(queued, self.id).await {
+            let claimed = match next {
                 Ok(Some(claimed)) => claimed,
                 Ok(None) => continue,
                 Err(err) => {
-                    tracing::error!(job_id = %queued.id, worker_id = self.id, error = %err, "cannot claim job");
+                    tracing::error!(worker_id = self.id, error = %err, "cannot claim a job");
                     // The store is failing; do not spin on it.
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
@@ -370,12 +368,21 @@ impl Worker {
         };
         // Retried until it lands or the drain deadline passes; then the row stays
         // `running` and recovery puts it back to pending at the next start.
-        if let Err(err) = self
+        match self
             .manager
             .finish(&claimed, outcome, report, &self.interrupt)
             .await
         {
-            tracing::error!(job_id = %claimed.job.id, worker_id = self.id, error = %err, "cannot record job outcome");
+            Ok(()) => {}
+            // Fenced: the job left this attempt while it ran (on a shared store, another
+            // daemon took this one for dead and rescued it). Its outcome stands.
+            Err(err @ StoreError::StaleTransition { .. }) => tracing::warn!(
+                job_id = %claimed.job.id, attempt = claimed.attempt, worker_id = self.id,
+                error = %err, "the job moved on while this attempt ran; its outcome is dropped"
+            ),
+            Err(err) => {
+                tracing::error!(job_id = %claimed.job.id, worker_id = self.id, error = %err, "cannot record job outcome")
+            }
         }
         was_interrupted
     }

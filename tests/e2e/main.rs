@@ -33,6 +33,8 @@ mod hostile;
 mod lifecycle;
 // ListJobs with each filter and with paging.
 mod listing;
+// Three daemons on one PostgreSQL: shared queue, each job once, kill -9, SIGSTOP.
+mod cluster;
 // The daemon on PostgreSQL: --database-url, jobs done, psql reads them, a restart.
 mod postgres;
 // A typed proxy RPC end to end: `github.commits` against a local fake of GitHub.

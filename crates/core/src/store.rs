@@ -406,6 +406,66 @@ pub trait JobStore: Send + Sync + 'static {
     /// Where the data lives, for logs and errors: a file path or a server and database,
     /// never a password.
     fn describe(&self) -> String;
+
+    /// The queue several daemons share, when this backend is one they can share; `None`
+    /// for a store only one daemon opens (SQLite), whose queue is kept in memory.
+    fn shared(&self) -> Option<&dyn SharedQueue> {
+        None
+    }
+}
+
+/// What [`SharedQueue::claim_next`] found.
+#[derive(Clone, Debug)]
+pub enum ClaimNext {
+    /// A job, now `running` on this node.
+    Claimed(Box<Claimed>),
+    /// Nothing eligible now; the earliest instant a pending job among the commands
+    /// becomes eligible, if any is pending.
+    NothingUntil(Option<DateTime<Utc>>),
+}
+
+/// What [`SharedQueue::rescue_expired`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Rescued {
+    /// Jobs of dead nodes back to `pending`, the lost attempt counted as a retry.
+    pub reset: usize,
+    /// Jobs of dead nodes with no retry left, now `failed` (kind `interrupted`).
+    pub failed: usize,
+}
+
+/// The queue of a store several daemons (nodes) share: the database is the queue, each
+/// node claims from it, and each node's running jobs are leased to it by its
+/// heartbeat.
+///
+/// A node claims only the commands it serves, best first across every node (priority,
+/// then age), never a job another node is claiming at the same moment. A node whose
+/// heartbeat is older than the lease is presumed dead: any other node puts its running
+/// jobs back (counting the lost attempt), and since every outcome is fenced by
+/// (job id, attempt), the presumed-dead node changes nothing if it wakes up.
+#[async_trait::async_trait]
+pub trait SharedQueue: Send + Sync {
+    /// This node's id: the jobs it runs carry it.
+    fn node_id(&self) -> &str;
+
+    /// Records that this node is alive, renewing the lease on its running jobs.
+    async fn heartbeat(&self) -> Result<(), StoreError>;
+
+    /// Claims the best eligible pending job among `commands` (every command when
+    /// `None`) for `worker_id` on this node.
+    async fn claim_next(
+        &self,
+        commands: Option<Vec<String>>,
+        worker_id: usize,
+    ) -> Result<ClaimNext, StoreError>;
+
+    /// Puts back the running jobs of every other node whose heartbeat is older than
+    /// `lease_ms` (by the database's clock, so nodes' clocks need not agree).
+    async fn rescue_expired(&self, lease_ms: u64) -> Result<Rescued, StoreError>;
+
+    /// Wake-ups: the value changes whenever work may have arrived (a submit, a retry or
+    /// a rescue on any node). Mark it seen before claiming and wait for a change after
+    /// claiming nothing, and no wake-up is lost; some may be spurious.
+    fn wake_ups(&self) -> tokio::sync::watch::Receiver<u64>;
 }
 
 /// The handle the daemon holds: one backend behind [`JobStore`], shared by clones.

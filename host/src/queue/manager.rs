@@ -26,7 +26,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::{JobQueue, QueuedJob};
 use crate::job::{Job, JobId, JobStatus};
-use crate::store::{AttemptReport, Claimed, JobFilter, JobPage, Outcome, Store, StoreError};
+use crate::store::{
+    AttemptReport, ClaimNext, Claimed, JobFilter, JobPage, Outcome, Store, StoreError,
+};
 
 /// What a command's plugin asks for by default.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -40,6 +42,12 @@ pub struct CommandDefaults {
 pub trait CommandCatalog: Send + Sync + 'static {
     /// The defaults for `command`, or why it cannot be submitted.
     fn resolve(&self, command: &str) -> Result<CommandDefaults, SubmitError>;
+
+    /// The commands this daemon can run now, when it knows them (a worker on a shared
+    /// store claims only those); `None` for every command.
+    fn served(&self) -> Option<Vec<String>> {
+        None
+    }
 }
 
 /// A catalog that accepts every well-formed command (for tests and tools).
@@ -151,6 +159,10 @@ const OUTCOME_RETRY_FIRST: Duration = Duration::from_millis(50);
 /// The longest wait between two tries of an outcome write.
 const OUTCOME_RETRY_MAX: Duration = Duration::from_secs(5);
 
+/// On a shared store, the longest a worker with nothing to do waits before it looks at
+/// the database again, should a wake-up have been lost.
+const SHARED_SAFETY_POLL: Duration = Duration::from_secs(5);
+
 /// How many times a cancel looks again at a job that keeps moving under it.
 const CANCEL_LOOKS: usize = 50;
 
@@ -243,7 +255,7 @@ impl Manager {
     /// Queues a job whose row the caller has just made durable (the scheduler inserts
     /// it together with its trigger record), logs and publishes it.
     pub fn accept(&self, job: &Job) {
-        self.queue.push(QueuedJob::from(job));
+        self.enqueue(QueuedJob::from(job));
         tracing::info!(job_id = %job.id, command = %job.command, priority = job.priority, "job submitted");
         self.publish(job, 0);
     }
@@ -359,6 +371,65 @@ impl Manager {
         self.queue.pop().await
     }
 
+    /// Waits for the next job and claims it for `worker_id`: from the in-memory queue,
+    /// or, when the store is shared by several daemons, from the database (the best
+    /// eligible job this daemon serves, woken by submits anywhere). `None` when `stop`
+    /// fires while waiting; a claim once begun is carried through, so no job is left
+    /// `running` without a worker. `Some(Ok(None))`: the job went elsewhere meanwhile.
+    pub async fn next_job(
+        &self,
+        worker_id: usize,
+        stop: &CancellationToken,
+    ) -> Option<Result<Option<(Claimed, CancellationToken)>, StoreError>> {
+        let Some(shared) = self.store.shared() else {
+            let queued = tokio::select! {
+                biased;
+                () = stop.cancelled() => return None,
+                queued = self.next_queued() => queued,
+            };
+            return Some(self.claim(queued, worker_id).await);
+        };
+        let mut wake = shared.wake_ups();
+        loop {
+            wake.borrow_and_update();
+            let next = shared.claim_next(self.catalog.served(), worker_id).await;
+            let due = match next {
+                Ok(ClaimNext::Claimed(claimed)) => {
+                    let token = CancellationToken::new();
+                    let running = Running {
+                        token: token.clone(),
+                        plugin_loads: self.plugin_loads.load(std::sync::atomic::Ordering::SeqCst),
+                    };
+                    self.lock_running().insert(claimed.job.id, running);
+                    let job = &claimed.job;
+                    tracing::info!(job_id = %job.id, command = %job.command, worker_id, "job started");
+                    self.publish(job, claimed.attempt);
+                    return Some(Ok(Some((*claimed, token))));
+                }
+                Ok(ClaimNext::NothingUntil(due)) => due,
+                Err(err) => return Some(Err(err)),
+            };
+            let wait = due
+                .and_then(|due| (due - Utc::now()).to_std().ok())
+                .unwrap_or(SHARED_SAFETY_POLL)
+                .min(SHARED_SAFETY_POLL);
+            tokio::select! {
+                biased;
+                () = stop.cancelled() => return None,
+                _ = wake.changed() => {}
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// Queues a pending job for the workers, unless the store is shared: then the
+    /// database is the queue, and every worker claims from it.
+    pub(crate) fn enqueue(&self, job: QueuedJob) {
+        if self.store.shared().is_none() {
+            self.queue.push(job);
+        }
+    }
+
     /// Moves a dequeued job to `running` for `worker_id`, with the token that cancels
     /// it. `Ok(None)` when it stopped being pending meanwhile (cancelled).
     pub async fn claim(
@@ -387,7 +458,7 @@ impl Manager {
             }
             Err(err) => {
                 self.lock_running().remove(&queued.id);
-                self.queue.push(queued);
+                self.enqueue(queued);
                 Err(err)
             }
         }
@@ -469,7 +540,7 @@ impl Manager {
                     retry_count, next_retry = %run_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
                     "job retrying"
                 );
-                self.queue.push(QueuedJob {
+                self.enqueue(QueuedJob {
                     run_at: *run_at,
                     ..QueuedJob::from(job)
                 });
@@ -486,7 +557,7 @@ impl Manager {
             }
             Outcome::Interrupted => {
                 tracing::warn!(job_id = %job.id, command = %job.command, "job interrupted by shutdown; back to pending");
-                self.queue.push(QueuedJob::from(job));
+                self.enqueue(QueuedJob::from(job));
                 (JobStatus::Pending, job.retry_count, None)
             }
         };
@@ -511,7 +582,7 @@ impl Manager {
         // or has already moved the counter.
         if self.plugin_loads.load(std::sync::atomic::Ordering::SeqCst) != loads_at_claim {
             drop(parked);
-            self.queue.push(QueuedJob::from(job));
+            self.enqueue(QueuedJob::from(job));
             return;
         }
         parked
@@ -533,7 +604,7 @@ impl Manager {
         }
         tracing::info!(plugin = %name, jobs = waiting.len(), "plugin is back; its waiting jobs are queued again");
         for job in waiting.into_values() {
-            self.queue.push(job);
+            self.enqueue(job);
         }
     }
 

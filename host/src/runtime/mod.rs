@@ -250,6 +250,22 @@ impl CommandCatalog for Runtime {
             max_retries: Some(plugin.limits.max_retries),
         })
     }
+
+    fn served(&self) -> Option<Vec<String>> {
+        let plugins = self.registry.snapshot();
+        Some(
+            plugins
+                .iter()
+                .flat_map(|(name, plugin)| {
+                    plugin
+                        .info
+                        .commands
+                        .iter()
+                        .map(move |command| format!("{name}.{command}"))
+                })
+                .collect(),
+        )
+    }
 }
 
 impl Runtime {

@@ -21,6 +21,12 @@ const JOB_COLUMNS: &str = "id, command, payload, priority, status, created_at, r
      started_at, completed_at, result, error, error_kind, retry_count, max_retries, \
      plugin_name, plugin_version, plugin_sha256, attempt";
 
+/// [`JOB_COLUMNS`] qualified by the table, for statements that join another.
+pub(super) const JOB_COLUMNS_OF_JOBS: &str = "jobs.id, jobs.command, jobs.payload, jobs.priority, \
+     jobs.status, jobs.created_at, jobs.run_at, jobs.started_at, jobs.completed_at, jobs.result, \
+     jobs.error, jobs.error_kind, jobs.retry_count, jobs.max_retries, jobs.plugin_name, \
+     jobs.plugin_version, jobs.plugin_sha256, jobs.attempt";
+
 /// [`JOB_COLUMNS`] without the payload and result, which a summary listing never reads.
 const SUMMARY_COLUMNS: &str = "id, command, NULL::bytea, priority, status, created_at, run_at, \
      started_at, completed_at, NULL::bytea, error, error_kind, retry_count, max_retries, \
@@ -82,8 +88,8 @@ pub(super) async fn claim(
                  attempt = attempt + 1, node_id = $4 \
                  WHERE id = $1 AND status = 'pending' AND run_at <= $2 RETURNING {JOB_COLUMNS}), \
              opened AS (\
-                 INSERT INTO job_attempts (job_id, attempt, worker_id, started_at) \
-                 SELECT id, attempt, $3, $2 FROM claimed) \
+                 INSERT INTO job_attempts (job_id, attempt, worker_id, started_at, node_id) \
+                 SELECT id, attempt, $3, $2, $4 FROM claimed) \
              SELECT * FROM claimed"
         ))
         .await?;

@@ -13,6 +13,7 @@
 //! job's latest changes nothing and comes back as [`StoreError::StaleTransition`].
 
 mod jobs;
+mod nodes;
 mod schedules;
 mod schema;
 
@@ -25,10 +26,10 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use honeydew_core::job::{Job, JobId, JobStatus};
 use honeydew_core::schedule::Schedule;
 use honeydew_core::store::{
-    AttemptReport, AttemptRow, Claimed, CommitStats, JobFilter, JobPage, JobStore, Outcome,
-    RecoveredJobs, StoreError,
+    AttemptReport, AttemptRow, ClaimNext, Claimed, CommitStats, JobFilter, JobPage, JobStore,
+    Outcome, RecoveredJobs, Rescued, SharedQueue, StoreError,
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 use uuid::Uuid;
@@ -128,6 +129,8 @@ pub struct PostgresStore {
     stats: Arc<Counters>,
     node_id: Arc<str>,
     target: Arc<str>,
+    /// Bumped by the `LISTEN` task whenever work may have arrived.
+    wake: watch::Receiver<u64>,
 }
 
 /// One submit waiting for the next group commit.
@@ -181,7 +184,14 @@ impl PostgresStore {
         schema::migrate(&mut client)
             .await
             .map_err(StoreError::from)?;
+        // Registered before anything else, so that no other node takes this one for
+        // dead while it recovers.
+        nodes::heartbeat(&client, &config.node_id)
+            .await
+            .map_err(StoreError::from)?;
         drop(client);
+        let (wake_up, wake) = watch::channel(0);
+        tokio::spawn(nodes::listen(config.url.clone(), wake_up));
 
         let stats = Arc::new(Counters::default());
         let (submits, queue) = mpsc::channel(config.max_batch.max(1) * 4);
@@ -198,6 +208,7 @@ impl PostgresStore {
             stats,
             node_id: config.node_id.into(),
             target: target.into(),
+            wake,
         })
     }
 
@@ -438,5 +449,57 @@ impl JobStore for PostgresStore {
 
     fn describe(&self) -> String {
         self.target.to_string()
+    }
+
+    fn shared(&self) -> Option<&dyn SharedQueue> {
+        Some(self)
+    }
+}
+
+#[async_trait::async_trait]
+impl SharedQueue for PostgresStore {
+    fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    async fn heartbeat(&self) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        nodes::heartbeat(&client, &self.node_id).await?;
+        Ok(())
+    }
+
+    async fn claim_next(
+        &self,
+        commands: Option<Vec<String>>,
+        worker_id: usize,
+    ) -> Result<ClaimNext, StoreError> {
+        let client = self.relaxed.get().await.map_err(Error::from)?;
+        let next = nodes::claim_next(
+            &client,
+            commands.as_deref(),
+            worker_id,
+            Utc::now(),
+            &self.node_id,
+        )
+        .await?;
+        if matches!(next, ClaimNext::Claimed(_)) {
+            self.stats.commits.fetch_add(1, Relaxed);
+            self.stats.writes.fetch_add(1, Relaxed);
+            self.stats.relaxed_commits.fetch_add(1, Relaxed);
+        }
+        Ok(next)
+    }
+
+    async fn rescue_expired(&self, lease_ms: u64) -> Result<Rescued, StoreError> {
+        let client = self.client().await?;
+        let rescued = nodes::rescue_expired(&client, &self.node_id, lease_ms).await?;
+        if rescued != Rescued::default() {
+            self.committed();
+        }
+        Ok(rescued)
+    }
+
+    fn wake_ups(&self) -> watch::Receiver<u64> {
+        self.wake.clone()
     }
 }

@@ -16,7 +16,8 @@ use honeydew_core::store::StoreError;
 use super::Error;
 
 /// Migration `n` (0-based) takes the schema from version `n` to `n + 1`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE jobs (
     id             uuid PRIMARY KEY,
     command        text NOT NULL,
@@ -88,7 +89,37 @@ EXCEPTION WHEN others THEN
     RETURN NULL;
 END
 $$;
-"#];
+"#,
+    // v2: several daemons on one database. Each registers as a node and heartbeats;
+    // every statement that leaves a job pending (a submit, a retry, a rescue) notifies
+    // `honeydew_work` so that idle nodes claim at once instead of polling.
+    r#"
+CREATE TABLE nodes (
+    id           text PRIMARY KEY,
+    hostname     text NOT NULL,
+    pid          integer NOT NULL,
+    started_at   timestamptz NOT NULL DEFAULT now(),
+    heartbeat_at timestamptz NOT NULL DEFAULT now()   -- by the database's clock
+);
+-- Which daemon ran each attempt.
+ALTER TABLE job_attempts ADD COLUMN node_id text;
+-- When nothing is eligible: how long until something is.
+CREATE INDEX jobs_pending_by_run_at ON jobs (run_at) WHERE status = 'pending';
+
+CREATE FUNCTION honeydew_notify_work() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM changed_jobs WHERE status = 'pending') THEN
+        PERFORM pg_notify('honeydew_work', '');
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER jobs_notify_work_insert AFTER INSERT ON jobs
+    REFERENCING NEW TABLE AS changed_jobs FOR EACH STATEMENT EXECUTE FUNCTION honeydew_notify_work();
+CREATE TRIGGER jobs_notify_work_update AFTER UPDATE ON jobs
+    REFERENCING NEW TABLE AS changed_jobs FOR EACH STATEMENT EXECUTE FUNCTION honeydew_notify_work();
+"#,
+];
 
 /// The schema version this binary writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
