@@ -1,19 +1,29 @@
 //! Plugin `github`: read-only commands over the GitHub REST API.
 //!
-//! | command        | payload                                         | request                             |
-//! |----------------|-------------------------------------------------|-------------------------------------|
-//! | `repositories` | `{"owner"?, "per_page"?}`                       | `GET /users/{owner}/repos`, or `GET /user/repos` without `owner` |
-//! | `commits`      | `{"owner", "repo", "sha"?, "per_page"?}`        | `GET /repos/{owner}/{repo}/commits` |
-//! | `pullRequests` | `{"owner", "repo", "state"?, "per_page"?}`      | `GET /repos/{owner}/{repo}/pulls`   |
-//! | `clone`        | `{"owner", "repo", "ref"?}`                     | `HEAD {codeload_url}/{owner}/{repo}/tar.gz/{ref}` |
+//! | command        | payload                                                    | request                             |
+//! |----------------|------------------------------------------------------------|-------------------------------------|
+//! | `repositories` | `{"owner"?}`                                               | `GET /orgs/{owner}/repos` for an organisation, `GET /users/{owner}/repos` for a user (`GET /users/{owner}` says which), `GET /user/repos` without `owner` |
+//! | `commits`      | `{"owner", "repo", "sha"?, "since"?, "until"?, "path"?, "author"?}` | `GET /repos/{owner}/{repo}/commits` |
+//! | `pullRequests` | `{"owner", "repo", "state"?, "sort"?, "direction"?}`       | `GET /repos/{owner}/{repo}/pulls`   |
+//! | `clone`        | `{"owner", "repo", "ref"?}`                                | `HEAD {codeload_url}/{owner}/{repo}/tar.gz/{ref}` |
 //!
-//! Results are compact JSON (see the `*Summary` types). `clone` names the tarball URL
-//! and its size (`null` when the server does not say); without `ref` it asks the API
-//! for the repository's default branch first.
+//! Every list command also takes `max_items` (default 100, at most 10 000), `next`
+//! (the cursor of a previous result, with the same payload otherwise) and `per_page`
+//! (1 to 100, default as many as `max_items` needs). It follows GitHub's
+//! `Link: <...>; rel="next"` pages and returns the SDK's envelope
+//! `{"items": [...], "truncated": bool, "next": cursor or null}`. Filters: commits
+//! `since` / `until` (RFC 3339), `path`, `author` (login or email); pulls `state`
+//! (`open`, `closed`, `all`), `sort` (`created`, `updated`, `popularity`,
+//! `long-running`), `direction` (`asc`, `desc`). A pull request's `state` is `open`,
+//! `merged` or `closed`, with GitHub's own value in `source_state` and `merged_at`
+//! beside it; timestamps are RFC 3339 UTC. `clone` names the tarball URL and its size
+//! (`null` when the server does not say); without `ref` it asks the API for the
+//! repository's default branch first.
 //!
-//! Config: `base_url` (default `https://api.github.com`) and `codeload_url` (default
-//! `https://codeload.github.com`). The daemon adds `Authorization` from the manifest's
-//! `[[auth]]` rule; this plugin never sets or sees credentials.
+//! Config: `base_url` (default `https://api.github.com`; GitHub Enterprise Server is
+//! `https://HOST/api/v3`) and `codeload_url` (default `https://codeload.github.com`).
+//! The daemon adds `Authorization` from the manifest's `[[auth]]` rule; this plugin
+//! never sets or sees credentials.
 //!
 //! Errors: a bad payload is permanent and names the field; statuses are classified
 //! by the SDK, GitHub's rate limits included: a 403 or 429 with
@@ -21,7 +31,9 @@
 //! (`retry-after`, or a body naming it) waits `retry-after`, else a minute.
 
 use honeydew_plugin_sdk::http::{self, Request, Response};
-use honeydew_plugin_sdk::{Plugin, PluginError, PluginInfo, config, parse_payload, to_json};
+use honeydew_plugin_sdk::paging::{Fetched, Page, Paging, link_next};
+use honeydew_plugin_sdk::{Plugin, PluginError, PluginInfo, config, parse_payload, time, to_json};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 const DEFAULT_BASE_URL: &str = "https://api.github.com";
@@ -58,6 +70,8 @@ honeydew_plugin_sdk::export_plugin!(GitHub);
 struct RepositoriesPayload {
     owner: Option<String>,
     per_page: Option<u8>,
+    max_items: Option<u64>,
+    next: Option<String>,
 }
 
 /// One repository, as GitHub sends it and as the plugin returns it.
@@ -71,12 +85,40 @@ struct RepositorySummary {
     updated_at: Option<String>,
 }
 
-fn repositories(payload: RepositoriesPayload) -> Result<Vec<RepositorySummary>, PluginError> {
-    let path = match &payload.owner {
-        Some(owner) => format!("/users/{}/repos", name("owner", owner)?),
-        None => "/user/repos".to_owned(),
+/// The account `GET /users/{owner}` describes: a user or an organisation.
+#[derive(Deserialize)]
+struct Account {
+    #[serde(rename = "type")]
+    kind: String,
+}
+
+fn repositories(payload: RepositoriesPayload) -> Result<Page<RepositorySummary>, PluginError> {
+    let paging = Paging::new("repositories", payload.max_items, payload.next.as_deref())?;
+    let size = page_size(&paging, payload.per_page)?;
+    // A resumed listing knows its URL: no need to ask what the owner is again.
+    let path = match (&payload.owner, paging.start()) {
+        (_, Some(_)) => String::new(),
+        (Some(owner), None) => {
+            let owner = name("owner", owner)?;
+            // GitHub lists an organisation's private repositories (those the token
+            // may see) only under /orgs; /users lists public ones alone.
+            let account: Account = api_get(&format!("/users/{owner}"), None)?.json()?;
+            if account.kind == "Organization" {
+                format!("/orgs/{owner}/repos")
+            } else {
+                format!("/users/{owner}/repos")
+            }
+        }
+        (None, None) => "/user/repos".to_owned(),
     };
-    api_get(&path, payload.per_page)?.json()
+    list(
+        paging,
+        api_request(&path, Some(size))?,
+        |repository: RepositorySummary| RepositorySummary {
+            updated_at: time::utc_opt(repository.updated_at),
+            ..repository
+        },
+    )
 }
 
 #[derive(Deserialize)]
@@ -85,7 +127,17 @@ struct CommitsPayload {
     owner: String,
     repo: String,
     sha: Option<String>,
+    /// Only commits after this RFC 3339 time.
+    since: Option<String>,
+    /// Only commits before this RFC 3339 time.
+    until: Option<String>,
+    /// Only commits touching this file or directory.
+    path: Option<String>,
+    /// Only commits by this GitHub login or email address.
+    author: Option<String>,
     per_page: Option<u8>,
+    max_items: Option<u64>,
+    next: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -115,31 +167,38 @@ struct CommitSummary {
     date: Option<String>,
 }
 
-fn commits(payload: CommitsPayload) -> Result<Vec<CommitSummary>, PluginError> {
+fn commits(payload: CommitsPayload) -> Result<Page<CommitSummary>, PluginError> {
+    let paging = Paging::new("commits", payload.max_items, payload.next.as_deref())?;
     let path = format!(
         "/repos/{}/commits",
         repository(&payload.owner, &payload.repo)?
     );
-    let mut request = api_request(&path, payload.per_page)?;
+    let mut request = api_request(&path, Some(page_size(&paging, payload.per_page)?))?;
     if let Some(sha) = &payload.sha {
         request = request.query("sha", non_empty("sha", sha)?);
     }
-    let commits: Vec<Commit> = request.send()?.error_for_status()?.json()?;
-    Ok(commits
-        .into_iter()
-        .map(|Commit { sha, commit }| {
-            let (author, date) = commit
-                .author
-                .map(|author| (author.name, author.date))
-                .unzip();
-            CommitSummary {
-                sha,
-                message: commit.message,
-                author,
-                date,
-            }
-        })
-        .collect())
+    for (field, value) in [("since", &payload.since), ("until", &payload.until)] {
+        if let Some(value) = value {
+            request = request.query(field, time::payload_timestamp(field, value)?);
+        }
+    }
+    for (field, value) in [("path", &payload.path), ("author", &payload.author)] {
+        if let Some(value) = value {
+            request = request.query(field, non_empty(field, value)?);
+        }
+    }
+    list(paging, request, |Commit { sha, commit }: Commit| {
+        let (author, date) = commit
+            .author
+            .map(|author| (author.name, time::utc(&author.date)))
+            .unzip();
+        CommitSummary {
+            sha,
+            message: commit.message,
+            author,
+            date,
+        }
+    })
 }
 
 #[derive(Deserialize)]
@@ -148,7 +207,11 @@ struct PullRequestsPayload {
     owner: String,
     repo: String,
     state: Option<PullRequestState>,
+    sort: Option<PullRequestSort>,
+    direction: Option<Direction>,
     per_page: Option<u8>,
+    max_items: Option<u64>,
+    next: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -157,6 +220,52 @@ enum PullRequestState {
     Open,
     Closed,
     All,
+}
+
+impl PullRequestState {
+    fn as_str(&self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::Closed => "closed",
+            Self::All => "all",
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum PullRequestSort {
+    Created,
+    Updated,
+    Popularity,
+    LongRunning,
+}
+
+impl PullRequestSort {
+    fn as_str(&self) -> &'static str {
+        match self {
+            Self::Created => "created",
+            Self::Updated => "updated",
+            Self::Popularity => "popularity",
+            Self::LongRunning => "long-running",
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Direction {
+    Asc,
+    Desc,
+}
+
+impl Direction {
+    fn as_str(&self) -> &'static str {
+        match self {
+            Self::Asc => "asc",
+            Self::Desc => "desc",
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -170,6 +279,9 @@ struct PullRequest {
     base: Branch,
     html_url: String,
     created_at: String,
+    updated_at: Option<String>,
+    closed_at: Option<String>,
+    merged_at: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -183,53 +295,100 @@ struct Branch {
     reference: String,
 }
 
-/// One pull request as the plugin returns it.
+/// One pull request as the plugin returns it. `state` is `open`, `merged` or
+/// `closed` (closed without merging); `source_state` is GitHub's own (`open` or
+/// `closed`), which does not tell the last two apart.
 #[derive(Serialize)]
 struct PullRequestSummary {
     number: u64,
     title: String,
-    state: String,
+    state: &'static str,
+    source_state: String,
     draft: bool,
     author: Option<String>,
     head: String,
     base: String,
     html_url: String,
     created_at: String,
+    updated_at: Option<String>,
+    closed_at: Option<String>,
+    merged_at: Option<String>,
 }
 
-fn pull_requests(payload: PullRequestsPayload) -> Result<Vec<PullRequestSummary>, PluginError> {
+fn pull_requests(payload: PullRequestsPayload) -> Result<Page<PullRequestSummary>, PluginError> {
+    let paging = Paging::new("pullRequests", payload.max_items, payload.next.as_deref())?;
     let path = format!(
         "/repos/{}/pulls",
         repository(&payload.owner, &payload.repo)?
     );
-    let mut request = api_request(&path, payload.per_page)?;
-    if let Some(state) = payload.state {
+    let mut request = api_request(&path, Some(page_size(&paging, payload.per_page)?))?;
+    if let Some(state) = &payload.state {
         request = request.query("state", state.as_str());
     }
-    let pulls: Vec<PullRequest> = request.send()?.error_for_status()?.json()?;
-    Ok(pulls
-        .into_iter()
-        .map(|pull| PullRequestSummary {
-            number: pull.number,
-            title: pull.title,
-            state: pull.state,
-            draft: pull.draft.unwrap_or(false),
-            author: pull.user.map(|user| user.login),
-            head: pull.head.reference,
-            base: pull.base.reference,
-            html_url: pull.html_url,
-            created_at: pull.created_at,
-        })
-        .collect())
+    if let Some(sort) = &payload.sort {
+        request = request.query("sort", sort.as_str());
+    }
+    if let Some(direction) = &payload.direction {
+        request = request.query("direction", direction.as_str());
+    }
+    list(paging, request, summarise_pull_request)
 }
 
-impl PullRequestState {
-    fn as_str(&self) -> &'static str {
-        match self {
-            Self::Open => "open",
-            Self::Closed => "closed",
-            Self::All => "all",
-        }
+fn summarise_pull_request(pull: PullRequest) -> PullRequestSummary {
+    let state = match (pull.state.as_str(), &pull.merged_at) {
+        ("open", _) => "open",
+        (_, Some(_)) => "merged",
+        _ => "closed",
+    };
+    PullRequestSummary {
+        number: pull.number,
+        title: pull.title,
+        state,
+        source_state: pull.state,
+        draft: pull.draft.unwrap_or(false),
+        author: pull.user.map(|user| user.login),
+        head: pull.head.reference,
+        base: pull.base.reference,
+        html_url: pull.html_url,
+        created_at: time::utc(&pull.created_at),
+        updated_at: time::utc_opt(pull.updated_at),
+        closed_at: time::utc_opt(pull.closed_at),
+        merged_at: time::utc_opt(pull.merged_at),
+    }
+}
+
+/// Follows a listing's `Link: <...>; rel="next"` pages from `first`, converting each
+/// item with `convert`, into the SDK's envelope.
+fn list<T: DeserializeOwned, U>(
+    paging: Paging,
+    first: Request,
+    convert: impl Fn(T) -> U,
+) -> Result<Page<U>, PluginError> {
+    let paging = paging.urls_under(&setting("base_url", DEFAULT_BASE_URL))?;
+    paging.collect(|position| {
+        let request = match position {
+            None => first.clone(),
+            Some(url) => with_headers(Request::get(url)),
+        };
+        let response = request.send()?.error_for_status()?;
+        let next = link_next(&response);
+        let items: Vec<T> = response.json()?;
+        Ok(Fetched {
+            items: items.into_iter().map(&convert).collect(),
+            next,
+        })
+    })
+}
+
+/// The page size to ask for: the payload's `per_page` (1 to 100), else as many as
+/// `max_items` needs, at most 100.
+fn page_size(paging: &Paging, per_page: Option<u8>) -> Result<u8, PluginError> {
+    match per_page {
+        None => Ok(u8::try_from(paging.page_size(MAX_PER_PAGE.into())).unwrap_or(MAX_PER_PAGE)),
+        Some(size @ 1..=MAX_PER_PAGE) => Ok(size),
+        Some(size) => Err(PluginError::permanent(format!(
+            "invalid payload: field \"per_page\": must be 1 to {MAX_PER_PAGE}, got {size}"
+        ))),
     }
 }
 
@@ -299,17 +458,25 @@ fn setting(key: &str, default: &str) -> String {
 
 /// A GET of `path` on the API with GitHub's headers and an optional page size.
 fn api_request(path: &str, per_page: Option<u8>) -> Result<Request, PluginError> {
-    let request = Request::get(&format!("{}{path}", setting("base_url", DEFAULT_BASE_URL)))
-        .header("accept", "application/vnd.github+json")
-        .header("user-agent", "honeydew")
-        .header("x-github-api-version", "2022-11-28");
+    let request = with_headers(Request::get(&format!(
+        "{}{path}",
+        setting("base_url", DEFAULT_BASE_URL)
+    )));
     match per_page {
         None => Ok(request),
         Some(size @ 1..=MAX_PER_PAGE) => Ok(request.query("per_page", size)),
         Some(size) => Err(PluginError::permanent(format!(
-            "invalid payload: \"per_page\" must be 1 to {MAX_PER_PAGE}, got {size}"
+            "invalid payload: field \"per_page\": must be 1 to {MAX_PER_PAGE}, got {size}"
         ))),
     }
+}
+
+/// GitHub's headers on `request`.
+fn with_headers(request: Request) -> Request {
+    request
+        .header("accept", "application/vnd.github+json")
+        .header("user-agent", "honeydew")
+        .header("x-github-api-version", "2022-11-28")
 }
 
 /// Sends [`api_request`] and returns the response, its status classified by the SDK
@@ -424,6 +591,40 @@ mod tests {
             Some((false, None)),
         );
         check_status(200, &[("x-ratelimit-remaining", "0")], "[]", None);
+    }
+
+    #[test]
+    fn pull_request_states_tell_merged_from_closed() {
+        let pull = |state: &str, merged_at: Option<&str>| {
+            serde_json::from_value::<PullRequest>(serde_json::json!({
+                "number": 1, "title": "t", "state": state, "draft": null, "user": null,
+                "head": {"ref": "feature"}, "base": {"ref": "main"},
+                "html_url": "https://github.com/o/r/pull/1",
+                "created_at": "2024-01-02T03:04:05Z",
+                "closed_at": merged_at, "merged_at": merged_at
+            }))
+            .unwrap()
+        };
+        let merged = summarise_pull_request(pull("closed", Some("2024-02-03T04:05:06Z")));
+        assert_eq!((merged.state, &*merged.source_state), ("merged", "closed"));
+        assert_eq!(merged.merged_at.as_deref(), Some("2024-02-03T04:05:06Z"));
+        let rejected = summarise_pull_request(pull("closed", None));
+        assert_eq!((rejected.state, rejected.merged_at), ("closed", None));
+        let open = summarise_pull_request(pull("open", None));
+        assert_eq!((open.state, open.draft, open.author), ("open", false, None));
+    }
+
+    #[test]
+    fn page_sizes_follow_max_items() {
+        let paging = |max_items| Paging::new("commits", Some(max_items), None).unwrap();
+        assert_eq!(page_size(&paging(30), None), Ok(30));
+        assert_eq!(page_size(&paging(137), None), Ok(100));
+        assert_eq!(page_size(&paging(137), Some(10)), Ok(10));
+        let error = page_size(&paging(5), Some(0)).unwrap_err();
+        assert_eq!(
+            error.message(),
+            "invalid payload: field \"per_page\": must be 1 to 100, got 0"
+        );
     }
 
     #[test]
