@@ -13,6 +13,8 @@
 //! returns the SDK's envelope `{"items": [...], "truncated": bool, "next": cursor or
 //! null}`. A pull request's `state` is `open`, `merged` or `closed` (declined or
 //! superseded), with Bitbucket's own value in `source_state`; times are RFC 3339 UTC.
+//! Items are the SDK's shared vocabulary (`vocabulary::{Repository, Commit,
+//! PullRequest}`; a commit's author is parsed from its `Name <email>` signature).
 //!
 //! Config: `base_url` (default `https://api.bitbucket.org/2.0`). The daemon adds
 //! `Authorization` from the manifest's `[[auth]]` rule: `Basic` with an Atlassian API
@@ -22,9 +24,10 @@
 
 use honeydew_plugin_sdk::http::{Request, Response};
 use honeydew_plugin_sdk::paging::{Fetched, Page, Paging};
+use honeydew_plugin_sdk::vocabulary::{Commit, Person, PullRequest, PullRequestState, Repository};
 use honeydew_plugin_sdk::{Plugin, PluginError, PluginInfo, config, parse_payload, time, to_json};
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 
 const DEFAULT_BASE_URL: &str = "https://api.bitbucket.org/2.0";
 /// The largest page every listing here accepts (pull requests stop at 50).
@@ -88,7 +91,8 @@ struct RepositoriesPayload {
 }
 
 #[derive(Deserialize)]
-struct Repository {
+struct BitbucketRepository {
+    uuid: String,
     full_name: String,
     is_private: bool,
     mainbranch: Option<Named>,
@@ -97,32 +101,22 @@ struct Repository {
     updated_on: Option<String>,
 }
 
-/// One repository as the plugin returns it.
-#[derive(Serialize)]
-struct RepositorySummary {
-    full_name: String,
-    private: bool,
-    default_branch: Option<String>,
-    description: Option<String>,
-    html_url: String,
-    updated_on: Option<String>,
-}
-
-fn repositories(payload: RepositoriesPayload) -> Result<Page<RepositorySummary>, PluginError> {
+fn repositories(payload: RepositoriesPayload) -> Result<Page<Repository>, PluginError> {
     let paging = Paging::new("repositories", payload.max_items, payload.next.as_deref())?;
     let path = format!("/repositories/{}", name("workspace", &payload.workspace)?);
     let mut request = paged(api_request(&path), &paging, payload.per_page)?;
     if let Some(q) = &payload.q {
         request = request.query("q", non_empty("q", q)?);
     }
-    list(paging, request, |repository: Repository| {
-        RepositorySummary {
+    list(paging, request, |repository: BitbucketRepository| {
+        Repository {
+            id: repository.uuid,
             full_name: repository.full_name,
             private: repository.is_private,
             default_branch: repository.mainbranch.map(|branch| branch.name),
             description: repository.description.filter(|text| !text.is_empty()),
-            html_url: repository.links.html.href,
-            updated_on: time::utc_opt(repository.updated_on),
+            url: repository.links.html.href,
+            updated_at: time::utc_opt(repository.updated_on),
         }
     })
 }
@@ -139,28 +133,21 @@ struct CommitsPayload {
 }
 
 #[derive(Deserialize)]
-struct Commit {
+struct BitbucketCommit {
     hash: String,
     message: String,
     author: Option<CommitAuthor>,
     date: Option<String>,
 }
 
+/// A commit's author: the git signature, and the Bitbucket account when one matches.
 #[derive(Deserialize)]
 struct CommitAuthor {
     raw: String,
+    user: Option<Account>,
 }
 
-/// One commit as the plugin returns it.
-#[derive(Serialize)]
-struct CommitSummary {
-    sha: String,
-    message: String,
-    author: Option<String>,
-    date: Option<String>,
-}
-
-fn commits(payload: CommitsPayload) -> Result<Page<CommitSummary>, PluginError> {
+fn commits(payload: CommitsPayload) -> Result<Page<Commit>, PluginError> {
     let paging = Paging::new("commits", payload.max_items, payload.next.as_deref())?;
     let path = format!(
         "/repositories/{}/commits",
@@ -170,10 +157,13 @@ fn commits(payload: CommitsPayload) -> Result<Page<CommitSummary>, PluginError> 
     if let Some(branch) = &payload.branch {
         request = request.query("include", non_empty("branch", branch)?);
     }
-    list(paging, request, |commit: Commit| CommitSummary {
+    list(paging, request, |commit: BitbucketCommit| Commit {
         sha: commit.hash,
         message: commit.message,
-        author: commit.author.map(|author| author.raw),
+        author: commit.author.and_then(|author| {
+            let login = author.user.and_then(|user| user.nickname);
+            Person::from_signature(&author.raw, login)
+        }),
         date: time::utc_opt(commit.date),
     })
 }
@@ -196,20 +186,20 @@ struct PullRequestsPayload {
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum States {
-    One(PullRequestState),
-    Several(Vec<PullRequestState>),
+    One(StateFilter),
+    Several(Vec<StateFilter>),
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
-enum PullRequestState {
+enum StateFilter {
     Open,
     Merged,
     Declined,
     Superseded,
 }
 
-impl PullRequestState {
+impl StateFilter {
     fn as_str(&self) -> &'static str {
         match self {
             Self::Open => "OPEN",
@@ -221,10 +211,11 @@ impl PullRequestState {
 }
 
 #[derive(Deserialize)]
-struct PullRequest {
+struct BitbucketPullRequest {
     id: u64,
     title: String,
     state: String,
+    draft: Option<bool>,
     author: Option<Account>,
     source: Endpoint,
     destination: Endpoint,
@@ -235,7 +226,8 @@ struct PullRequest {
 
 #[derive(Deserialize)]
 struct Account {
-    display_name: String,
+    display_name: Option<String>,
+    nickname: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -243,23 +235,7 @@ struct Endpoint {
     branch: Named,
 }
 
-/// One pull request as the plugin returns it. `state` is `open`, `merged` or
-/// `closed` (declined or superseded); `source_state` is Bitbucket's own.
-#[derive(Serialize)]
-struct PullRequestSummary {
-    id: u64,
-    title: String,
-    state: &'static str,
-    source_state: String,
-    author: Option<String>,
-    source: String,
-    destination: String,
-    html_url: String,
-    created_on: String,
-    updated_on: Option<String>,
-}
-
-fn pull_requests(payload: PullRequestsPayload) -> Result<Page<PullRequestSummary>, PluginError> {
+fn pull_requests(payload: PullRequestsPayload) -> Result<Page<PullRequest>, PluginError> {
     let paging = Paging::new("pullRequests", payload.max_items, payload.next.as_deref())?;
     let path = format!(
         "/repositories/{}/pullrequests",
@@ -287,23 +263,30 @@ fn pull_requests(payload: PullRequestsPayload) -> Result<Page<PullRequestSummary
     list(paging, request, summarise_pull_request)
 }
 
-fn summarise_pull_request(pull: PullRequest) -> PullRequestSummary {
+/// A pull request in the shared vocabulary: declined and superseded are closed.
+/// Bitbucket gives no merge or close time, so those stay unknown.
+fn summarise_pull_request(pull: BitbucketPullRequest) -> PullRequest {
     let state = match pull.state.as_str() {
-        "OPEN" => "open",
-        "MERGED" => "merged",
-        _ => "closed",
+        "OPEN" => PullRequestState::Open,
+        "MERGED" => PullRequestState::Merged,
+        _ => PullRequestState::Closed,
     };
-    PullRequestSummary {
-        id: pull.id,
+    PullRequest {
+        number: pull.id,
         title: pull.title,
         state,
         source_state: pull.state,
-        author: pull.author.map(|author| author.display_name),
-        source: pull.source.branch.name,
-        destination: pull.destination.branch.name,
-        html_url: pull.links.html.href,
-        created_on: time::utc(&pull.created_on),
-        updated_on: time::utc_opt(pull.updated_on),
+        draft: pull.draft.unwrap_or(false),
+        author: pull
+            .author
+            .and_then(|author| Person::new(author.nickname, author.display_name, None)),
+        source_branch: pull.source.branch.name,
+        target_branch: pull.destination.branch.name,
+        url: pull.links.html.href,
+        created_at: time::utc(&pull.created_on),
+        updated_at: time::utc_opt(pull.updated_on),
+        merged_at: None,
+        closed_at: None,
     }
 }
 
@@ -399,7 +382,7 @@ mod tests {
     #[test]
     fn pull_request_states_map_to_one_vocabulary() {
         let pull = |state: &str| {
-            serde_json::from_value::<PullRequest>(serde_json::json!({
+            serde_json::from_value::<BitbucketPullRequest>(serde_json::json!({
                 "id": 3, "title": "t", "state": state, "author": null,
                 "source": {"branch": {"name": "feature"}},
                 "destination": {"branch": {"name": "main"}},
@@ -409,14 +392,15 @@ mod tests {
             .unwrap()
         };
         for (source, state) in [
-            ("OPEN", "open"),
-            ("MERGED", "merged"),
-            ("DECLINED", "closed"),
-            ("SUPERSEDED", "closed"),
+            ("OPEN", PullRequestState::Open),
+            ("MERGED", PullRequestState::Merged),
+            ("DECLINED", PullRequestState::Closed),
+            ("SUPERSEDED", PullRequestState::Closed),
         ] {
             let summary = summarise_pull_request(pull(source));
             assert_eq!((summary.state, &*summary.source_state), (state, source));
-            assert_eq!(summary.created_on, "2024-01-02T03:04:05.123456Z");
+            assert_eq!(summary.created_at, "2024-01-02T03:04:05.123456Z");
+            assert_eq!(summary.author, None);
         }
     }
 
@@ -427,7 +411,7 @@ mod tests {
             parse(r#"{"workspace":"w","repo":"r","state":"OPEN"}"#)
                 .ok()
                 .and_then(|p| p.state),
-            Some(States::One(PullRequestState::Open))
+            Some(States::One(StateFilter::Open))
         ));
         assert!(matches!(
             parse(r#"{"workspace":"w","repo":"r","state":["OPEN","MERGED"]}"#).ok().and_then(|p| p.state),

@@ -16,7 +16,8 @@
 //! (`open`, `closed`, `all`), `sort` (`created`, `updated`, `popularity`,
 //! `long-running`), `direction` (`asc`, `desc`). A pull request's `state` is `open`,
 //! `merged` or `closed`, with GitHub's own value in `source_state` and `merged_at`
-//! beside it; timestamps are RFC 3339 UTC. `clone` names the tarball URL and its size
+//! beside it; timestamps are RFC 3339 UTC. Items are the SDK's shared vocabulary
+//! (`vocabulary::{Repository, Commit, PullRequest}`; people `{login, name, email}`). `clone` names the tarball URL and its size
 //! (`null` when the server does not say); without `ref` it asks the API for the
 //! repository's default branch first.
 //!
@@ -32,6 +33,7 @@
 
 use honeydew_plugin_sdk::http::{self, Request, Response};
 use honeydew_plugin_sdk::paging::{Fetched, Page, Paging, link_next};
+use honeydew_plugin_sdk::vocabulary::{Commit, Person, PullRequest, PullRequestState, Repository};
 use honeydew_plugin_sdk::{Plugin, PluginError, PluginInfo, config, parse_payload, time, to_json};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -74,9 +76,10 @@ struct RepositoriesPayload {
     next: Option<String>,
 }
 
-/// One repository, as GitHub sends it and as the plugin returns it.
-#[derive(Deserialize, Serialize)]
-struct RepositorySummary {
+/// One repository as GitHub sends it.
+#[derive(Deserialize)]
+struct GitHubRepository {
+    id: u64,
     full_name: String,
     private: bool,
     default_branch: Option<String>,
@@ -92,7 +95,7 @@ struct Account {
     kind: String,
 }
 
-fn repositories(payload: RepositoriesPayload) -> Result<Page<RepositorySummary>, PluginError> {
+fn repositories(payload: RepositoriesPayload) -> Result<Page<Repository>, PluginError> {
     let paging = Paging::new("repositories", payload.max_items, payload.next.as_deref())?;
     let size = page_size(&paging, payload.per_page)?;
     // A resumed listing knows its URL: no need to ask what the owner is again.
@@ -114,9 +117,14 @@ fn repositories(payload: RepositoriesPayload) -> Result<Page<RepositorySummary>,
     list(
         paging,
         api_request(&path, Some(size))?,
-        |repository: RepositorySummary| RepositorySummary {
+        |repository: GitHubRepository| Repository {
+            id: repository.id.to_string(),
+            full_name: repository.full_name,
+            private: repository.private,
+            default_branch: repository.default_branch,
+            description: repository.description.filter(|text| !text.is_empty()),
+            url: repository.html_url,
             updated_at: time::utc_opt(repository.updated_at),
-            ..repository
         },
     )
 }
@@ -140,10 +148,13 @@ struct CommitsPayload {
     next: Option<String>,
 }
 
+/// One commit as GitHub sends it: the git commit, and the GitHub account of its
+/// author when GitHub could match one.
 #[derive(Deserialize)]
-struct Commit {
+struct GitHubCommit {
     sha: String,
     commit: CommitDetail,
+    author: Option<User>,
 }
 
 #[derive(Deserialize)]
@@ -154,20 +165,12 @@ struct CommitDetail {
 
 #[derive(Deserialize)]
 struct Signature {
-    name: String,
-    date: String,
-}
-
-/// One commit as the plugin returns it.
-#[derive(Serialize)]
-struct CommitSummary {
-    sha: String,
-    message: String,
-    author: Option<String>,
+    name: Option<String>,
+    email: Option<String>,
     date: Option<String>,
 }
 
-fn commits(payload: CommitsPayload) -> Result<Page<CommitSummary>, PluginError> {
+fn commits(payload: CommitsPayload) -> Result<Page<Commit>, PluginError> {
     let paging = Paging::new("commits", payload.max_items, payload.next.as_deref())?;
     let path = format!(
         "/repos/{}/commits",
@@ -187,18 +190,24 @@ fn commits(payload: CommitsPayload) -> Result<Page<CommitSummary>, PluginError> 
             request = request.query(field, non_empty(field, value)?);
         }
     }
-    list(paging, request, |Commit { sha, commit }: Commit| {
-        let (author, date) = commit
-            .author
-            .map(|author| (author.name, time::utc(&author.date)))
-            .unzip();
-        CommitSummary {
-            sha,
-            message: commit.message,
-            author,
-            date,
-        }
-    })
+    list(paging, request, summarise_commit)
+}
+
+fn summarise_commit(commit: GitHubCommit) -> Commit {
+    let login = commit.author.map(|user| user.login);
+    let signature = commit.commit.author;
+    let date = signature
+        .as_ref()
+        .and_then(|signature| signature.date.clone());
+    let (name, email) = signature
+        .map(|signature| (signature.name, signature.email))
+        .unwrap_or_default();
+    Commit {
+        sha: commit.sha,
+        message: commit.commit.message,
+        author: Person::new(login, name, email),
+        date: time::utc_opt(date),
+    }
 }
 
 #[derive(Deserialize)]
@@ -206,7 +215,7 @@ fn commits(payload: CommitsPayload) -> Result<Page<CommitSummary>, PluginError> 
 struct PullRequestsPayload {
     owner: String,
     repo: String,
-    state: Option<PullRequestState>,
+    state: Option<StateFilter>,
     sort: Option<PullRequestSort>,
     direction: Option<Direction>,
     per_page: Option<u8>,
@@ -216,13 +225,13 @@ struct PullRequestsPayload {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "lowercase")]
-enum PullRequestState {
+enum StateFilter {
     Open,
     Closed,
     All,
 }
 
-impl PullRequestState {
+impl StateFilter {
     fn as_str(&self) -> &'static str {
         match self {
             Self::Open => "open",
@@ -268,8 +277,9 @@ impl Direction {
     }
 }
 
+/// One pull request as GitHub sends it.
 #[derive(Deserialize)]
-struct PullRequest {
+struct GitHubPullRequest {
     number: u64,
     title: String,
     state: String,
@@ -295,27 +305,7 @@ struct Branch {
     reference: String,
 }
 
-/// One pull request as the plugin returns it. `state` is `open`, `merged` or
-/// `closed` (closed without merging); `source_state` is GitHub's own (`open` or
-/// `closed`), which does not tell the last two apart.
-#[derive(Serialize)]
-struct PullRequestSummary {
-    number: u64,
-    title: String,
-    state: &'static str,
-    source_state: String,
-    draft: bool,
-    author: Option<String>,
-    head: String,
-    base: String,
-    html_url: String,
-    created_at: String,
-    updated_at: Option<String>,
-    closed_at: Option<String>,
-    merged_at: Option<String>,
-}
-
-fn pull_requests(payload: PullRequestsPayload) -> Result<Page<PullRequestSummary>, PluginError> {
+fn pull_requests(payload: PullRequestsPayload) -> Result<Page<PullRequest>, PluginError> {
     let paging = Paging::new("pullRequests", payload.max_items, payload.next.as_deref())?;
     let path = format!(
         "/repos/{}/pulls",
@@ -334,22 +324,25 @@ fn pull_requests(payload: PullRequestsPayload) -> Result<Page<PullRequestSummary
     list(paging, request, summarise_pull_request)
 }
 
-fn summarise_pull_request(pull: PullRequest) -> PullRequestSummary {
+/// GitHub's `closed` covers merged and rejected alike: `merged_at` tells them apart.
+fn summarise_pull_request(pull: GitHubPullRequest) -> PullRequest {
     let state = match (pull.state.as_str(), &pull.merged_at) {
-        ("open", _) => "open",
-        (_, Some(_)) => "merged",
-        _ => "closed",
+        ("open", _) => PullRequestState::Open,
+        (_, Some(_)) => PullRequestState::Merged,
+        _ => PullRequestState::Closed,
     };
-    PullRequestSummary {
+    PullRequest {
         number: pull.number,
         title: pull.title,
         state,
         source_state: pull.state,
         draft: pull.draft.unwrap_or(false),
-        author: pull.user.map(|user| user.login),
-        head: pull.head.reference,
-        base: pull.base.reference,
-        html_url: pull.html_url,
+        author: pull
+            .user
+            .and_then(|user| Person::new(Some(user.login), None, None)),
+        source_branch: pull.head.reference,
+        target_branch: pull.base.reference,
+        url: pull.html_url,
         created_at: time::utc(&pull.created_at),
         updated_at: time::utc_opt(pull.updated_at),
         closed_at: time::utc_opt(pull.closed_at),
@@ -401,8 +394,9 @@ struct ClonePayload {
     reference: Option<String>,
 }
 
+/// What `clone` reads of `GET /repos/{owner}/{repo}`.
 #[derive(Deserialize)]
-struct Repository {
+struct DefaultBranch {
     default_branch: String,
 }
 
@@ -423,7 +417,7 @@ fn clone(payload: ClonePayload) -> Result<CloneSummary, PluginError> {
         Some(reference) => non_empty("ref", &reference)?.to_owned(),
         None => {
             api_get(&format!("/repos/{repository}"), None)?
-                .json::<Repository>()?
+                .json::<DefaultBranch>()?
                 .default_branch
         }
     };
@@ -596,7 +590,7 @@ mod tests {
     #[test]
     fn pull_request_states_tell_merged_from_closed() {
         let pull = |state: &str, merged_at: Option<&str>| {
-            serde_json::from_value::<PullRequest>(serde_json::json!({
+            serde_json::from_value::<GitHubPullRequest>(serde_json::json!({
                 "number": 1, "title": "t", "state": state, "draft": null, "user": null,
                 "head": {"ref": "feature"}, "base": {"ref": "main"},
                 "html_url": "https://github.com/o/r/pull/1",
@@ -606,12 +600,51 @@ mod tests {
             .unwrap()
         };
         let merged = summarise_pull_request(pull("closed", Some("2024-02-03T04:05:06Z")));
-        assert_eq!((merged.state, &*merged.source_state), ("merged", "closed"));
+        assert_eq!(
+            (merged.state, &*merged.source_state),
+            (PullRequestState::Merged, "closed")
+        );
         assert_eq!(merged.merged_at.as_deref(), Some("2024-02-03T04:05:06Z"));
         let rejected = summarise_pull_request(pull("closed", None));
-        assert_eq!((rejected.state, rejected.merged_at), ("closed", None));
+        assert_eq!(
+            (rejected.state, rejected.merged_at),
+            (PullRequestState::Closed, None)
+        );
         let open = summarise_pull_request(pull("open", None));
-        assert_eq!((open.state, open.draft, open.author), ("open", false, None));
+        assert_eq!(
+            (open.state, open.draft, open.author),
+            (PullRequestState::Open, false, None)
+        );
+        assert_eq!(
+            (&*open.source_branch, &*open.target_branch),
+            ("feature", "main")
+        );
+    }
+
+    #[test]
+    fn commit_authors_are_people() {
+        let commit = serde_json::from_value::<GitHubCommit>(serde_json::json!({
+            "sha": "abc",
+            "commit": {"message": "m", "author": {"name": "Ada", "email": "ada@example.com",
+                       "date": "2024-01-02T03:04:05+01:00"}},
+            "author": {"login": "ada"}
+        }))
+        .unwrap();
+        let commit = summarise_commit(commit);
+        assert_eq!(
+            commit.author,
+            Person::new(
+                Some("ada".into()),
+                Some("Ada".into()),
+                Some("ada@example.com".into())
+            )
+        );
+        assert_eq!(commit.date.as_deref(), Some("2024-01-02T02:04:05Z"));
+        let anonymous = serde_json::from_value::<GitHubCommit>(serde_json::json!({
+            "sha": "abc", "commit": {"message": "m", "author": null}, "author": null
+        }))
+        .unwrap();
+        assert_eq!(summarise_commit(anonymous).author, None);
     }
 
     #[test]

@@ -16,7 +16,9 @@
 //! null}`. The `state` filter is `opened`, `closed`, `merged`, `locked` or `all`; a
 //! merge request's `state` in the result is `open`, `merged` or `closed`, with
 //! GitLab's own value in `source_state`. Times in filters and results are RFC 3339
-//! (results in UTC). `clone` names the archive URL (on the API host, so the daemon's
+//! (results in UTC). Items are the SDK's shared vocabulary: projects are
+//! `vocabulary::Repository` (`full_name` is the path with namespace), merge requests
+//! `vocabulary::PullRequest` (`number` is the `iid`). `clone` names the archive URL (on the API host, so the daemon's
 //! auth applies to it) and its size, `null` when the server does not say; without
 //! `ref` it uses the project's default branch.
 //!
@@ -27,6 +29,7 @@
 
 use honeydew_plugin_sdk::http::{self, Request, Response};
 use honeydew_plugin_sdk::paging::{Fetched, Page, Paging, link_next, with_query};
+use honeydew_plugin_sdk::vocabulary::{Commit, Person, PullRequest, PullRequestState, Repository};
 use honeydew_plugin_sdk::{Plugin, PluginError, PluginInfo, config, parse_payload, time, to_json};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -90,18 +93,19 @@ struct ProjectsPayload {
     next: Option<String>,
 }
 
-/// One project, as GitLab sends it and as the plugin returns it.
-#[derive(Deserialize, Serialize)]
-struct ProjectSummary {
+/// One project as GitLab sends it; the plugin returns it as a repository.
+#[derive(Deserialize)]
+struct GitLabProject {
     id: u64,
     path_with_namespace: String,
     default_branch: Option<String>,
     visibility: Option<String>,
+    description: Option<String>,
     web_url: String,
     last_activity_at: Option<String>,
 }
 
-fn projects(payload: ProjectsPayload) -> Result<Page<ProjectSummary>, PluginError> {
+fn projects(payload: ProjectsPayload) -> Result<Page<Repository>, PluginError> {
     let paging = Paging::new("projects", payload.max_items, payload.next.as_deref())?;
     let request = match &payload.group {
         Some(group) => {
@@ -119,10 +123,19 @@ fn projects(payload: ProjectsPayload) -> Result<Page<ProjectSummary>, PluginErro
         None => api_request("/projects").query("membership", true),
     };
     let request = paged(request, &paging, payload.per_page)?;
-    list(paging, request, |project: ProjectSummary| ProjectSummary {
-        last_activity_at: time::utc_opt(project.last_activity_at),
-        ..project
-    })
+    list(paging, request, summarise_project)
+}
+
+fn summarise_project(project: GitLabProject) -> Repository {
+    Repository {
+        id: project.id.to_string(),
+        full_name: project.path_with_namespace,
+        private: project.visibility.as_deref() != Some("public"),
+        default_branch: project.default_branch,
+        description: project.description.filter(|text| !text.is_empty()),
+        url: project.web_url,
+        updated_at: time::utc_opt(project.last_activity_at),
+    }
 }
 
 #[derive(Deserialize)]
@@ -144,24 +157,17 @@ struct CommitsPayload {
     next: Option<String>,
 }
 
+/// One commit as GitLab sends it.
 #[derive(Deserialize)]
-struct Commit {
+struct GitLabCommit {
     id: String,
     message: String,
     author_name: Option<String>,
+    author_email: Option<String>,
     authored_date: Option<String>,
 }
 
-/// One commit as the plugin returns it.
-#[derive(Serialize)]
-struct CommitSummary {
-    sha: String,
-    message: String,
-    author: Option<String>,
-    date: Option<String>,
-}
-
-fn commits(payload: CommitsPayload) -> Result<Page<CommitSummary>, PluginError> {
+fn commits(payload: CommitsPayload) -> Result<Page<Commit>, PluginError> {
     let paging = Paging::new("commits", payload.max_items, payload.next.as_deref())?;
     let path = format!(
         "/projects/{}/repository/commits",
@@ -181,10 +187,10 @@ fn commits(payload: CommitsPayload) -> Result<Page<CommitSummary>, PluginError> 
             request = request.query(field, non_empty(field, value)?);
         }
     }
-    list(paging, request, |commit: Commit| CommitSummary {
+    list(paging, request, |commit: GitLabCommit| Commit {
         sha: commit.id,
         message: commit.message,
-        author: commit.author_name,
+        author: Person::new(None, commit.author_name, commit.author_email),
         date: time::utc_opt(commit.authored_date),
     })
 }
@@ -225,8 +231,9 @@ impl MergeRequestState {
     }
 }
 
+/// One merge request as GitLab sends it.
 #[derive(Deserialize)]
-struct MergeRequest {
+struct GitLabMergeRequest {
     iid: u64,
     title: String,
     state: String,
@@ -243,29 +250,11 @@ struct MergeRequest {
 
 #[derive(Deserialize)]
 struct Author {
-    username: String,
+    username: Option<String>,
+    name: Option<String>,
 }
 
-/// One merge request as the plugin returns it. `state` is `open`, `merged` or
-/// `closed`; `source_state` is GitLab's own (`opened`, `locked`, `merged`, `closed`).
-#[derive(Serialize)]
-struct MergeRequestSummary {
-    iid: u64,
-    title: String,
-    state: &'static str,
-    source_state: String,
-    draft: bool,
-    author: Option<String>,
-    source_branch: String,
-    target_branch: String,
-    web_url: String,
-    created_at: String,
-    updated_at: Option<String>,
-    merged_at: Option<String>,
-    closed_at: Option<String>,
-}
-
-fn merge_requests(payload: MergeRequestsPayload) -> Result<Page<MergeRequestSummary>, PluginError> {
+fn merge_requests(payload: MergeRequestsPayload) -> Result<Page<PullRequest>, PluginError> {
     let paging = Paging::new("mergeRequests", payload.max_items, payload.next.as_deref())?;
     let path = format!(
         "/projects/{}/merge_requests",
@@ -286,23 +275,25 @@ fn merge_requests(payload: MergeRequestsPayload) -> Result<Page<MergeRequestSumm
     list(paging, request, summarise_merge_request)
 }
 
-fn summarise_merge_request(merge_request: MergeRequest) -> MergeRequestSummary {
+fn summarise_merge_request(merge_request: GitLabMergeRequest) -> PullRequest {
     let state = match merge_request.state.as_str() {
-        "merged" => "merged",
-        "closed" => "closed",
+        "merged" => PullRequestState::Merged,
+        "closed" => PullRequestState::Closed,
         // `opened`, and `locked` (open, its discussion locked).
-        _ => "open",
+        _ => PullRequestState::Open,
     };
-    MergeRequestSummary {
-        iid: merge_request.iid,
+    PullRequest {
+        number: merge_request.iid,
         title: merge_request.title,
         state,
         source_state: merge_request.state,
         draft: merge_request.draft.unwrap_or(false),
-        author: merge_request.author.map(|author| author.username),
+        author: merge_request
+            .author
+            .and_then(|author| Person::new(author.username, author.name, None)),
         source_branch: merge_request.source_branch,
         target_branch: merge_request.target_branch,
-        web_url: merge_request.web_url,
+        url: merge_request.web_url,
         created_at: time::utc(&merge_request.created_at),
         updated_at: time::utc_opt(merge_request.updated_at),
         merged_at: time::utc_opt(merge_request.merged_at),
@@ -470,7 +461,7 @@ mod tests {
     #[test]
     fn merge_request_states_map_to_one_vocabulary() {
         let merge_request = |state: &str| {
-            serde_json::from_value::<MergeRequest>(serde_json::json!({
+            serde_json::from_value::<GitLabMergeRequest>(serde_json::json!({
                 "iid": 7, "title": "t", "state": state, "author": null,
                 "source_branch": "f", "target_branch": "main",
                 "web_url": "https://gitlab.example/g/p/-/merge_requests/7",
@@ -480,16 +471,36 @@ mod tests {
             .unwrap()
         };
         for (source, state) in [
-            ("opened", "open"),
-            ("locked", "open"),
-            ("merged", "merged"),
-            ("closed", "closed"),
+            ("opened", PullRequestState::Open),
+            ("locked", PullRequestState::Open),
+            ("merged", PullRequestState::Merged),
+            ("closed", PullRequestState::Closed),
         ] {
             let summary = summarise_merge_request(merge_request(source));
             assert_eq!((summary.state, &*summary.source_state), (state, source));
             assert_eq!(summary.created_at, "2024-01-02T02:04:05Z");
             assert_eq!(summary.author, None);
         }
+    }
+
+    #[test]
+    fn projects_are_repositories() {
+        let project = serde_json::from_value::<GitLabProject>(serde_json::json!({
+            "id": 7, "path_with_namespace": "acme/platform/api", "default_branch": "main",
+            "visibility": "internal", "description": "", "web_url": "https://gitlab.example/acme/platform/api",
+            "last_activity_at": "2024-01-02T03:04:05.678+01:00"
+        }))
+        .unwrap();
+        let repository = summarise_project(project);
+        assert_eq!(
+            (&*repository.id, &*repository.full_name, repository.private),
+            ("7", "acme/platform/api", true)
+        );
+        assert_eq!(repository.description, None);
+        assert_eq!(
+            repository.updated_at.as_deref(),
+            Some("2024-01-02T02:04:05.678Z")
+        );
     }
 
     #[test]

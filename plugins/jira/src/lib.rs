@@ -10,10 +10,11 @@
 //! commands also take `max_items` (default 100, at most 10 000), `next` (the cursor of
 //! a previous result, with the same payload otherwise) and `max_results` (the page
 //! size, 1 to 100), and return the SDK's envelope `{"items": [...], "truncated": bool,
-//! "next": cursor or null}`. Results are compact JSON (see the `*Summary` types):
-//! people are display names, times RFC 3339 UTC (Jira's `+0000` offsets converted),
-//! an issue's `state` is `open`, `in_progress` or `closed` (from its status category)
-//! beside its `status` name.
+//! "next": cursor or null}`. Issues are the SDK's `vocabulary::Issue`: people are
+//! `{login, name, email}` (Jira gives a display name, and an email when allowed),
+//! times RFC 3339 UTC (Jira's `+0000` offsets converted), `state` is `open`,
+//! `in_progress` or `closed` (from the status category) beside the `status` name,
+//! `url` the issue's page on the site.
 //!
 //! Config: `base_url`, the site: `https://your-domain.atlassian.net` for basic auth
 //! (`email:api-token`), or `https://api.atlassian.com/ex/jira/{cloudId}` for a scoped
@@ -25,6 +26,7 @@
 
 use honeydew_plugin_sdk::http::{self, Request, Response};
 use honeydew_plugin_sdk::paging::{Fetched, Page, Paging, invalid_cursor};
+use honeydew_plugin_sdk::vocabulary::{Issue, IssueState, Person};
 use honeydew_plugin_sdk::{Plugin, PluginError, PluginInfo, config, parse_payload, time, to_json};
 use serde::{Deserialize, Serialize};
 
@@ -33,7 +35,8 @@ const MAX_RESULTS: u16 = 100;
 /// The largest `startAt` a cursor may hold: far beyond any site's project count.
 const MAX_START_AT: u64 = 100_000_000;
 /// The issue fields the plugin reads.
-const ISSUE_FIELDS: &str = "summary,status,issuetype,priority,assignee,reporter,created,updated";
+const ISSUE_FIELDS: &str =
+    "summary,status,issuetype,priority,assignee,reporter,created,updated,resolutiondate";
 
 struct Jira;
 
@@ -155,13 +158,14 @@ struct IssuesPayload {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct SearchPage {
-    issues: Vec<Issue>,
+    issues: Vec<JiraIssue>,
     next_page_token: Option<String>,
     is_last: Option<bool>,
 }
 
+/// One issue as Jira sends it.
 #[derive(Deserialize)]
-struct Issue {
+struct JiraIssue {
     key: String,
     fields: IssueFields,
 }
@@ -172,10 +176,11 @@ struct IssueFields {
     status: Option<Status>,
     issuetype: Option<Named>,
     priority: Option<Named>,
-    assignee: Option<Person>,
-    reporter: Option<Person>,
+    assignee: Option<JiraUser>,
+    reporter: Option<JiraUser>,
     created: Option<String>,
     updated: Option<String>,
+    resolutiondate: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -195,58 +200,60 @@ struct StatusCategory {
     key: String,
 }
 
+/// A Jira user: its display name, and its email address when the user's privacy
+/// settings let Jira show it.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Person {
-    display_name: String,
+struct JiraUser {
+    display_name: Option<String>,
+    email_address: Option<String>,
 }
 
-/// One issue as the plugin returns it. `state` is `open`, `in_progress` or `closed`,
-/// from the status's category (`new`, `indeterminate`, `done`); `status` is the
-/// status's own name. Times are RFC 3339 UTC.
-#[derive(Serialize)]
-struct IssueSummary {
-    key: String,
-    summary: Option<String>,
-    state: Option<&'static str>,
-    status: Option<String>,
-    #[serde(rename = "type")]
-    issue_type: Option<String>,
-    priority: Option<String>,
-    assignee: Option<String>,
-    reporter: Option<String>,
-    created: Option<String>,
-    updated: Option<String>,
-}
-
-impl From<Issue> for IssueSummary {
-    fn from(Issue { key, fields }: Issue) -> Self {
-        let state = fields
-            .status
-            .as_ref()
-            .and_then(|status| status.status_category.as_ref())
-            .and_then(|category| match category.key.as_str() {
-                "new" => Some("open"),
-                "indeterminate" => Some("in_progress"),
-                "done" => Some("closed"),
-                _ => None,
-            });
-        Self {
-            key,
-            summary: fields.summary,
-            state,
-            status: fields.status.map(|status| status.name),
-            issue_type: fields.issuetype.map(|issue_type| issue_type.name),
-            priority: fields.priority.map(|priority| priority.name),
-            assignee: fields.assignee.map(|person| person.display_name),
-            reporter: fields.reporter.map(|person| person.display_name),
-            created: time::utc_opt(fields.created),
-            updated: time::utc_opt(fields.updated),
-        }
+impl JiraUser {
+    fn person(self) -> Option<Person> {
+        Person::new(None, self.display_name, self.email_address)
     }
 }
 
-fn issues(payload: IssuesPayload) -> Result<Page<IssueSummary>, PluginError> {
+/// An issue in the shared vocabulary. `state` comes from the status's category
+/// (`new`, `indeterminate`, `done`); `url` is the issue's page on `site`, when the
+/// plugin talks to a site rather than api.atlassian.com.
+fn summarise_issue(JiraIssue { key, fields }: JiraIssue, site: Option<&str>) -> Issue {
+    let state = fields
+        .status
+        .as_ref()
+        .and_then(|status| status.status_category.as_ref())
+        .and_then(|category| match category.key.as_str() {
+            "new" => Some(IssueState::Open),
+            "indeterminate" => Some(IssueState::InProgress),
+            "done" => Some(IssueState::Closed),
+            _ => None,
+        });
+    Issue {
+        url: site.map(|site| format!("{site}/browse/{key}")),
+        key,
+        title: fields.summary,
+        state,
+        status: fields.status.map(|status| status.name),
+        issue_type: fields.issuetype.map(|issue_type| issue_type.name),
+        priority: fields.priority.map(|priority| priority.name),
+        assignee: fields.assignee.and_then(JiraUser::person),
+        reporter: fields.reporter.and_then(JiraUser::person),
+        created_at: time::utc_opt(fields.created),
+        updated_at: time::utc_opt(fields.updated),
+        closed_at: time::utc_opt(fields.resolutiondate),
+    }
+}
+
+/// The site issues' pages are on: `base_url`, unless that is the api.atlassian.com
+/// gateway of scoped tokens, which serves no pages.
+fn site() -> Option<String> {
+    config::get("base_url")
+        .filter(|url| !url.to_ascii_lowercase().contains("://api.atlassian.com"))
+        .map(|url| url.trim_end_matches('/').to_owned())
+}
+
+fn issues(payload: IssuesPayload) -> Result<Page<Issue>, PluginError> {
     let paging = Paging::new("issues", payload.max_items, payload.next.as_deref())?;
     let jql = match (payload.jql, payload.project) {
         (Some(jql), None) => non_empty("jql", &jql)?.to_owned(),
@@ -261,6 +268,7 @@ fn issues(payload: IssuesPayload) -> Result<Page<IssueSummary>, PluginError> {
         }
     };
     let size = page_size(&paging, payload.max_results)?;
+    let site = site();
     paging.collect(|token| {
         let mut request = api_request("/rest/api/3/search/jql")?
             .query("jql", &jql)
@@ -274,7 +282,11 @@ fn issues(payload: IssuesPayload) -> Result<Page<IssueSummary>, PluginError> {
             .next_page_token
             .filter(|token| !token.is_empty() && page.is_last != Some(true));
         Ok(Fetched {
-            items: page.issues.into_iter().map(IssueSummary::from).collect(),
+            items: page
+                .issues
+                .into_iter()
+                .map(|issue| summarise_issue(issue, site.as_deref()))
+                .collect(),
             next,
         })
     })
@@ -286,11 +298,12 @@ struct IssuePayload {
     key: String,
 }
 
-fn issue(payload: IssuePayload) -> Result<IssueSummary, PluginError> {
+fn issue(payload: IssuePayload) -> Result<Issue, PluginError> {
     let key = issue_key(&payload.key)?;
     let request = api_request(&format!("/rest/api/3/issue/{}", http::encode(key)))?
         .query("fields", ISSUE_FIELDS);
-    Ok(send(request)?.json::<Issue>()?.into())
+    let issue = send(request)?.json::<JiraIssue>()?;
+    Ok(summarise_issue(issue, site().as_deref()))
 }
 
 /// A GET of `path` on the configured site.
@@ -372,12 +385,13 @@ mod tests {
     #[test]
     fn issues_get_one_state_vocabulary_and_utc_times() {
         let issue = |category: &str| {
-            serde_json::from_value::<Issue>(serde_json::json!({
+            serde_json::from_value::<JiraIssue>(serde_json::json!({
                 "key": "HD-1",
                 "fields": {
                     "summary": "s",
                     "status": {"name": "Code Review", "statusCategory": {"key": category}},
                     "assignee": null,
+                    "reporter": {"displayName": "Ada", "accountId": "5b10"},
                     "created": "2024-01-02T03:04:05.000+0000",
                     "updated": "2024-01-02T03:04:05.000-0500"
                 }
@@ -385,17 +399,25 @@ mod tests {
             .unwrap()
         };
         for (category, state) in [
-            ("new", Some("open")),
-            ("indeterminate", Some("in_progress")),
-            ("done", Some("closed")),
+            ("new", Some(IssueState::Open)),
+            ("indeterminate", Some(IssueState::InProgress)),
+            ("done", Some(IssueState::Closed)),
             ("undefined", None),
         ] {
-            let summary = IssueSummary::from(issue(category));
+            let summary = summarise_issue(issue(category), Some("https://acme.atlassian.net"));
             assert_eq!(summary.state, state, "{category}");
             assert_eq!(summary.status.as_deref(), Some("Code Review"));
-            assert_eq!(summary.created.as_deref(), Some("2024-01-02T03:04:05Z"));
-            assert_eq!(summary.updated.as_deref(), Some("2024-01-02T08:04:05Z"));
+            assert_eq!(summary.created_at.as_deref(), Some("2024-01-02T03:04:05Z"));
+            assert_eq!(summary.updated_at.as_deref(), Some("2024-01-02T08:04:05Z"));
             assert_eq!(summary.assignee, None);
+            assert_eq!(
+                summary.reporter,
+                Person::new(None, Some("Ada".into()), None)
+            );
+            assert_eq!(
+                summary.url.as_deref(),
+                Some("https://acme.atlassian.net/browse/HD-1")
+            );
         }
     }
 

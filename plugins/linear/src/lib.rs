@@ -3,7 +3,7 @@
 //! | command  | payload                                                   | result items                                   |
 //! |----------|-----------------------------------------------------------|------------------------------------------------|
 //! | `teams`  | `{}`                                                      | `{"id", "key", "name"}`                        |
-//! | `issues` | `{"team"?, "state"?, "state_type"?, "updated_after"?, "updated_before"?, "created_after"?, "created_before"?}` | `{"identifier", "title", "state", "status", "state_type", "assignee", "created_at", "updated_at", "closed_at", "url"}` |
+//! | `issues` | `{"team"?, "state"?, "state_type"?, "updated_after"?, "updated_before"?, "created_after"?, "created_before"?}` | the SDK's `vocabulary::Issue`: `key` (the identifier), `title`, `state` (open, in_progress, closed), `status` (the workflow state's name), `priority`, `assignee` and `reporter` (people), `url`, `created_at`, `updated_at`, `closed_at` |
 //!
 //! `team` is a team key such as `"ENG"`; `state` a workflow state's name (`"In
 //! Progress"`); `state_type` one of `triage`, `backlog`, `unstarted`, `started`,
@@ -23,6 +23,7 @@
 
 use honeydew_plugin_sdk::http::{Request, Response};
 use honeydew_plugin_sdk::paging::{Fetched, Page, Paging};
+use honeydew_plugin_sdk::vocabulary::{Issue, IssueState, Person};
 use honeydew_plugin_sdk::{Plugin, PluginError, PluginInfo, config, parse_payload, time, to_json};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -42,8 +43,10 @@ const TEAMS_QUERY: &str = "query Teams($first: Int!, $after: String) {
 const ISSUES_QUERY: &str = "query Issues($first: Int!, $after: String, $filter: IssueFilter) {
   issues(first: $first, after: $after, filter: $filter, orderBy: updatedAt) {
     nodes {
-      identifier title url createdAt updatedAt completedAt canceledAt
-      state { name type } assignee { name }
+      identifier title url createdAt updatedAt completedAt canceledAt priorityLabel
+      state { name type }
+      assignee { name displayName email }
+      creator { name displayName email }
     }
     pageInfo { hasNextPage endCursor }
   }
@@ -176,12 +179,13 @@ impl StateType {
 
 #[derive(Deserialize)]
 struct IssuesData {
-    issues: Connection<Issue>,
+    issues: Connection<LinearIssue>,
 }
 
+/// One issue as Linear sends it.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Issue {
+struct LinearIssue {
     identifier: String,
     title: String,
     url: String,
@@ -189,8 +193,10 @@ struct Issue {
     updated_at: String,
     completed_at: Option<String>,
     canceled_at: Option<String>,
+    priority_label: Option<String>,
     state: Option<WorkflowState>,
-    assignee: Option<Named>,
+    assignee: Option<User>,
+    creator: Option<User>,
 }
 
 #[derive(Deserialize)]
@@ -200,49 +206,46 @@ struct WorkflowState {
     kind: Option<String>,
 }
 
+/// A Linear user: `displayName` is their handle, `name` their full name.
 #[derive(Deserialize)]
-struct Named {
-    name: String,
+#[serde(rename_all = "camelCase")]
+struct User {
+    name: Option<String>,
+    display_name: Option<String>,
+    email: Option<String>,
 }
 
-/// One issue as the plugin returns it. `state` is `open`, `in_progress` or `closed`
-/// (from the workflow state's type: triage, backlog and unstarted are open, started
-/// is in progress, completed and canceled are closed); `status` is the workflow
-/// state's name and `state_type` its type. Times are RFC 3339 UTC.
-#[derive(Serialize)]
-struct IssueSummary {
-    identifier: String,
-    title: String,
-    state: Option<&'static str>,
-    status: Option<String>,
-    state_type: Option<String>,
-    assignee: Option<String>,
-    created_at: Option<String>,
-    updated_at: String,
-    closed_at: Option<String>,
-    url: String,
+impl User {
+    fn person(self) -> Option<Person> {
+        Person::new(self.display_name, self.name, self.email)
+    }
 }
 
-fn summarise_issue(issue: Issue) -> IssueSummary {
-    let (status, state_type) = issue.state.map(|state| (state.name, state.kind)).unzip();
-    let state_type = state_type.flatten();
-    let state = state_type.as_deref().and_then(|kind| match kind {
-        "triage" | "backlog" | "unstarted" => Some("open"),
-        "started" => Some("in_progress"),
-        "completed" | "canceled" => Some("closed"),
+/// An issue in the shared vocabulary: `state` from the workflow state's type (triage,
+/// backlog and unstarted are open, started is in progress, completed and canceled are
+/// closed), `status` the workflow state's name, `reporter` its creator.
+fn summarise_issue(issue: LinearIssue) -> Issue {
+    let (status, kind) = issue.state.map(|state| (state.name, state.kind)).unzip();
+    let state = kind.flatten().and_then(|kind| match kind.as_str() {
+        "triage" | "backlog" | "unstarted" => Some(IssueState::Open),
+        "started" => Some(IssueState::InProgress),
+        "completed" | "canceled" => Some(IssueState::Closed),
         _ => None,
     });
-    IssueSummary {
-        identifier: issue.identifier,
-        title: issue.title,
+    Issue {
+        key: issue.identifier,
+        title: Some(issue.title),
         state,
         status,
-        state_type,
-        assignee: issue.assignee.map(|assignee| assignee.name),
+        issue_type: None,
+        // Linear says "No priority" where others say nothing.
+        priority: issue.priority_label.filter(|label| label != "No priority"),
+        assignee: issue.assignee.and_then(User::person),
+        reporter: issue.creator.and_then(User::person),
+        url: Some(issue.url),
         created_at: time::utc_opt(issue.created_at),
-        updated_at: time::utc(&issue.updated_at),
+        updated_at: Some(time::utc(&issue.updated_at)),
         closed_at: time::utc_opt(issue.completed_at.or(issue.canceled_at)),
-        url: issue.url,
     }
 }
 
@@ -297,7 +300,7 @@ fn issue_filter(payload: &IssuesPayload) -> Result<Value, PluginError> {
     })
 }
 
-fn issues(payload: IssuesPayload) -> Result<Page<IssueSummary>, PluginError> {
+fn issues(payload: IssuesPayload) -> Result<Page<Issue>, PluginError> {
     let paging = Paging::new("issues", payload.max_items, payload.next.as_deref())?;
     let filter = issue_filter(&payload)?;
     let first = first(&paging, payload.first)?;
@@ -514,27 +517,38 @@ mod tests {
     #[test]
     fn issue_states_map_to_one_vocabulary() {
         let issue = |kind: &str| {
-            serde_json::from_value::<Issue>(json!({
+            serde_json::from_value::<LinearIssue>(json!({
                 "identifier": "ENG-1", "title": "t", "url": "https://linear.app/x/issue/ENG-1",
                 "createdAt": "2024-01-02T03:04:05.000Z", "updatedAt": "2024-01-03T03:04:05.000Z",
                 "completedAt": null, "canceledAt": "2024-01-04T00:00:00.000Z",
-                "state": {"name": "Whatever", "type": kind}, "assignee": null
+                "priorityLabel": "No priority",
+                "state": {"name": "Whatever", "type": kind}, "assignee": null,
+                "creator": {"name": "Ada Lovelace", "displayName": "ada", "email": "ada@example.com"}
             }))
             .unwrap()
         };
         for (kind, state) in [
-            ("triage", "open"),
-            ("backlog", "open"),
-            ("unstarted", "open"),
-            ("started", "in_progress"),
-            ("completed", "closed"),
-            ("canceled", "closed"),
+            ("triage", IssueState::Open),
+            ("backlog", IssueState::Open),
+            ("unstarted", IssueState::Open),
+            ("started", IssueState::InProgress),
+            ("completed", IssueState::Closed),
+            ("canceled", IssueState::Closed),
         ] {
             let summary = summarise_issue(issue(kind));
             assert_eq!(summary.state, Some(state), "{kind}");
-            assert_eq!(summary.state_type.as_deref(), Some(kind));
-            assert_eq!(summary.updated_at, "2024-01-03T03:04:05Z");
+            assert_eq!(summary.status.as_deref(), Some("Whatever"));
+            assert_eq!(summary.updated_at.as_deref(), Some("2024-01-03T03:04:05Z"));
             assert_eq!(summary.closed_at.as_deref(), Some("2024-01-04T00:00:00Z"));
+            assert_eq!(summary.priority, None);
+            assert_eq!(
+                summary.reporter,
+                Person::new(
+                    Some("ada".into()),
+                    Some("Ada Lovelace".into()),
+                    Some("ada@example.com".into())
+                )
+            );
         }
     }
 

@@ -29,7 +29,9 @@
 //! Beside the trait: [`config`] reads the manifest's `[config]` table, [`http`] sends
 //! requests through the daemon's allowlist, [`rate_limit`] reads how long a server asks
 //! to wait, [`paging`] follows an API's pages into one `{items, truncated, next}`
-//! envelope, [`time`] checks and normalises timestamps, and [`parse_payload`] /
+//! envelope, [`time`] checks and normalises timestamps, [`vocabulary`] is the shape
+//! every integration gives a repository, commit, pull request, issue and person, and
+//! [`parse_payload`] /
 //! [`to_json`] turn JSON payloads and results into typed values with the right error
 //! class.
 
@@ -42,6 +44,7 @@ pub mod http;
 pub mod paging;
 pub mod rate_limit;
 pub mod time;
+pub mod vocabulary;
 
 pub use error::PluginError;
 
