@@ -216,13 +216,13 @@ async fn fake_github() -> HttpStub {
             "/users/octocat" => Reply::new(200, r#"{"login":"octocat","id":1,"type":"User"}"#),
             "/orgs/acme/repos" => Reply::new(
                 200,
-                r#"[{"full_name":"acme/private-thing","private":true,"default_branch":"main",
+                r#"[{"id":20,"full_name":"acme/private-thing","private":true,"default_branch":"main",
                     "description":null,"html_url":"https://github.com/acme/private-thing",
                     "updated_at":"2025-03-04T05:06:07Z"}]"#,
             ),
             "/users/octocat/repos" => Reply::new(
                 200,
-                r#"[{"full_name":"octocat/hello","private":false,"default_branch":"main",
+                r#"[{"id":1296269,"full_name":"octocat/hello","private":false,"default_branch":"main",
                     "description":"My first repository","html_url":"https://github.com/octocat/hello",
                     "updated_at":"2025-03-04T05:06:07Z"}]"#,
             ),
@@ -268,7 +268,10 @@ async fn github_commits_come_back_complete_across_pages() {
     assert_eq!(field(&result, "sha"), all_shas());
     assert_eq!(result["truncated"], false);
     assert_eq!(result["items"][3]["author"], Value::Null);
-    assert_eq!(result["items"][4]["author"], "Dev 4");
+    assert_eq!(
+        result["items"][4]["author"],
+        json!({"login": null, "name": "Dev 4", "email": "dev@example.com"})
+    );
 
     let received = github.received();
     let lines: Vec<&str> = received
@@ -425,6 +428,11 @@ async fn github_lists_an_organisation_through_orgs_and_tells_merged_from_closed(
     let result = envelope(&run(&daemon, "github.repositories", json!({"owner": "acme"})).await);
     assert_eq!(field(&result, "full_name"), [json!("acme/private-thing")]);
     assert_eq!(result["items"][0]["private"], true);
+    assert_eq!(result["items"][0]["id"], "20");
+    assert_eq!(
+        result["items"][0]["url"],
+        "https://github.com/acme/private-thing"
+    );
     let result = envelope(&run(&daemon, "github.repositories", json!({"owner": "octocat"})).await);
     assert_eq!(field(&result, "full_name"), [json!("octocat/hello")]);
     let paths: Vec<String> = github
@@ -588,11 +596,12 @@ async fn gitlab_follows_x_next_page_with_subgroups_and_filters() {
         )
         .await,
     );
-    assert_eq!(field(&result, "id"), [0, 1, 2, 3, 4].map(Value::from));
     assert_eq!(
-        result["items"][0]["last_activity_at"],
-        "2025-01-02T02:04:05.678Z"
+        field(&result, "id"),
+        ["0", "1", "2", "3", "4"].map(Value::from)
     );
+    assert_eq!(result["items"][0]["updated_at"], "2025-01-02T02:04:05.678Z");
+    assert_eq!(result["items"][0]["private"], true);
     let received = gitlab.received();
     assert_eq!(received.len(), 3, "three pages of two");
     assert_eq!(
@@ -629,7 +638,7 @@ async fn gitlab_follows_x_next_page_with_subgroups_and_filters() {
         )
         .await,
     );
-    assert_eq!(field(&rest, "iid"), [json!(3)]);
+    assert_eq!(field(&rest, "number"), [json!(3)]);
     assert_eq!(rest["items"][0]["author"], Value::Null);
 }
 
@@ -710,8 +719,13 @@ async fn jira_pages_by_token_and_by_start_at() {
     );
     assert_eq!(result["items"][0]["state"], "in_progress");
     assert_eq!(result["items"][0]["status"], "In Review");
-    assert_eq!(result["items"][0]["created"], "2025-01-02T03:04:05Z");
-    assert_eq!(result["items"][0]["updated"], "2025-01-02T01:04:05Z");
+    assert_eq!(result["items"][0]["created_at"], "2025-01-02T03:04:05Z");
+    assert_eq!(result["items"][0]["updated_at"], "2025-01-02T01:04:05Z");
+    assert_eq!(result["items"][0]["reporter"]["name"], "Ada");
+    assert_eq!(
+        result["items"][0]["url"],
+        format!("{}/browse/HD-1", jira.base_url)
+    );
     let tokens: Vec<Option<String>> = jira
         .received()
         .iter()
@@ -817,7 +831,7 @@ async fn linear_follows_page_info_with_filters() {
         .await,
     );
     assert_eq!(
-        field(&result, "identifier"),
+        field(&result, "key"),
         (0..6)
             .map(|n| json!(format!("ENG-{n}")))
             .collect::<Vec<_>>()
@@ -914,15 +928,19 @@ async fn bitbucket_follows_next_with_several_states_and_basic_auth() {
         )
         .await,
     );
-    assert_eq!(field(&result, "id"), [2, 3, 4, 7].map(Value::from));
+    assert_eq!(field(&result, "number"), [2, 3, 4, 7].map(Value::from));
     assert_eq!(
         field(&result, "state"),
         ["merged", "closed", "merged", "merged"].map(Value::from)
     );
     assert_eq!(result["items"][1]["source_state"], "DECLINED");
     assert_eq!(
-        result["items"][0]["created_on"],
+        result["items"][0]["created_at"],
         "2025-01-02T03:04:05.123456Z"
+    );
+    assert_eq!(
+        result["items"][0]["author"],
+        json!({"login": null, "name": "Ada", "email": null})
     );
     let received = bitbucket.received();
     assert_eq!(received.len(), 2);
@@ -971,7 +989,7 @@ async fn the_proxy_shortcut_of_bitbucket_takes_several_states_and_all() {
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let result: Value = serde_json::from_str(&stdout(&output)).unwrap();
     assert_matches_schema("bitbucket.pullRequests", &result);
-    assert_eq!(field(&result, "id"), [1, 5, 6].map(Value::from));
+    assert_eq!(field(&result, "number"), [1, 5, 6].map(Value::from));
     let first = &bitbucket.received()[0];
     assert_eq!(param(first, "pagelen").as_deref(), Some("50"));
 }
