@@ -566,6 +566,19 @@ async fn fake_gitlab() -> HttpStub {
                        "merged_at": if state == "merged" { json!("2025-01-03T00:00:00.000Z") } else { Value::Null },
                        "closed_at": null})
             }),
+            "/api/v4/projects/acme%2Fplatform%2Fp1/issues" => (3, |n| {
+                let state = if n == 1 { "closed" } else { "opened" };
+                json!({"id": 100 + n, "iid": n + 1, "project_id": 1, "title": format!("issue {n}"),
+                       "state": state, "issue_type": "issue",
+                       "author": {"id": 9, "username": "ada", "name": "Ada Lovelace"},
+                       "assignees": [], "assignee": null, "labels": ["bug"],
+                       "web_url": format!("https://gitlab.example/acme/platform/p1/-/issues/{}", n + 1),
+                       "created_at": "2025-01-02T03:04:05.000+01:00",
+                       "updated_at": "2025-01-03T03:04:05.000Z",
+                       "closed_at": if state == "closed" { json!("2025-01-03T00:00:00.000Z") } else { Value::Null },
+                       "references": {"short": format!("#{}", n + 1), "relative": format!("#{}", n + 1),
+                                      "full": format!("acme/platform/p1#{}", n + 1)}})
+            }),
             _ => return Reply::new(404, r#"{"message":"404 Project Not Found"}"#),
         };
         let (range, more) = slice(total, page, per_page);
@@ -640,6 +653,56 @@ async fn gitlab_follows_x_next_page_with_subgroups_and_filters() {
     );
     assert_eq!(field(&rest, "number"), [json!(3)]);
     assert_eq!(rest["items"][0]["author"], Value::Null);
+
+    // Issues through the CLI shortcut, with the filters GitLab names.
+    let data_dir = data.path().to_path_buf();
+    let output = tokio::task::spawn_blocking(move || {
+        honeydew(
+            &data_dir,
+            &[
+                "gitlab",
+                "issues",
+                "--project",
+                "acme/platform/p1",
+                "--updated-after",
+                "2025-01-01T00:00:00Z",
+                "--labels",
+                "bug",
+                "--per-page",
+                "2",
+                "--wait",
+            ],
+            "",
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let issues: Value = serde_json::from_str(&stdout(&output)).unwrap();
+    assert_matches_schema("gitlab.issues", &issues);
+    assert_eq!(
+        field(&issues, "key"),
+        [
+            "acme/platform/p1#1",
+            "acme/platform/p1#2",
+            "acme/platform/p1#3"
+        ]
+        .map(Value::from)
+    );
+    assert_eq!(
+        field(&issues, "state"),
+        ["open", "closed", "open"].map(Value::from)
+    );
+    assert_eq!(issues["items"][0]["reporter"]["login"], "ada");
+    assert_eq!(issues["items"][0]["created_at"], "2025-01-02T02:04:05Z");
+    let requests = gitlab.received();
+    let last_two = &requests[requests.len() - 2..];
+    assert_eq!(
+        param(&last_two[0], "updated_after").as_deref(),
+        Some("2025-01-01T00:00:00Z")
+    );
+    assert_eq!(param(&last_two[0], "labels").as_deref(), Some("bug"));
+    assert_eq!(param(&last_two[1], "page").as_deref(), Some("2"));
 }
 
 // ---------------------------------------------------------------------------------

@@ -248,6 +248,19 @@ impl GitLab for ProxyService {
         self.submit(payload, r.options).await
     }
 
+    async fn get_issues(&self, request: Request<pb::GitLabGetIssuesRequest>) -> Submitted {
+        let r = request.into_inner();
+        let payload = Payload::new("gitlab.issues")
+            .required("project", r.project)?
+            .optional("state", r.state)
+            .optional("updated_after", r.updated_after)
+            .optional("updated_before", r.updated_before)
+            .optional("labels", r.labels)
+            .count("per_page", r.per_page, 100)?
+            .page(r.page);
+        self.submit(payload, r.options).await
+    }
+
     async fn clone_repository(
         &self,
         request: Request<pb::GitLabCloneRepositoryRequest>,

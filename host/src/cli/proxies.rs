@@ -187,6 +187,31 @@ pub enum GitLabCommand {
         #[command(flatten)]
         job: JobArgs,
     },
+    /// List issues (gitlab.issues)
+    Issues {
+        /// Project path (group/name) or id
+        #[arg(long)]
+        project: String,
+        /// opened, closed or all [default: all]
+        #[arg(long)]
+        state: Option<String>,
+        /// Only issues updated at or after this RFC 3339 time
+        #[arg(long)]
+        updated_after: Option<String>,
+        /// Only issues updated at or before this RFC 3339 time
+        #[arg(long)]
+        updated_before: Option<String>,
+        /// Only issues with all these labels, comma-separated
+        #[arg(long)]
+        labels: Option<String>,
+        /// Results per page, 1 to 100
+        #[arg(long)]
+        per_page: Option<u32>,
+        #[command(flatten)]
+        page: PageArgs,
+        #[command(flatten)]
+        job: JobArgs,
+    },
     /// Locate a repository archive (gitlab.clone)
     Clone {
         /// Project path (group/name) or id
@@ -485,6 +510,28 @@ pub async fn gitlab(channel: &Connection, command: GitLabCommand) -> Submitted {
                 options: Some(job.options()),
             };
             (client.get_merge_requests(request).await?, job)
+        }
+        GitLabCommand::Issues {
+            project,
+            state,
+            updated_after,
+            updated_before,
+            labels,
+            per_page,
+            page,
+            job,
+        } => {
+            let request = pb::GitLabGetIssuesRequest {
+                project,
+                state: state.unwrap_or_default(),
+                updated_after: updated_after.unwrap_or_default(),
+                updated_before: updated_before.unwrap_or_default(),
+                labels: labels.unwrap_or_default(),
+                per_page: per_page.unwrap_or_default(),
+                page: page.options(),
+                options: Some(job.options()),
+            };
+            (client.get_issues(request).await?, job)
         }
         GitLabCommand::Clone {
             project,

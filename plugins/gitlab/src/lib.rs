@@ -7,20 +7,23 @@
 //! | `projects`      | `{"group"?, "include_subgroups"?}`                             | `GET /groups/{group}/projects`, or `GET /projects?membership=true` |
 //! | `commits`       | `{"project", "ref"?, "since"?, "until"?, "path"?, "author"?}`  | `GET /projects/{project}/repository/commits`     |
 //! | `mergeRequests` | `{"project", "state"?, "updated_after"?, "updated_before"?}`   | `GET /projects/{project}/merge_requests`         |
+//! | `issues`        | `{"project", "state"?, "updated_after"?, "updated_before"?, "labels"?}` | `GET /projects/{project}/issues`        |
 //! | `clone`         | `{"project", "ref"?}`                                          | `HEAD /projects/{project}/repository/archive.tar.gz?sha={ref}` |
 //!
 //! Every list command also takes `max_items` (default 100, at most 10 000), `next`
 //! (the cursor of a previous result, with the same payload otherwise) and `per_page`
 //! (1 to 100). It follows GitLab's `Link: <...>; rel="next"` (or `x-next-page`) and
 //! returns the SDK's envelope `{"items": [...], "truncated": bool, "next": cursor or
-//! null}`. The `state` filter is `opened`, `closed`, `merged`, `locked` or `all`; a
-//! merge request's `state` in the result is `open`, `merged` or `closed`, with
-//! GitLab's own value in `source_state`. Times in filters and results are RFC 3339
-//! (results in UTC). Items are the SDK's shared vocabulary: projects are
-//! `vocabulary::Repository` (`full_name` is the path with namespace), merge requests
-//! `vocabulary::PullRequest` (`number` is the `iid`). `clone` names the archive URL (on the API host, so the daemon's
-//! auth applies to it) and its size, `null` when the server does not say; without
-//! `ref` it uses the project's default branch.
+//! null}`. The merge requests' `state` filter is `opened`, `closed`, `merged`,
+//! `locked` or `all`, the issues' `opened`, `closed` or `all`; a merge request's
+//! `state` in the result is `open`, `merged` or `closed`, with GitLab's own value in
+//! `source_state`. Times in filters and results are RFC 3339 (results in UTC). Items
+//! are the SDK's shared vocabulary: projects are `vocabulary::Repository`
+//! (`full_name` is the path with namespace), merge requests `vocabulary::PullRequest`
+//! (`number` is the `iid`), issues `vocabulary::Issue` (`key` is the full reference,
+//! `group/project#12`). `clone` names the archive URL (on the API host, so the
+//! daemon's auth applies to it) and its size, `null` when the server does not say;
+//! without `ref` it uses the project's default branch.
 //!
 //! Config: `base_url` (default `https://gitlab.com/api/v4`; a self-hosted GitLab is
 //! `https://HOST/api/v4`). The daemon adds the token header from the manifest's
@@ -29,7 +32,9 @@
 
 use honeydew_plugin_sdk::http::{self, Request, Response};
 use honeydew_plugin_sdk::paging::{Fetched, Page, Paging, link_next, with_query};
-use honeydew_plugin_sdk::vocabulary::{Commit, Person, PullRequest, PullRequestState, Repository};
+use honeydew_plugin_sdk::vocabulary::{
+    Commit, Issue, IssueState, Person, PullRequest, PullRequestState, Repository,
+};
 use honeydew_plugin_sdk::{Plugin, PluginError, PluginInfo, config, parse_payload, time, to_json};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -45,7 +50,7 @@ impl Plugin for GitLab {
         PluginInfo::new(
             "gitlab",
             env!("CARGO_PKG_VERSION"),
-            &["projects", "commits", "mergeRequests", "clone"],
+            &["projects", "commits", "mergeRequests", "issues", "clone"],
         )
     }
 
@@ -54,6 +59,7 @@ impl Plugin for GitLab {
             "projects" => to_json(&projects(parse_payload(payload)?)?),
             "commits" => to_json(&commits(parse_payload(payload)?)?),
             "mergeRequests" => to_json(&merge_requests(parse_payload(payload)?)?),
+            "issues" => to_json(&issues(parse_payload(payload)?)?),
             "clone" => to_json(&clone(parse_payload(payload)?)?),
             _ => Err(PluginError::unknown_command(command)),
         }
@@ -301,6 +307,111 @@ fn summarise_merge_request(merge_request: GitLabMergeRequest) -> PullRequest {
     }
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IssuesPayload {
+    project: Reference,
+    state: Option<IssueStateFilter>,
+    /// Only issues updated at or after this RFC 3339 time.
+    updated_after: Option<String>,
+    /// Only issues updated at or before this RFC 3339 time.
+    updated_before: Option<String>,
+    /// Only issues with all these labels (comma-separated, as GitLab takes them).
+    labels: Option<String>,
+    per_page: Option<u8>,
+    max_items: Option<u64>,
+    next: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum IssueStateFilter {
+    Opened,
+    Closed,
+    All,
+}
+
+impl IssueStateFilter {
+    fn as_str(&self) -> &'static str {
+        match self {
+            Self::Opened => "opened",
+            Self::Closed => "closed",
+            Self::All => "all",
+        }
+    }
+}
+
+/// One issue as GitLab sends it.
+#[derive(Deserialize)]
+struct GitLabIssue {
+    iid: u64,
+    title: String,
+    state: String,
+    issue_type: Option<String>,
+    author: Option<Author>,
+    #[serde(default)]
+    assignees: Vec<Author>,
+    web_url: String,
+    created_at: Option<String>,
+    updated_at: Option<String>,
+    closed_at: Option<String>,
+    references: Option<References>,
+}
+
+#[derive(Deserialize)]
+struct References {
+    full: Option<String>,
+}
+
+fn issues(payload: IssuesPayload) -> Result<Page<Issue>, PluginError> {
+    let paging = Paging::new("issues", payload.max_items, payload.next.as_deref())?;
+    let path = format!("/projects/{}/issues", payload.project.segment("project")?);
+    let mut request = paged(api_request(&path), &paging, payload.per_page)?;
+    if let Some(state) = &payload.state {
+        request = request.query("state", state.as_str());
+    }
+    for (field, value) in [
+        ("updated_after", &payload.updated_after),
+        ("updated_before", &payload.updated_before),
+    ] {
+        if let Some(value) = value {
+            request = request.query(field, time::payload_timestamp(field, value)?);
+        }
+    }
+    if let Some(labels) = &payload.labels {
+        request = request.query("labels", non_empty("labels", labels)?);
+    }
+    list(paging, request, summarise_issue)
+}
+
+/// An issue in the shared vocabulary: `key` is GitLab's full reference
+/// (`group/project#12`), `state` open or closed, `status` GitLab's own state, the
+/// first assignee the assignee and the author the reporter.
+fn summarise_issue(issue: GitLabIssue) -> Issue {
+    let person = |author: Author| Person::new(author.username, author.name, None);
+    let state = match issue.state.as_str() {
+        "closed" => IssueState::Closed,
+        _ => IssueState::Open,
+    };
+    Issue {
+        key: issue
+            .references
+            .and_then(|references| references.full)
+            .unwrap_or_else(|| format!("#{}", issue.iid)),
+        title: Some(issue.title),
+        state: Some(state),
+        status: Some(issue.state),
+        issue_type: issue.issue_type,
+        priority: None,
+        assignee: issue.assignees.into_iter().next().and_then(person),
+        reporter: issue.author.and_then(person),
+        url: Some(issue.web_url),
+        created_at: time::utc_opt(issue.created_at),
+        updated_at: time::utc_opt(issue.updated_at),
+        closed_at: time::utc_opt(issue.closed_at),
+    }
+}
+
 /// Follows a listing's pages from `first` into the SDK's envelope: the `Link` header's
 /// `rel="next"` (offset and keyset pagination both send it), else `x-next-page`
 /// applied to the page's own URL; an empty `x-next-page` ends the listing.
@@ -481,6 +592,30 @@ mod tests {
             assert_eq!(summary.created_at, "2024-01-02T02:04:05Z");
             assert_eq!(summary.author, None);
         }
+    }
+
+    #[test]
+    fn issues_speak_the_shared_vocabulary() {
+        let issue = serde_json::from_value::<GitLabIssue>(serde_json::json!({
+            "iid": 12, "title": "t", "state": "closed", "issue_type": "incident",
+            "author": {"username": "ada", "name": "Ada"}, "assignees": [],
+            "web_url": "https://gitlab.example/g/p/-/issues/12",
+            "created_at": "2024-01-02T03:04:05.000+01:00", "closed_at": "2024-01-03T00:00:00.000Z",
+            "references": {"short": "#12", "full": "g/p#12"}
+        }))
+        .unwrap();
+        let issue = summarise_issue(issue);
+        assert_eq!(
+            (&*issue.key, issue.state),
+            ("g/p#12", Some(IssueState::Closed))
+        );
+        assert_eq!(issue.status.as_deref(), Some("closed"));
+        assert_eq!(issue.assignee, None);
+        assert_eq!(
+            issue.reporter,
+            Person::new(Some("ada".into()), Some("Ada".into()), None)
+        );
+        assert_eq!(issue.created_at.as_deref(), Some("2024-01-02T02:04:05Z"));
     }
 
     #[test]
