@@ -29,6 +29,9 @@ mod guard;
 // Hostile input under load: every hostile fixture, refused requests, raw socket abuse,
 // plugin-directory garbage; the daemon keeps serving with bounded memory.
 mod hostile;
+// The five integrations against fakes of their APIs: every page, max_items with a
+// resuming cursor, foreign cursors refused, per-API filters, base_url as one setting.
+mod integrations;
 // kill -9 mid-job, restart, the job completes; SIGTERM drains; a second one stops.
 mod lifecycle;
 // ListJobs with each filter and with paging.

@@ -53,10 +53,11 @@ async fn github_commits_runs_against_a_local_fake_with_the_token_added_by_the_ho
         payload,
         json!({"owner": "octocat", "repo": "hello", "per_page": 2})
     );
-    let expected = json!([
-        {"sha": "abc123", "message": "fix the thing", "author": "Ada", "date": "2025-01-02T03:04:05Z"},
+    let expected = json!({"items": [
+        {"sha": "abc123", "message": "fix the thing",
+         "author": {"login": null, "name": "Ada", "email": null}, "date": "2025-01-02T03:04:05Z"},
         {"sha": "def456", "message": "add the thing", "author": null, "date": null},
-    ]);
+    ], "truncated": false, "next": null});
     let result: Value = serde_json::from_slice(job.result()).unwrap();
     assert_eq!(result, expected);
 

@@ -2,7 +2,8 @@
 //! request into the JSON payload of one command and submits it like `SubmitJob`.
 //!
 //! Required fields are checked here and empty optional ones left out, so the plugin's
-//! defaults apply. Whether a plugin serves the command is the manager's question, so an
+//! defaults apply. A list request's `PageOptions` become the payload's `max_items`
+//! (`all` is the plugins' hard cap, [`MAX_ITEMS`]) and `next`. Whether a plugin serves the command is the manager's question, so an
 //! RPC whose plugin is missing fails exactly as `SubmitJob` would.
 
 use std::sync::Arc;
@@ -16,6 +17,11 @@ use super::pb::{
     self, bitbucket_server::Bitbucket, git_hub_server::GitHub, git_lab_server::GitLab,
     jira_server::Jira, linear_server::Linear,
 };
+
+/// The most items a plugin's list command returns (the SDK's hard cap,
+/// `plugins/sdk/src/paging.rs`): what `PageOptions.all` asks for, and where a larger
+/// `max_items` is cut.
+pub const MAX_ITEMS: u32 = 10_000;
 
 /// Serves all five proxy services.
 #[derive(Clone)]
@@ -80,6 +86,51 @@ impl Payload {
         self
     }
 
+    /// A boolean that is left out when not given.
+    fn flag(mut self, name: &str, value: Option<bool>) -> Self {
+        if let Some(value) = value {
+            self.fields.insert(name.to_owned(), value.into());
+        }
+        self
+    }
+
+    /// A list of values given as one comma-separated string (`"OPEN,MERGED"`): one
+    /// value stays a string, several become an array; empty leaves it out.
+    fn list(mut self, name: &str, value: String) -> Self {
+        let values: Vec<Value> = value
+            .split(',')
+            .map(str::trim)
+            .filter(|value| !value.is_empty())
+            .map(|value| Value::from(value.to_owned()))
+            .collect();
+        match values.len() {
+            0 => {}
+            1 => {
+                let value = values.into_iter().next().unwrap_or_default();
+                self.fields.insert(name.to_owned(), value);
+            }
+            _ => {
+                self.fields.insert(name.to_owned(), Value::Array(values));
+            }
+        }
+        self
+    }
+
+    /// A list command's paging: `max_items` (cut to [`MAX_ITEMS`]; `all` is
+    /// [`MAX_ITEMS`]; 0 leaves the plugin's default) and the cursor `next`.
+    fn page(mut self, page: Option<pb::PageOptions>) -> Self {
+        let page = page.unwrap_or_default();
+        let max_items = if page.all {
+            MAX_ITEMS
+        } else {
+            page.max_items.min(MAX_ITEMS)
+        };
+        if max_items > 0 {
+            self.fields.insert("max_items".to_owned(), max_items.into());
+        }
+        self.optional("next", page.next)
+    }
+
     /// A page size such as `per_page`: 0 leaves it out, otherwise 1 to `max`.
     fn count(mut self, name: &str, value: u32, max: u32) -> Result<Self, Status> {
         match value {
@@ -107,7 +158,8 @@ impl GitHub for ProxyService {
         let r = request.into_inner();
         let payload = Payload::new("github.repositories")
             .optional("owner", r.owner)
-            .count("per_page", r.per_page, 100)?;
+            .count("per_page", r.per_page, 100)?
+            .page(r.page);
         self.submit(payload, r.options).await
     }
 
@@ -117,7 +169,12 @@ impl GitHub for ProxyService {
             .required("owner", r.owner)?
             .required("repo", r.repo)?
             .optional("sha", r.sha)
-            .count("per_page", r.per_page, 100)?;
+            .optional("since", r.since)
+            .optional("until", r.until)
+            .optional("path", r.path)
+            .optional("author", r.author)
+            .count("per_page", r.per_page, 100)?
+            .page(r.page);
         self.submit(payload, r.options).await
     }
 
@@ -130,7 +187,10 @@ impl GitHub for ProxyService {
             .required("owner", r.owner)?
             .required("repo", r.repo)?
             .optional("state", r.state)
-            .count("per_page", r.per_page, 100)?;
+            .optional("sort", r.sort)
+            .optional("direction", r.direction)
+            .count("per_page", r.per_page, 100)?
+            .page(r.page);
         self.submit(payload, r.options).await
     }
 
@@ -153,7 +213,9 @@ impl GitLab for ProxyService {
         let r = request.into_inner();
         let payload = Payload::new("gitlab.projects")
             .optional("group", r.group)
-            .count("per_page", r.per_page, 100)?;
+            .flag("include_subgroups", r.include_subgroups)
+            .count("per_page", r.per_page, 100)?
+            .page(r.page);
         self.submit(payload, r.options).await
     }
 
@@ -162,7 +224,12 @@ impl GitLab for ProxyService {
         let payload = Payload::new("gitlab.commits")
             .required("project", r.project)?
             .optional("ref", r.r#ref)
-            .count("per_page", r.per_page, 100)?;
+            .optional("since", r.since)
+            .optional("until", r.until)
+            .optional("path", r.path)
+            .optional("author", r.author)
+            .count("per_page", r.per_page, 100)?
+            .page(r.page);
         self.submit(payload, r.options).await
     }
 
@@ -174,7 +241,23 @@ impl GitLab for ProxyService {
         let payload = Payload::new("gitlab.mergeRequests")
             .required("project", r.project)?
             .optional("state", r.state)
-            .count("per_page", r.per_page, 100)?;
+            .optional("updated_after", r.updated_after)
+            .optional("updated_before", r.updated_before)
+            .count("per_page", r.per_page, 100)?
+            .page(r.page);
+        self.submit(payload, r.options).await
+    }
+
+    async fn get_issues(&self, request: Request<pb::GitLabGetIssuesRequest>) -> Submitted {
+        let r = request.into_inner();
+        let payload = Payload::new("gitlab.issues")
+            .required("project", r.project)?
+            .optional("state", r.state)
+            .optional("updated_after", r.updated_after)
+            .optional("updated_before", r.updated_before)
+            .optional("labels", r.labels)
+            .count("per_page", r.per_page, 100)?
+            .page(r.page);
         self.submit(payload, r.options).await
     }
 
@@ -194,7 +277,9 @@ impl GitLab for ProxyService {
 impl Jira for ProxyService {
     async fn list_projects(&self, request: Request<pb::JiraListProjectsRequest>) -> Submitted {
         let r = request.into_inner();
-        let payload = Payload::new("jira.projects").count("max_results", r.max_results, 100)?;
+        let payload = Payload::new("jira.projects")
+            .count("max_results", r.max_results, 100)?
+            .page(r.page);
         self.submit(payload, r.options).await
     }
 
@@ -209,7 +294,8 @@ impl Jira for ProxyService {
                 ));
             }
         }
-        .count("max_results", r.max_results, 100)?;
+        .count("max_results", r.max_results, 100)?
+        .page(r.page);
         self.submit(payload, r.options).await
     }
 
@@ -224,7 +310,9 @@ impl Jira for ProxyService {
 impl Linear for ProxyService {
     async fn list_teams(&self, request: Request<pb::LinearListTeamsRequest>) -> Submitted {
         let r = request.into_inner();
-        let payload = Payload::new("linear.teams").count("first", r.first, 250)?;
+        let payload = Payload::new("linear.teams")
+            .count("first", r.first, 250)?
+            .page(r.page);
         self.submit(payload, r.options).await
     }
 
@@ -232,7 +320,14 @@ impl Linear for ProxyService {
         let r = request.into_inner();
         let payload = Payload::new("linear.issues")
             .optional("team", r.team)
-            .count("first", r.first, 250)?;
+            .optional("state", r.state)
+            .optional("state_type", r.state_type)
+            .optional("updated_after", r.updated_after)
+            .optional("updated_before", r.updated_before)
+            .optional("created_after", r.created_after)
+            .optional("created_before", r.created_before)
+            .count("first", r.first, 250)?
+            .page(r.page);
         self.submit(payload, r.options).await
     }
 }
@@ -246,7 +341,9 @@ impl Bitbucket for ProxyService {
         let r = request.into_inner();
         let payload = Payload::new("bitbucket.repositories")
             .required("workspace", r.workspace)?
-            .count("per_page", r.per_page, 50)?;
+            .optional("q", r.q)
+            .count("per_page", r.per_page, 50)?
+            .page(r.page);
         self.submit(payload, r.options).await
     }
 
@@ -256,7 +353,8 @@ impl Bitbucket for ProxyService {
             .required("workspace", r.workspace)?
             .required("repo", r.repo)?
             .optional("branch", r.branch)
-            .count("per_page", r.per_page, 50)?;
+            .count("per_page", r.per_page, 50)?
+            .page(r.page);
         self.submit(payload, r.options).await
     }
 
@@ -268,8 +366,10 @@ impl Bitbucket for ProxyService {
         let payload = Payload::new("bitbucket.pullRequests")
             .required("workspace", r.workspace)?
             .required("repo", r.repo)?
-            .optional("state", r.state)
-            .count("per_page", r.per_page, 50)?;
+            .list("state", r.state)
+            .optional("q", r.q)
+            .count("per_page", r.per_page, 50)?
+            .page(r.page);
         self.submit(payload, r.options).await
     }
 }
@@ -293,6 +393,46 @@ mod tests {
         assert_eq!(
             Value::Object(payload.fields),
             json!({"owner": "octocat", "repo": "hello", "per_page": 30})
+        );
+    }
+
+    #[test]
+    fn paging_becomes_max_items_and_next() {
+        let page = |max_items, all, next: &str| {
+            Value::Object(
+                Payload::new("github.commits")
+                    .page(Some(pb::PageOptions {
+                        max_items,
+                        all,
+                        next: next.into(),
+                    }))
+                    .fields,
+            )
+        };
+        assert_eq!(page(0, false, ""), json!({}));
+        assert_eq!(
+            page(150, false, "abc"),
+            json!({"max_items": 150, "next": "abc"})
+        );
+        assert_eq!(page(u32::MAX, false, ""), json!({"max_items": MAX_ITEMS}));
+        assert_eq!(page(5, true, ""), json!({"max_items": MAX_ITEMS}));
+        assert_eq!(
+            Value::Object(Payload::new("github.commits").page(None).fields),
+            json!({})
+        );
+    }
+
+    #[test]
+    fn lists_and_flags_are_left_out_when_empty() {
+        let payload = Payload::new("bitbucket.pullRequests")
+            .list("state", " OPEN , MERGED,".into())
+            .list("one", "OPEN".into())
+            .list("none", " , ".into())
+            .flag("include_subgroups", Some(false))
+            .flag("absent", None);
+        assert_eq!(
+            Value::Object(payload.fields),
+            json!({"state": ["OPEN", "MERGED"], "one": "OPEN", "include_subgroups": false})
         );
     }
 

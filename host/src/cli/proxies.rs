@@ -1,8 +1,9 @@
 //! Typed shortcuts for the proxy RPCs, such as `honeydew github commits --owner O
 //! --repo R`: each builds the typed request and calls its service, which submits the
-//! job; `--wait` then follows it like `honeydew wait`.
+//! job; `--wait` then follows it like `honeydew wait`. List commands take
+//! `--max-items N`, `--all` and `--next CURSOR` ([`PageArgs`]).
 
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 
 use super::{CliError, JobArgs};
 use crate::api::Connection;
@@ -12,6 +13,30 @@ use crate::api::pb::{
 };
 
 type Submitted = Result<(pb::SubmitJobResponse, JobArgs), CliError>;
+
+/// How many items a list command returns, and where it resumes.
+#[derive(Args, Debug, Clone)]
+pub struct PageArgs {
+    /// The most items to return [default: 100; at most 10000]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    max_items: Option<u32>,
+    /// Every item, up to the plugins' hard cap of 10000
+    #[arg(long, conflicts_with = "max_items")]
+    all: bool,
+    /// Continue after a previous result: its "next" (give the same options otherwise)
+    #[arg(long, value_name = "CURSOR")]
+    next: Option<String>,
+}
+
+impl PageArgs {
+    fn options(self) -> Option<pb::PageOptions> {
+        Some(pb::PageOptions {
+            max_items: self.max_items.unwrap_or_default(),
+            all: self.all,
+            next: self.next.unwrap_or_default(),
+        })
+    }
+}
 
 #[derive(Subcommand, Debug)]
 pub enum GitHubCommand {
@@ -24,6 +49,8 @@ pub enum GitHubCommand {
         #[arg(long)]
         per_page: Option<u32>,
         #[command(flatten)]
+        page: PageArgs,
+        #[command(flatten)]
         job: JobArgs,
     },
     /// List commits (github.commits)
@@ -35,9 +62,23 @@ pub enum GitHubCommand {
         /// Branch, tag or commit to start from [default: the default branch]
         #[arg(long)]
         sha: Option<String>,
+        /// Only commits after this RFC 3339 time
+        #[arg(long)]
+        since: Option<String>,
+        /// Only commits before this RFC 3339 time
+        #[arg(long)]
+        until: Option<String>,
+        /// Only commits touching this file or directory
+        #[arg(long)]
+        path: Option<String>,
+        /// Only commits by this login or email address
+        #[arg(long)]
+        author: Option<String>,
         /// Results per page, 1 to 100
         #[arg(long)]
         per_page: Option<u32>,
+        #[command(flatten)]
+        page: PageArgs,
         #[command(flatten)]
         job: JobArgs,
     },
@@ -50,9 +91,17 @@ pub enum GitHubCommand {
         /// open, closed or all [default: open]
         #[arg(long)]
         state: Option<String>,
+        /// created, updated, popularity or long-running [default: created]
+        #[arg(long)]
+        sort: Option<String>,
+        /// asc or desc
+        #[arg(long)]
+        direction: Option<String>,
         /// Results per page, 1 to 100
         #[arg(long)]
         per_page: Option<u32>,
+        #[command(flatten)]
+        page: PageArgs,
         #[command(flatten)]
         job: JobArgs,
     },
@@ -77,9 +126,14 @@ pub enum GitLabCommand {
         /// Group path or id [default: the projects the token can see]
         #[arg(long)]
         group: Option<String>,
+        /// With --group: the projects of its subgroups too
+        #[arg(long, requires = "group")]
+        include_subgroups: bool,
         /// Results per page, 1 to 100
         #[arg(long)]
         per_page: Option<u32>,
+        #[command(flatten)]
+        page: PageArgs,
         #[command(flatten)]
         job: JobArgs,
     },
@@ -91,9 +145,23 @@ pub enum GitLabCommand {
         /// Branch or tag [default: the default branch]
         #[arg(long = "ref")]
         reference: Option<String>,
+        /// Only commits after this RFC 3339 time
+        #[arg(long)]
+        since: Option<String>,
+        /// Only commits before this RFC 3339 time
+        #[arg(long)]
+        until: Option<String>,
+        /// Only commits touching this file or directory
+        #[arg(long)]
+        path: Option<String>,
+        /// Only commits by this author (name or email)
+        #[arg(long)]
+        author: Option<String>,
         /// Results per page, 1 to 100
         #[arg(long)]
         per_page: Option<u32>,
+        #[command(flatten)]
+        page: PageArgs,
         #[command(flatten)]
         job: JobArgs,
     },
@@ -105,9 +173,42 @@ pub enum GitLabCommand {
         /// opened, closed, merged, locked or all
         #[arg(long)]
         state: Option<String>,
+        /// Only merge requests updated at or after this RFC 3339 time
+        #[arg(long)]
+        updated_after: Option<String>,
+        /// Only merge requests updated at or before this RFC 3339 time
+        #[arg(long)]
+        updated_before: Option<String>,
         /// Results per page, 1 to 100
         #[arg(long)]
         per_page: Option<u32>,
+        #[command(flatten)]
+        page: PageArgs,
+        #[command(flatten)]
+        job: JobArgs,
+    },
+    /// List issues (gitlab.issues)
+    Issues {
+        /// Project path (group/name) or id
+        #[arg(long)]
+        project: String,
+        /// opened, closed or all [default: all]
+        #[arg(long)]
+        state: Option<String>,
+        /// Only issues updated at or after this RFC 3339 time
+        #[arg(long)]
+        updated_after: Option<String>,
+        /// Only issues updated at or before this RFC 3339 time
+        #[arg(long)]
+        updated_before: Option<String>,
+        /// Only issues with all these labels, comma-separated
+        #[arg(long)]
+        labels: Option<String>,
+        /// Results per page, 1 to 100
+        #[arg(long)]
+        per_page: Option<u32>,
+        #[command(flatten)]
+        page: PageArgs,
         #[command(flatten)]
         job: JobArgs,
     },
@@ -128,9 +229,11 @@ pub enum GitLabCommand {
 pub enum JiraCommand {
     /// List projects (jira.projects)
     Projects {
-        /// How many, 1 to 100
+        /// Page size, 1 to 100
         #[arg(long)]
         max_results: Option<u32>,
+        #[command(flatten)]
+        page: PageArgs,
         #[command(flatten)]
         job: JobArgs,
     },
@@ -142,9 +245,11 @@ pub enum JiraCommand {
         /// A project key: its issues, most recently updated first
         #[arg(long)]
         project: Option<String>,
-        /// How many, 1 to 100
+        /// Page size, 1 to 100
         #[arg(long)]
         max_results: Option<u32>,
+        #[command(flatten)]
+        page: PageArgs,
         #[command(flatten)]
         job: JobArgs,
     },
@@ -162,9 +267,11 @@ pub enum JiraCommand {
 pub enum LinearCommand {
     /// List teams (linear.teams)
     Teams {
-        /// How many, 1 to 250
+        /// Page size, 1 to 250
         #[arg(long)]
         first: Option<u32>,
+        #[command(flatten)]
+        page: PageArgs,
         #[command(flatten)]
         job: JobArgs,
     },
@@ -173,9 +280,29 @@ pub enum LinearCommand {
         /// Team key, such as ENG [default: every team]
         #[arg(long)]
         team: Option<String>,
-        /// How many, most recently updated first, 1 to 250
+        /// A workflow state's name, such as "In Progress"
+        #[arg(long)]
+        state: Option<String>,
+        /// triage, backlog, unstarted, started, completed or canceled
+        #[arg(long)]
+        state_type: Option<String>,
+        /// Only issues updated at or after this RFC 3339 time
+        #[arg(long)]
+        updated_after: Option<String>,
+        /// Only issues updated at or before this RFC 3339 time
+        #[arg(long)]
+        updated_before: Option<String>,
+        /// Only issues created at or after this RFC 3339 time
+        #[arg(long)]
+        created_after: Option<String>,
+        /// Only issues created at or before this RFC 3339 time
+        #[arg(long)]
+        created_before: Option<String>,
+        /// Page size, 1 to 250; issues come most recently updated first
         #[arg(long)]
         first: Option<u32>,
+        #[command(flatten)]
+        page: PageArgs,
         #[command(flatten)]
         job: JobArgs,
     },
@@ -187,9 +314,14 @@ pub enum BitbucketCommand {
     Repositories {
         #[arg(long)]
         workspace: String,
+        /// A Bitbucket query (BBQL), such as 'name ~ "api"'
+        #[arg(long)]
+        q: Option<String>,
         /// Results per page, 1 to 50
         #[arg(long)]
         per_page: Option<u32>,
+        #[command(flatten)]
+        page: PageArgs,
         #[command(flatten)]
         job: JobArgs,
     },
@@ -206,6 +338,8 @@ pub enum BitbucketCommand {
         #[arg(long)]
         per_page: Option<u32>,
         #[command(flatten)]
+        page: PageArgs,
+        #[command(flatten)]
         job: JobArgs,
     },
     /// List pull requests (bitbucket.pullRequests)
@@ -214,12 +348,18 @@ pub enum BitbucketCommand {
         workspace: String,
         #[arg(long)]
         repo: String,
-        /// OPEN, MERGED, DECLINED or SUPERSEDED [default: OPEN]
+        /// OPEN, MERGED, DECLINED or SUPERSEDED; repeat or separate with commas for
+        /// several [default: OPEN]
+        #[arg(long, value_delimiter = ',')]
+        state: Vec<String>,
+        /// A Bitbucket query (BBQL), such as 'author.nickname = "ada"'
         #[arg(long)]
-        state: Option<String>,
+        q: Option<String>,
         /// Results per page, 1 to 50
         #[arg(long)]
         per_page: Option<u32>,
+        #[command(flatten)]
+        page: PageArgs,
         #[command(flatten)]
         job: JobArgs,
     },
@@ -231,11 +371,13 @@ pub async fn github(channel: &Connection, command: GitHubCommand) -> Submitted {
         GitHubCommand::Repositories {
             owner,
             per_page,
+            page,
             job,
         } => {
             let request = pb::GitHubListRepositoriesRequest {
                 owner: owner.unwrap_or_default(),
                 per_page: per_page.unwrap_or_default(),
+                page: page.options(),
                 options: Some(job.options()),
             };
             (client.list_repositories(request).await?, job)
@@ -244,14 +386,24 @@ pub async fn github(channel: &Connection, command: GitHubCommand) -> Submitted {
             owner,
             repo,
             sha,
+            since,
+            until,
+            path,
+            author,
             per_page,
+            page,
             job,
         } => {
             let request = pb::GitHubGetCommitsRequest {
                 owner,
                 repo,
                 sha: sha.unwrap_or_default(),
+                since: since.unwrap_or_default(),
+                until: until.unwrap_or_default(),
+                path: path.unwrap_or_default(),
+                author: author.unwrap_or_default(),
                 per_page: per_page.unwrap_or_default(),
+                page: page.options(),
                 options: Some(job.options()),
             };
             (client.get_commits(request).await?, job)
@@ -260,14 +412,20 @@ pub async fn github(channel: &Connection, command: GitHubCommand) -> Submitted {
             owner,
             repo,
             state,
+            sort,
+            direction,
             per_page,
+            page,
             job,
         } => {
             let request = pb::GitHubGetPullRequestsRequest {
                 owner,
                 repo,
                 state: state.unwrap_or_default(),
+                sort: sort.unwrap_or_default(),
+                direction: direction.unwrap_or_default(),
                 per_page: per_page.unwrap_or_default(),
+                page: page.options(),
                 options: Some(job.options()),
             };
             (client.get_pull_requests(request).await?, job)
@@ -295,12 +453,16 @@ pub async fn gitlab(channel: &Connection, command: GitLabCommand) -> Submitted {
     let (response, job) = match command {
         GitLabCommand::Projects {
             group,
+            include_subgroups,
             per_page,
+            page,
             job,
         } => {
             let request = pb::GitLabListProjectsRequest {
                 group: group.unwrap_or_default(),
+                include_subgroups: include_subgroups.then_some(true),
                 per_page: per_page.unwrap_or_default(),
+                page: page.options(),
                 options: Some(job.options()),
             };
             (client.list_projects(request).await?, job)
@@ -308,13 +470,23 @@ pub async fn gitlab(channel: &Connection, command: GitLabCommand) -> Submitted {
         GitLabCommand::Commits {
             project,
             reference,
+            since,
+            until,
+            path,
+            author,
             per_page,
+            page,
             job,
         } => {
             let request = pb::GitLabGetCommitsRequest {
                 project,
                 r#ref: reference.unwrap_or_default(),
+                since: since.unwrap_or_default(),
+                until: until.unwrap_or_default(),
+                path: path.unwrap_or_default(),
+                author: author.unwrap_or_default(),
                 per_page: per_page.unwrap_or_default(),
+                page: page.options(),
                 options: Some(job.options()),
             };
             (client.get_commits(request).await?, job)
@@ -322,16 +494,44 @@ pub async fn gitlab(channel: &Connection, command: GitLabCommand) -> Submitted {
         GitLabCommand::MergeRequests {
             project,
             state,
+            updated_after,
+            updated_before,
             per_page,
+            page,
             job,
         } => {
             let request = pb::GitLabGetMergeRequestsRequest {
                 project,
                 state: state.unwrap_or_default(),
+                updated_after: updated_after.unwrap_or_default(),
+                updated_before: updated_before.unwrap_or_default(),
                 per_page: per_page.unwrap_or_default(),
+                page: page.options(),
                 options: Some(job.options()),
             };
             (client.get_merge_requests(request).await?, job)
+        }
+        GitLabCommand::Issues {
+            project,
+            state,
+            updated_after,
+            updated_before,
+            labels,
+            per_page,
+            page,
+            job,
+        } => {
+            let request = pb::GitLabGetIssuesRequest {
+                project,
+                state: state.unwrap_or_default(),
+                updated_after: updated_after.unwrap_or_default(),
+                updated_before: updated_before.unwrap_or_default(),
+                labels: labels.unwrap_or_default(),
+                per_page: per_page.unwrap_or_default(),
+                page: page.options(),
+                options: Some(job.options()),
+            };
+            (client.get_issues(request).await?, job)
         }
         GitLabCommand::Clone {
             project,
@@ -352,9 +552,14 @@ pub async fn gitlab(channel: &Connection, command: GitLabCommand) -> Submitted {
 pub async fn jira(channel: &Connection, command: JiraCommand) -> Submitted {
     let mut client = JiraClient::new(channel.clone());
     let (response, job) = match command {
-        JiraCommand::Projects { max_results, job } => {
+        JiraCommand::Projects {
+            max_results,
+            page,
+            job,
+        } => {
             let request = pb::JiraListProjectsRequest {
                 max_results: max_results.unwrap_or_default(),
+                page: page.options(),
                 options: Some(job.options()),
             };
             (client.list_projects(request).await?, job)
@@ -363,12 +568,14 @@ pub async fn jira(channel: &Connection, command: JiraCommand) -> Submitted {
             jql,
             project,
             max_results,
+            page,
             job,
         } => {
             let request = pb::JiraSearchIssuesRequest {
                 jql: jql.unwrap_or_default(),
                 project: project.unwrap_or_default(),
                 max_results: max_results.unwrap_or_default(),
+                page: page.options(),
                 options: Some(job.options()),
             };
             (client.search_issues(request).await?, job)
@@ -387,17 +594,36 @@ pub async fn jira(channel: &Connection, command: JiraCommand) -> Submitted {
 pub async fn linear(channel: &Connection, command: LinearCommand) -> Submitted {
     let mut client = LinearClient::new(channel.clone());
     let (response, job) = match command {
-        LinearCommand::Teams { first, job } => {
+        LinearCommand::Teams { first, page, job } => {
             let request = pb::LinearListTeamsRequest {
                 first: first.unwrap_or_default(),
+                page: page.options(),
                 options: Some(job.options()),
             };
             (client.list_teams(request).await?, job)
         }
-        LinearCommand::Issues { team, first, job } => {
+        LinearCommand::Issues {
+            team,
+            state,
+            state_type,
+            updated_after,
+            updated_before,
+            created_after,
+            created_before,
+            first,
+            page,
+            job,
+        } => {
             let request = pb::LinearListIssuesRequest {
                 team: team.unwrap_or_default(),
+                state: state.unwrap_or_default(),
+                state_type: state_type.unwrap_or_default(),
+                updated_after: updated_after.unwrap_or_default(),
+                updated_before: updated_before.unwrap_or_default(),
+                created_after: created_after.unwrap_or_default(),
+                created_before: created_before.unwrap_or_default(),
                 first: first.unwrap_or_default(),
+                page: page.options(),
                 options: Some(job.options()),
             };
             (client.list_issues(request).await?, job)
@@ -411,12 +637,16 @@ pub async fn bitbucket(channel: &Connection, command: BitbucketCommand) -> Submi
     let (response, job) = match command {
         BitbucketCommand::Repositories {
             workspace,
+            q,
             per_page,
+            page,
             job,
         } => {
             let request = pb::BitbucketListRepositoriesRequest {
                 workspace,
+                q: q.unwrap_or_default(),
                 per_page: per_page.unwrap_or_default(),
+                page: page.options(),
                 options: Some(job.options()),
             };
             (client.list_repositories(request).await?, job)
@@ -426,6 +656,7 @@ pub async fn bitbucket(channel: &Connection, command: BitbucketCommand) -> Submi
             repo,
             branch,
             per_page,
+            page,
             job,
         } => {
             let request = pb::BitbucketGetCommitsRequest {
@@ -433,6 +664,7 @@ pub async fn bitbucket(channel: &Connection, command: BitbucketCommand) -> Submi
                 repo,
                 branch: branch.unwrap_or_default(),
                 per_page: per_page.unwrap_or_default(),
+                page: page.options(),
                 options: Some(job.options()),
             };
             (client.get_commits(request).await?, job)
@@ -441,14 +673,18 @@ pub async fn bitbucket(channel: &Connection, command: BitbucketCommand) -> Submi
             workspace,
             repo,
             state,
+            q,
             per_page,
+            page,
             job,
         } => {
             let request = pb::BitbucketGetPullRequestsRequest {
                 workspace,
                 repo,
-                state: state.unwrap_or_default(),
+                state: state.join(","),
+                q: q.unwrap_or_default(),
                 per_page: per_page.unwrap_or_default(),
+                page: page.options(),
                 options: Some(job.options()),
             };
             (client.get_pull_requests(request).await?, job)

@@ -9,6 +9,7 @@
 //!
 //! [network]                # no entry, no network
 //! allowed_hosts = ["https://api.github.com", "https://*.example.com:*"]
+//! # or "${config.base_url}": the origin of [config] base_url (also for [[auth]] host)
 //!
 //! [[auth]]                 # added by the host; the plugin never sees the value
 //! host = "https://api.github.com"
@@ -120,8 +121,9 @@ impl Manifest {
             .allowed_hosts
             .iter()
             .map(|entry| {
-                HostPattern::parse(entry)
-                    .with_context(|| format!("network.allowed_hosts: invalid entry {entry:?}"))
+                let context = || format!("network.allowed_hosts: invalid entry {entry:?}");
+                let host = host_entry(entry, &raw.config).with_context(context)?;
+                HostPattern::parse(&host).with_context(context)
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         let auth = raw
@@ -129,7 +131,8 @@ impl Manifest {
             .into_iter()
             .map(|rule| {
                 let context = || format!("[[auth]] rule for {:?}", rule.host);
-                let host = HostPattern::parse(&rule.host).with_context(context)?;
+                let host = host_entry(&rule.host, &raw.config).with_context(context)?;
+                let host = HostPattern::parse(&host).with_context(context)?;
                 if !allowed_hosts.iter().any(|allowed| host.is_within(allowed)) {
                     bail!(
                         "{}: the host is not in network.allowed_hosts, so the header could never be sent",
@@ -198,6 +201,38 @@ impl Manifest {
             })
             .collect()
     }
+}
+
+/// A host entry of `allowed_hosts` or `[[auth]]` with a `${config.KEY}` reference
+/// replaced by the origin (`scheme://host[:port]`) of the URL in `[config] KEY`; any
+/// other entry as written. So one line, `base_url`, moves a plugin's grant and its
+/// credential together.
+fn host_entry(entry: &str, config: &BTreeMap<String, String>) -> anyhow::Result<String> {
+    let Some(key) = entry
+        .strip_prefix("${config.")
+        .and_then(|rest| rest.strip_suffix('}'))
+    else {
+        return Ok(entry.to_owned());
+    };
+    let Some(url) = config.get(key) else {
+        bail!(
+            "it takes its host from [config] {key}, which is not set: set {key} to the URL \
+             the plugin should use"
+        );
+    };
+    origin(url).with_context(|| format!("[config] {key} = {url:?} is not an http(s) URL"))
+}
+
+/// `scheme://authority` of `url`, refusing one with a user part.
+fn origin(url: &str) -> anyhow::Result<String> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        bail!("expected scheme://host[:port][/path]");
+    };
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    if authority.is_empty() || authority.contains('@') {
+        bail!("expected a host, without a user part");
+    }
+    Ok(format!("{scheme}://{authority}"))
 }
 
 fn validate_limits(limits: &RawLimits) -> anyhow::Result<()> {
@@ -393,6 +428,41 @@ mod tests {
         );
         let covered = text.replace("api.gitlab.com", "api.github.com");
         assert!(Manifest::parse(&covered).is_ok());
+    }
+
+    #[test]
+    fn hosts_can_follow_the_base_url() {
+        let text = |base_url: &str| {
+            format!(
+                "[network]\nallowed_hosts = [\"${{config.base_url}}\"]\n\
+                 [[auth]]\nhost = \"${{config.base_url}}\"\nheader = \"Authorization\"\nvalue = \"x\"\n\
+                 {base_url}"
+            )
+        };
+        let manifest = Manifest::parse(&text(
+            "[config]\nbase_url = \"http://127.0.0.1:8080/api/v4\"",
+        ))
+        .unwrap();
+        assert_eq!(
+            manifest.allowed_hosts()[0].to_string(),
+            "http://127.0.0.1:8080"
+        );
+        let headers = manifest.auth_headers(&Secrets::default()).unwrap();
+        assert_eq!(headers.len(), 1);
+        // No base_url: refused, saying which setting to give.
+        assert_eq!(
+            error_of(&text("")),
+            "network.allowed_hosts: invalid entry \"${config.base_url}\": it takes its host from \
+             [config] base_url, which is not set: set base_url to the URL the plugin should use"
+        );
+        assert!(
+            error_of(&text("[config]\nbase_url = \"https://user@evil.example\""))
+                .contains("is not an http(s) URL")
+        );
+        assert!(
+            error_of(&text("[config]\nbase_url = \"ftp://x.example\""))
+                .contains("the scheme must be http or https")
+        );
     }
 
     #[test]

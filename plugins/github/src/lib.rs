@@ -1,19 +1,30 @@
 //! Plugin `github`: read-only commands over the GitHub REST API.
 //!
-//! | command        | payload                                         | request                             |
-//! |----------------|-------------------------------------------------|-------------------------------------|
-//! | `repositories` | `{"owner"?, "per_page"?}`                       | `GET /users/{owner}/repos`, or `GET /user/repos` without `owner` |
-//! | `commits`      | `{"owner", "repo", "sha"?, "per_page"?}`        | `GET /repos/{owner}/{repo}/commits` |
-//! | `pullRequests` | `{"owner", "repo", "state"?, "per_page"?}`      | `GET /repos/{owner}/{repo}/pulls`   |
-//! | `clone`        | `{"owner", "repo", "ref"?}`                     | `HEAD {codeload_url}/{owner}/{repo}/tar.gz/{ref}` |
+//! | command        | payload                                                    | request                             |
+//! |----------------|------------------------------------------------------------|-------------------------------------|
+//! | `repositories` | `{"owner"?}`                                               | `GET /orgs/{owner}/repos` for an organisation, `GET /users/{owner}/repos` for a user (`GET /users/{owner}` says which), `GET /user/repos` without `owner` |
+//! | `commits`      | `{"owner", "repo", "sha"?, "since"?, "until"?, "path"?, "author"?}` | `GET /repos/{owner}/{repo}/commits` |
+//! | `pullRequests` | `{"owner", "repo", "state"?, "sort"?, "direction"?}`       | `GET /repos/{owner}/{repo}/pulls`   |
+//! | `clone`        | `{"owner", "repo", "ref"?}`                                | `HEAD {codeload_url}/{owner}/{repo}/tar.gz/{ref}` |
 //!
-//! Results are compact JSON (see the `*Summary` types). `clone` names the tarball URL
-//! and its size (`null` when the server does not say); without `ref` it asks the API
-//! for the repository's default branch first.
+//! Every list command also takes `max_items` (default 100, at most 10 000), `next`
+//! (the cursor of a previous result, with the same payload otherwise) and `per_page`
+//! (1 to 100, default as many as `max_items` needs). It follows GitHub's
+//! `Link: <...>; rel="next"` pages and returns the SDK's envelope
+//! `{"items": [...], "truncated": bool, "next": cursor or null}`. Filters: commits
+//! `since` / `until` (RFC 3339), `path`, `author` (login or email); pulls `state`
+//! (`open`, `closed`, `all`), `sort` (`created`, `updated`, `popularity`,
+//! `long-running`), `direction` (`asc`, `desc`). A pull request's `state` is `open`,
+//! `merged` or `closed`, with GitHub's own value in `source_state` and `merged_at`
+//! beside it; timestamps are RFC 3339 UTC. Items are the SDK's shared vocabulary
+//! (`vocabulary::{Repository, Commit, PullRequest}`; people `{login, name, email}`). `clone` names the tarball URL and its size
+//! (`null` when the server does not say); without `ref` it asks the API for the
+//! repository's default branch first.
 //!
-//! Config: `base_url` (default `https://api.github.com`) and `codeload_url` (default
-//! `https://codeload.github.com`). The daemon adds `Authorization` from the manifest's
-//! `[[auth]]` rule; this plugin never sets or sees credentials.
+//! Config: `base_url` (default `https://api.github.com`; GitHub Enterprise Server is
+//! `https://HOST/api/v3`) and `codeload_url` (default `https://codeload.github.com`).
+//! The daemon adds `Authorization` from the manifest's `[[auth]]` rule; this plugin
+//! never sets or sees credentials.
 //!
 //! Errors: a bad payload is permanent and names the field; statuses are classified
 //! by the SDK, GitHub's rate limits included: a 403 or 429 with
@@ -21,7 +32,10 @@
 //! (`retry-after`, or a body naming it) waits `retry-after`, else a minute.
 
 use honeydew_plugin_sdk::http::{self, Request, Response};
-use honeydew_plugin_sdk::{Plugin, PluginError, PluginInfo, config, parse_payload, to_json};
+use honeydew_plugin_sdk::paging::{Fetched, Page, Paging, link_next};
+use honeydew_plugin_sdk::vocabulary::{Commit, Person, PullRequest, PullRequestState, Repository};
+use honeydew_plugin_sdk::{Plugin, PluginError, PluginInfo, config, parse_payload, time, to_json};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 const DEFAULT_BASE_URL: &str = "https://api.github.com";
@@ -58,11 +72,14 @@ honeydew_plugin_sdk::export_plugin!(GitHub);
 struct RepositoriesPayload {
     owner: Option<String>,
     per_page: Option<u8>,
+    max_items: Option<u64>,
+    next: Option<String>,
 }
 
-/// One repository, as GitHub sends it and as the plugin returns it.
-#[derive(Deserialize, Serialize)]
-struct RepositorySummary {
+/// One repository as GitHub sends it.
+#[derive(Deserialize)]
+struct GitHubRepository {
+    id: u64,
     full_name: String,
     private: bool,
     default_branch: Option<String>,
@@ -71,12 +88,45 @@ struct RepositorySummary {
     updated_at: Option<String>,
 }
 
-fn repositories(payload: RepositoriesPayload) -> Result<Vec<RepositorySummary>, PluginError> {
-    let path = match &payload.owner {
-        Some(owner) => format!("/users/{}/repos", name("owner", owner)?),
-        None => "/user/repos".to_owned(),
+/// The account `GET /users/{owner}` describes: a user or an organisation.
+#[derive(Deserialize)]
+struct Account {
+    #[serde(rename = "type")]
+    kind: String,
+}
+
+fn repositories(payload: RepositoriesPayload) -> Result<Page<Repository>, PluginError> {
+    let paging = Paging::new("repositories", payload.max_items, payload.next.as_deref())?;
+    let size = page_size(&paging, payload.per_page)?;
+    // A resumed listing knows its URL: no need to ask what the owner is again.
+    let path = match (&payload.owner, paging.start()) {
+        (_, Some(_)) => String::new(),
+        (Some(owner), None) => {
+            let owner = name("owner", owner)?;
+            // GitHub lists an organisation's private repositories (those the token
+            // may see) only under /orgs; /users lists public ones alone.
+            let account: Account = api_get(&format!("/users/{owner}"), None)?.json()?;
+            if account.kind == "Organization" {
+                format!("/orgs/{owner}/repos")
+            } else {
+                format!("/users/{owner}/repos")
+            }
+        }
+        (None, None) => "/user/repos".to_owned(),
     };
-    api_get(&path, payload.per_page)?.json()
+    list(
+        paging,
+        api_request(&path, Some(size))?,
+        |repository: GitHubRepository| Repository {
+            id: repository.id.to_string(),
+            full_name: repository.full_name,
+            private: repository.private,
+            default_branch: repository.default_branch,
+            description: repository.description.filter(|text| !text.is_empty()),
+            url: repository.html_url,
+            updated_at: time::utc_opt(repository.updated_at),
+        },
+    )
 }
 
 #[derive(Deserialize)]
@@ -85,13 +135,26 @@ struct CommitsPayload {
     owner: String,
     repo: String,
     sha: Option<String>,
+    /// Only commits after this RFC 3339 time.
+    since: Option<String>,
+    /// Only commits before this RFC 3339 time.
+    until: Option<String>,
+    /// Only commits touching this file or directory.
+    path: Option<String>,
+    /// Only commits by this GitHub login or email address.
+    author: Option<String>,
     per_page: Option<u8>,
+    max_items: Option<u64>,
+    next: Option<String>,
 }
 
+/// One commit as GitHub sends it: the git commit, and the GitHub account of its
+/// author when GitHub could match one.
 #[derive(Deserialize)]
-struct Commit {
+struct GitHubCommit {
     sha: String,
     commit: CommitDetail,
+    author: Option<User>,
 }
 
 #[derive(Deserialize)]
@@ -102,44 +165,49 @@ struct CommitDetail {
 
 #[derive(Deserialize)]
 struct Signature {
-    name: String,
-    date: String,
-}
-
-/// One commit as the plugin returns it.
-#[derive(Serialize)]
-struct CommitSummary {
-    sha: String,
-    message: String,
-    author: Option<String>,
+    name: Option<String>,
+    email: Option<String>,
     date: Option<String>,
 }
 
-fn commits(payload: CommitsPayload) -> Result<Vec<CommitSummary>, PluginError> {
+fn commits(payload: CommitsPayload) -> Result<Page<Commit>, PluginError> {
+    let paging = Paging::new("commits", payload.max_items, payload.next.as_deref())?;
     let path = format!(
         "/repos/{}/commits",
         repository(&payload.owner, &payload.repo)?
     );
-    let mut request = api_request(&path, payload.per_page)?;
+    let mut request = api_request(&path, Some(page_size(&paging, payload.per_page)?))?;
     if let Some(sha) = &payload.sha {
         request = request.query("sha", non_empty("sha", sha)?);
     }
-    let commits: Vec<Commit> = request.send()?.error_for_status()?.json()?;
-    Ok(commits
-        .into_iter()
-        .map(|Commit { sha, commit }| {
-            let (author, date) = commit
-                .author
-                .map(|author| (author.name, author.date))
-                .unzip();
-            CommitSummary {
-                sha,
-                message: commit.message,
-                author,
-                date,
-            }
-        })
-        .collect())
+    for (field, value) in [("since", &payload.since), ("until", &payload.until)] {
+        if let Some(value) = value {
+            request = request.query(field, time::payload_timestamp(field, value)?);
+        }
+    }
+    for (field, value) in [("path", &payload.path), ("author", &payload.author)] {
+        if let Some(value) = value {
+            request = request.query(field, non_empty(field, value)?);
+        }
+    }
+    list(paging, request, summarise_commit)
+}
+
+fn summarise_commit(commit: GitHubCommit) -> Commit {
+    let login = commit.author.map(|user| user.login);
+    let signature = commit.commit.author;
+    let date = signature
+        .as_ref()
+        .and_then(|signature| signature.date.clone());
+    let (name, email) = signature
+        .map(|signature| (signature.name, signature.email))
+        .unwrap_or_default();
+    Commit {
+        sha: commit.sha,
+        message: commit.commit.message,
+        author: Person::new(login, name, email),
+        date: time::utc_opt(date),
+    }
 }
 
 #[derive(Deserialize)]
@@ -147,20 +215,71 @@ fn commits(payload: CommitsPayload) -> Result<Vec<CommitSummary>, PluginError> {
 struct PullRequestsPayload {
     owner: String,
     repo: String,
-    state: Option<PullRequestState>,
+    state: Option<StateFilter>,
+    sort: Option<PullRequestSort>,
+    direction: Option<Direction>,
     per_page: Option<u8>,
+    max_items: Option<u64>,
+    next: Option<String>,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "lowercase")]
-enum PullRequestState {
+enum StateFilter {
     Open,
     Closed,
     All,
 }
 
+impl StateFilter {
+    fn as_str(&self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::Closed => "closed",
+            Self::All => "all",
+        }
+    }
+}
+
 #[derive(Deserialize)]
-struct PullRequest {
+#[serde(rename_all = "kebab-case")]
+enum PullRequestSort {
+    Created,
+    Updated,
+    Popularity,
+    LongRunning,
+}
+
+impl PullRequestSort {
+    fn as_str(&self) -> &'static str {
+        match self {
+            Self::Created => "created",
+            Self::Updated => "updated",
+            Self::Popularity => "popularity",
+            Self::LongRunning => "long-running",
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Direction {
+    Asc,
+    Desc,
+}
+
+impl Direction {
+    fn as_str(&self) -> &'static str {
+        match self {
+            Self::Asc => "asc",
+            Self::Desc => "desc",
+        }
+    }
+}
+
+/// One pull request as GitHub sends it.
+#[derive(Deserialize)]
+struct GitHubPullRequest {
     number: u64,
     title: String,
     state: String,
@@ -170,6 +289,9 @@ struct PullRequest {
     base: Branch,
     html_url: String,
     created_at: String,
+    updated_at: Option<String>,
+    closed_at: Option<String>,
+    merged_at: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -183,53 +305,83 @@ struct Branch {
     reference: String,
 }
 
-/// One pull request as the plugin returns it.
-#[derive(Serialize)]
-struct PullRequestSummary {
-    number: u64,
-    title: String,
-    state: String,
-    draft: bool,
-    author: Option<String>,
-    head: String,
-    base: String,
-    html_url: String,
-    created_at: String,
-}
-
-fn pull_requests(payload: PullRequestsPayload) -> Result<Vec<PullRequestSummary>, PluginError> {
+fn pull_requests(payload: PullRequestsPayload) -> Result<Page<PullRequest>, PluginError> {
+    let paging = Paging::new("pullRequests", payload.max_items, payload.next.as_deref())?;
     let path = format!(
         "/repos/{}/pulls",
         repository(&payload.owner, &payload.repo)?
     );
-    let mut request = api_request(&path, payload.per_page)?;
-    if let Some(state) = payload.state {
+    let mut request = api_request(&path, Some(page_size(&paging, payload.per_page)?))?;
+    if let Some(state) = &payload.state {
         request = request.query("state", state.as_str());
     }
-    let pulls: Vec<PullRequest> = request.send()?.error_for_status()?.json()?;
-    Ok(pulls
-        .into_iter()
-        .map(|pull| PullRequestSummary {
-            number: pull.number,
-            title: pull.title,
-            state: pull.state,
-            draft: pull.draft.unwrap_or(false),
-            author: pull.user.map(|user| user.login),
-            head: pull.head.reference,
-            base: pull.base.reference,
-            html_url: pull.html_url,
-            created_at: pull.created_at,
-        })
-        .collect())
+    if let Some(sort) = &payload.sort {
+        request = request.query("sort", sort.as_str());
+    }
+    if let Some(direction) = &payload.direction {
+        request = request.query("direction", direction.as_str());
+    }
+    list(paging, request, summarise_pull_request)
 }
 
-impl PullRequestState {
-    fn as_str(&self) -> &'static str {
-        match self {
-            Self::Open => "open",
-            Self::Closed => "closed",
-            Self::All => "all",
-        }
+/// GitHub's `closed` covers merged and rejected alike: `merged_at` tells them apart.
+fn summarise_pull_request(pull: GitHubPullRequest) -> PullRequest {
+    let state = match (pull.state.as_str(), &pull.merged_at) {
+        ("open", _) => PullRequestState::Open,
+        (_, Some(_)) => PullRequestState::Merged,
+        _ => PullRequestState::Closed,
+    };
+    PullRequest {
+        number: pull.number,
+        title: pull.title,
+        state,
+        source_state: pull.state,
+        draft: pull.draft.unwrap_or(false),
+        author: pull
+            .user
+            .and_then(|user| Person::new(Some(user.login), None, None)),
+        source_branch: pull.head.reference,
+        target_branch: pull.base.reference,
+        url: pull.html_url,
+        created_at: time::utc(&pull.created_at),
+        updated_at: time::utc_opt(pull.updated_at),
+        closed_at: time::utc_opt(pull.closed_at),
+        merged_at: time::utc_opt(pull.merged_at),
+    }
+}
+
+/// Follows a listing's `Link: <...>; rel="next"` pages from `first`, converting each
+/// item with `convert`, into the SDK's envelope.
+fn list<T: DeserializeOwned, U>(
+    paging: Paging,
+    first: Request,
+    convert: impl Fn(T) -> U,
+) -> Result<Page<U>, PluginError> {
+    let paging = paging.urls_under(&setting("base_url", DEFAULT_BASE_URL))?;
+    paging.collect(|position| {
+        let request = match position {
+            None => first.clone(),
+            Some(url) => with_headers(Request::get(url)),
+        };
+        let response = request.send()?.error_for_status()?;
+        let next = link_next(&response);
+        let items: Vec<T> = response.json()?;
+        Ok(Fetched {
+            items: items.into_iter().map(&convert).collect(),
+            next,
+        })
+    })
+}
+
+/// The page size to ask for: the payload's `per_page` (1 to 100), else as many as
+/// `max_items` needs, at most 100.
+fn page_size(paging: &Paging, per_page: Option<u8>) -> Result<u8, PluginError> {
+    match per_page {
+        None => Ok(u8::try_from(paging.page_size(MAX_PER_PAGE.into())).unwrap_or(MAX_PER_PAGE)),
+        Some(size @ 1..=MAX_PER_PAGE) => Ok(size),
+        Some(size) => Err(PluginError::permanent(format!(
+            "invalid payload: field \"per_page\": must be 1 to {MAX_PER_PAGE}, got {size}"
+        ))),
     }
 }
 
@@ -242,8 +394,9 @@ struct ClonePayload {
     reference: Option<String>,
 }
 
+/// What `clone` reads of `GET /repos/{owner}/{repo}`.
 #[derive(Deserialize)]
-struct Repository {
+struct DefaultBranch {
     default_branch: String,
 }
 
@@ -264,7 +417,7 @@ fn clone(payload: ClonePayload) -> Result<CloneSummary, PluginError> {
         Some(reference) => non_empty("ref", &reference)?.to_owned(),
         None => {
             api_get(&format!("/repos/{repository}"), None)?
-                .json::<Repository>()?
+                .json::<DefaultBranch>()?
                 .default_branch
         }
     };
@@ -299,17 +452,25 @@ fn setting(key: &str, default: &str) -> String {
 
 /// A GET of `path` on the API with GitHub's headers and an optional page size.
 fn api_request(path: &str, per_page: Option<u8>) -> Result<Request, PluginError> {
-    let request = Request::get(&format!("{}{path}", setting("base_url", DEFAULT_BASE_URL)))
-        .header("accept", "application/vnd.github+json")
-        .header("user-agent", "honeydew")
-        .header("x-github-api-version", "2022-11-28");
+    let request = with_headers(Request::get(&format!(
+        "{}{path}",
+        setting("base_url", DEFAULT_BASE_URL)
+    )));
     match per_page {
         None => Ok(request),
         Some(size @ 1..=MAX_PER_PAGE) => Ok(request.query("per_page", size)),
         Some(size) => Err(PluginError::permanent(format!(
-            "invalid payload: \"per_page\" must be 1 to {MAX_PER_PAGE}, got {size}"
+            "invalid payload: field \"per_page\": must be 1 to {MAX_PER_PAGE}, got {size}"
         ))),
     }
+}
+
+/// GitHub's headers on `request`.
+fn with_headers(request: Request) -> Request {
+    request
+        .header("accept", "application/vnd.github+json")
+        .header("user-agent", "honeydew")
+        .header("x-github-api-version", "2022-11-28")
 }
 
 /// Sends [`api_request`] and returns the response, its status classified by the SDK
@@ -424,6 +585,79 @@ mod tests {
             Some((false, None)),
         );
         check_status(200, &[("x-ratelimit-remaining", "0")], "[]", None);
+    }
+
+    #[test]
+    fn pull_request_states_tell_merged_from_closed() {
+        let pull = |state: &str, merged_at: Option<&str>| {
+            serde_json::from_value::<GitHubPullRequest>(serde_json::json!({
+                "number": 1, "title": "t", "state": state, "draft": null, "user": null,
+                "head": {"ref": "feature"}, "base": {"ref": "main"},
+                "html_url": "https://github.com/o/r/pull/1",
+                "created_at": "2024-01-02T03:04:05Z",
+                "closed_at": merged_at, "merged_at": merged_at
+            }))
+            .unwrap()
+        };
+        let merged = summarise_pull_request(pull("closed", Some("2024-02-03T04:05:06Z")));
+        assert_eq!(
+            (merged.state, &*merged.source_state),
+            (PullRequestState::Merged, "closed")
+        );
+        assert_eq!(merged.merged_at.as_deref(), Some("2024-02-03T04:05:06Z"));
+        let rejected = summarise_pull_request(pull("closed", None));
+        assert_eq!(
+            (rejected.state, rejected.merged_at),
+            (PullRequestState::Closed, None)
+        );
+        let open = summarise_pull_request(pull("open", None));
+        assert_eq!(
+            (open.state, open.draft, open.author),
+            (PullRequestState::Open, false, None)
+        );
+        assert_eq!(
+            (&*open.source_branch, &*open.target_branch),
+            ("feature", "main")
+        );
+    }
+
+    #[test]
+    fn commit_authors_are_people() {
+        let commit = serde_json::from_value::<GitHubCommit>(serde_json::json!({
+            "sha": "abc",
+            "commit": {"message": "m", "author": {"name": "Ada", "email": "ada@example.com",
+                       "date": "2024-01-02T03:04:05+01:00"}},
+            "author": {"login": "ada"}
+        }))
+        .unwrap();
+        let commit = summarise_commit(commit);
+        assert_eq!(
+            commit.author,
+            Person::new(
+                Some("ada".into()),
+                Some("Ada".into()),
+                Some("ada@example.com".into())
+            )
+        );
+        assert_eq!(commit.date.as_deref(), Some("2024-01-02T02:04:05Z"));
+        let anonymous = serde_json::from_value::<GitHubCommit>(serde_json::json!({
+            "sha": "abc", "commit": {"message": "m", "author": null}, "author": null
+        }))
+        .unwrap();
+        assert_eq!(summarise_commit(anonymous).author, None);
+    }
+
+    #[test]
+    fn page_sizes_follow_max_items() {
+        let paging = |max_items| Paging::new("commits", Some(max_items), None).unwrap();
+        assert_eq!(page_size(&paging(30), None), Ok(30));
+        assert_eq!(page_size(&paging(137), None), Ok(100));
+        assert_eq!(page_size(&paging(137), Some(10)), Ok(10));
+        let error = page_size(&paging(5), Some(0)).unwrap_err();
+        assert_eq!(
+            error.message(),
+            "invalid payload: field \"per_page\": must be 1 to 100, got 0"
+        );
     }
 
     #[test]

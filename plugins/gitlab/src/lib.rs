@@ -2,24 +2,41 @@
 //!
 //! `project` is a numeric id or a full path such as `"group/subgroup/name"`.
 //!
-//! | command         | payload                                      | request                                          |
-//! |-----------------|----------------------------------------------|--------------------------------------------------|
-//! | `projects`      | `{"group"?, "per_page"?}`                    | `GET /groups/{group}/projects`, or `GET /projects?membership=true` |
-//! | `commits`       | `{"project", "ref"?, "per_page"?}`           | `GET /projects/{project}/repository/commits`     |
-//! | `mergeRequests` | `{"project", "state"?, "per_page"?}`         | `GET /projects/{project}/merge_requests`         |
-//! | `clone`         | `{"project", "ref"?}`                        | `HEAD /projects/{project}/repository/archive.tar.gz?sha={ref}` |
+//! | command         | payload                                                        | request                                          |
+//! |-----------------|----------------------------------------------------------------|--------------------------------------------------|
+//! | `projects`      | `{"group"?, "include_subgroups"?}`                             | `GET /groups/{group}/projects`, or `GET /projects?membership=true` |
+//! | `commits`       | `{"project", "ref"?, "since"?, "until"?, "path"?, "author"?}`  | `GET /projects/{project}/repository/commits`     |
+//! | `mergeRequests` | `{"project", "state"?, "updated_after"?, "updated_before"?}`   | `GET /projects/{project}/merge_requests`         |
+//! | `issues`        | `{"project", "state"?, "updated_after"?, "updated_before"?, "labels"?}` | `GET /projects/{project}/issues`        |
+//! | `clone`         | `{"project", "ref"?}`                                          | `HEAD /projects/{project}/repository/archive.tar.gz?sha={ref}` |
 //!
-//! `state` is `opened`, `closed`, `merged`, `locked` or `all`. Results are compact
-//! JSON (see the `*Summary` types). `clone` names the archive URL (on the API host, so
-//! the daemon's auth applies to it) and its size, `null` when the server does not say;
+//! Every list command also takes `max_items` (default 100, at most 10 000), `next`
+//! (the cursor of a previous result, with the same payload otherwise) and `per_page`
+//! (1 to 100). It follows GitLab's `Link: <...>; rel="next"` (or `x-next-page`) and
+//! returns the SDK's envelope `{"items": [...], "truncated": bool, "next": cursor or
+//! null}`. The merge requests' `state` filter is `opened`, `closed`, `merged`,
+//! `locked` or `all`, the issues' `opened`, `closed` or `all`; a merge request's
+//! `state` in the result is `open`, `merged` or `closed`, with GitLab's own value in
+//! `source_state`. Times in filters and results are RFC 3339 (results in UTC). Items
+//! are the SDK's shared vocabulary: projects are `vocabulary::Repository`
+//! (`full_name` is the path with namespace), merge requests `vocabulary::PullRequest`
+//! (`number` is the `iid`), issues `vocabulary::Issue` (`key` is the full reference,
+//! `group/project#12`). `clone` names the archive URL (on the API host, so the
+//! daemon's auth applies to it) and its size, `null` when the server does not say;
 //! without `ref` it uses the project's default branch.
 //!
-//! Config: `base_url` (default `https://gitlab.com/api/v4`). The daemon adds the token
-//! header from the manifest's `[[auth]]` rule. Errors: a bad payload is permanent and
-//! names the field; statuses are classified by the SDK.
+//! Config: `base_url` (default `https://gitlab.com/api/v4`; a self-hosted GitLab is
+//! `https://HOST/api/v4`). The daemon adds the token header from the manifest's
+//! `[[auth]]` rule. Errors: a bad payload is permanent and names the field; statuses
+//! are classified by the SDK.
 
 use honeydew_plugin_sdk::http::{self, Request, Response};
-use honeydew_plugin_sdk::{Plugin, PluginError, PluginInfo, config, parse_payload, to_json};
+use honeydew_plugin_sdk::paging::{Fetched, Page, Paging, link_next, with_query};
+use honeydew_plugin_sdk::vocabulary::{
+    Commit, Issue, IssueState, Person, PullRequest, PullRequestState, Repository,
+};
+use honeydew_plugin_sdk::{Plugin, PluginError, PluginInfo, config, parse_payload, time, to_json};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 const DEFAULT_BASE_URL: &str = "https://gitlab.com/api/v4";
@@ -33,7 +50,7 @@ impl Plugin for GitLab {
         PluginInfo::new(
             "gitlab",
             env!("CARGO_PKG_VERSION"),
-            &["projects", "commits", "mergeRequests", "clone"],
+            &["projects", "commits", "mergeRequests", "issues", "clone"],
         )
     }
 
@@ -42,6 +59,7 @@ impl Plugin for GitLab {
             "projects" => to_json(&projects(parse_payload(payload)?)?),
             "commits" => to_json(&commits(parse_payload(payload)?)?),
             "mergeRequests" => to_json(&merge_requests(parse_payload(payload)?)?),
+            "issues" => to_json(&issues(parse_payload(payload)?)?),
             "clone" => to_json(&clone(parse_payload(payload)?)?),
             _ => Err(PluginError::unknown_command(command)),
         }
@@ -74,26 +92,56 @@ impl Reference {
 #[serde(deny_unknown_fields)]
 struct ProjectsPayload {
     group: Option<Reference>,
+    /// With `group`: its subgroups' projects too.
+    include_subgroups: Option<bool>,
     per_page: Option<u8>,
+    max_items: Option<u64>,
+    next: Option<String>,
 }
 
-/// One project, as GitLab sends it and as the plugin returns it.
-#[derive(Deserialize, Serialize)]
-struct ProjectSummary {
+/// One project as GitLab sends it; the plugin returns it as a repository.
+#[derive(Deserialize)]
+struct GitLabProject {
     id: u64,
     path_with_namespace: String,
     default_branch: Option<String>,
     visibility: Option<String>,
+    description: Option<String>,
     web_url: String,
     last_activity_at: Option<String>,
 }
 
-fn projects(payload: ProjectsPayload) -> Result<Vec<ProjectSummary>, PluginError> {
+fn projects(payload: ProjectsPayload) -> Result<Page<Repository>, PluginError> {
+    let paging = Paging::new("projects", payload.max_items, payload.next.as_deref())?;
     let request = match &payload.group {
-        Some(group) => api_request(&format!("/groups/{}/projects", group.segment("group")?)),
+        Some(group) => {
+            let request = api_request(&format!("/groups/{}/projects", group.segment("group")?));
+            match payload.include_subgroups {
+                Some(include) => request.query("include_subgroups", include),
+                None => request,
+            }
+        }
+        None if payload.include_subgroups.is_some() => {
+            return Err(PluginError::permanent(
+                "invalid payload: field \"include_subgroups\": needs \"group\"",
+            ));
+        }
         None => api_request("/projects").query("membership", true),
     };
-    send(paged(request, payload.per_page)?)?.json()
+    let request = paged(request, &paging, payload.per_page)?;
+    list(paging, request, summarise_project)
+}
+
+fn summarise_project(project: GitLabProject) -> Repository {
+    Repository {
+        id: project.id.to_string(),
+        full_name: project.path_with_namespace,
+        private: project.visibility.as_deref() != Some("public"),
+        default_branch: project.default_branch,
+        description: project.description.filter(|text| !text.is_empty()),
+        url: project.web_url,
+        updated_at: time::utc_opt(project.last_activity_at),
+    }
 }
 
 #[derive(Deserialize)]
@@ -102,45 +150,55 @@ struct CommitsPayload {
     project: Reference,
     #[serde(rename = "ref")]
     reference: Option<String>,
+    /// Only commits after this RFC 3339 time.
+    since: Option<String>,
+    /// Only commits before this RFC 3339 time.
+    until: Option<String>,
+    /// Only commits touching this file or directory.
+    path: Option<String>,
+    /// Only commits by this author (name or email).
+    author: Option<String>,
     per_page: Option<u8>,
+    max_items: Option<u64>,
+    next: Option<String>,
 }
 
+/// One commit as GitLab sends it.
 #[derive(Deserialize)]
-struct Commit {
+struct GitLabCommit {
     id: String,
     message: String,
     author_name: Option<String>,
+    author_email: Option<String>,
     authored_date: Option<String>,
 }
 
-/// One commit as the plugin returns it.
-#[derive(Serialize)]
-struct CommitSummary {
-    sha: String,
-    message: String,
-    author: Option<String>,
-    date: Option<String>,
-}
-
-fn commits(payload: CommitsPayload) -> Result<Vec<CommitSummary>, PluginError> {
+fn commits(payload: CommitsPayload) -> Result<Page<Commit>, PluginError> {
+    let paging = Paging::new("commits", payload.max_items, payload.next.as_deref())?;
     let path = format!(
         "/projects/{}/repository/commits",
         payload.project.segment("project")?
     );
-    let mut request = paged(api_request(&path), payload.per_page)?;
+    let mut request = paged(api_request(&path), &paging, payload.per_page)?;
     if let Some(reference) = &payload.reference {
         request = request.query("ref_name", non_empty("ref", reference)?);
     }
-    let commits: Vec<Commit> = send(request)?.json()?;
-    Ok(commits
-        .into_iter()
-        .map(|commit| CommitSummary {
-            sha: commit.id,
-            message: commit.message,
-            author: commit.author_name,
-            date: commit.authored_date,
-        })
-        .collect())
+    for (field, value) in [("since", &payload.since), ("until", &payload.until)] {
+        if let Some(value) = value {
+            request = request.query(field, time::payload_timestamp(field, value)?);
+        }
+    }
+    for (field, value) in [("path", &payload.path), ("author", &payload.author)] {
+        if let Some(value) = value {
+            request = request.query(field, non_empty(field, value)?);
+        }
+    }
+    list(paging, request, |commit: GitLabCommit| Commit {
+        sha: commit.id,
+        message: commit.message,
+        author: Person::new(None, commit.author_name, commit.author_email),
+        date: time::utc_opt(commit.authored_date),
+    })
 }
 
 #[derive(Deserialize)]
@@ -148,7 +206,13 @@ fn commits(payload: CommitsPayload) -> Result<Vec<CommitSummary>, PluginError> {
 struct MergeRequestsPayload {
     project: Reference,
     state: Option<MergeRequestState>,
+    /// Only merge requests updated at or after this RFC 3339 time.
+    updated_after: Option<String>,
+    /// Only merge requests updated at or before this RFC 3339 time.
+    updated_before: Option<String>,
     per_page: Option<u8>,
+    max_items: Option<u64>,
+    next: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -173,8 +237,9 @@ impl MergeRequestState {
     }
 }
 
+/// One merge request as GitLab sends it.
 #[derive(Deserialize)]
-struct MergeRequest {
+struct GitLabMergeRequest {
     iid: u64,
     title: String,
     state: String,
@@ -184,51 +249,192 @@ struct MergeRequest {
     target_branch: String,
     web_url: String,
     created_at: String,
+    updated_at: Option<String>,
+    merged_at: Option<String>,
+    closed_at: Option<String>,
 }
 
 #[derive(Deserialize)]
 struct Author {
-    username: String,
+    username: Option<String>,
+    name: Option<String>,
 }
 
-/// One merge request as the plugin returns it.
-#[derive(Serialize)]
-struct MergeRequestSummary {
-    iid: u64,
-    title: String,
-    state: String,
-    draft: bool,
-    author: Option<String>,
-    source_branch: String,
-    target_branch: String,
-    web_url: String,
-    created_at: String,
-}
-
-fn merge_requests(payload: MergeRequestsPayload) -> Result<Vec<MergeRequestSummary>, PluginError> {
+fn merge_requests(payload: MergeRequestsPayload) -> Result<Page<PullRequest>, PluginError> {
+    let paging = Paging::new("mergeRequests", payload.max_items, payload.next.as_deref())?;
     let path = format!(
         "/projects/{}/merge_requests",
         payload.project.segment("project")?
     );
-    let mut request = paged(api_request(&path), payload.per_page)?;
+    let mut request = paged(api_request(&path), &paging, payload.per_page)?;
     if let Some(state) = &payload.state {
         request = request.query("state", state.as_str());
     }
-    let merge_requests: Vec<MergeRequest> = send(request)?.json()?;
-    Ok(merge_requests
-        .into_iter()
-        .map(|merge_request| MergeRequestSummary {
-            iid: merge_request.iid,
-            title: merge_request.title,
-            state: merge_request.state,
-            draft: merge_request.draft.unwrap_or(false),
-            author: merge_request.author.map(|author| author.username),
-            source_branch: merge_request.source_branch,
-            target_branch: merge_request.target_branch,
-            web_url: merge_request.web_url,
-            created_at: merge_request.created_at,
+    for (field, value) in [
+        ("updated_after", &payload.updated_after),
+        ("updated_before", &payload.updated_before),
+    ] {
+        if let Some(value) = value {
+            request = request.query(field, time::payload_timestamp(field, value)?);
+        }
+    }
+    list(paging, request, summarise_merge_request)
+}
+
+fn summarise_merge_request(merge_request: GitLabMergeRequest) -> PullRequest {
+    let state = match merge_request.state.as_str() {
+        "merged" => PullRequestState::Merged,
+        "closed" => PullRequestState::Closed,
+        // `opened`, and `locked` (open, its discussion locked).
+        _ => PullRequestState::Open,
+    };
+    PullRequest {
+        number: merge_request.iid,
+        title: merge_request.title,
+        state,
+        source_state: merge_request.state,
+        draft: merge_request.draft.unwrap_or(false),
+        author: merge_request
+            .author
+            .and_then(|author| Person::new(author.username, author.name, None)),
+        source_branch: merge_request.source_branch,
+        target_branch: merge_request.target_branch,
+        url: merge_request.web_url,
+        created_at: time::utc(&merge_request.created_at),
+        updated_at: time::utc_opt(merge_request.updated_at),
+        merged_at: time::utc_opt(merge_request.merged_at),
+        closed_at: time::utc_opt(merge_request.closed_at),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IssuesPayload {
+    project: Reference,
+    state: Option<IssueStateFilter>,
+    /// Only issues updated at or after this RFC 3339 time.
+    updated_after: Option<String>,
+    /// Only issues updated at or before this RFC 3339 time.
+    updated_before: Option<String>,
+    /// Only issues with all these labels (comma-separated, as GitLab takes them).
+    labels: Option<String>,
+    per_page: Option<u8>,
+    max_items: Option<u64>,
+    next: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum IssueStateFilter {
+    Opened,
+    Closed,
+    All,
+}
+
+impl IssueStateFilter {
+    fn as_str(&self) -> &'static str {
+        match self {
+            Self::Opened => "opened",
+            Self::Closed => "closed",
+            Self::All => "all",
+        }
+    }
+}
+
+/// One issue as GitLab sends it.
+#[derive(Deserialize)]
+struct GitLabIssue {
+    iid: u64,
+    title: String,
+    state: String,
+    issue_type: Option<String>,
+    author: Option<Author>,
+    #[serde(default)]
+    assignees: Vec<Author>,
+    web_url: String,
+    created_at: Option<String>,
+    updated_at: Option<String>,
+    closed_at: Option<String>,
+    references: Option<References>,
+}
+
+#[derive(Deserialize)]
+struct References {
+    full: Option<String>,
+}
+
+fn issues(payload: IssuesPayload) -> Result<Page<Issue>, PluginError> {
+    let paging = Paging::new("issues", payload.max_items, payload.next.as_deref())?;
+    let path = format!("/projects/{}/issues", payload.project.segment("project")?);
+    let mut request = paged(api_request(&path), &paging, payload.per_page)?;
+    if let Some(state) = &payload.state {
+        request = request.query("state", state.as_str());
+    }
+    for (field, value) in [
+        ("updated_after", &payload.updated_after),
+        ("updated_before", &payload.updated_before),
+    ] {
+        if let Some(value) = value {
+            request = request.query(field, time::payload_timestamp(field, value)?);
+        }
+    }
+    if let Some(labels) = &payload.labels {
+        request = request.query("labels", non_empty("labels", labels)?);
+    }
+    list(paging, request, summarise_issue)
+}
+
+/// An issue in the shared vocabulary: `key` is GitLab's full reference
+/// (`group/project#12`), `state` open or closed, `status` GitLab's own state, the
+/// first assignee the assignee and the author the reporter.
+fn summarise_issue(issue: GitLabIssue) -> Issue {
+    let person = |author: Author| Person::new(author.username, author.name, None);
+    let state = match issue.state.as_str() {
+        "closed" => IssueState::Closed,
+        _ => IssueState::Open,
+    };
+    Issue {
+        key: issue
+            .references
+            .and_then(|references| references.full)
+            .unwrap_or_else(|| format!("#{}", issue.iid)),
+        title: Some(issue.title),
+        state: Some(state),
+        status: Some(issue.state),
+        issue_type: issue.issue_type,
+        priority: None,
+        assignee: issue.assignees.into_iter().next().and_then(person),
+        reporter: issue.author.and_then(person),
+        url: Some(issue.web_url),
+        created_at: time::utc_opt(issue.created_at),
+        updated_at: time::utc_opt(issue.updated_at),
+        closed_at: time::utc_opt(issue.closed_at),
+    }
+}
+
+/// Follows a listing's pages from `first` into the SDK's envelope: the `Link` header's
+/// `rel="next"` (offset and keyset pagination both send it), else `x-next-page`
+/// applied to the page's own URL; an empty `x-next-page` ends the listing.
+fn list<T: DeserializeOwned, U>(
+    paging: Paging,
+    first: Request,
+    convert: impl Fn(T) -> U,
+) -> Result<Page<U>, PluginError> {
+    let paging = paging.urls_under(&base_url())?;
+    paging.collect(|position| {
+        let request = match position {
+            None => first.clone(),
+            Some(url) => Request::get(url).header("accept", "application/json"),
+        };
+        let url = request.url().to_owned();
+        let response = send(request)?;
+        let next = next_page(&response, &url);
+        let items: Vec<T> = response.json()?;
+        Ok(Fetched {
+            items: items.into_iter().map(&convert).collect(),
+            next,
         })
-        .collect())
+    })
 }
 
 #[derive(Deserialize)]
@@ -280,6 +486,17 @@ fn clone(payload: ClonePayload) -> Result<CloneSummary, PluginError> {
     })
 }
 
+/// The URL of the page after `response`, fetched from `url`: the `Link` header's
+/// `rel="next"`, else `x-next-page` (a page number; empty on the last page).
+fn next_page(response: &Response, url: &str) -> Option<String> {
+    link_next(response).or_else(|| {
+        let page = response.header("x-next-page")?.trim();
+        let valid =
+            !page.is_empty() && page.len() <= 10 && page.bytes().all(|b| b.is_ascii_digit());
+        valid.then(|| with_query(url, "page", page))
+    })
+}
+
 /// The configured API root without its trailing slash.
 fn base_url() -> String {
     config::get_or("base_url", DEFAULT_BASE_URL)
@@ -292,13 +509,14 @@ fn api_request(path: &str) -> Request {
     Request::get(&format!("{}{path}", base_url())).header("accept", "application/json")
 }
 
-/// Adds a page size, checked against GitLab's maximum.
-fn paged(request: Request, per_page: Option<u8>) -> Result<Request, PluginError> {
+/// Adds a page size: the payload's `per_page` (1 to 100), else as many as `max_items`
+/// needs, at most 100.
+fn paged(request: Request, paging: &Paging, per_page: Option<u8>) -> Result<Request, PluginError> {
     match per_page {
-        None => Ok(request),
+        None => Ok(request.query("per_page", paging.page_size(MAX_PER_PAGE.into()))),
         Some(size @ 1..=MAX_PER_PAGE) => Ok(request.query("per_page", size)),
         Some(size) => Err(PluginError::permanent(format!(
-            "invalid payload: \"per_page\" must be 1 to {MAX_PER_PAGE}, got {size}"
+            "invalid payload: field \"per_page\": must be 1 to {MAX_PER_PAGE}, got {size}"
         ))),
     }
 }
@@ -316,5 +534,133 @@ fn non_empty<'a>(field: &str, value: &'a str) -> Result<&'a str, PluginError> {
         )))
     } else {
         Ok(value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_next_page_is_the_link_or_x_next_page() {
+        let url = "https://gitlab.example/api/v4/projects/1/repository/commits?per_page=100";
+        let check = |headers: &[(&str, &str)], expected: Option<&str>| {
+            let response = Response::new(200, headers, "[]");
+            assert_eq!(
+                next_page(&response, url).as_deref(),
+                expected,
+                "{headers:?}"
+            );
+        };
+        check(
+            &[(
+                "link",
+                "<https://gitlab.example/api/v4/projects/1/repository/commits?page=2&per_page=100>; rel=\"next\", \
+                 <https://gitlab.example/api/v4/projects/1/repository/commits?page=1&per_page=100>; rel=\"first\"",
+            )],
+            Some("https://gitlab.example/api/v4/projects/1/repository/commits?page=2&per_page=100"),
+        );
+        check(
+            &[("x-next-page", "3"), ("x-page", "2")],
+            Some("https://gitlab.example/api/v4/projects/1/repository/commits?per_page=100&page=3"),
+        );
+        check(&[("x-next-page", "")], None);
+        check(&[("x-next-page", "3; DROP")], None);
+        check(&[], None);
+    }
+
+    #[test]
+    fn merge_request_states_map_to_one_vocabulary() {
+        let merge_request = |state: &str| {
+            serde_json::from_value::<GitLabMergeRequest>(serde_json::json!({
+                "iid": 7, "title": "t", "state": state, "author": null,
+                "source_branch": "f", "target_branch": "main",
+                "web_url": "https://gitlab.example/g/p/-/merge_requests/7",
+                "created_at": "2024-01-02T03:04:05.000+01:00",
+                "merged_at": null
+            }))
+            .unwrap()
+        };
+        for (source, state) in [
+            ("opened", PullRequestState::Open),
+            ("locked", PullRequestState::Open),
+            ("merged", PullRequestState::Merged),
+            ("closed", PullRequestState::Closed),
+        ] {
+            let summary = summarise_merge_request(merge_request(source));
+            assert_eq!((summary.state, &*summary.source_state), (state, source));
+            assert_eq!(summary.created_at, "2024-01-02T02:04:05Z");
+            assert_eq!(summary.author, None);
+        }
+    }
+
+    #[test]
+    fn issues_speak_the_shared_vocabulary() {
+        let issue = serde_json::from_value::<GitLabIssue>(serde_json::json!({
+            "iid": 12, "title": "t", "state": "closed", "issue_type": "incident",
+            "author": {"username": "ada", "name": "Ada"}, "assignees": [],
+            "web_url": "https://gitlab.example/g/p/-/issues/12",
+            "created_at": "2024-01-02T03:04:05.000+01:00", "closed_at": "2024-01-03T00:00:00.000Z",
+            "references": {"short": "#12", "full": "g/p#12"}
+        }))
+        .unwrap();
+        let issue = summarise_issue(issue);
+        assert_eq!(
+            (&*issue.key, issue.state),
+            ("g/p#12", Some(IssueState::Closed))
+        );
+        assert_eq!(issue.status.as_deref(), Some("closed"));
+        assert_eq!(issue.assignee, None);
+        assert_eq!(
+            issue.reporter,
+            Person::new(Some("ada".into()), Some("Ada".into()), None)
+        );
+        assert_eq!(issue.created_at.as_deref(), Some("2024-01-02T02:04:05Z"));
+    }
+
+    #[test]
+    fn projects_are_repositories() {
+        let project = serde_json::from_value::<GitLabProject>(serde_json::json!({
+            "id": 7, "path_with_namespace": "acme/platform/api", "default_branch": "main",
+            "visibility": "internal", "description": "", "web_url": "https://gitlab.example/acme/platform/api",
+            "last_activity_at": "2024-01-02T03:04:05.678+01:00"
+        }))
+        .unwrap();
+        let repository = summarise_project(project);
+        assert_eq!(
+            (&*repository.id, &*repository.full_name, repository.private),
+            ("7", "acme/platform/api", true)
+        );
+        assert_eq!(repository.description, None);
+        assert_eq!(
+            repository.updated_at.as_deref(),
+            Some("2024-01-02T02:04:05.678Z")
+        );
+    }
+
+    #[test]
+    fn references_and_sizes_are_checked() {
+        assert_eq!(
+            Reference::Path("group/sub/name".into())
+                .segment("project")
+                .unwrap(),
+            "group%2Fsub%2Fname"
+        );
+        assert_eq!(Reference::Id(42).segment("project").unwrap(), "42");
+        assert!(Reference::Path(" ".into()).segment("project").is_err());
+        let paging = Paging::new("commits", Some(30), None).unwrap();
+        let request = paged(Request::get("https://x.test/x"), &paging, None).unwrap();
+        assert!(
+            request.url().ends_with("/x?per_page=30"),
+            "{}",
+            request.url()
+        );
+        let error = paged(Request::get("https://x.test/x"), &paging, Some(101)).unwrap_err();
+        assert!(
+            error
+                .message()
+                .starts_with("invalid payload: field \"per_page\""),
+            "{error}"
+        );
     }
 }

@@ -1,13 +1,19 @@
 //! Plugin `linear`: read-only commands over Linear's GraphQL API.
 //!
-//! | command  | payload                      | result                                                   |
-//! |----------|------------------------------|----------------------------------------------------------|
-//! | `teams`  | `{"first"?}`                 | `[{"id", "key", "name"}]`                                |
-//! | `issues` | `{"team"?, "first"?}`        | `[{"identifier", "title", "state", "assignee", "updated_at", "url"}]` |
+//! | command  | payload                                                   | result items                                   |
+//! |----------|-----------------------------------------------------------|------------------------------------------------|
+//! | `teams`  | `{}`                                                      | `{"id", "key", "name"}`                        |
+//! | `issues` | `{"team"?, "state"?, "state_type"?, "updated_after"?, "updated_before"?, "created_after"?, "created_before"?}` | the SDK's `vocabulary::Issue`: `key` (the identifier), `title`, `state` (open, in_progress, closed), `status` (the workflow state's name), `priority`, `assignee` and `reporter` (people), `url`, `created_at`, `updated_at`, `closed_at` |
 //!
-//! `team` is a team key such as `"ENG"`; `first` (1 to 250, default 50) bounds the
-//! count; issues come most recently updated first. Each command is one `POST` of a
-//! GraphQL query to `base_url`.
+//! `team` is a team key such as `"ENG"`; `state` a workflow state's name (`"In
+//! Progress"`); `state_type` one of `triage`, `backlog`, `unstarted`, `started`,
+//! `completed`, `canceled`; the dates are RFC 3339 and bound `updatedAt` /
+//! `createdAt` inclusively. Issues come most recently updated first. Both commands
+//! take `max_items` (default 100, at most 10 000), `next` (the cursor of a previous
+//! result, with the same payload otherwise) and `first` (the page size, 1 to 250),
+//! follow `pageInfo { hasNextPage endCursor }`, and return the SDK's envelope
+//! `{"items": [...], "truncated": bool, "next": cursor or null}`. Each page is one
+//! `POST` of a GraphQL query to `base_url`.
 //!
 //! Config: `base_url` (default `https://api.linear.app/graphql`). The daemon adds
 //! `Authorization` from the manifest's `[[auth]]` rule. Errors: a bad payload is
@@ -16,24 +22,33 @@
 //! `x-ratelimit-*-reset` headers); statuses are classified by the SDK.
 
 use honeydew_plugin_sdk::http::{Request, Response};
-use honeydew_plugin_sdk::{Plugin, PluginError, PluginInfo, config, parse_payload, to_json};
+use honeydew_plugin_sdk::paging::{Fetched, Page, Paging};
+use honeydew_plugin_sdk::vocabulary::{Issue, IssueState, Person};
+use honeydew_plugin_sdk::{Plugin, PluginError, PluginInfo, config, parse_payload, time, to_json};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 const DEFAULT_BASE_URL: &str = "https://api.linear.app/graphql";
 /// The most nodes Linear returns per page.
 const MAX_FIRST: u16 = 250;
-/// The page size when the payload gives none.
-const DEFAULT_FIRST: u16 = 50;
 
-const TEAMS_QUERY: &str = "query Teams($first: Int!) {
-  teams(first: $first) { nodes { id key name } }
+const TEAMS_QUERY: &str = "query Teams($first: Int!, $after: String) {
+  teams(first: $first, after: $after) {
+    nodes { id key name }
+    pageInfo { hasNextPage endCursor }
+  }
 }";
 
-const ISSUES_QUERY: &str = "query Issues($first: Int!, $filter: IssueFilter) {
-  issues(first: $first, filter: $filter, orderBy: updatedAt) {
-    nodes { identifier title url updatedAt state { name } assignee { name } }
+const ISSUES_QUERY: &str = "query Issues($first: Int!, $after: String, $filter: IssueFilter) {
+  issues(first: $first, after: $after, filter: $filter, orderBy: updatedAt) {
+    nodes {
+      identifier title url createdAt updatedAt completedAt canceledAt priorityLabel
+      state { name type }
+      assignee { name displayName email }
+      creator { name displayName email }
+    }
+    pageInfo { hasNextPage endCursor }
   }
 }";
 
@@ -58,7 +73,10 @@ honeydew_plugin_sdk::export_plugin!(Linear);
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TeamsPayload {
+    /// The page size, 1 to 250.
     first: Option<u16>,
+    max_items: Option<u64>,
+    next: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -66,10 +84,34 @@ struct TeamsData {
     teams: Connection<TeamSummary>,
 }
 
-/// A page of GraphQL nodes.
+/// A page of GraphQL nodes (a Relay connection).
 #[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct Connection<T> {
     nodes: Vec<T>,
+    page_info: Option<PageInfo>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PageInfo {
+    has_next_page: bool,
+    end_cursor: Option<String>,
+}
+
+impl<T> Connection<T> {
+    /// The nodes, converted, and the cursor after them when there is a next page.
+    fn fetched<U>(self, convert: impl Fn(T) -> U) -> Fetched<U> {
+        let next = self
+            .page_info
+            .filter(|info| info.has_next_page)
+            .and_then(|info| info.end_cursor)
+            .filter(|cursor| !cursor.is_empty());
+        Fetched {
+            items: self.nodes.into_iter().map(convert).collect(),
+            next,
+        }
+    }
 }
 
 /// One team, as Linear sends it and as the plugin returns it.
@@ -80,84 +122,216 @@ struct TeamSummary {
     name: String,
 }
 
-fn teams(payload: TeamsPayload) -> Result<Vec<TeamSummary>, PluginError> {
-    let variables = json!({ "first": first(payload.first)? });
-    Ok(graphql::<TeamsData>(TEAMS_QUERY, variables)?.teams.nodes)
+fn teams(payload: TeamsPayload) -> Result<Page<TeamSummary>, PluginError> {
+    let paging = Paging::new("teams", payload.max_items, payload.next.as_deref())?;
+    let first = first(&paging, payload.first)?;
+    paging.collect(|after| {
+        let variables = json!({ "first": first, "after": after });
+        Ok(graphql::<TeamsData>(TEAMS_QUERY, variables)?
+            .teams
+            .fetched(|team| team))
+    })
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct IssuesPayload {
+    /// A team key such as `ENG`.
     team: Option<String>,
+    /// A workflow state's name, such as `In Progress`.
+    state: Option<String>,
+    /// A workflow state's type.
+    state_type: Option<StateType>,
+    updated_after: Option<String>,
+    updated_before: Option<String>,
+    created_after: Option<String>,
+    created_before: Option<String>,
+    /// The page size, 1 to 250.
     first: Option<u16>,
+    max_items: Option<u64>,
+    next: Option<String>,
+}
+
+/// Linear's workflow state types.
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum StateType {
+    Triage,
+    Backlog,
+    Unstarted,
+    Started,
+    Completed,
+    Canceled,
+}
+
+impl StateType {
+    fn as_str(&self) -> &'static str {
+        match self {
+            Self::Triage => "triage",
+            Self::Backlog => "backlog",
+            Self::Unstarted => "unstarted",
+            Self::Started => "started",
+            Self::Completed => "completed",
+            Self::Canceled => "canceled",
+        }
+    }
 }
 
 #[derive(Deserialize)]
 struct IssuesData {
-    issues: Connection<Issue>,
+    issues: Connection<LinearIssue>,
 }
 
+/// One issue as Linear sends it.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Issue {
+struct LinearIssue {
     identifier: String,
     title: String,
     url: String,
+    created_at: Option<String>,
     updated_at: String,
-    state: Option<Named>,
-    assignee: Option<Named>,
+    completed_at: Option<String>,
+    canceled_at: Option<String>,
+    priority_label: Option<String>,
+    state: Option<WorkflowState>,
+    assignee: Option<User>,
+    creator: Option<User>,
 }
 
 #[derive(Deserialize)]
-struct Named {
+struct WorkflowState {
     name: String,
+    #[serde(rename = "type")]
+    kind: Option<String>,
 }
 
-/// One issue as the plugin returns it.
-#[derive(Serialize)]
-struct IssueSummary {
-    identifier: String,
-    title: String,
-    state: Option<String>,
-    assignee: Option<String>,
-    updated_at: String,
-    url: String,
+/// A Linear user: `displayName` is their handle, `name` their full name.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct User {
+    name: Option<String>,
+    display_name: Option<String>,
+    email: Option<String>,
 }
 
-fn issues(payload: IssuesPayload) -> Result<Vec<IssueSummary>, PluginError> {
-    let filter = match &payload.team {
-        Some(team) if !team.trim().is_empty() => json!({ "team": { "key": { "eq": team } } }),
-        Some(_) => {
-            return Err(PluginError::permanent(
-                "invalid payload: \"team\" must not be empty",
-            ));
+impl User {
+    fn person(self) -> Option<Person> {
+        Person::new(self.display_name, self.name, self.email)
+    }
+}
+
+/// An issue in the shared vocabulary: `state` from the workflow state's type (triage,
+/// backlog and unstarted are open, started is in progress, completed and canceled are
+/// closed), `status` the workflow state's name, `reporter` its creator.
+fn summarise_issue(issue: LinearIssue) -> Issue {
+    let (status, kind) = issue.state.map(|state| (state.name, state.kind)).unzip();
+    let state = kind.flatten().and_then(|kind| match kind.as_str() {
+        "triage" | "backlog" | "unstarted" => Some(IssueState::Open),
+        "started" => Some(IssueState::InProgress),
+        "completed" | "canceled" => Some(IssueState::Closed),
+        _ => None,
+    });
+    Issue {
+        key: issue.identifier,
+        title: Some(issue.title),
+        state,
+        status,
+        issue_type: None,
+        // Linear says "No priority" where others say nothing.
+        priority: issue.priority_label.filter(|label| label != "No priority"),
+        assignee: issue.assignee.and_then(User::person),
+        reporter: issue.creator.and_then(User::person),
+        url: Some(issue.url),
+        created_at: time::utc_opt(issue.created_at),
+        updated_at: Some(time::utc(&issue.updated_at)),
+        closed_at: time::utc_opt(issue.completed_at.or(issue.canceled_at)),
+    }
+}
+
+/// The `IssueFilter` the payload's filters make; `null` for none.
+fn issue_filter(payload: &IssuesPayload) -> Result<Value, PluginError> {
+    let mut filter = Map::new();
+    if let Some(team) = &payload.team {
+        filter.insert(
+            "team".into(),
+            json!({ "key": { "eq": non_empty("team", team)? } }),
+        );
+    }
+    let mut state = Map::new();
+    if let Some(name) = &payload.state {
+        state.insert("name".into(), json!({ "eq": non_empty("state", name)? }));
+    }
+    if let Some(kind) = &payload.state_type {
+        state.insert("type".into(), json!({ "eq": kind.as_str() }));
+    }
+    if !state.is_empty() {
+        filter.insert("state".into(), Value::Object(state));
+    }
+    for (key, after, before) in [
+        (
+            "updatedAt",
+            ("updated_after", &payload.updated_after),
+            ("updated_before", &payload.updated_before),
+        ),
+        (
+            "createdAt",
+            ("created_after", &payload.created_after),
+            ("created_before", &payload.created_before),
+        ),
+    ] {
+        let mut range = Map::new();
+        for ((field, value), comparator) in [(after, "gte"), (before, "lte")] {
+            if let Some(value) = value {
+                range.insert(
+                    comparator.into(),
+                    time::payload_timestamp(field, value)?.into(),
+                );
+            }
         }
-        None => Value::Null,
-    };
-    let variables = json!({ "first": first(payload.first)?, "filter": filter });
-    let data: IssuesData = graphql(ISSUES_QUERY, variables)?;
-    Ok(data
-        .issues
-        .nodes
-        .into_iter()
-        .map(|issue| IssueSummary {
-            identifier: issue.identifier,
-            title: issue.title,
-            state: issue.state.map(|state| state.name),
-            assignee: issue.assignee.map(|assignee| assignee.name),
-            updated_at: issue.updated_at,
-            url: issue.url,
-        })
-        .collect())
+        if !range.is_empty() {
+            filter.insert(key.into(), Value::Object(range));
+        }
+    }
+    Ok(if filter.is_empty() {
+        Value::Null
+    } else {
+        Value::Object(filter)
+    })
 }
 
-/// Checks a page size, defaulting to [`DEFAULT_FIRST`].
-fn first(first: Option<u16>) -> Result<u16, PluginError> {
-    match first.unwrap_or(DEFAULT_FIRST) {
-        count @ 1..=MAX_FIRST => Ok(count),
-        count => Err(PluginError::permanent(format!(
-            "invalid payload: \"first\" must be 1 to {MAX_FIRST}, got {count}"
+fn issues(payload: IssuesPayload) -> Result<Page<Issue>, PluginError> {
+    let paging = Paging::new("issues", payload.max_items, payload.next.as_deref())?;
+    let filter = issue_filter(&payload)?;
+    let first = first(&paging, payload.first)?;
+    paging.collect(|after| {
+        let variables = json!({ "first": first, "after": after, "filter": filter });
+        Ok(graphql::<IssuesData>(ISSUES_QUERY, variables)?
+            .issues
+            .fetched(summarise_issue))
+    })
+}
+
+/// The page size: the payload's `first` (1 to 250), else as many as `max_items`
+/// needs, at most 250.
+fn first(paging: &Paging, first: Option<u16>) -> Result<u16, PluginError> {
+    match first {
+        None => Ok(u16::try_from(paging.page_size(MAX_FIRST.into())).unwrap_or(MAX_FIRST)),
+        Some(count @ 1..=MAX_FIRST) => Ok(count),
+        Some(count) => Err(PluginError::permanent(format!(
+            "invalid payload: field \"first\": must be 1 to {MAX_FIRST}, got {count}"
         ))),
+    }
+}
+
+/// Checks that payload field `field` is not blank.
+fn non_empty<'a>(field: &str, value: &'a str) -> Result<&'a str, PluginError> {
+    if value.trim().is_empty() {
+        Err(PluginError::permanent(format!(
+            "invalid payload: field {field:?}: must not be empty"
+        )))
+    } else {
+        Ok(value)
     }
 }
 
@@ -279,6 +453,103 @@ mod tests {
             (Duration::from_secs(85)..=Duration::from_secs(90)).contains(&wait),
             "{wait:?}"
         );
+    }
+
+    #[test]
+    fn filters_become_an_issue_filter() {
+        let payload: IssuesPayload = parse_payload(
+            br#"{"team":"ENG","state":"In Progress","state_type":"started",
+                 "updated_after":"2024-01-01T00:00:00+01:00","created_before":"2024-06-01T00:00:00Z"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            issue_filter(&payload).unwrap(),
+            json!({
+                "team": {"key": {"eq": "ENG"}},
+                "state": {"name": {"eq": "In Progress"}, "type": {"eq": "started"}},
+                "updatedAt": {"gte": "2023-12-31T23:00:00Z"},
+                "createdAt": {"lte": "2024-06-01T00:00:00Z"},
+            })
+        );
+        let none: IssuesPayload = parse_payload(b"{}").unwrap();
+        assert_eq!(issue_filter(&none).unwrap(), Value::Null);
+        let bad: IssuesPayload = parse_payload(br#"{"updated_before":"last week"}"#).unwrap();
+        let error = issue_filter(&bad).unwrap_err();
+        assert!(
+            error
+                .message()
+                .starts_with("invalid payload: field \"updated_before\""),
+            "{error}"
+        );
+        let error = parse_payload::<IssuesPayload>(br#"{"state_type":"done"}"#)
+            .err()
+            .unwrap();
+        assert!(
+            error
+                .message()
+                .starts_with("invalid payload: field \"state_type\""),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn page_info_gives_the_next_cursor() {
+        let body = |page_info: &str| {
+            format!(
+                r#"{{"data":{{"teams":{{"nodes":[{{"id":"1","key":"ENG","name":"E"}}],"pageInfo":{page_info}}}}}}}"#
+            )
+        };
+        let next = |page_info: &str| {
+            read_data::<TeamsData>(Response::new(200, &[], &body(page_info)))
+                .unwrap()
+                .teams
+                .fetched(|team| team.key)
+                .next
+        };
+        assert_eq!(
+            next(r#"{"hasNextPage":true,"endCursor":"c1"}"#).as_deref(),
+            Some("c1")
+        );
+        assert_eq!(next(r#"{"hasNextPage":false,"endCursor":"c1"}"#), None);
+        assert_eq!(next(r#"{"hasNextPage":true,"endCursor":null}"#), None);
+    }
+
+    #[test]
+    fn issue_states_map_to_one_vocabulary() {
+        let issue = |kind: &str| {
+            serde_json::from_value::<LinearIssue>(json!({
+                "identifier": "ENG-1", "title": "t", "url": "https://linear.app/x/issue/ENG-1",
+                "createdAt": "2024-01-02T03:04:05.000Z", "updatedAt": "2024-01-03T03:04:05.000Z",
+                "completedAt": null, "canceledAt": "2024-01-04T00:00:00.000Z",
+                "priorityLabel": "No priority",
+                "state": {"name": "Whatever", "type": kind}, "assignee": null,
+                "creator": {"name": "Ada Lovelace", "displayName": "ada", "email": "ada@example.com"}
+            }))
+            .unwrap()
+        };
+        for (kind, state) in [
+            ("triage", IssueState::Open),
+            ("backlog", IssueState::Open),
+            ("unstarted", IssueState::Open),
+            ("started", IssueState::InProgress),
+            ("completed", IssueState::Closed),
+            ("canceled", IssueState::Closed),
+        ] {
+            let summary = summarise_issue(issue(kind));
+            assert_eq!(summary.state, Some(state), "{kind}");
+            assert_eq!(summary.status.as_deref(), Some("Whatever"));
+            assert_eq!(summary.updated_at.as_deref(), Some("2024-01-03T03:04:05Z"));
+            assert_eq!(summary.closed_at.as_deref(), Some("2024-01-04T00:00:00Z"));
+            assert_eq!(summary.priority, None);
+            assert_eq!(
+                summary.reporter,
+                Person::new(
+                    Some("ada".into()),
+                    Some("Ada Lovelace".into()),
+                    Some("ada@example.com".into())
+                )
+            );
+        }
     }
 
     #[test]

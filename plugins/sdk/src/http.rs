@@ -94,6 +94,11 @@ impl Request {
         Self::new(Method::Post, url)
     }
 
+    /// The URL the request goes to, its query included.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
     /// Adds a header; a name may repeat.
     pub fn header(mut self, name: &str, value: &str) -> Self {
         self.headers.push((name.to_owned(), value.to_owned()));

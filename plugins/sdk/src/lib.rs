@@ -28,8 +28,12 @@
 //!
 //! Beside the trait: [`config`] reads the manifest's `[config]` table, [`http`] sends
 //! requests through the daemon's allowlist, [`rate_limit`] reads how long a server asks
-//! to wait, and [`parse_payload`] / [`to_json`] turn JSON payloads and results into
-//! typed values with the right error class.
+//! to wait, [`paging`] follows an API's pages into one `{items, truncated, next}`
+//! envelope, [`time`] checks and normalises timestamps, [`vocabulary`] is the shape
+//! every integration gives a repository, commit, pull request, issue and person, and
+//! [`parse_payload`] /
+//! [`to_json`] turn JSON payloads and results into typed values with the right error
+//! class.
 
 #[doc(hidden)]
 #[allow(missing_docs)]
@@ -37,7 +41,10 @@ pub mod bindings;
 pub mod config;
 mod error;
 pub mod http;
+pub mod paging;
 pub mod rate_limit;
+pub mod time;
+pub mod vocabulary;
 
 pub use error::PluginError;
 

@@ -1,8 +1,10 @@
 //! Fixtures: a data directory with plugins, the daemon process, gRPC clients, the CLI,
-//! and a small HTTP server standing in for external APIs.
+//! a small HTTP server standing in for external APIs, and a checker of the plugins'
+//! result schemas.
 
 mod daemon;
 mod http;
+mod schema;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -12,7 +14,8 @@ use honeydew::api::pb::{self, queue_client::QueueClient};
 use tonic::transport::Channel;
 
 pub use daemon::{Daemon, DataDir, daemon_command};
-pub use http::{HttpStub, Reply};
+pub use http::{HttpStub, Received, Reply};
+pub use schema::assert_matches_schema;
 
 /// How long any one wait in a test may take before the test fails.
 pub const PATIENCE: Duration = Duration::from_secs(60);
