@@ -64,6 +64,8 @@ ROUTES = [
     (re.compile(r"^/repos/([^/]+)/([^/]+)/pulls$"), lambda o, r: [pull(o, r)]),
     (re.compile(r"^/repos/([^/]+)/([^/]+)$"), repository),
     (re.compile(r"^/users/([^/]+)/repos$"), lambda o: [repository(o, "Hello-World")]),
+    # github.repositories asks what the owner is (a user or an organisation) first.
+    (re.compile(r"^/users/([^/]+)$"), lambda o: {"login": o, "type": "User"}),
 ]
 
 

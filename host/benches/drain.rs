@@ -26,44 +26,20 @@ use honeydew::store::{SqliteConfig, SqliteStore, Store};
 use honeydew::worker::{DEFAULT_WORKERS, Executor, PoolConfig, WorkerPool};
 use tokio_util::sync::CancellationToken;
 
-const BUILT_PLUGINS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/plugins");
+mod support;
+use support::{BUILT_PLUGINS, PAYLOAD, median, plugin_dir};
+
 const DRAIN_JOBS: usize = 20_000;
 const BACKLOG_JOBS: usize = 100_000;
 const WORKERS: [usize; 5] = [2, 4, 8, 16, 32];
 const ROUNDS: usize = 3;
-const PAYLOAD: &[u8] = br#"{"hello":"world"}"#;
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
-/// A plugin directory holding the built `echo` component and its manifest.
-fn plugin_dir(scratch: &Path) -> tempfile::TempDir {
-    let dir = tempfile::TempDir::new_in(scratch).expect("plugin dir");
-    for file in ["echo.wasm", "echo.toml"] {
-        std::fs::copy(Path::new(BUILT_PLUGINS).join(file), dir.path().join(file))
-            .expect("copy echo");
-    }
-    dir
-}
 
 /// A fresh database at `path` with `count` pending echo jobs.
 async fn fill(path: &Path, count: usize) {
     let store = SqliteStore::open(SqliteConfig::new(path))
         .map(Store::new)
         .expect("open store");
-    let mut inserts = tokio::task::JoinSet::new();
-    for chunk in 0..64 {
-        let store = store.clone();
-        inserts.spawn(async move {
-            for _ in (chunk..count).step_by(64) {
-                let job = Job::new("echo.echo", PAYLOAD.to_vec(), 0, 3);
-                store.insert_job(job).await.expect("insert");
-            }
-        });
-    }
-    while inserts.join_next().await.is_some() {}
+    support::fill(&store, count).await;
 }
 
 /// Starts the daemon's parts on `db` and returns when `count` jobs completed (or, with
