@@ -243,10 +243,12 @@ fn scratch() -> PathBuf {
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let scratch = scratch();
+    // HONEYDEW_BENCH_PART=submits or e2e runs one part only.
+    let part = std::env::var("HONEYDEW_BENCH_PART").unwrap_or_default();
     println!("PostgreSQL: {}", honeydew_testkit::server_url());
     println!("\n== durable submits (jobs/s, median of {ROUNDS} x {RUN_TIME:?})");
     println!("clients  postgres-grpc  one-insert-per-tx  ratio  sqlite-grpc");
-    for clients in CLIENTS {
+    for clients in CLIENTS.into_iter().filter(|_| part != "e2e") {
         let (mut grpc, mut bare, mut sqlite) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..ROUNDS {
             let schema = TestSchema::create().await;
@@ -267,6 +269,9 @@ async fn main() {
         );
     }
 
+    if part == "submits" {
+        return;
+    }
     let plugins = plugin_dir(&scratch);
     let cache = tempfile::TempDir::new_in(&scratch).expect("cache");
     println!("\n== end to end, {E2E_JOBS} no-op echo jobs (jobs/s, median of {ROUNDS})");
