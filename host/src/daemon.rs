@@ -128,6 +128,11 @@ impl Daemon {
             max_payload_bytes: config.max_payload_bytes,
         };
         let manager = Arc::new(Manager::new(store.clone(), runtime.clone(), manager_config));
+        tokio::spawn(crate::cluster::follow(
+            Arc::clone(&manager),
+            config.lease,
+            cluster_stop.clone(),
+        ));
         let pruner_stop = tokio_util::sync::CancellationToken::new();
         tokio::spawn(crate::retention::run_pruner(
             store,
@@ -410,7 +415,10 @@ async fn open_store(config: &DaemonConfig) -> anyhow::Result<Store> {
             .context("cannot open the job database");
     };
     let node_id = node_id(&config.data_dir)?;
-    let postgres = PostgresConfig::new(url.expose(), node_id);
+    let postgres = PostgresConfig {
+        pool_size: config.database_pool_size,
+        ..PostgresConfig::new(url.expose(), node_id)
+    };
     PostgresStore::open(postgres)
         .await
         .map(Store::new)

@@ -431,6 +431,8 @@ pub struct Rescued {
     pub reset: usize,
     /// Jobs of dead nodes with no retry left, now `failed` (kind `interrupted`).
     pub failed: usize,
+    /// Jobs of dead nodes whose cancel had been asked for, now `cancelled`.
+    pub cancelled: usize,
 }
 
 /// The queue of a store several daemons (nodes) share: the database is the queue, each
@@ -466,6 +468,55 @@ pub trait SharedQueue: Send + Sync {
     /// a rescue on any node). Mark it seen before claiming and wait for a change after
     /// claiming nothing, and no wake-up is lost; some may be spurious.
     fn wake_ups(&self) -> tokio::sync::watch::Receiver<u64>;
+
+    /// Every job's state changes, whichever node made them (this one included), as the
+    /// database announces them. Best effort: a lagging receiver or a lost connection
+    /// misses some, so a follower also reads the job again now and then.
+    fn job_changes(&self) -> tokio::sync::broadcast::Receiver<JobChange>;
+
+    /// What other nodes ask of this one: cancels of the jobs it runs, schedule changes,
+    /// and a [`ClusterSignal::Resynced`] whenever some of these may have been missed.
+    fn signals(&self) -> tokio::sync::broadcast::Receiver<ClusterSignal>;
+
+    /// Asks the node running job `id` to cancel it: records the request on the job's
+    /// current attempt (so that it holds even if the node misses the message, and an
+    /// attempt ending in a retry ends `cancelled` instead) and tells that node. The
+    /// node and attempt, or `None` when the job is not running.
+    async fn request_cancel(&self, id: JobId) -> Result<Option<(String, u32)>, StoreError>;
+
+    /// This node's running jobs whose cancel was requested, with their attempts: read
+    /// after a [`ClusterSignal::Resynced`] and now and then, so that no request is lost.
+    async fn cancels_requested(&self) -> Result<Vec<(JobId, u32)>, StoreError>;
+}
+
+/// A job's state change, as a shared store announces it to every node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobChange {
+    /// The job.
+    pub id: JobId,
+    /// Its status after the change.
+    pub status: JobStatus,
+    /// Its attempt counter after the change.
+    pub attempt: u32,
+    /// Its retries after the change.
+    pub retry_count: u32,
+}
+
+/// A message from the shared store to this node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClusterSignal {
+    /// Cancel attempt `attempt` of job `id`, which this node runs.
+    CancelRequested {
+        /// The job.
+        id: JobId,
+        /// The attempt the cancel is for.
+        attempt: u32,
+    },
+    /// Schedules were added, removed or changed, on some node.
+    SchedulesChanged,
+    /// The connection that carries these came back: some may have been lost, so look
+    /// again at what they would have said.
+    Resynced,
 }
 
 /// The handle the daemon holds: one backend behind [`JobStore`], shared by clones.

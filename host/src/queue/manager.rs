@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use super::{JobQueue, QueuedJob};
 use crate::job::{Job, JobId, JobStatus};
 use crate::store::{
-    AttemptReport, ClaimNext, Claimed, JobFilter, JobPage, Outcome, Store, StoreError,
+    AttemptReport, ClaimNext, Claimed, JobChange, JobFilter, JobPage, Outcome, Store, StoreError,
 };
 
 /// What a command's plugin asks for by default.
@@ -166,6 +166,10 @@ const SHARED_SAFETY_POLL: Duration = Duration::from_secs(5);
 /// How many times a cancel looks again at a job that keeps moving under it.
 const CANCEL_LOOKS: usize = 50;
 
+/// How long a cancel for an attempt this node has not registered yet is kept, waiting
+/// for the claim that registers it (on a shared store, the request can overtake it).
+const EARLY_CANCEL_KEPT: Duration = Duration::from_secs(60);
+
 /// A change of a job's state, as published to watchers.
 #[derive(Clone, Debug, PartialEq)]
 pub struct JobEvent {
@@ -197,6 +201,10 @@ pub struct Manager {
     catalog: Arc<dyn CommandCatalog>,
     config: ManagerConfig,
     running: Mutex<HashMap<JobId, Running>>,
+    /// On a shared store: cancels that reached this node for an attempt before its claim
+    /// registered the token, by (job, attempt), with when they came. Always locked
+    /// after `running`, never before.
+    early_cancels: Mutex<HashMap<(JobId, u32), std::time::Instant>>,
     /// Jobs waiting for their plugin to be loaded again, by plugin name.
     parked: Mutex<HashMap<String, HashMap<JobId, QueuedJob>>>,
     /// Counts plugin loads, so that a job whose attempt began before a load is queued
@@ -215,6 +223,7 @@ impl Manager {
             catalog,
             config,
             running: Mutex::new(HashMap::new()),
+            early_cancels: Mutex::new(HashMap::new()),
             parked: Mutex::new(HashMap::new()),
             plugin_loads: std::sync::atomic::AtomicU64::new(0),
             events: broadcast::channel(4096).0,
@@ -318,21 +327,29 @@ impl Manager {
                 },
                 // A running job's sandbox is stopped through its token: no write needed,
                 // so this works even while the database refuses writes.
-                JobStatus::Running => match self.running_token(id) {
-                    Some(token) => {
+                JobStatus::Running => {
+                    if let Some(token) = self.running_token(id) {
                         token.cancel();
                         tracing::info!(job_id = %id, "cancelling running job");
                         return Ok(CancelOutcome::Cancelling);
                     }
-                    // Its outcome has just been committed (the token goes after the
-                    // commit): the next look sees where it went.
-                    None => {
-                        if look > 0 {
-                            tokio::time::sleep(Duration::from_millis(10)).await;
+                    // Another node runs it (or this one, before its claim registered
+                    // the token): the database records the request and tells that
+                    // node, which stops the sandbox. `None`: it stopped running
+                    // meanwhile, so look again.
+                    if let Some(shared) = self.store.shared() {
+                        if let Some((node, attempt)) = shared.request_cancel(id).await? {
+                            tracing::info!(job_id = %id, node_id = %node, attempt, "asked the node running the job to cancel it");
+                            return Ok(CancelOutcome::Cancelling);
                         }
                         continue;
                     }
-                },
+                    // Its outcome has just been committed (the token goes after the
+                    // commit): the next look sees where it went.
+                    if look > 0 {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
                 status => return Err(CancelError::Finished { id, status }),
             }
         }
@@ -400,8 +417,18 @@ impl Manager {
                         token: token.clone(),
                         plugin_loads: self.plugin_loads.load(std::sync::atomic::Ordering::SeqCst),
                     };
-                    self.lock_running().insert(claimed.job.id, running);
+                    let early = {
+                        let mut registered = self.lock_running();
+                        registered.insert(claimed.job.id, running);
+                        self.lock_early_cancels()
+                            .remove(&(claimed.job.id, claimed.attempt))
+                            .is_some()
+                    };
                     let job = &claimed.job;
+                    if early {
+                        tracing::info!(job_id = %job.id, attempt = claimed.attempt, "cancelling a job as it starts: its cancel came first");
+                        token.cancel();
+                    }
                     tracing::info!(job_id = %job.id, command = %job.command, worker_id, "job started");
                     self.publish(job, claimed.attempt);
                     return Some(Ok(Some((*claimed, token))));
@@ -658,6 +685,44 @@ impl Manager {
             delay = (delay * 2).min(OUTCOME_RETRY_MAX);
             tries += 1;
         }
+    }
+
+    /// On a shared store: a cancel of attempt `attempt` of job `id` reached this node
+    /// (from the node that was asked). Stops the sandbox if a worker here runs it; if
+    /// the claim has not registered it yet, the cancel waits for it.
+    pub fn cancel_requested(&self, id: JobId, attempt: u32) {
+        let running = self.lock_running();
+        if let Some(job) = running.get(&id) {
+            if !job.token.is_cancelled() {
+                tracing::info!(job_id = %id, attempt, "cancelling running job on another node's request");
+                job.token.cancel();
+            }
+            return;
+        }
+        let mut early = self.lock_early_cancels();
+        let now = std::time::Instant::now();
+        early.retain(|_, came| now.duration_since(*came) < EARLY_CANCEL_KEPT);
+        early.insert((id, attempt), now);
+    }
+
+    /// On a shared store: a change of a job's state announced by the database, perhaps
+    /// made by another node, published to this node's watchers. A change this node made
+    /// itself arrives twice; watchers ignore what is not news.
+    pub fn republish(&self, change: JobChange) {
+        let _ = self.events.send(JobEvent {
+            id: change.id,
+            status: change.status,
+            retry_count: change.retry_count,
+            attempt: change.attempt,
+            error: None,
+            at: Utc::now(),
+        });
+    }
+
+    fn lock_early_cancels(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<(JobId, u32), std::time::Instant>> {
+        self.early_cancels.lock().expect("early cancels poisoned")
     }
 
     fn running_token(&self, id: JobId) -> Option<CancellationToken> {

@@ -85,7 +85,7 @@ pub(super) async fn claim(
         .prepare_cached(&format!(
             "WITH claimed AS (\
                  UPDATE jobs SET status = 'running', started_at = $2, updated_at = $2, \
-                 attempt = attempt + 1, node_id = $4 \
+                 attempt = attempt + 1, node_id = $4, cancel_requested = false \
                  WHERE id = $1 AND status = 'pending' AND run_at <= $2 RETURNING {JOB_COLUMNS}), \
              opened AS (\
                  INSERT INTO job_attempts (job_id, attempt, worker_id, started_at, node_id) \
@@ -126,9 +126,16 @@ pub(super) async fn finish(
     let statement = client
         .prepare_cached(
             "WITH finished AS (\
-                 UPDATE jobs SET status = $3, result = $4, error = $5, error_kind = $6, \
-                 retry_count = retry_count + $7, run_at = COALESCE($8, run_at), \
-                 completed_at = $9, plugin_name = COALESCE($10, plugin_name), \
+                 UPDATE jobs SET status = CASE WHEN cancel_requested AND $3 = 'pending' \
+                     THEN 'cancelled' ELSE $3 END, result = $4, \
+                 error = CASE WHEN cancel_requested AND $3 = 'pending' \
+                     THEN 'cancelled on request' ELSE $5 END, \
+                 error_kind = CASE WHEN cancel_requested AND $3 = 'pending' \
+                     THEN 'cancelled' ELSE $6 END, \
+                 retry_count = retry_count + CASE WHEN cancel_requested AND $3 = 'pending' \
+                     THEN 0 ELSE $7 END, run_at = COALESCE($8, run_at), \
+                 completed_at = CASE WHEN cancel_requested AND $3 = 'pending' \
+                     THEN $13::timestamptz ELSE $9::timestamptz END, plugin_name = COALESCE($10, plugin_name), \
                  plugin_version = COALESCE($11, plugin_version), \
                  plugin_sha256 = COALESCE($12, plugin_sha256), updated_at = $13, \
                  node_id = NULL \
@@ -204,6 +211,16 @@ pub(super) async fn recover(
              WHERE job_attempts.job_id = jobs.id AND job_attempts.attempt = jobs.attempt \
              AND job_attempts.finished_at IS NULL AND jobs.status = 'running' AND jobs.node_id = $3",
             &[&now, &DIED_DURING_ATTEMPT, &node],
+        )
+        .await?;
+    // A cancel asked while the attempt ran is honoured now rather than retried.
+    client
+        .execute(
+            "UPDATE jobs SET status = 'cancelled', error = 'cancelled on request', \
+             error_kind = 'cancelled', completed_at = $1, updated_at = $1, node_id = NULL, \
+             cancel_requested = false \
+             WHERE status = 'running' AND node_id = $2 AND cancel_requested",
+            &[&now, &node],
         )
         .await?;
     let reset_running = client

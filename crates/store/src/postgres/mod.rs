@@ -26,10 +26,10 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use honeydew_core::job::{Job, JobId, JobStatus};
 use honeydew_core::schedule::Schedule;
 use honeydew_core::store::{
-    AttemptReport, AttemptRow, ClaimNext, Claimed, CommitStats, JobFilter, JobPage, JobStore,
-    Outcome, RecoveredJobs, Rescued, SharedQueue, StoreError,
+    AttemptReport, AttemptRow, ClaimNext, Claimed, ClusterSignal, CommitStats, JobChange,
+    JobFilter, JobPage, JobStore, Outcome, RecoveredJobs, Rescued, SharedQueue, StoreError,
 };
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 use uuid::Uuid;
@@ -131,6 +131,10 @@ pub struct PostgresStore {
     target: Arc<str>,
     /// Bumped by the `LISTEN` task whenever work may have arrived.
     wake: watch::Receiver<u64>,
+    /// Job changes the `LISTEN` task hears.
+    job_changes: broadcast::Sender<JobChange>,
+    /// Cancels, schedule changes and resyncs the `LISTEN` task hears.
+    signals: broadcast::Sender<ClusterSignal>,
 }
 
 /// One submit waiting for the next group commit.
@@ -198,7 +202,18 @@ impl PostgresStore {
             .map_err(StoreError::from)?;
         drop(client);
         let (wake_up, wake) = watch::channel(0);
-        tokio::spawn(nodes::listen(config.url.clone(), wake_up));
+        // Sized for bursts: a submit of 1024 jobs announces 1024 changes at once.
+        let job_changes = broadcast::channel(16 * 1024).0;
+        let signals = broadcast::channel(1024).0;
+        tokio::spawn(nodes::listen(
+            config.url.clone(),
+            nodes::Listeners {
+                node: config.node_id.clone(),
+                wake: wake_up,
+                job_changes: job_changes.clone(),
+                signals: signals.clone(),
+            },
+        ));
 
         let stats = Arc::new(Counters::default());
         let (submits, queue) = mpsc::channel(config.max_batch.max(1) * 4);
@@ -216,6 +231,8 @@ impl PostgresStore {
             node_id: config.node_id.into(),
             target: target.into(),
             wake,
+            job_changes,
+            signals,
         })
     }
 
@@ -508,5 +525,27 @@ impl SharedQueue for PostgresStore {
 
     fn wake_ups(&self) -> watch::Receiver<u64> {
         self.wake.clone()
+    }
+
+    fn job_changes(&self) -> broadcast::Receiver<JobChange> {
+        self.job_changes.subscribe()
+    }
+
+    fn signals(&self) -> broadcast::Receiver<ClusterSignal> {
+        self.signals.subscribe()
+    }
+
+    async fn request_cancel(&self, id: JobId) -> Result<Option<(String, u32)>, StoreError> {
+        let client = self.client().await?;
+        let asked = nodes::request_cancel(&client, id).await?;
+        if asked.is_some() {
+            self.committed();
+        }
+        Ok(asked)
+    }
+
+    async fn cancels_requested(&self) -> Result<Vec<(JobId, u32)>, StoreError> {
+        let client = self.client().await?;
+        Ok(nodes::cancels_requested(&client, &self.node_id).await?)
     }
 }
