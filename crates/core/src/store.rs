@@ -301,12 +301,58 @@ pub enum StoreError {
     },
 }
 
+/// What a submit with a unique key asks: which earlier job holding the key blocks it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Uniqueness {
+    /// The key (chosen by the submitter: a repository, a tenant, a day...).
+    pub key: String,
+    /// Only a holder created within this long blocks; `None`: any holder, for ever.
+    pub within: Option<chrono::TimeDelta>,
+    /// Only a holder in one of these states blocks (pending and running by default).
+    pub states: Vec<JobStatus>,
+    /// Whether a pending holder takes the new payload instead (debounce).
+    pub replace: bool,
+}
+
+impl Uniqueness {
+    /// The states that block by default: a job waiting or running.
+    pub const DEFAULT_STATES: [JobStatus; 2] = [JobStatus::Pending, JobStatus::Running];
+
+    /// Whether a holder in `status`, created at `created_at`, blocks a new job at `now`.
+    pub fn blocks(&self, status: JobStatus, created_at: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+        self.states.contains(&status)
+            && self
+                .within
+                .is_none_or(|within| now.signed_duration_since(created_at) < within)
+    }
+}
+
+/// What a submit with a unique key did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UniqueInsert {
+    /// No blocking holder: the new job is stored and holds the key now.
+    Inserted,
+    /// A blocking holder exists; nothing was stored.
+    Held(JobId),
+    /// A pending holder took the new payload (and priority); no new job.
+    Replaced(JobId),
+}
+
 /// The durable job store, whatever the backend. Every method is one unit of work that
 /// either happens entirely or not at all.
 #[async_trait::async_trait]
 pub trait JobStore: Send + Sync + 'static {
     /// Inserts a new pending job; returns once the row is durable.
     async fn insert_job(&self, job: Job) -> Result<(), StoreError>;
+
+    /// Inserts every job, in one transaction: all of them are durable, or none is.
+    async fn insert_jobs(&self, jobs: Vec<Job>) -> Result<(), StoreError>;
+
+    /// Inserts `job` unless a job holding `unique.key` blocks it (see [`Uniqueness`]),
+    /// race-free among concurrent submits, on every node. When it is inserted, `job`
+    /// holds the key from then on.
+    async fn insert_unique(&self, job: Job, unique: Uniqueness)
+    -> Result<UniqueInsert, StoreError>;
 
     /// Moves a pending, eligible job to `running` and opens its attempt. `Ok(None)` when
     /// the job is no longer pending (cancelled meanwhile, claimed elsewhere) or not yet

@@ -10,7 +10,7 @@ use chrono::{TimeDelta, Utc};
 use honeydew_core::job::{ErrorKind, Job, JobStatus};
 use honeydew_core::store::{
     AttemptReport, ClaimNext, Claimed, ClusterSignal, JobChange, Outcome, Rescued, SharedQueue,
-    Store, StoreError,
+    Store, StoreError, UniqueInsert, Uniqueness,
 };
 use honeydew_store::{PostgresConfig, PostgresStore};
 use honeydew_testkit::TestSchema;
@@ -434,4 +434,38 @@ async fn every_job_change_is_announced_to_every_node() {
     })
     .await
     .expect("every submit announced within 5 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_submitting_one_unique_key_at_once_store_one_job() {
+    let schema = TestSchema::create().await;
+    let (a, b) = (node(&schema, "a").await, node(&schema, "b").await);
+    let submits = (0..32).map(|n| {
+        let store = if n % 2 == 0 { a.clone() } else { b.clone() };
+        tokio::spawn(async move {
+            let unique = Uniqueness {
+                key: "tenant:42".into(),
+                within: None,
+                states: Uniqueness::DEFAULT_STATES.to_vec(),
+                replace: false,
+            };
+            store
+                .insert_unique(Job::new("echo.echo", vec![], 0, 0), unique)
+                .await
+                .unwrap()
+        })
+    });
+    let answers: Vec<UniqueInsert> = futures_util::future::join_all(submits)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let inserted = answers
+        .iter()
+        .filter(|answer| **answer == UniqueInsert::Inserted)
+        .count();
+    assert_eq!(inserted, 1, "{answers:?}");
+    let pending = claim(&a, None).await;
+    assert!(pending.is_some());
+    assert!(claim(&b, None).await.is_none(), "one job in all");
 }

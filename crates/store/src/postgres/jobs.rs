@@ -9,7 +9,7 @@ use deadpool_postgres::GenericClient;
 use honeydew_core::job::{ErrorKind, Job, JobId, JobStatus, PluginRef, QueuedJob};
 use honeydew_core::store::{
     AttemptReport, AttemptRow, Claimed, DIED_DURING_ATTEMPT, JobFilter, JobPage, Outcome,
-    RecoveredJobs, StoreError,
+    RecoveredJobs, StoreError, UniqueInsert, Uniqueness,
 };
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
@@ -71,6 +71,63 @@ pub(super) async fn insert_jobs(client: &impl GenericClient, jobs: &[&Job]) -> R
         )
         .await?;
     Ok(())
+}
+
+/// Inserts `job` unless the holder of `unique.key` blocks it, in the transaction `tx`
+/// (committed by the caller). Race-free across sessions: the key's row is taken first
+/// (inserted, or locked by a no-op update), so a concurrent submit of the same key
+/// waits for this one's commit and then sees its job as the holder.
+pub(super) async fn insert_unique(
+    tx: &impl GenericClient,
+    job: &Job,
+    unique: &Uniqueness,
+) -> Result<UniqueInsert> {
+    let statement = tx
+        .prepare_cached(
+            "INSERT INTO unique_keys (key, job_id) VALUES ($1, $2)              ON CONFLICT (key) DO UPDATE SET key = EXCLUDED.key              RETURNING job_id, xmax = 0",
+        )
+        .await?;
+    let row = tx
+        .query_one(&statement, &[&unique.key, &job.id.as_uuid()])
+        .await?;
+    let (holder, inserted): (Uuid, bool) = (row.get(0), row.get(1));
+    if !inserted {
+        let statement = tx
+            .prepare_cached("SELECT status, created_at FROM jobs WHERE id = $1 FOR UPDATE")
+            .await?;
+        let found = tx.query_opt(&statement, &[&holder]).await?;
+        let holder = JobId::from(holder);
+        if let Some(found) = found {
+            let status: &str = found.get(0);
+            let status: JobStatus = status.parse().map_err(|err| StoreError::Corrupt {
+                id: holder.to_string(),
+                reason: format!("{err}"),
+            })?;
+            if unique.blocks(status, found.get(1), job.created_at) {
+                if unique.replace && status == JobStatus::Pending {
+                    let statement = tx
+                        .prepare_cached(
+                            "UPDATE jobs SET payload = $2, updated_at = $3                              WHERE id = $1 AND status = 'pending'",
+                        )
+                        .await?;
+                    tx.execute(
+                        &statement,
+                        &[&holder.as_uuid(), &job.payload, &job.created_at],
+                    )
+                    .await?;
+                    return Ok(UniqueInsert::Replaced(holder));
+                }
+                return Ok(UniqueInsert::Held(holder));
+            }
+        }
+        let statement = tx
+            .prepare_cached("UPDATE unique_keys SET job_id = $2 WHERE key = $1")
+            .await?;
+        tx.execute(&statement, &[&unique.key, &job.id.as_uuid()])
+            .await?;
+    }
+    insert_jobs(tx, &[job]).await?;
+    Ok(UniqueInsert::Inserted)
 }
 
 /// Moves a pending, eligible job to `running` on `node`, opening its attempt.

@@ -28,6 +28,7 @@ use honeydew_core::schedule::Schedule;
 use honeydew_core::store::{
     AttemptReport, AttemptRow, ClaimNext, Claimed, ClusterSignal, CommitStats, JobChange,
     JobFilter, JobPage, JobStore, Outcome, RecoveredJobs, Rescued, SharedQueue, StoreError,
+    UniqueInsert, Uniqueness,
 };
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_postgres::NoTls;
@@ -119,6 +120,9 @@ pub(crate) fn describe_error(err: &tokio_postgres::Error) -> String {
 }
 
 type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The most jobs one `INSERT ... SELECT FROM unnest(...)` carries in a bulk submit.
+const MAX_ROWS_PER_INSERT: usize = 1024;
 
 /// The PostgreSQL backend. Clones share the pools and the submit task.
 #[derive(Clone)]
@@ -317,6 +321,33 @@ impl JobStore for PostgresStore {
             .await
             .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn insert_jobs(&self, batch: Vec<Job>) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(Error::from)?;
+        let rows: Vec<&Job> = batch.iter().collect();
+        for chunk in rows.chunks(MAX_ROWS_PER_INSERT) {
+            jobs::insert_jobs(&tx, chunk).await?;
+        }
+        tx.commit().await.map_err(Error::from)?;
+        self.committed();
+        Ok(())
+    }
+
+    async fn insert_unique(
+        &self,
+        job: Job,
+        unique: Uniqueness,
+    ) -> Result<UniqueInsert, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(Error::from)?;
+        let inserted = jobs::insert_unique(&tx, &job, &unique).await?;
+        tx.commit().await.map_err(Error::from)?;
+        if !matches!(inserted, UniqueInsert::Held(_)) {
+            self.committed();
+        }
+        Ok(inserted)
     }
 
     async fn claim(

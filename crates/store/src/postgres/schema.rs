@@ -165,6 +165,17 @@ $$;
 CREATE TRIGGER schedules_notify AFTER INSERT OR DELETE OR UPDATE OF cron_expr, timezone, enabled
     ON schedules FOR EACH STATEMENT EXECUTE FUNCTION honeydew_notify_schedules();
 "#,
+    // v4: unique jobs. A key names the job that holds it; whether that job still
+    // blocks a new one with the key (its state, its age) is the new submit's question.
+    // The key goes with its job; it is written before its job in the same
+    // transaction, hence the deferred check.
+    r#"
+CREATE TABLE unique_keys (
+    key    text PRIMARY KEY,
+    job_id uuid NOT NULL REFERENCES jobs (id) ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED
+);
+CREATE INDEX unique_keys_by_job ON unique_keys (job_id);
+"#,
 ];
 
 /// The schema version this binary writes.
