@@ -365,6 +365,7 @@ async fn run(
                 payload,
                 priority: args.job.priority,
                 max_retries: args.job.max_retries,
+                ..Default::default()
             };
             let submitted = queue(channel).submit_job(request).await?.into_inner();
             finish_submit(channel, submitted, args.job.wait, json).await

@@ -28,6 +28,7 @@ use super::{JobQueue, QueuedJob};
 use crate::job::{Job, JobId, JobStatus};
 use crate::store::{
     AttemptReport, ClaimNext, Claimed, JobChange, JobFilter, JobPage, Outcome, Store, StoreError,
+    UniqueInsert, Uniqueness,
 };
 
 /// What a command's plugin asks for by default.
@@ -88,6 +89,64 @@ pub struct SubmitRequest {
     pub priority: i64,
     /// Retries allowed; the plugin's or the daemon's default when `None`.
     pub max_retries: Option<u32>,
+    /// At most one job with this key at a time (see [`UniqueRequest`]).
+    pub unique: Option<UniqueRequest>,
+}
+
+/// A unique key on a submit: while a job holding the key blocks (it is in one of
+/// `states`, created within `within`), a new submit with it stores no job.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UniqueRequest {
+    /// The key: 1 to [`MAX_UNIQUE_KEY_BYTES`] bytes.
+    pub key: String,
+    /// Only a holder this recent blocks; `None`: any holder.
+    pub within: Option<Duration>,
+    /// The states in which a holder blocks; empty: pending and running.
+    pub states: Vec<JobStatus>,
+    /// What a blocked submit does.
+    pub on_conflict: OnConflict,
+}
+
+/// What a submit blocked by its unique key does.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OnConflict {
+    /// Answers the holder's id, as if it had been submitted (the default).
+    #[default]
+    Existing,
+    /// Refuses, naming the holder.
+    Reject,
+    /// Gives a pending holder the new payload (debounce); a running one is answered
+    /// as with [`OnConflict::Existing`].
+    Replace,
+}
+
+/// The longest unique key.
+pub const MAX_UNIQUE_KEY_BYTES: usize = 512;
+
+/// The longest unique window: ten years.
+pub const MAX_UNIQUE_WITHIN: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// The most jobs one bulk submit may carry.
+pub const MAX_BATCH_JOBS: usize = 10_000;
+
+/// What a submit did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Submitted {
+    /// A new job, stored.
+    New(JobId),
+    /// A job holding the submit's unique key, which was answered instead.
+    Existing(JobId),
+    /// A pending job holding the unique key, which took the new payload.
+    Replaced(JobId),
+}
+
+impl Submitted {
+    /// The job the submit stands for.
+    pub fn id(self) -> JobId {
+        match self {
+            Submitted::New(id) | Submitted::Existing(id) | Submitted::Replaced(id) => id,
+        }
+    }
 }
 
 /// Why a submit was refused. Nothing was stored.
@@ -113,6 +172,23 @@ pub enum SubmitError {
         /// The limit.
         limit: usize,
     },
+    /// The unique key or its window is out of bounds.
+    #[error("{0}")]
+    InvalidUnique(String),
+    /// Its unique key is held by another job, and the submit asked to be refused.
+    #[error("job {0} already holds this unique key")]
+    AlreadyExists(JobId),
+    /// A job of a bulk submit was refused: none was stored.
+    #[error("job {index} of the batch: {error}")]
+    InBatch {
+        /// Its place in the batch, from 0.
+        index: usize,
+        /// Why.
+        error: Box<SubmitError>,
+    },
+    /// A bulk submit with no job, or more than [`MAX_BATCH_JOBS`].
+    #[error("a batch carries 1 to {MAX_BATCH_JOBS} jobs, not {0}")]
+    BatchSize(usize),
     /// The store could not persist it.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -249,13 +325,68 @@ impl Manager {
     ///
     /// Cancel-safe: once called, the commit and the enqueue happen together even if
     /// the returned future is dropped (the client hung up).
-    pub async fn submit(self: &Arc<Self>, request: SubmitRequest) -> Result<JobId, SubmitError> {
+    pub async fn submit(
+        self: &Arc<Self>,
+        request: SubmitRequest,
+    ) -> Result<Submitted, SubmitError> {
+        let unique = request.unique.clone().map(uniqueness).transpose()?;
         let job = self.new_job(request)?;
         let this = Arc::clone(self);
         complete_once_started(async move {
-            this.store.insert_job(job.clone()).await?;
-            this.accept(&job);
-            Ok(job.id)
+            let Some((unique, on_conflict)) = unique else {
+                this.store.insert_job(job.clone()).await?;
+                this.accept(&job);
+                return Ok(Submitted::New(job.id));
+            };
+            match this.store.insert_unique(job.clone(), unique).await? {
+                UniqueInsert::Inserted => {
+                    this.accept(&job);
+                    Ok(Submitted::New(job.id))
+                }
+                UniqueInsert::Replaced(holder) => {
+                    tracing::info!(job_id = %holder, command = %job.command, "pending job took a newer payload (unique key, replace)");
+                    Ok(Submitted::Replaced(holder))
+                }
+                UniqueInsert::Held(holder) if on_conflict == OnConflict::Reject => {
+                    Err(SubmitError::AlreadyExists(holder))
+                }
+                UniqueInsert::Held(holder) => Ok(Submitted::Existing(holder)),
+            }
+        })
+        .await
+        .unwrap_or_else(|panic| Err(SubmitError::Store(StoreError::Commit(panic))))
+    }
+
+    /// Persists every job of `requests` in one transaction, or none (the first refused
+    /// one is named), and queues them; their ids in order. Cancel-safe like
+    /// [`Manager::submit`]. Unique keys are not taken in a batch.
+    pub async fn submit_batch(
+        self: &Arc<Self>,
+        requests: Vec<SubmitRequest>,
+    ) -> Result<Vec<JobId>, SubmitError> {
+        if requests.is_empty() || requests.len() > MAX_BATCH_JOBS {
+            return Err(SubmitError::BatchSize(requests.len()));
+        }
+        let mut jobs = Vec::with_capacity(requests.len());
+        for (index, request) in requests.into_iter().enumerate() {
+            let refused = |error| SubmitError::InBatch {
+                index,
+                error: Box::new(error),
+            };
+            if request.unique.is_some() {
+                return Err(refused(SubmitError::InvalidUnique(
+                    "a unique key is not taken in a batch: submit that job on its own".into(),
+                )));
+            }
+            jobs.push(self.new_job(request).map_err(refused)?);
+        }
+        let this = Arc::clone(self);
+        complete_once_started(async move {
+            this.store.insert_jobs(jobs.clone()).await?;
+            for job in &jobs {
+                this.accept(job);
+            }
+            Ok(jobs.iter().map(|job| job.id).collect())
         })
         .await
         .unwrap_or_else(|panic| Err(SubmitError::Store(StoreError::Commit(panic))))
@@ -276,6 +407,7 @@ impl Manager {
             payload,
             priority,
             max_retries,
+            unique: _,
         } = request;
         if !is_well_formed(&command) {
             return Err(SubmitError::MalformedCommand(command));
@@ -747,6 +879,46 @@ impl Manager {
     }
 }
 
+/// The store's question for a unique request, checked, and what to do if blocked.
+fn uniqueness(unique: UniqueRequest) -> Result<(Uniqueness, OnConflict), SubmitError> {
+    let UniqueRequest {
+        key,
+        within,
+        states,
+        on_conflict,
+    } = unique;
+    if key.is_empty() || key.len() > MAX_UNIQUE_KEY_BYTES {
+        return Err(SubmitError::InvalidUnique(format!(
+            "unique_key is {} bytes: use 1 to {MAX_UNIQUE_KEY_BYTES}",
+            key.len()
+        )));
+    }
+    let within = match within {
+        None => None,
+        Some(within) if within.is_zero() || within > MAX_UNIQUE_WITHIN => {
+            return Err(SubmitError::InvalidUnique(format!(
+                "unique_for is {}: use 1 ms to 10 years, or none for ever",
+                humantime::format_duration(within)
+            )));
+        }
+        Some(within) => {
+            Some(chrono::TimeDelta::from_std(within).expect("ten years fit in a TimeDelta"))
+        }
+    };
+    let states = if states.is_empty() {
+        Uniqueness::DEFAULT_STATES.to_vec()
+    } else {
+        states
+    };
+    let unique = Uniqueness {
+        key,
+        within,
+        states,
+        replace: on_conflict == OnConflict::Replace,
+    };
+    Ok((unique, on_conflict))
+}
+
 /// The plugin part of `plugin.command`.
 fn plugin_of(command: &str) -> &str {
     command
@@ -834,6 +1006,7 @@ mod tests {
                 payload: vec![b'x'; size],
                 priority,
                 max_retries: retries,
+                unique: None,
             };
             match manager.new_job(request) {
                 Ok(job) => {

@@ -179,6 +179,7 @@ impl Scheduler {
             payload: new.payload.clone(),
             priority: new.priority,
             max_retries: new.max_retries,
+            unique: None,
         })?;
         // The store keeps milliseconds: answer with what it keeps.
         let now = Utc::now().trunc_subsecs(3);
@@ -300,6 +301,7 @@ impl Scheduler {
             payload: schedule.payload.clone(),
             priority: schedule.priority,
             max_retries: schedule.max_retries,
+            unique: None,
         })?;
         let fresh = self
             .manager
