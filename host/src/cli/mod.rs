@@ -22,7 +22,8 @@ use crate::api::pb::plugins_client::PluginsClient;
 use crate::api::pb::queue_client::QueueClient;
 use crate::api::pb::schedules_client::SchedulesClient;
 use crate::api::{self, Address, CLIENT_MAX_RESPONSE_BYTES, Connection, Token, pb};
-use crate::config::{DaemonArgs, DataDirArg, SOCKET_FILE_NAME};
+use crate::config::DaemonArgs;
+use honeydew_proto::{DataDirArg, SOCKET_FILE_NAME};
 
 /// What the exit codes mean; shown by `--help`.
 pub const EXIT_CODES: &str = "\
