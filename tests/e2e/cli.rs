@@ -240,3 +240,26 @@ fn honeydew_daemon_runs_the_same_daemon_in_the_foreground() {
     let (status, log) = daemon.terminate();
     assert!(status.success(), "{log}");
 }
+
+/// `honeydew daemon` runs `honeydewd`; without one beside the CLI or on PATH it says
+/// where it looked and what to do, with the shell's "not found" status.
+#[test]
+fn honeydew_daemon_without_honeydewd_names_where_it_looked() {
+    let bin = tempfile::tempdir().unwrap();
+    let alone = bin.path().join("honeydew");
+    std::fs::copy(env!("CARGO_BIN_EXE_honeydew"), &alone).unwrap();
+    let empty_path = tempfile::tempdir().unwrap();
+    let output = Command::new(&alone)
+        .args(["daemon", "--workers", "1"])
+        .env("PATH", empty_path.path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(127), "{}", stderr(&output));
+    let message = stderr(&output);
+    assert!(
+        message.contains("cannot find honeydewd")
+            && message.contains(&bin.path().display().to_string())
+            && message.contains("PATH"),
+        "{message}"
+    );
+}
