@@ -263,3 +263,37 @@ fn honeydew_daemon_without_honeydewd_names_where_it_looked() {
         "{message}"
     );
 }
+
+/// The CLI was as big as the daemon (it linked wasmtime, SQLite and PostgreSQL) while
+/// it only speaks gRPC. Its binary must name none of their crates; the daemon's binary,
+/// checked the same way, shows that the check can see them.
+#[test]
+fn the_cli_links_no_wasmtime_sqlite_or_postgres() {
+    // Crate names as they appear in symbols and panic locations, and SQLite's C API.
+    let daemon_only = [
+        "wasmtime",
+        "cranelift",
+        "rusqlite",
+        "sqlite3_prepare",
+        "tokio_postgres",
+        "honeydew_store",
+    ];
+    let found_in = |binary: &str| -> Vec<&str> {
+        let bytes = std::fs::read(binary).unwrap();
+        daemon_only
+            .into_iter()
+            .filter(|needle| memchr::memmem::find(&bytes, needle.as_bytes()).is_some())
+            .collect()
+    };
+    assert_eq!(
+        found_in(env!("CARGO_BIN_EXE_honeydewd")),
+        daemon_only,
+        "the daemon's binary should show every one"
+    );
+    assert_eq!(
+        found_in(env!("CARGO_BIN_EXE_honeydew")),
+        Vec::<&str>::new(),
+        "the CLI links daemon crates: does host/src/bin/honeydew.rs name more than honeydew_cli, \
+         or crates/cli depend on a daemon crate?"
+    );
+}
