@@ -1,4 +1,5 @@
-//! The `honeydew` command line: output and exit codes.
+//! The `honeydew` command line: output and exit codes, `honeydew daemon` (which execs
+//! `honeydewd`), and that its binary links none of the daemon.
 
 use std::process::Command;
 
