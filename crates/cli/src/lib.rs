@@ -79,6 +79,10 @@ pub struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "parsed once and moved out at once; a box would buy nothing"
+)]
 enum Command {
     #[command(flatten)]
     Client(ClientCommand),
