@@ -3,7 +3,9 @@
 //!
 //! The file is `<data_dir>/honeydew.toml` when present, or the one named by `--config`
 //! / `HONEYDEW_CONFIG` (which must exist). Unknown keys are errors, so a typo is not
-//! silently ignored. Relative paths in the file are relative to the data directory.
+//! silently ignored. Relative paths in the file are relative to the data directory,
+//! which the daemon and its clients find alike (`honeydew_proto::DataDirArg`, with the
+//! socket's name).
 //!
 //! ```toml
 //! plugin_dir = "plugins"          # default <data_dir>/plugins
@@ -59,6 +61,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use honeydew_proto::SOCKET_FILE_NAME;
 use serde::Deserialize;
 
 use crate::retry::BackoffPolicy;
@@ -66,30 +69,6 @@ use crate::store::SyncMode;
 
 /// The file looked for in the data directory.
 pub const CONFIG_FILE_NAME: &str = "honeydew.toml";
-
-/// The socket's name in the data directory.
-pub const SOCKET_FILE_NAME: &str = "honeydew.sock";
-
-/// `--data-dir`, shared by `honeydewd` and every `honeydew` command.
-#[derive(clap::Args, Clone, Debug, Default)]
-pub struct DataDirArg {
-    /// Data directory: database, socket, log, plugins [default: ~/.honeydew]
-    #[arg(long, env = "HONEYDEW_DATA_DIR", value_name = "DIR", global = true)]
-    pub data_dir: Option<PathBuf>,
-}
-
-impl DataDirArg {
-    /// The directory given, or `~/.honeydew`.
-    pub fn resolve(&self) -> Result<PathBuf, ConfigError> {
-        match &self.data_dir {
-            Some(dir) => Ok(dir.clone()),
-            None => std::env::var_os("HOME")
-                .filter(|home| !home.is_empty())
-                .map(|home| Path::new(&home).join(".honeydew"))
-                .ok_or(ConfigError::NoHome),
-        }
-    }
-}
 
 /// The daemon's flags (each also read from its `HONEYDEW_*` variable).
 #[derive(clap::Args, Clone, Debug, Default)]
@@ -550,9 +529,6 @@ fn read_file(
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
-    /// No data directory was given and `HOME` is not set.
-    #[error("no data directory: HOME is not set; pass --data-dir or set HONEYDEW_DATA_DIR")]
-    NoHome,
     /// The config file could not be read.
     #[error("cannot read config file {path}: {source}")]
     Read {

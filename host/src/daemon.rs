@@ -77,7 +77,7 @@ impl Daemon {
             tracing::warn!("{warning}");
         }
         warn_if_data_dir_is_open(&config.data_dir);
-        let token = Token::load_or_create(&config.data_dir)
+        let token = api::load_or_create_token(&config.data_dir)
             .context("cannot set up the bearer token for tcp clients")?;
 
         let store = open_store(&config).await?;

@@ -14,7 +14,8 @@ mod support;
 
 // Cancelling pending, running and finished jobs.
 mod cancel;
-// The `honeydew` command line: output and exit codes.
+// The `honeydew` command line: output and exit codes, `honeydew daemon`, and that it
+// links none of the daemon.
 mod cli;
 // kill -9 at random moments: no acknowledged job lost or stuck, duplicates bounded.
 mod crash;
