@@ -19,6 +19,8 @@ mod cancel;
 mod cli;
 // kill -9 at random moments: no acknowledged job lost or stuck, duplicates bounded.
 mod crash;
+// Flow control on both backends: unique jobs, bulk submits.
+mod flow;
 // Refusals: unknown command, malformed JSON, oversized payload, out-of-range fields,
 // invalid schedules.
 mod errors;

@@ -94,7 +94,8 @@ enum Command {
 /// The commands that talk to a running daemon.
 #[derive(Subcommand, Debug)]
 enum ClientCommand {
-    /// Submit a job and print its id (or, with --wait, its result)
+    /// Submit a job and print its id (or, with --wait, its result); or, with --batch, many
+    /// jobs in one transaction
     Submit(SubmitArgs),
     /// Show a job
     Status {
@@ -145,12 +146,109 @@ enum ClientCommand {
 #[derive(Args, Debug)]
 struct SubmitArgs {
     /// PLUGIN.COMMAND, such as echo.echo or github.commits
-    command: String,
+    #[arg(required_unless_present = "batch", conflicts_with = "batch")]
+    command: Option<String>,
     /// JSON payload: inline, @FILE, or - for stdin [default: {}]
     #[arg(long, value_name = "JSON|@FILE|-")]
     payload: Option<String>,
     #[command(flatten)]
     job: JobArgs,
+    /// At most one job with this key at a time: while one holds it, print its id instead
+    #[arg(long, value_name = "KEY")]
+    unique_key: Option<String>,
+    /// Only a job holding the key submitted this recently counts, such as 10m or 1d
+    /// [default: any]
+    #[arg(long, value_name = "AGE", value_parser = humantime::parse_duration, requires = "unique_key")]
+    unique_for: Option<std::time::Duration>,
+    /// The states in which a holder counts [default: pending,running]
+    #[arg(long, value_enum, value_delimiter = ',', requires = "unique_key")]
+    unique_states: Vec<StatusArg>,
+    /// When the key is held: print the holder's id, fail, or give a pending holder this
+    /// payload
+    #[arg(long, value_enum, default_value_t = OnConflictArg::Existing, requires = "unique_key")]
+    on_conflict: OnConflictArg,
+    /// Submit every job of FILE (or - for stdin), one JSON object a line:
+    /// {"command": "echo.echo", "payload": {...}, "priority": 0, "max_retries": 3};
+    /// all of them are stored, or none is. Prints the ids in order
+    #[arg(long, value_name = "FILE.jsonl|-", conflicts_with_all = ["payload", "unique_key"])]
+    batch: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum OnConflictArg {
+    /// Print the holder's id
+    Existing,
+    /// Fail, naming the holder
+    Reject,
+    /// A pending holder takes the new payload (debounce)
+    Replace,
+}
+
+impl From<OnConflictArg> for pb::OnConflict {
+    fn from(value: OnConflictArg) -> Self {
+        match value {
+            OnConflictArg::Existing => pb::OnConflict::Existing,
+            OnConflictArg::Reject => pb::OnConflict::Reject,
+            OnConflictArg::Replace => pb::OnConflict::Replace,
+        }
+    }
+}
+
+/// One line of a `--batch` file.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchLine {
+    command: String,
+    #[serde(default)]
+    payload: Option<serde_json::Value>,
+    #[serde(default)]
+    priority: i64,
+    #[serde(default)]
+    max_retries: Option<u32>,
+}
+
+/// The most jobs a batch may carry (the daemon's limit for one transaction).
+const MAX_BATCH_JOBS: usize = 10_000;
+
+/// The jobs of a `--batch` file, each line checked before anything is sent.
+fn read_batch(source: &str) -> Result<Vec<pb::SubmitJobRequest>, CliError> {
+    let text = if source == "-" {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(|err| CliError::Other(format!("cannot read the batch from stdin: {err}")))?;
+        text
+    } else {
+        std::fs::read_to_string(source)
+            .map_err(|err| CliError::Usage(format!("cannot read the batch file {source}: {err}")))?
+    };
+    let mut jobs = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let job: BatchLine = serde_json::from_str(line)
+            .map_err(|err| CliError::Usage(format!("{source}, line {}: {err}", number + 1)))?;
+        jobs.push(pb::SubmitJobRequest {
+            command: job.command,
+            payload: job
+                .payload
+                .map(|payload| payload.to_string().into_bytes())
+                .unwrap_or_default(),
+            priority: job.priority,
+            max_retries: job.max_retries,
+            ..Default::default()
+        });
+        if jobs.len() > MAX_BATCH_JOBS {
+            return Err(CliError::Usage(format!(
+                "{source}: more than {MAX_BATCH_JOBS} jobs; a batch is one transaction, so split the file"
+            )));
+        }
+    }
+    if jobs.is_empty() {
+        return Err(CliError::Usage(format!("{source}: no job in the batch")));
+    }
+    Ok(jobs)
 }
 
 /// How to queue a job, and whether to wait for it.
@@ -395,13 +493,39 @@ async fn run(
     let channel = &channel;
     match command {
         ClientCommand::Submit(args) => {
+            if let Some(batch) = &args.batch {
+                let jobs = read_batch(batch)?;
+                let request = pb::SubmitJobsRequest { jobs };
+                let ids = queue(channel)
+                    .submit_jobs(request)
+                    .await?
+                    .into_inner()
+                    .job_ids;
+                if json {
+                    output::print_json(&serde_json::json!({"job_ids": ids}));
+                } else {
+                    for id in ids {
+                        println!("{id}");
+                    }
+                }
+                return Ok(());
+            }
             let payload = read_payload(args.payload.as_deref())?;
             let request = pb::SubmitJobRequest {
-                command: args.command,
+                command: args.command.unwrap_or_default(),
                 payload,
                 priority: args.job.priority,
                 max_retries: args.job.max_retries,
-                ..Default::default()
+                unique_key: args.unique_key,
+                unique_for_ms: args
+                    .unique_for
+                    .map(|age| u64::try_from(age.as_millis()).unwrap_or(u64::MAX)),
+                unique_states: args
+                    .unique_states
+                    .into_iter()
+                    .map(|status| pb::JobStatus::from(status).into())
+                    .collect(),
+                on_conflict: pb::OnConflict::from(args.on_conflict).into(),
             };
             let submitted = queue(channel).submit_job(request).await?.into_inner();
             finish_submit(channel, submitted, args.job.wait, json).await
@@ -497,10 +621,20 @@ async fn finish_submit(
     if wait {
         return wait_and_print(channel, submitted.job_id, json).await;
     }
+    let outcome = match submitted.outcome() {
+        pb::SubmitOutcome::Existing => "existing",
+        pb::SubmitOutcome::Replaced => "replaced",
+        pb::SubmitOutcome::Created | pb::SubmitOutcome::Unspecified => "created",
+    };
     if json {
-        output::print_json(&serde_json::json!({"job_id": submitted.job_id}));
+        output::print_json(&serde_json::json!({"job_id": submitted.job_id, "outcome": outcome}));
     } else {
         println!("{}", submitted.job_id);
+        match outcome {
+            "existing" => eprintln!("an earlier job holds the unique key: that is its id"),
+            "replaced" => eprintln!("the pending job holding the unique key took this payload"),
+            _ => {}
+        }
     }
     Ok(())
 }
