@@ -62,6 +62,8 @@ pub struct ApiConfig {
     pub max_response_bytes: usize,
     /// What `PruneJobs` deletes when the request names no age.
     pub retention: crate::retention::RetentionPolicy,
+    /// The jobs' workspaces, which `PruneJobs` removes with their jobs.
+    pub workspaces: Option<crate::workspace::Workspaces>,
 }
 
 impl ApiConfig {
@@ -75,6 +77,7 @@ impl ApiConfig {
                 .saturating_add(max_result_bytes)
                 .saturating_add(MESSAGE_SLACK_BYTES),
             retention: crate::retention::RetentionPolicy::default(),
+            workspaces: None,
         }
     }
 }
