@@ -1,6 +1,6 @@
 //! One output vocabulary for the integrations: the shapes a repository, commit, pull
-//! (or merge) request, issue, person and checkout (what a `clone` returns) take in
-//! every plugin's results, whatever the source calls its fields. Timestamps are RFC 3339 UTC (see [`crate::time`]); states
+//! (or merge) request, issue, project, team, person and checkout (what a `clone`
+//! returns) take in every plugin's results, whatever the source calls its fields. Timestamps are RFC 3339 UTC (see [`crate::time`]); states
 //! are one small vocabulary per kind, with the source's own value kept beside it.
 //!
 //! The JSON Schemas in `plugins/NAME/schema/` describe these shapes; this module must
@@ -163,6 +163,31 @@ pub struct Issue {
     pub closed_at: Option<String>,
 }
 
+/// A project that issues belong to (a Jira project).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Project {
+    /// The source's id, as text.
+    pub id: String,
+    /// Its key, the prefix of its issues' keys (`PROJ`).
+    pub key: String,
+    /// Its name.
+    pub name: String,
+    /// Its kind in the source's words (Jira's `software`, `business`), where it has one.
+    #[serde(rename = "type")]
+    pub project_type: Option<String>,
+}
+
+/// A team that issues belong to (a Linear team).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Team {
+    /// The source's id.
+    pub id: String,
+    /// Its key, the prefix of its issues' keys (`ENG`).
+    pub key: String,
+    /// Its name.
+    pub name: String,
+}
+
 /// What every `clone` command returns: a repository's files at one commit, unpacked by
 /// the daemon into the job's workspace, where they stay until the job is pruned.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -242,6 +267,29 @@ mod tests {
             })
         );
         assert_eq!(Person::from_signature("", None), None);
+    }
+
+    #[test]
+    fn projects_and_teams_keep_their_keys() {
+        let project = Project {
+            id: "10000".into(),
+            key: "PROJ".into(),
+            name: "Project".into(),
+            project_type: Some("software".into()),
+        };
+        assert_eq!(
+            serde_json::to_value(&project).unwrap(),
+            serde_json::json!({"id": "10000", "key": "PROJ", "name": "Project", "type": "software"})
+        );
+        let team = Team {
+            id: "t1".into(),
+            key: "ENG".into(),
+            name: "Engineering".into(),
+        };
+        assert_eq!(
+            serde_json::to_value(&team).unwrap(),
+            serde_json::json!({"id": "t1", "key": "ENG", "name": "Engineering"})
+        );
     }
 
     #[test]
