@@ -243,6 +243,38 @@ async fn a_plugin_without_the_workspace_grant_sees_no_filesystem_and_cannot_fetc
     assert!(workspaces(&data).is_empty());
 }
 
+/// `fetch-archive` goes out through the job's own egress policy: a redirect to a host
+/// the manifest does not grant (`localhost` is not `127.0.0.1`) is never followed, the
+/// job ends `egress_denied` naming the hop, and nothing is unpacked.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_archive_redirected_to_a_host_not_granted_is_egress_denied() {
+    let (archives, _told) = archive_server(&["ok"]).await;
+    let port = archives.base_url.rsplit(':').next().unwrap().to_owned();
+    let elsewhere = format!("http://localhost:{port}/repo.tar.gz");
+    let redirecting = HttpStub::start_replying(move |_, _| Reply::redirect(302, &elsewhere)).await;
+    let data = DataDir::with_plugins(&["digger"]);
+    let daemon = Daemon::start(&data, &[]);
+
+    let job = run(
+        &daemon,
+        "digger.unpack",
+        json!({"url": format!("{}/moved.tar.gz", redirecting.base_url), "strip": 1}),
+    )
+    .await;
+
+    assert_eq!(job.status(), JobStatus::Failed);
+    assert_eq!(job.error_kind.as_deref(), Some("egress_denied"));
+    let error = job.error.clone().unwrap_or_default();
+    assert!(
+        error.contains(&format!(
+            "http://localhost:{port}/repo.tar.gz (a redirect from"
+        )),
+        "{error}"
+    );
+    assert!(archives.received().is_empty(), "the hop was never sent");
+    assert!(workspaces(&data).is_empty());
+}
+
 /// Each hostile archive is refused with a message naming what and where; nothing is
 /// written outside the workspace, and a plugin that carries on after the refusal finds
 /// its workspace empty (the partial tree is gone). A job that does not carry on fails

@@ -32,6 +32,10 @@
 //! redirect's, leave the query out: a redirect's may carry a token, as GitHub's archive
 //! links do.
 //!
+//! The host's own requests for a guest (a `workspace` archive download,
+//! [`EgressHooks::send_for_host`]) take exactly this path, with only the body cap
+//! changed to the workspace's.
+//!
 //! The hooks also count the job's unfinished requests ([`EgressHooks::requests_in_flight`]):
 //! a request is in flight from the moment it is sent until its response failed, or its
 //! body ended, failed or was dropped; a request counts once, however many hops it takes.
