@@ -109,6 +109,7 @@ fn request() -> SubmitJobRequest {
         payload: br#"{"owner":"honeydew","repo":"daemon"}"#.to_vec(),
         priority: 0,
         max_retries: None,
+        ..Default::default()
     }
 }
 

@@ -92,6 +92,7 @@ async fn grpc_submits(store: Store, scratch: &Path, clients: usize) -> f64 {
                     payload: br#"{"owner":"honeydew","repo":"daemon"}"#.to_vec(),
                     priority: 0,
                     max_retries: None,
+                    ..Default::default()
                 };
                 client.submit_job(request).await.expect("submit");
                 submitted += 1;

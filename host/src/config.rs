@@ -3,7 +3,9 @@
 //!
 //! The file is `<data_dir>/honeydew.toml` when present, or the one named by `--config`
 //! / `HONEYDEW_CONFIG` (which must exist). Unknown keys are errors, so a typo is not
-//! silently ignored. Relative paths in the file are relative to the data directory.
+//! silently ignored. Relative paths in the file are relative to the data directory,
+//! which the daemon and its clients find alike (`honeydew_proto::DataDirArg`, with the
+//! socket's name).
 //!
 //! ```toml
 //! plugin_dir = "plugins"          # default <data_dir>/plugins
@@ -11,6 +13,7 @@
 //! sync = "full"                   # full | normal | off (SQLite only)
 //! database_url = "postgres://honeydew@db.example/honeydew"  # PostgreSQL instead of SQLite
 //! lease_ms = 30000                # shared database: a silent daemon's jobs are rescued after it
+//! database_pool_size = 16         # PostgreSQL connections for writes (+ half for claims, + 1)
 //! listen_tcp = "127.0.0.1:7070"   # off unless set
 //! shutdown_deadline_ms = 30000
 //! max_payload_bytes = 4194304
@@ -58,6 +61,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use honeydew_proto::SOCKET_FILE_NAME;
 use serde::Deserialize;
 
 use crate::retry::BackoffPolicy;
@@ -65,30 +69,6 @@ use crate::store::SyncMode;
 
 /// The file looked for in the data directory.
 pub const CONFIG_FILE_NAME: &str = "honeydew.toml";
-
-/// The socket's name in the data directory.
-pub const SOCKET_FILE_NAME: &str = "honeydew.sock";
-
-/// `--data-dir`, shared by `honeydewd` and every `honeydew` command.
-#[derive(clap::Args, Clone, Debug, Default)]
-pub struct DataDirArg {
-    /// Data directory: database, socket, log, plugins [default: ~/.honeydew]
-    #[arg(long, env = "HONEYDEW_DATA_DIR", value_name = "DIR", global = true)]
-    pub data_dir: Option<PathBuf>,
-}
-
-impl DataDirArg {
-    /// The directory given, or `~/.honeydew`.
-    pub fn resolve(&self) -> Result<PathBuf, ConfigError> {
-        match &self.data_dir {
-            Some(dir) => Ok(dir.clone()),
-            None => std::env::var_os("HOME")
-                .filter(|home| !home.is_empty())
-                .map(|home| Path::new(&home).join(".honeydew"))
-                .ok_or(ConfigError::NoHome),
-        }
-    }
-}
 
 /// The daemon's flags (each also read from its `HONEYDEW_*` variable).
 #[derive(clap::Args, Clone, Debug, Default)]
@@ -118,6 +98,10 @@ pub struct DaemonArgs {
     /// others rescue its running jobs (1000 to 3600000) [default: 30000]
     #[arg(long, env = "HONEYDEW_LEASE_MS", value_name = "MS")]
     pub lease_ms: Option<u64>,
+    /// On PostgreSQL: connections for submits and outcomes (2 to 256); claims get half
+    /// as many more, and one listens for notifications [default: 16]
+    #[arg(long, env = "HONEYDEW_DATABASE_POOL_SIZE", value_name = "N")]
+    pub database_pool_size: Option<usize>,
     /// Also serve gRPC on this TCP address; clients must send the bearer token in <data-dir>/token
     #[arg(long, env = "HONEYDEW_LISTEN_TCP", value_name = "ADDR")]
     pub listen_tcp: Option<SocketAddr>,
@@ -186,6 +170,9 @@ pub const MAX_MEMORY_MIB: u64 = 4096;
 
 /// The most retries that may be configured for a job.
 pub const MAX_RETRIES_LIMIT: u32 = 100;
+
+/// The PostgreSQL pool of durable connections when the configuration names none.
+pub const DEFAULT_DATABASE_POOL_SIZE: usize = 16;
 
 impl LimitOverrides {
     /// Checks the overrides are in range; the error names the setting.
@@ -314,6 +301,8 @@ pub struct DaemonConfig {
     /// On a shared database, how long without a heartbeat before a daemon's running
     /// jobs are rescued by the others.
     pub lease: Duration,
+    /// On PostgreSQL, the size of the pool of durable connections.
+    pub database_pool_size: usize,
     /// Optional TCP listener.
     pub listen_tcp: Option<SocketAddr>,
     /// How long a shutdown waits for running jobs.
@@ -438,6 +427,15 @@ impl DaemonConfig {
                 "lease_ms is {lease_ms}: use 1000 (a second) to 3600000 (an hour)"
             )));
         }
+        let database_pool_size = args
+            .database_pool_size
+            .or(file.database_pool_size)
+            .unwrap_or(DEFAULT_DATABASE_POOL_SIZE);
+        if !(2..=256).contains(&database_pool_size) {
+            return Err(ConfigError::Invalid(format!(
+                "database_pool_size is {database_pool_size}: use 2 to 256 connections"
+            )));
+        }
         Ok(Self {
             plugin_dir: args
                 .plugin_dir
@@ -451,6 +449,7 @@ impl DaemonConfig {
             sync: args.sync.or(file.sync).unwrap_or_default(),
             database_url: args.database_url.or(file.database_url),
             lease: Duration::from_millis(lease_ms),
+            database_pool_size,
             listen_tcp: args.listen_tcp.or(file.listen_tcp),
             shutdown_deadline: Duration::from_millis(shutdown_deadline_ms),
             max_payload_bytes: file.max_payload_bytes.unwrap_or(4 * 1024 * 1024),
@@ -478,6 +477,7 @@ struct FileConfig {
     sync: Option<SyncMode>,
     database_url: Option<DatabaseUrl>,
     lease_ms: Option<u64>,
+    database_pool_size: Option<usize>,
     listen_tcp: Option<SocketAddr>,
     shutdown_deadline_ms: Option<u64>,
     max_payload_bytes: Option<usize>,
@@ -529,9 +529,6 @@ fn read_file(
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
-    /// No data directory was given and `HOME` is not set.
-    #[error("no data directory: HOME is not set; pass --data-dir or set HONEYDEW_DATA_DIR")]
-    NoHome,
     /// The config file could not be read.
     #[error("cannot read config file {path}: {source}")]
     Read {
@@ -625,6 +622,19 @@ mod tests {
         assert!(err.to_string().contains("workers is 0"), "{err}");
         let err = load(Some("workers = 100000"), DaemonArgs::default(), &[]).unwrap_err();
         assert!(err.to_string().contains("at most 1024"), "{err}");
+    }
+
+    #[test]
+    fn a_database_pool_size_is_bounded_and_defaults_to_sixteen() {
+        let config = load(None, DaemonArgs::default(), &[]).unwrap();
+        assert_eq!(config.database_pool_size, DEFAULT_DATABASE_POOL_SIZE);
+        let config = load(Some("database_pool_size = 4"), DaemonArgs::default(), &[]).unwrap();
+        assert_eq!(config.database_pool_size, 4);
+        for absurd in ["1", "100000"] {
+            let file = format!("database_pool_size = {absurd}");
+            let err = load(Some(&file), DaemonArgs::default(), &[]).unwrap_err();
+            assert!(err.to_string().contains("use 2 to 256"), "{err}");
+        }
     }
 
     #[test]

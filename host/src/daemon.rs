@@ -80,7 +80,7 @@ impl Daemon {
             tracing::warn!("{warning}");
         }
         warn_if_data_dir_is_open(&config.data_dir);
-        let token = Token::load_or_create(&config.data_dir)
+        let token = api::load_or_create_token(&config.data_dir)
             .context("cannot set up the bearer token for tcp clients")?;
 
         let store = open_store(&config).await?;
@@ -140,6 +140,11 @@ impl Daemon {
             max_payload_bytes: config.max_payload_bytes,
         };
         let manager = Arc::new(Manager::new(store.clone(), runtime.clone(), manager_config));
+        tokio::spawn(crate::cluster::follow(
+            Arc::clone(&manager),
+            config.lease,
+            cluster_stop.clone(),
+        ));
         let pruner_stop = tokio_util::sync::CancellationToken::new();
         tokio::spawn(requeue_when_plugins_load(
             runtime.subscribe(),
@@ -433,7 +438,10 @@ async fn open_store(config: &DaemonConfig) -> anyhow::Result<Store> {
             .context("cannot open the job database");
     };
     let node_id = node_id(&config.data_dir)?;
-    let postgres = PostgresConfig::new(url.expose(), node_id);
+    let postgres = PostgresConfig {
+        pool_size: config.database_pool_size,
+        ..PostgresConfig::new(url.expose(), node_id)
+    };
     PostgresStore::open(postgres)
         .await
         .map(Store::new)

@@ -8,7 +8,6 @@
 pub use honeydew_core::{job, schedule};
 
 pub mod api;
-pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod daemon;

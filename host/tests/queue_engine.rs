@@ -172,10 +172,11 @@ impl Harness {
                 command: command.into(),
                 payload: payload.into(),
                 priority,
-                max_retries: None,
+                ..SubmitRequest::default()
             })
             .await
             .unwrap()
+            .id()
     }
 
     /// Waits (on events, bounded by a generous failsafe) until `id` is in `status`.
@@ -317,9 +318,11 @@ async fn job_fails_after_max_retries() {
             payload: b"10".to_vec(),
             priority: 0,
             max_retries: Some(2),
+            unique: None,
         })
         .await
-        .unwrap();
+        .unwrap()
+        .id();
     let job = harness.wait_for(id, JobStatus::Failed).await;
     assert_eq!(job.retry_count, 2);
     assert_eq!(
@@ -569,7 +572,8 @@ async fn a_panic_while_running_ends_the_attempt_as_host_panic_and_the_pool_keeps
             ..SubmitRequest::default()
         })
         .await
-        .unwrap();
+        .unwrap()
+        .id();
     let job = harness.wait_for(id, JobStatus::Failed).await;
     assert_eq!(job.error_kind, Some(ErrorKind::HostPanic));
     assert_eq!(job.retry_count, 1, "host_panic is retriable");
@@ -838,7 +842,7 @@ async fn a_full_database_refuses_submits_clearly_loses_nothing_and_recovers() {
             })
             .await
         {
-            Ok(id) => acknowledged.push(id),
+            Ok(submitted) => acknowledged.push(submitted.id()),
             Err(err) => break err,
         }
         assert!(acknowledged.len() < 10_000, "the size limit never bit");

@@ -1,4 +1,5 @@
-//! The `honeydew` command line: output and exit codes.
+//! The `honeydew` command line: output and exit codes, `honeydew daemon` (which execs
+//! `honeydewd`), and that its binary links none of the daemon.
 
 use std::process::Command;
 
@@ -239,4 +240,61 @@ fn honeydew_daemon_runs_the_same_daemon_in_the_foreground() {
     assert_eq!(stdout(&output), "{}\n", "{}", stderr(&output));
     let (status, log) = daemon.terminate();
     assert!(status.success(), "{log}");
+}
+
+/// `honeydew daemon` runs `honeydewd`; without one beside the CLI or on PATH it says
+/// where it looked and what to do, with the shell's "not found" status.
+#[test]
+fn honeydew_daemon_without_honeydewd_names_where_it_looked() {
+    let bin = tempfile::tempdir().unwrap();
+    let alone = bin.path().join("honeydew");
+    std::fs::copy(env!("CARGO_BIN_EXE_honeydew"), &alone).unwrap();
+    let empty_path = tempfile::tempdir().unwrap();
+    let output = Command::new(&alone)
+        .args(["daemon", "--workers", "1"])
+        .env("PATH", empty_path.path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(127), "{}", stderr(&output));
+    let message = stderr(&output);
+    assert!(
+        message.contains("cannot find honeydewd")
+            && message.contains(&bin.path().display().to_string())
+            && message.contains("PATH"),
+        "{message}"
+    );
+}
+
+/// The CLI was as big as the daemon (it linked wasmtime, SQLite and PostgreSQL) while
+/// it only speaks gRPC. Its binary must name none of their crates; the daemon's binary,
+/// checked the same way, shows that the check can see them.
+#[test]
+fn the_cli_links_no_wasmtime_sqlite_or_postgres() {
+    // Crate names as they appear in symbols and panic locations, and SQLite's C API.
+    let daemon_only = [
+        "wasmtime",
+        "cranelift",
+        "rusqlite",
+        "sqlite3_prepare",
+        "tokio_postgres",
+        "honeydew_store",
+    ];
+    let found_in = |binary: &str| -> Vec<&str> {
+        let bytes = std::fs::read(binary).unwrap();
+        daemon_only
+            .into_iter()
+            .filter(|needle| memchr::memmem::find(&bytes, needle.as_bytes()).is_some())
+            .collect()
+    };
+    assert_eq!(
+        found_in(env!("CARGO_BIN_EXE_honeydewd")),
+        daemon_only,
+        "the daemon's binary should show every one"
+    );
+    assert_eq!(
+        found_in(env!("CARGO_BIN_EXE_honeydew")),
+        Vec::<&str>::new(),
+        "the CLI links daemon crates: does host/src/bin/honeydew.rs name more than honeydew_cli, \
+         or crates/cli depend on a daemon crate?"
+    );
 }

@@ -2,7 +2,9 @@
 //! them: each with its own data directory, plugins and socket, all sharing one queue.
 //! Every job runs once (counted outside the daemons, by the loopback server the jobs
 //! call); a daemon killed mid-run has its jobs rescued by the others after its lease; a
-//! daemon frozen past its lease and resumed changes nothing it no longer owns.
+//! daemon frozen past its lease and resumed changes nothing it no longer owns; a cancel
+//! sent to any daemon stops the job where it runs, a watch on any daemon sees it; a
+//! schedule fires once per instant across all of them, whichever daemon added it.
 //!
 //! Sizes are small here (`HONEYDEW_CLUSTER_JOBS`, 1500 by default); `just cluster-test`
 //! runs the full 10k.
@@ -12,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use honeydew_testkit::TestSchema;
 
-use crate::support::{Daemon, DataDir, HttpStub, submit};
+use honeydew::api::pb::{self, CancelOutcome, JobStatus, schedules_client::SchedulesClient};
+
+use crate::support::{Daemon, DataDir, HttpStub, queue, running, submit, watch_to_end};
 
 /// One daemon of the cluster, with its data directory.
 struct Node {
@@ -22,12 +26,24 @@ struct Node {
 
 impl Node {
     fn start(schema: &TestSchema, plugins: &[&str], lease_ms: u64) -> Node {
+        Node::start_with(schema, plugins, lease_ms, &[])
+    }
+
+    fn start_with(schema: &TestSchema, plugins: &[&str], lease_ms: u64, extra: &[&str]) -> Node {
         let data = DataDir::with_plugins(plugins);
         let lease = lease_ms.to_string();
-        let daemon = Daemon::start(
-            &data,
-            &["--database-url", schema.url(), "--lease-ms", &lease],
-        );
+        // PostgreSQL allows 100 connections by default, and two tests of three daemons
+        // may run at once: 4 + 2 + 1 each.
+        let mut args = vec![
+            "--database-url",
+            schema.url(),
+            "--lease-ms",
+            &lease,
+            "--database-pool-size",
+            "4",
+        ];
+        args.extend_from_slice(extra);
+        let daemon = Daemon::start(&data, &args);
         Node {
             data,
             daemon: Some(daemon),
@@ -305,4 +321,152 @@ async fn a_frozen_daemon_resumed_past_its_lease_changes_nothing_it_no_longer_own
         Duration::from_secs(10),
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cancel_sent_to_any_daemon_stops_the_job_where_it_runs_and_every_daemon_sees_it() {
+    let schema = TestSchema::create().await;
+    let nodes: Vec<Node> = (0..3)
+        .map(|_| Node::start_with(&schema, &["spin"], 30_000, &["--timeout-ms", "120000"]))
+        .collect();
+    let mut channels = Vec::new();
+    for node in &nodes {
+        channels.push(node.daemon().connect().await);
+    }
+    let job = submit(&channels[0], "spin.sleep", r#"{"ms": 60000}"#).await;
+    running(&channels[0], &job).await;
+    let runner_id = query(
+        &schema,
+        &format!("SELECT node_id FROM jobs WHERE id = '{job}'"),
+    )
+    .await[0][0]
+        .clone();
+    let runner = nodes
+        .iter()
+        .position(|node| node.node_id() == runner_id)
+        .expect("one of the three runs it");
+    let others: Vec<usize> = (0..3).filter(|&n| n != runner).collect();
+    let (canceller, watcher) = (others[0], others[1]);
+
+    // A watch on a daemon that does not run the job...
+    let watching = {
+        let channel = channels[watcher].clone();
+        let job = job.clone();
+        tokio::spawn(async move { watch_to_end(&channel, &job).await })
+    };
+    // ... and a cancel sent to another one that does not either.
+    let asked = Instant::now();
+    let outcome = queue(&channels[canceller])
+        .cancel_job(pb::CancelJobRequest {
+            job_id: job.clone(),
+        })
+        .await
+        .expect("cancel")
+        .into_inner()
+        .outcome();
+    assert_eq!(outcome, CancelOutcome::Cancelling);
+    let updates = watching.await.expect("watch");
+    let stopped_in = asked.elapsed();
+    let statuses: Vec<JobStatus> = updates.iter().map(|update| update.status()).collect();
+    assert_eq!(
+        statuses,
+        [JobStatus::Running, JobStatus::Cancelled],
+        "the watcher saw it run, then end cancelled"
+    );
+    assert!(
+        stopped_in < Duration::from_secs(10),
+        "the sandbox of a 60 s job stopped {stopped_in:?} after the cancel"
+    );
+    let attempts = query(
+        &schema,
+        &format!("SELECT outcome, node_id FROM job_attempts WHERE job_id = '{job}'"),
+    )
+    .await;
+    assert_eq!(attempts, [["cancelled".to_owned(), runner_id]]);
+    eprintln!("a cancel through another daemon stopped the job in {stopped_in:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_schedule_every_second_submits_one_job_per_instant_across_three_daemons() {
+    let schema = TestSchema::create().await;
+    let mut nodes: Vec<Node> = (0..3)
+        .map(|_| Node::start(&schema, &["echo"], 30_000))
+        .collect();
+    let mut channels = Vec::new();
+    for node in &nodes {
+        channels.push(node.daemon().connect().await);
+    }
+    // Added on the first daemon, which then stops: the other two keep it going.
+    SchedulesClient::new(channels[0].clone())
+        .schedule_job(pb::ScheduleJobRequest {
+            name: "every-second".into(),
+            cron_expr: "* * * * * *".into(),
+            command: "echo.echo".into(),
+            payload: b"{}".to_vec(),
+            ..Default::default()
+        })
+        .await
+        .expect("schedule");
+    let jobs = "SELECT count(*) FROM jobs WHERE command = 'echo.echo'";
+    let started = Instant::now();
+    while count(&schema, jobs).await < 3 {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the schedule never fired"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, _) = nodes.remove(0).daemon.take().expect("running").terminate();
+    assert!(status.success());
+    let before = count(&schema, jobs).await;
+    while count(&schema, jobs).await < before + 4 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the other daemons did not go on firing the schedule"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Removed on the second daemon: the third stops firing it too.
+    SchedulesClient::new(channels[1].clone())
+        .unschedule_job(pb::UnscheduleJobRequest {
+            schedule: "every-second".into(),
+        })
+        .await
+        .expect("unschedule");
+    let removed = count(&schema, jobs).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let after = count(&schema, jobs).await;
+    assert!(
+        after <= removed + 1,
+        "{} jobs after the schedule was removed",
+        after - removed
+    );
+
+    // One job per instant: as many jobs as whole seconds from the first to the last,
+    // never two in one second.
+    let span = query(
+        &schema,
+        "SELECT count(*), round(extract(epoch FROM max(created_at) - min(created_at)))::int \
+         FROM jobs WHERE command = 'echo.echo'",
+    )
+    .await;
+    let (total, seconds): (usize, usize) =
+        (span[0][0].parse().unwrap(), span[0][1].parse().unwrap());
+    assert_eq!(
+        total,
+        seconds + 1,
+        "one job per instant, none missed, none doubled"
+    );
+    let doubled = count(
+        &schema,
+        "SELECT count(*) FROM (SELECT date_trunc('second', created_at) FROM jobs \
+         WHERE command = 'echo.echo' GROUP BY 1 HAVING count(*) > 1) t",
+    )
+    .await;
+    assert_eq!(doubled, 0);
+    assert_eq!(
+        count(&schema, "SELECT count(*) FROM jobs WHERE command = 'echo.echo' AND status <> 'completed' AND created_at < now() - interval '5 seconds'").await,
+        0,
+        "and every one of them ran"
+    );
 }

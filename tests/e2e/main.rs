@@ -17,7 +17,8 @@ mod cancel;
 // github/gitlab/bitbucket.clone against fakes of their APIs: the ref pinned to a commit,
 // the archive downloaded with the host-added credential, the files on disk.
 mod clone;
-// The `honeydew` command line: output and exit codes.
+// The `honeydew` command line: output and exit codes, `honeydew daemon`, and that it
+// links none of the daemon.
 mod cli;
 // kill -9 at random moments: no acknowledged job lost or stuck, duplicates bounded.
 mod crash;

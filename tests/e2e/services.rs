@@ -146,7 +146,7 @@ async fn tcp_without_the_bearer_token_is_unauthenticated_for_every_service() {
     let daemon = Daemon::start(&data, &["--listen-tcp", &address]);
     let tcp = Address::Tcp(address.clone());
 
-    let wrong = Token::generate().unwrap();
+    let wrong = api::generate_token().unwrap();
     for token in [None, Some(&wrong)] {
         let channel = api::connect_with_token(&tcp, token).await.unwrap();
         let status = queue_over(&channel)

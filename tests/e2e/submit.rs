@@ -80,6 +80,7 @@ async fn priority_and_max_retries_are_recorded_as_submitted() {
         payload: b"{}".to_vec(),
         priority: 42,
         max_retries: Some(7),
+        ..Default::default()
     };
     let id = crate::support::queue(&channel)
         .submit_job(request)

@@ -301,12 +301,58 @@ pub enum StoreError {
     },
 }
 
+/// What a submit with a unique key asks: which earlier job holding the key blocks it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Uniqueness {
+    /// The key (chosen by the submitter: a repository, a tenant, a day...).
+    pub key: String,
+    /// Only a holder created within this long blocks; `None`: any holder, for ever.
+    pub within: Option<chrono::TimeDelta>,
+    /// Only a holder in one of these states blocks (pending and running by default).
+    pub states: Vec<JobStatus>,
+    /// Whether a pending holder takes the new payload instead (debounce).
+    pub replace: bool,
+}
+
+impl Uniqueness {
+    /// The states that block by default: a job waiting or running.
+    pub const DEFAULT_STATES: [JobStatus; 2] = [JobStatus::Pending, JobStatus::Running];
+
+    /// Whether a holder in `status`, created at `created_at`, blocks a new job at `now`.
+    pub fn blocks(&self, status: JobStatus, created_at: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+        self.states.contains(&status)
+            && self
+                .within
+                .is_none_or(|within| now.signed_duration_since(created_at) < within)
+    }
+}
+
+/// What a submit with a unique key did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UniqueInsert {
+    /// No blocking holder: the new job is stored and holds the key now.
+    Inserted,
+    /// A blocking holder exists; nothing was stored.
+    Held(JobId),
+    /// A pending holder took the new payload (and priority); no new job.
+    Replaced(JobId),
+}
+
 /// The durable job store, whatever the backend. Every method is one unit of work that
 /// either happens entirely or not at all.
 #[async_trait::async_trait]
 pub trait JobStore: Send + Sync + 'static {
     /// Inserts a new pending job; returns once the row is durable.
     async fn insert_job(&self, job: Job) -> Result<(), StoreError>;
+
+    /// Inserts every job, in one transaction: all of them are durable, or none is.
+    async fn insert_jobs(&self, jobs: Vec<Job>) -> Result<(), StoreError>;
+
+    /// Inserts `job` unless a job holding `unique.key` blocks it (see [`Uniqueness`]),
+    /// race-free among concurrent submits, on every node. When it is inserted, `job`
+    /// holds the key from then on.
+    async fn insert_unique(&self, job: Job, unique: Uniqueness)
+    -> Result<UniqueInsert, StoreError>;
 
     /// Moves a pending, eligible job to `running` and opens its attempt. `Ok(None)` when
     /// the job is no longer pending (cancelled meanwhile, claimed elsewhere) or not yet
@@ -431,6 +477,8 @@ pub struct Rescued {
     pub reset: usize,
     /// Jobs of dead nodes with no retry left, now `failed` (kind `interrupted`).
     pub failed: usize,
+    /// Jobs of dead nodes whose cancel had been asked for, now `cancelled`.
+    pub cancelled: usize,
 }
 
 /// The queue of a store several daemons (nodes) share: the database is the queue, each
@@ -466,6 +514,55 @@ pub trait SharedQueue: Send + Sync {
     /// a rescue on any node). Mark it seen before claiming and wait for a change after
     /// claiming nothing, and no wake-up is lost; some may be spurious.
     fn wake_ups(&self) -> tokio::sync::watch::Receiver<u64>;
+
+    /// Every job's state changes, whichever node made them (this one included), as the
+    /// database announces them. Best effort: a lagging receiver or a lost connection
+    /// misses some, so a follower also reads the job again now and then.
+    fn job_changes(&self) -> tokio::sync::broadcast::Receiver<JobChange>;
+
+    /// What other nodes ask of this one: cancels of the jobs it runs, schedule changes,
+    /// and a [`ClusterSignal::Resynced`] whenever some of these may have been missed.
+    fn signals(&self) -> tokio::sync::broadcast::Receiver<ClusterSignal>;
+
+    /// Asks the node running job `id` to cancel it: records the request on the job's
+    /// current attempt (so that it holds even if the node misses the message, and an
+    /// attempt ending in a retry ends `cancelled` instead) and tells that node. The
+    /// node and attempt, or `None` when the job is not running.
+    async fn request_cancel(&self, id: JobId) -> Result<Option<(String, u32)>, StoreError>;
+
+    /// This node's running jobs whose cancel was requested, with their attempts: read
+    /// after a [`ClusterSignal::Resynced`] and now and then, so that no request is lost.
+    async fn cancels_requested(&self) -> Result<Vec<(JobId, u32)>, StoreError>;
+}
+
+/// A job's state change, as a shared store announces it to every node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobChange {
+    /// The job.
+    pub id: JobId,
+    /// Its status after the change.
+    pub status: JobStatus,
+    /// Its attempt counter after the change.
+    pub attempt: u32,
+    /// Its retries after the change.
+    pub retry_count: u32,
+}
+
+/// A message from the shared store to this node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClusterSignal {
+    /// Cancel attempt `attempt` of job `id`, which this node runs.
+    CancelRequested {
+        /// The job.
+        id: JobId,
+        /// The attempt the cancel is for.
+        attempt: u32,
+    },
+    /// Schedules were added, removed or changed, on some node.
+    SchedulesChanged,
+    /// The connection that carries these came back: some may have been lost, so look
+    /// again at what they would have said.
+    Resynced,
 }
 
 /// The handle the daemon holds: one backend behind [`JobStore`], shared by clones.

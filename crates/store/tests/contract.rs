@@ -10,7 +10,9 @@ use std::collections::HashSet;
 use chrono::{SubsecRound, TimeDelta, Utc};
 use honeydew_core::job::{ErrorKind, Job, JobStatus, PluginRef};
 use honeydew_core::schedule::{MisfirePolicy, Schedule};
-use honeydew_core::store::{AttemptReport, Claimed, JobFilter, Outcome, Store, StoreError};
+use honeydew_core::store::{
+    AttemptReport, Claimed, JobFilter, Outcome, Store, StoreError, UniqueInsert, Uniqueness,
+};
 use support::Fixture;
 
 /// Runs each named behaviour once per backend: `sqlite::NAME` and `postgres::NAME`.
@@ -57,6 +59,11 @@ contract!(
     schedules_round_trip_and_their_names_are_unique,
     a_scheduled_instant_submits_one_job_however_often_it_fires,
     payloads_and_results_keep_their_exact_bytes,
+    a_bulk_insert_stores_every_job_or_none,
+    concurrent_submits_with_one_unique_key_store_one_job,
+    a_unique_key_is_held_only_in_the_states_and_window_asked_for,
+    a_replacing_submit_gives_a_pending_holder_the_new_payload,
+    a_pruned_holder_frees_its_key,
 );
 
 fn job(command: &str, payload: &[u8], priority: i64) -> Job {
@@ -840,4 +847,238 @@ async fn payloads_and_results_keep_their_exact_bytes(fx: Fixture) {
         .jobs
         .remove(0);
     assert_eq!(full.payload, binary);
+}
+
+/// The default uniqueness of `key`: held while pending or running, for ever.
+fn unique(key: &str) -> Uniqueness {
+    Uniqueness {
+        key: key.into(),
+        within: None,
+        states: Uniqueness::DEFAULT_STATES.to_vec(),
+        replace: false,
+    }
+}
+
+async fn a_bulk_insert_stores_every_job_or_none(fx: Fixture) {
+    let store = fx.open().await;
+    let batch: Vec<Job> = (0..2500).map(|n| job("echo.echo", b"{}", n % 5)).collect();
+    store.insert_jobs(batch.clone()).await.unwrap();
+    for job in &batch {
+        assert_eq!(store.get_job(job.id).await.unwrap().id, job.id);
+    }
+    // A batch whose last job cannot be stored (its id is taken) stores none of them.
+    let mut spoiled: Vec<Job> = (0..10).map(|_| job("echo.echo", b"{}", 0)).collect();
+    spoiled.push(batch[7].clone());
+    assert!(store.insert_jobs(spoiled.clone()).await.is_err());
+    for job in &spoiled[..10] {
+        assert!(
+            matches!(store.get_job(job.id).await, Err(StoreError::NotFound(_))),
+            "a failed batch left {} behind",
+            job.id
+        );
+    }
+}
+
+async fn concurrent_submits_with_one_unique_key_store_one_job(fx: Fixture) {
+    let store = fx.open().await;
+    let submits = (0..24).map(|_| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let job = job("github.commits", b"{}", 0);
+            let id = job.id;
+            (
+                id,
+                store
+                    .insert_unique(job, unique("repo:octo/hello"))
+                    .await
+                    .unwrap(),
+            )
+        })
+    });
+    let answers: Vec<_> = futures_util::future::join_all(submits)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let inserted: Vec<_> = answers
+        .iter()
+        .filter(|(_, answer)| *answer == UniqueInsert::Inserted)
+        .map(|(id, _)| *id)
+        .collect();
+    assert_eq!(inserted.len(), 1, "one submit stored its job: {answers:?}");
+    let holder = inserted[0];
+    for (id, answer) in &answers {
+        if *id != holder {
+            assert_eq!(*answer, UniqueInsert::Held(holder), "the others name it");
+            assert!(matches!(
+                store.get_job(*id).await,
+                Err(StoreError::NotFound(_))
+            ));
+        }
+    }
+    // Another key is another job.
+    let other = job("github.commits", b"{}", 0);
+    assert_eq!(
+        store
+            .insert_unique(other, unique("repo:octo/world"))
+            .await
+            .unwrap(),
+        UniqueInsert::Inserted
+    );
+}
+
+async fn a_unique_key_is_held_only_in_the_states_and_window_asked_for(fx: Fixture) {
+    let store = fx.open().await;
+    let first = job("echo.echo", b"{}", 0);
+    assert_eq!(
+        store
+            .insert_unique(first.clone(), unique("k"))
+            .await
+            .unwrap(),
+        UniqueInsert::Inserted
+    );
+    // Running still holds it by default.
+    let claimed = store.claim(first.id, 1, Utc::now()).await.unwrap().unwrap();
+    assert_eq!(
+        store
+            .insert_unique(job("echo.echo", b"{}", 0), unique("k"))
+            .await
+            .unwrap(),
+        UniqueInsert::Held(first.id)
+    );
+    store
+        .finish(
+            first.id,
+            claimed.attempt,
+            Outcome::Completed(vec![]),
+            report(),
+        )
+        .await
+        .unwrap();
+    // A submit that counts completed jobs within an hour is still held...
+    let completed_too = Uniqueness {
+        states: vec![JobStatus::Pending, JobStatus::Running, JobStatus::Completed],
+        within: Some(TimeDelta::hours(1)),
+        ..unique("k")
+    };
+    assert_eq!(
+        store
+            .insert_unique(job("echo.echo", b"{}", 0), completed_too.clone())
+            .await
+            .unwrap(),
+        UniqueInsert::Held(first.id)
+    );
+    // ... but not one whose window is shorter than the holder's age.
+    let later = Job::new_at(
+        "echo.echo",
+        b"{}".to_vec(),
+        0,
+        3,
+        Utc::now() + TimeDelta::hours(2),
+    );
+    assert_eq!(
+        store
+            .insert_unique(later.clone(), completed_too)
+            .await
+            .unwrap(),
+        UniqueInsert::Inserted
+    );
+    // The default (pending, running) is not held by a completed job either; the key
+    // now belongs to `later`, which is pending.
+    assert_eq!(
+        store
+            .insert_unique(job("echo.echo", b"{}", 0), unique("k"))
+            .await
+            .unwrap(),
+        UniqueInsert::Held(later.id)
+    );
+}
+
+async fn a_replacing_submit_gives_a_pending_holder_the_new_payload(fx: Fixture) {
+    let store = fx.open().await;
+    let first = job("echo.echo", b"{\"n\": 1}", 0);
+    store
+        .insert_unique(first.clone(), unique("debounce"))
+        .await
+        .unwrap();
+    let replace = Uniqueness {
+        replace: true,
+        ..unique("debounce")
+    };
+    let second = job("echo.echo", b"{\"n\": 2}", 0);
+    assert_eq!(
+        store
+            .insert_unique(second.clone(), replace.clone())
+            .await
+            .unwrap(),
+        UniqueInsert::Replaced(first.id)
+    );
+    assert_eq!(
+        store.get_job(first.id).await.unwrap().payload,
+        b"{\"n\": 2}"
+    );
+    assert!(matches!(
+        store.get_job(second.id).await,
+        Err(StoreError::NotFound(_))
+    ));
+    // A running holder keeps what it runs with: the submit is held.
+    store.claim(first.id, 1, Utc::now()).await.unwrap().unwrap();
+    let third = job("echo.echo", b"{\"n\": 3}", 0);
+    assert_eq!(
+        store.insert_unique(third, replace).await.unwrap(),
+        UniqueInsert::Held(first.id)
+    );
+    assert_eq!(
+        store.get_job(first.id).await.unwrap().payload,
+        b"{\"n\": 2}"
+    );
+}
+
+async fn a_pruned_holder_frees_its_key(fx: Fixture) {
+    let store = fx.open().await;
+    let ten_days_ago = Utc::now() - TimeDelta::days(10);
+    let mut old = Job::new_at("echo.echo", b"{}".to_vec(), 0, 3, ten_days_ago);
+    let seconds = u64::try_from(ten_days_ago.timestamp()).unwrap();
+    old.id = uuid::Uuid::new_v7(uuid::Timestamp::from_unix(uuid::NoContext, seconds, 0)).into();
+    let ever = Uniqueness {
+        states: JobStatus::ALL.to_vec(),
+        ..unique("once")
+    };
+    store
+        .insert_unique(old.clone(), ever.clone())
+        .await
+        .unwrap();
+    let claimed = store.claim(old.id, 1, Utc::now()).await.unwrap().unwrap();
+    let report = AttemptReport {
+        finished_at: ten_days_ago,
+        ..report()
+    };
+    store
+        .finish(old.id, claimed.attempt, Outcome::Completed(vec![]), report)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .insert_unique(job("echo.echo", b"{}", 0), ever.clone())
+            .await
+            .unwrap(),
+        UniqueInsert::Held(old.id),
+        "held in every state, for ever"
+    );
+    let cutoff = Utc::now() - TimeDelta::days(1);
+    assert_eq!(
+        store
+            .prune_finished(JobStatus::Completed, cutoff, 10)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .insert_unique(job("echo.echo", b"{}", 0), ever)
+            .await
+            .unwrap(),
+        UniqueInsert::Inserted,
+        "the key went with its job"
+    );
 }

@@ -1,6 +1,7 @@
 //! The shared queue of PostgreSQL, where several daemons (nodes) claim from one
 //! database: claims across nodes, the wake-ups, the rescue of a dead node's jobs, and
-//! the fence that keeps a presumed-dead node from overwriting what the rescuer decided.
+//! the fence that keeps a presumed-dead node from overwriting what the rescuer decided,
+//! cancels asked of another node's job, and the announcements of every job change.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -8,7 +9,8 @@ use std::time::Duration;
 use chrono::{TimeDelta, Utc};
 use honeydew_core::job::{ErrorKind, Job, JobStatus};
 use honeydew_core::store::{
-    AttemptReport, ClaimNext, Claimed, Outcome, Rescued, SharedQueue, Store, StoreError,
+    AttemptReport, ClaimNext, Claimed, ClusterSignal, JobChange, Outcome, Rescued, SharedQueue,
+    Store, StoreError, UniqueInsert, Uniqueness,
 };
 use honeydew_store::{PostgresConfig, PostgresStore};
 use honeydew_testkit::TestSchema;
@@ -141,7 +143,8 @@ async fn a_dead_nodes_jobs_are_rescued_once_and_its_late_outcome_changes_nothing
         rescued,
         Rescued {
             reset: 1,
-            failed: 1
+            failed: 1,
+            cancelled: 0
         }
     );
     assert_eq!(
@@ -193,4 +196,276 @@ async fn a_dead_nodes_jobs_are_rescued_once_and_its_late_outcome_changes_nothing
         b.get_job(job.id).await.unwrap().result.as_deref(),
         Some(&b"ok"[..])
     );
+}
+
+/// Waits until `store`'s listener is connected (its first wake-up is the sign).
+async fn listening(store: &Store) {
+    let mut wake = shared(store).wake_ups();
+    tokio::time::timeout(Duration::from_secs(5), wake.wait_for(|bumps| *bumps > 0))
+        .await
+        .expect("the listener connects within 5 s")
+        .unwrap();
+}
+
+/// Waits for the first signal that `matches`, for at most 5 s.
+async fn signal_where(
+    signals: &mut tokio::sync::broadcast::Receiver<ClusterSignal>,
+    matches: impl Fn(&ClusterSignal) -> bool,
+) -> ClusterSignal {
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let signal = signals.recv().await.expect("signals");
+            if matches(&signal) {
+                return signal;
+            }
+        }
+    })
+    .await
+    .expect("no such signal within 5 s")
+}
+
+fn retry_outcome() -> Outcome {
+    Outcome::Retry {
+        kind: ErrorKind::PluginError,
+        error: "try again".into(),
+        run_at: Utc::now(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_asked_on_one_node_reaches_the_node_running_the_job() {
+    let schema = TestSchema::create().await;
+    // Notifications are database-wide, and other tests' nodes are named `a` and `b`
+    // too: these node ids are this test's own, as a daemon's random one is.
+    let (id_a, id_b) = (
+        format!("a-{}", schema.name()),
+        format!("b-{}", schema.name()),
+    );
+    let (a, b) = (node(&schema, &id_a).await, node(&schema, &id_b).await);
+    let mut to_a = shared(&a).signals();
+    let mut to_b = shared(&b).signals();
+    listening(&a).await;
+    listening(&b).await;
+    let job = Job::new("echo.echo", vec![], 0, 3);
+    a.insert_job(job.clone()).await.unwrap();
+    assert_eq!(
+        shared(&b).request_cancel(job.id).await.unwrap(),
+        None,
+        "a pending job is not running anywhere"
+    );
+    let claimed = claim(&a, None).await.unwrap();
+    let asked = shared(&b).request_cancel(job.id).await.unwrap();
+    assert_eq!(asked, Some((id_a.clone(), claimed.attempt)));
+    let heard = signal_where(&mut to_a, |s| {
+        matches!(s, ClusterSignal::CancelRequested { .. })
+    })
+    .await;
+    assert_eq!(
+        heard,
+        ClusterSignal::CancelRequested {
+            id: job.id,
+            attempt: claimed.attempt
+        }
+    );
+    // Kept in the database too, for a node that missed the message.
+    assert_eq!(
+        shared(&a).cancels_requested().await.unwrap(),
+        vec![(job.id, claimed.attempt)]
+    );
+    assert!(shared(&b).cancels_requested().await.unwrap().is_empty());
+    // Node b, which does not run it, is not told.
+    let stray = tokio::time::timeout(Duration::from_millis(300), async {
+        loop {
+            if let ClusterSignal::CancelRequested { .. } = to_b.recv().await.unwrap() {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(stray.is_err(), "the cancel went to node a only");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempt_ending_in_a_retry_after_a_cancel_was_asked_ends_cancelled() {
+    let schema = TestSchema::create().await;
+    let (a, b) = (node(&schema, "a").await, node(&schema, "b").await);
+    let job = Job::new("echo.echo", vec![], 0, 3);
+    a.insert_job(job.clone()).await.unwrap();
+    let claimed = claim(&a, None).await.unwrap();
+    shared(&b).request_cancel(job.id).await.unwrap().unwrap();
+    // Node a's plugin failed retriably before the cancel reached its sandbox.
+    let report = AttemptReport {
+        finished_at: Utc::now(),
+        ..AttemptReport::default()
+    };
+    a.finish(job.id, claimed.attempt, retry_outcome(), report)
+        .await
+        .unwrap();
+    let stored = a.get_job(job.id).await.unwrap();
+    assert_eq!(stored.status, JobStatus::Cancelled);
+    assert_eq!(stored.error_kind, Some(ErrorKind::Cancelled));
+    assert_eq!(stored.retry_count, 0, "no retry spent on a cancelled job");
+    assert!(stored.completed_at.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_nodes_job_whose_cancel_was_asked_is_cancelled_not_rescued() {
+    let schema = TestSchema::create().await;
+    let (a, b) = (node(&schema, "a").await, node(&schema, "b").await);
+    let job = Job::new("echo.echo", vec![], 0, 3);
+    a.insert_job(job.clone()).await.unwrap();
+    claim(&a, None).await.unwrap();
+    shared(&b).request_cancel(job.id).await.unwrap().unwrap();
+    honeydew_testkit::run(
+        schema.url(),
+        "UPDATE nodes SET heartbeat_at = now() - interval '1 minute' WHERE id = 'a'",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        shared(&b).rescue_expired(30_000).await.unwrap(),
+        Rescued {
+            reset: 0,
+            failed: 0,
+            cancelled: 1
+        }
+    );
+    let stored = b.get_job(job.id).await.unwrap();
+    assert_eq!(stored.status, JobStatus::Cancelled);
+    assert!(claim(&b, None).await.is_none(), "nothing left to run");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_claim_starts_without_the_cancel_asked_of_an_earlier_attempt() {
+    let schema = TestSchema::create().await;
+    let a = node(&schema, "a").await;
+    let job = Job::new("echo.echo", vec![], 0, 3);
+    a.insert_job(job.clone()).await.unwrap();
+    let first = claim(&a, None).await.unwrap();
+    shared(&a).request_cancel(job.id).await.unwrap().unwrap();
+    // The attempt was cut by a shutdown before the cancel reached its sandbox: the job
+    // does not go back to pending, it ends cancelled as asked.
+    let report = AttemptReport {
+        finished_at: Utc::now(),
+        ..AttemptReport::default()
+    };
+    a.finish(job.id, first.attempt, Outcome::Interrupted, report)
+        .await
+        .unwrap();
+    assert_eq!(
+        a.get_job(job.id).await.unwrap().status,
+        JobStatus::Cancelled
+    );
+
+    // A job that really goes back to pending and is claimed again starts clean.
+    let other = Job::new("echo.echo", vec![], 0, 3);
+    a.insert_job(other.clone()).await.unwrap();
+    let first = claim(&a, None).await.unwrap();
+    let report = AttemptReport {
+        finished_at: Utc::now(),
+        ..AttemptReport::default()
+    };
+    a.finish(other.id, first.attempt, retry_outcome(), report)
+        .await
+        .unwrap();
+    let again = claim(&a, None).await.unwrap();
+    assert_eq!((again.job.id, again.attempt), (other.id, 2));
+    assert!(shared(&a).cancels_requested().await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_job_change_is_announced_to_every_node() {
+    let schema = TestSchema::create().await;
+    let (a, b) = (node(&schema, "a").await, node(&schema, "b").await);
+    let mut changes = shared(&b).job_changes();
+    listening(&b).await;
+    let job = Job::new("echo.echo", vec![], 0, 3);
+    a.insert_job(job.clone()).await.unwrap();
+    let claimed = claim(&a, None).await.unwrap();
+    let report = AttemptReport {
+        finished_at: Utc::now(),
+        ..AttemptReport::default()
+    };
+    a.finish(
+        job.id,
+        claimed.attempt,
+        Outcome::Completed(b"ok".to_vec()),
+        report,
+    )
+    .await
+    .unwrap();
+    let mut heard = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while heard.len() < 3 {
+            let change: JobChange = changes.recv().await.unwrap();
+            if change.id == job.id {
+                heard.push((change.status, change.attempt));
+            }
+        }
+    })
+    .await
+    .expect("three changes within 5 s");
+    assert_eq!(
+        heard,
+        [
+            (JobStatus::Pending, 0),
+            (JobStatus::Running, 1),
+            (JobStatus::Completed, 1)
+        ]
+    );
+    // A submit of many jobs in one statement is announced in full (100 to a payload).
+    let many: Vec<Job> = (0..250)
+        .map(|_| Job::new("echo.echo", vec![], 0, 0))
+        .collect();
+    let ids: HashSet<_> = many.iter().map(|job| job.id).collect();
+    let inserts = many.into_iter().map(|job| {
+        let a = a.clone();
+        async move { a.insert_job(job).await.unwrap() }
+    });
+    futures_util::future::join_all(inserts).await;
+    let mut seen = HashSet::new();
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while seen.len() < ids.len() {
+            let change = changes.recv().await.unwrap();
+            if ids.contains(&change.id) {
+                seen.insert(change.id);
+            }
+        }
+    })
+    .await
+    .expect("every submit announced within 5 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_submitting_one_unique_key_at_once_store_one_job() {
+    let schema = TestSchema::create().await;
+    let (a, b) = (node(&schema, "a").await, node(&schema, "b").await);
+    let submits = (0..32).map(|n| {
+        let store = if n % 2 == 0 { a.clone() } else { b.clone() };
+        tokio::spawn(async move {
+            let unique = Uniqueness {
+                key: "tenant:42".into(),
+                within: None,
+                states: Uniqueness::DEFAULT_STATES.to_vec(),
+                replace: false,
+            };
+            store
+                .insert_unique(Job::new("echo.echo", vec![], 0, 0), unique)
+                .await
+                .unwrap()
+        })
+    });
+    let answers: Vec<UniqueInsert> = futures_util::future::join_all(submits)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let inserted = answers
+        .iter()
+        .filter(|answer| **answer == UniqueInsert::Inserted)
+        .count();
+    assert_eq!(inserted, 1, "{answers:?}");
+    let pending = claim(&a, None).await;
+    assert!(pending.is_some());
+    assert!(claim(&b, None).await.is_none(), "one job in all");
 }

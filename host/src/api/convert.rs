@@ -9,7 +9,9 @@ use tonic::Status;
 
 use super::pb;
 use crate::job::{Job, JobId, JobStatus};
-use crate::queue::{CancelError, Manager, SubmitError, SubmitRequest};
+use crate::queue::{
+    CancelError, Manager, OnConflict, SubmitError, SubmitRequest, Submitted, UniqueRequest,
+};
 use crate::scheduler::{MisfirePolicy, Schedule, ScheduleError};
 use crate::store::StoreError;
 
@@ -108,7 +110,7 @@ pub fn max_retries(value: Option<u32>) -> Result<Option<u32>, Status> {
     }
 }
 
-/// Validates and submits a job: the one path shared by `SubmitJob` and every proxy RPC.
+/// Validates and submits a job without a unique key: the path of every proxy RPC.
 pub async fn submit(
     manager: &Arc<Manager>,
     command: String,
@@ -121,16 +123,87 @@ pub async fn submit(
         payload: json_payload(payload)?,
         priority,
         max_retries: max_retries(retries)?,
+        unique: None,
     };
-    let id = manager.submit(request).await.map_err(submit_status)?;
+    submit_one(manager, request).await
+}
+
+/// A `SubmitJobRequest` as the manager's request, every field checked.
+pub fn submit_request(request: pb::SubmitJobRequest) -> Result<SubmitRequest, Status> {
+    let on_conflict = match pb::OnConflict::try_from(request.on_conflict) {
+        Ok(pb::OnConflict::Unspecified | pb::OnConflict::Existing) => OnConflict::Existing,
+        Ok(pb::OnConflict::Reject) => OnConflict::Reject,
+        Ok(pb::OnConflict::Replace) => OnConflict::Replace,
+        Err(_) => {
+            return Err(Status::invalid_argument(format!(
+                "unknown on_conflict {}: use ON_CONFLICT_EXISTING, _REJECT or _REPLACE",
+                request.on_conflict
+            )));
+        }
+    };
+    let mut states = Vec::with_capacity(request.unique_states.len());
+    for &value in &request.unique_states {
+        match status_filter(value)? {
+            Some(status) => states.push(status),
+            None => {
+                return Err(Status::invalid_argument(
+                    "unique_states: JOB_STATUS_UNSPECIFIED is not a state",
+                ));
+            }
+        }
+    }
+    let unique = match request.unique_key {
+        Some(key) => Some(UniqueRequest {
+            key,
+            within: request.unique_for_ms.map(std::time::Duration::from_millis),
+            states,
+            on_conflict,
+        }),
+        None if request.unique_for_ms.is_some() || !states.is_empty() => {
+            return Err(Status::invalid_argument(
+                "unique_for_ms and unique_states need a unique_key",
+            ));
+        }
+        None => None,
+    };
+    Ok(SubmitRequest {
+        command: request.command,
+        payload: json_payload(request.payload)?,
+        priority: request.priority,
+        max_retries: max_retries(request.max_retries)?,
+        unique,
+    })
+}
+
+/// Submits a checked request; the answer says whether a new job was stored.
+pub async fn submit_one(
+    manager: &Arc<Manager>,
+    request: SubmitRequest,
+) -> Result<pb::SubmitJobResponse, Status> {
+    let (id, outcome) = match manager.submit(request).await.map_err(submit_status)? {
+        Submitted::New(id) => (id, pb::SubmitOutcome::Created),
+        Submitted::Existing(id) => (id, pb::SubmitOutcome::Existing),
+        Submitted::Replaced(id) => (id, pb::SubmitOutcome::Replaced),
+    };
     Ok(pb::SubmitJobResponse {
         job_id: id.to_string(),
+        outcome: outcome.into(),
     })
 }
 
 pub fn submit_status(err: SubmitError) -> Status {
     match err {
         SubmitError::Store(err) => store_status(err),
+        SubmitError::AlreadyExists(holder) => {
+            Status::already_exists(format!("job {holder} already holds this unique key"))
+        }
+        SubmitError::InBatch { index, error } => {
+            let status = submit_status(*error);
+            Status::new(
+                status.code(),
+                format!("job {index} of the batch: {}", status.message()),
+            )
+        }
         // Malformed or unknown command, oversized payload: the request is at fault.
         err => Status::invalid_argument(err.to_string()),
     }

@@ -10,7 +10,7 @@ use super::convert::{self, LIST_LIMIT_MAX};
 use super::pb::{self, queue_server::Queue};
 use super::watch;
 use crate::job::{Job, JobId};
-use crate::queue::CancelOutcome;
+use crate::queue::{CancelOutcome, MAX_BATCH_JOBS, SubmitError};
 use crate::store::JobFilter;
 
 /// Per job of a full `ListJobs` page, what the message costs besides payload and result.
@@ -44,16 +44,35 @@ impl Queue for QueueService {
         &self,
         request: Request<pb::SubmitJobRequest>,
     ) -> Result<Response<pb::SubmitJobResponse>, Status> {
-        let request = request.into_inner();
-        let response = convert::submit(
-            &self.state.manager,
-            request.command,
-            request.payload,
-            request.priority,
-            request.max_retries,
-        )
-        .await?;
+        let request = convert::submit_request(request.into_inner())?;
+        let response = convert::submit_one(&self.state.manager, request).await?;
         Ok(Response::new(response))
+    }
+
+    async fn submit_jobs(
+        &self,
+        request: Request<pb::SubmitJobsRequest>,
+    ) -> Result<Response<pb::SubmitJobsResponse>, Status> {
+        let jobs = request.into_inner().jobs;
+        if jobs.is_empty() || jobs.len() > MAX_BATCH_JOBS {
+            return Err(convert::submit_status(SubmitError::BatchSize(jobs.len())));
+        }
+        let mut requests = Vec::with_capacity(jobs.len());
+        for (index, job) in jobs.into_iter().enumerate() {
+            let request = convert::submit_request(job).map_err(|status| {
+                Status::invalid_argument(format!("job {index} of the batch: {}", status.message()))
+            })?;
+            requests.push(request);
+        }
+        let ids = self
+            .state
+            .manager
+            .submit_batch(requests)
+            .await
+            .map_err(convert::submit_status)?;
+        Ok(Response::new(pb::SubmitJobsResponse {
+            job_ids: ids.iter().map(JobId::to_string).collect(),
+        }))
     }
 
     async fn cancel_job(

@@ -1,4 +1,5 @@
-//! Serving the API on a Unix socket (and optionally TCP), and connecting to it.
+//! Serving the API on a Unix socket (and optionally TCP). Connecting to it is the
+//! client's side, in [`honeydew_proto::client`].
 //!
 //! The socket is bound inside a freshly created directory of mode 0700 beside its path,
 //! given mode 0600, then renamed into place: no one else can reach it while it exists
@@ -17,7 +18,7 @@
 use std::fs::{self, Permissions};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,8 +27,8 @@ use tokio::task::JoinSet;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 use tokio_util::sync::CancellationToken;
-use tonic::service::interceptor::{InterceptedService, InterceptorLayer};
-use tonic::transport::{Channel, Endpoint, Server};
+use tonic::service::interceptor::InterceptorLayer;
+use tonic::transport::Server;
 
 use super::authority::UnixAuthorityShim;
 use super::pb::{
@@ -39,17 +40,13 @@ use super::plugins::PluginsService;
 use super::proxies::ProxyService;
 use super::queue::QueueService;
 use super::schedules::SchedulesService;
-use super::token::{BearerToken, RequireToken, Token};
+use super::token::RequireToken;
 use super::{ApiState, PluginInventory, pb};
 use crate::queue::Manager;
 use crate::scheduler::Scheduler;
 
 /// Room for a message's other fields besides its payload or result.
 const MESSAGE_SLACK_BYTES: usize = 1024 * 1024;
-
-/// The largest response a client should accept (results can be large); give it to
-/// generated clients with `max_decoding_message_size`.
-pub const CLIENT_MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
 
 /// Message size limits of the server.
 #[derive(Clone, Debug)]
@@ -253,82 +250,6 @@ pub async fn serve(
         closing,
         listeners,
     })
-}
-
-/// Why a client could not reach the daemon.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ClientError {
-    /// Nothing answers at the address.
-    #[error("cannot reach the daemon at {address}: {reason}")]
-    Unreachable {
-        /// The socket path or TCP address.
-        address: String,
-        /// What the connection attempt said.
-        reason: String,
-    },
-}
-
-/// Where a client finds the daemon.
-#[derive(Clone, Debug)]
-pub enum Address {
-    /// The Unix socket at this path.
-    Unix(PathBuf),
-    /// A TCP `host:port`.
-    Tcp(String),
-}
-
-impl std::fmt::Display for Address {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Address::Unix(path) => path.display().fmt(f),
-            Address::Tcp(address) => address.fmt(f),
-        }
-    }
-}
-
-/// A connection to the daemon that sends a bearer token with every request when it
-/// has one (see [`connect_with_token`]).
-pub type Connection = InterceptedService<Channel, BearerToken>;
-
-/// Opens a connection that sends `token` with every request (needed over TCP; the
-/// Unix socket needs none); fails at once when nothing listens there.
-pub async fn connect_with_token(
-    address: &Address,
-    token: Option<&Token>,
-) -> Result<Connection, ClientError> {
-    let channel = connect(address).await?;
-    Ok(InterceptedService::new(channel, BearerToken::new(token)))
-}
-
-/// Opens a connection to the daemon; fails at once when nothing listens there.
-pub async fn connect(address: &Address) -> Result<Channel, ClientError> {
-    let unreachable = |reason: String| ClientError::Unreachable {
-        address: address.to_string(),
-        reason,
-    };
-    let uri = match address {
-        Address::Unix(path) => format!("unix:{}", path.display()),
-        Address::Tcp(address) => format!("http://{address}"),
-    };
-    let endpoint = Endpoint::from_shared(uri).map_err(|err| unreachable(err.to_string()))?;
-    endpoint
-        .connect()
-        .await
-        .map_err(|err| unreachable(error_chain(&err)))
-}
-
-/// An error and its sources, joined: tonic's own message alone says only "transport
-/// error".
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -5,7 +5,10 @@
 //! sent (they were queued before the read) are dropped by comparing [`Progress`]. When
 //! the broadcast channel lags, the job is read again instead. A terminal event is
 //! answered with the job read back from the store, so the last update carries the
-//! result. At daemon shutdown open watches end with UNAVAILABLE.
+//! result. At daemon shutdown open watches end with UNAVAILABLE. On a store several
+//! daemons share, the manager also republishes every change the database announces,
+//! wherever it happened, and the watcher reads the job again every few seconds in case
+//! an announcement was lost.
 
 use std::sync::Arc;
 
@@ -42,6 +45,10 @@ impl Progress {
 
 type Updates = mpsc::Sender<Result<pb::JobUpdate, Status>>;
 
+/// On a shared store, how often a watch reads its job again in case an announcement of
+/// another node's change was lost.
+const SHARED_REREAD: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Starts watching `id`; NOT_FOUND when there is no such job.
 pub async fn watch(
     state: Arc<ApiState>,
@@ -67,8 +74,25 @@ async fn follow(
     if updates.send(Ok(snapshot(job, attempt))).await.is_err() || terminal {
         return;
     }
+    // On a shared store another node's changes come as announcements, which a lost
+    // connection can drop: read the job again now and then.
+    let mut reread = state.manager.store().shared().map(|_| {
+        let mut ticks = tokio::time::interval(SHARED_REREAD);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks.reset();
+        ticks
+    });
     loop {
+        let reread_due = async {
+            match reread.as_mut() {
+                Some(ticks) => {
+                    ticks.tick().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
         let event = tokio::select! {
+            () = reread_due => Err(broadcast::error::RecvError::Lagged(0)),
             () = state.closing.cancelled() => {
                 let status = Status::unavailable(
                     "the daemon is shutting down: watch the job again once it is back",

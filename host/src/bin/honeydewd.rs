@@ -4,7 +4,8 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use honeydew::config::{DaemonArgs, DataDirArg};
+use honeydew::config::DaemonArgs;
+use honeydew_proto::DataDirArg;
 
 /// Honeydew daemon: runs jobs as sandboxed WebAssembly components, served over gRPC on
 /// <data-dir>/honeydew.sock. Stops on SIGINT/SIGTERM after draining running jobs; a

@@ -27,7 +27,8 @@ use tokio_util::sync::CancellationToken;
 use super::{JobQueue, QueuedJob};
 use crate::job::{Job, JobId, JobStatus};
 use crate::store::{
-    AttemptReport, ClaimNext, Claimed, JobFilter, JobPage, Outcome, Store, StoreError,
+    AttemptReport, ClaimNext, Claimed, JobChange, JobFilter, JobPage, Outcome, Store, StoreError,
+    UniqueInsert, Uniqueness,
 };
 
 /// What a command's plugin asks for by default.
@@ -88,6 +89,64 @@ pub struct SubmitRequest {
     pub priority: i64,
     /// Retries allowed; the plugin's or the daemon's default when `None`.
     pub max_retries: Option<u32>,
+    /// At most one job with this key at a time (see [`UniqueRequest`]).
+    pub unique: Option<UniqueRequest>,
+}
+
+/// A unique key on a submit: while a job holding the key blocks (it is in one of
+/// `states`, created within `within`), a new submit with it stores no job.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UniqueRequest {
+    /// The key: 1 to [`MAX_UNIQUE_KEY_BYTES`] bytes.
+    pub key: String,
+    /// Only a holder this recent blocks; `None`: any holder.
+    pub within: Option<Duration>,
+    /// The states in which a holder blocks; empty: pending and running.
+    pub states: Vec<JobStatus>,
+    /// What a blocked submit does.
+    pub on_conflict: OnConflict,
+}
+
+/// What a submit blocked by its unique key does.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OnConflict {
+    /// Answers the holder's id, as if it had been submitted (the default).
+    #[default]
+    Existing,
+    /// Refuses, naming the holder.
+    Reject,
+    /// Gives a pending holder the new payload (debounce); a running one is answered
+    /// as with [`OnConflict::Existing`].
+    Replace,
+}
+
+/// The longest unique key.
+pub const MAX_UNIQUE_KEY_BYTES: usize = 512;
+
+/// The longest unique window: ten years.
+pub const MAX_UNIQUE_WITHIN: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// The most jobs one bulk submit may carry.
+pub const MAX_BATCH_JOBS: usize = 10_000;
+
+/// What a submit did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Submitted {
+    /// A new job, stored.
+    New(JobId),
+    /// A job holding the submit's unique key, which was answered instead.
+    Existing(JobId),
+    /// A pending job holding the unique key, which took the new payload.
+    Replaced(JobId),
+}
+
+impl Submitted {
+    /// The job the submit stands for.
+    pub fn id(self) -> JobId {
+        match self {
+            Submitted::New(id) | Submitted::Existing(id) | Submitted::Replaced(id) => id,
+        }
+    }
 }
 
 /// Why a submit was refused. Nothing was stored.
@@ -113,6 +172,23 @@ pub enum SubmitError {
         /// The limit.
         limit: usize,
     },
+    /// The unique key or its window is out of bounds.
+    #[error("{0}")]
+    InvalidUnique(String),
+    /// Its unique key is held by another job, and the submit asked to be refused.
+    #[error("job {0} already holds this unique key")]
+    AlreadyExists(JobId),
+    /// A job of a bulk submit was refused: none was stored.
+    #[error("job {index} of the batch: {error}")]
+    InBatch {
+        /// Its place in the batch, from 0.
+        index: usize,
+        /// Why.
+        error: Box<SubmitError>,
+    },
+    /// A bulk submit with no job, or more than [`MAX_BATCH_JOBS`].
+    #[error("a batch carries 1 to {MAX_BATCH_JOBS} jobs, not {0}")]
+    BatchSize(usize),
     /// The store could not persist it.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -166,6 +242,10 @@ const SHARED_SAFETY_POLL: Duration = Duration::from_secs(5);
 /// How many times a cancel looks again at a job that keeps moving under it.
 const CANCEL_LOOKS: usize = 50;
 
+/// How long a cancel for an attempt this node has not registered yet is kept, waiting
+/// for the claim that registers it (on a shared store, the request can overtake it).
+const EARLY_CANCEL_KEPT: Duration = Duration::from_secs(60);
+
 /// A change of a job's state, as published to watchers.
 #[derive(Clone, Debug, PartialEq)]
 pub struct JobEvent {
@@ -197,6 +277,10 @@ pub struct Manager {
     catalog: Arc<dyn CommandCatalog>,
     config: ManagerConfig,
     running: Mutex<HashMap<JobId, Running>>,
+    /// On a shared store: cancels that reached this node for an attempt before its claim
+    /// registered the token, by (job, attempt), with when they came. Always locked
+    /// after `running`, never before.
+    early_cancels: Mutex<HashMap<(JobId, u32), std::time::Instant>>,
     /// Jobs waiting for their plugin to be loaded again, by plugin name.
     parked: Mutex<HashMap<String, HashMap<JobId, QueuedJob>>>,
     /// Counts plugin loads, so that a job whose attempt began before a load is queued
@@ -215,6 +299,7 @@ impl Manager {
             catalog,
             config,
             running: Mutex::new(HashMap::new()),
+            early_cancels: Mutex::new(HashMap::new()),
             parked: Mutex::new(HashMap::new()),
             plugin_loads: std::sync::atomic::AtomicU64::new(0),
             events: broadcast::channel(4096).0,
@@ -240,13 +325,68 @@ impl Manager {
     ///
     /// Cancel-safe: once called, the commit and the enqueue happen together even if
     /// the returned future is dropped (the client hung up).
-    pub async fn submit(self: &Arc<Self>, request: SubmitRequest) -> Result<JobId, SubmitError> {
+    pub async fn submit(
+        self: &Arc<Self>,
+        request: SubmitRequest,
+    ) -> Result<Submitted, SubmitError> {
+        let unique = request.unique.clone().map(uniqueness).transpose()?;
         let job = self.new_job(request)?;
         let this = Arc::clone(self);
         complete_once_started(async move {
-            this.store.insert_job(job.clone()).await?;
-            this.accept(&job);
-            Ok(job.id)
+            let Some((unique, on_conflict)) = unique else {
+                this.store.insert_job(job.clone()).await?;
+                this.accept(&job);
+                return Ok(Submitted::New(job.id));
+            };
+            match this.store.insert_unique(job.clone(), unique).await? {
+                UniqueInsert::Inserted => {
+                    this.accept(&job);
+                    Ok(Submitted::New(job.id))
+                }
+                UniqueInsert::Replaced(holder) => {
+                    tracing::info!(job_id = %holder, command = %job.command, "pending job took a newer payload (unique key, replace)");
+                    Ok(Submitted::Replaced(holder))
+                }
+                UniqueInsert::Held(holder) if on_conflict == OnConflict::Reject => {
+                    Err(SubmitError::AlreadyExists(holder))
+                }
+                UniqueInsert::Held(holder) => Ok(Submitted::Existing(holder)),
+            }
+        })
+        .await
+        .unwrap_or_else(|panic| Err(SubmitError::Store(StoreError::Commit(panic))))
+    }
+
+    /// Persists every job of `requests` in one transaction, or none (the first refused
+    /// one is named), and queues them; their ids in order. Cancel-safe like
+    /// [`Manager::submit`]. Unique keys are not taken in a batch.
+    pub async fn submit_batch(
+        self: &Arc<Self>,
+        requests: Vec<SubmitRequest>,
+    ) -> Result<Vec<JobId>, SubmitError> {
+        if requests.is_empty() || requests.len() > MAX_BATCH_JOBS {
+            return Err(SubmitError::BatchSize(requests.len()));
+        }
+        let mut jobs = Vec::with_capacity(requests.len());
+        for (index, request) in requests.into_iter().enumerate() {
+            let refused = |error| SubmitError::InBatch {
+                index,
+                error: Box::new(error),
+            };
+            if request.unique.is_some() {
+                return Err(refused(SubmitError::InvalidUnique(
+                    "a unique key is not taken in a batch: submit that job on its own".into(),
+                )));
+            }
+            jobs.push(self.new_job(request).map_err(refused)?);
+        }
+        let this = Arc::clone(self);
+        complete_once_started(async move {
+            this.store.insert_jobs(jobs.clone()).await?;
+            for job in &jobs {
+                this.accept(job);
+            }
+            Ok(jobs.iter().map(|job| job.id).collect())
         })
         .await
         .unwrap_or_else(|panic| Err(SubmitError::Store(StoreError::Commit(panic))))
@@ -267,6 +407,7 @@ impl Manager {
             payload,
             priority,
             max_retries,
+            unique: _,
         } = request;
         if !is_well_formed(&command) {
             return Err(SubmitError::MalformedCommand(command));
@@ -318,21 +459,29 @@ impl Manager {
                 },
                 // A running job's sandbox is stopped through its token: no write needed,
                 // so this works even while the database refuses writes.
-                JobStatus::Running => match self.running_token(id) {
-                    Some(token) => {
+                JobStatus::Running => {
+                    if let Some(token) = self.running_token(id) {
                         token.cancel();
                         tracing::info!(job_id = %id, "cancelling running job");
                         return Ok(CancelOutcome::Cancelling);
                     }
-                    // Its outcome has just been committed (the token goes after the
-                    // commit): the next look sees where it went.
-                    None => {
-                        if look > 0 {
-                            tokio::time::sleep(Duration::from_millis(10)).await;
+                    // Another node runs it (or this one, before its claim registered
+                    // the token): the database records the request and tells that
+                    // node, which stops the sandbox. `None`: it stopped running
+                    // meanwhile, so look again.
+                    if let Some(shared) = self.store.shared() {
+                        if let Some((node, attempt)) = shared.request_cancel(id).await? {
+                            tracing::info!(job_id = %id, node_id = %node, attempt, "asked the node running the job to cancel it");
+                            return Ok(CancelOutcome::Cancelling);
                         }
                         continue;
                     }
-                },
+                    // Its outcome has just been committed (the token goes after the
+                    // commit): the next look sees where it went.
+                    if look > 0 {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
                 status => return Err(CancelError::Finished { id, status }),
             }
         }
@@ -400,8 +549,18 @@ impl Manager {
                         token: token.clone(),
                         plugin_loads: self.plugin_loads.load(std::sync::atomic::Ordering::SeqCst),
                     };
-                    self.lock_running().insert(claimed.job.id, running);
+                    let early = {
+                        let mut registered = self.lock_running();
+                        registered.insert(claimed.job.id, running);
+                        self.lock_early_cancels()
+                            .remove(&(claimed.job.id, claimed.attempt))
+                            .is_some()
+                    };
                     let job = &claimed.job;
+                    if early {
+                        tracing::info!(job_id = %job.id, attempt = claimed.attempt, "cancelling a job as it starts: its cancel came first");
+                        token.cancel();
+                    }
                     tracing::info!(job_id = %job.id, command = %job.command, worker_id, "job started");
                     self.publish(job, claimed.attempt);
                     return Some(Ok(Some((*claimed, token))));
@@ -660,6 +819,44 @@ impl Manager {
         }
     }
 
+    /// On a shared store: a cancel of attempt `attempt` of job `id` reached this node
+    /// (from the node that was asked). Stops the sandbox if a worker here runs it; if
+    /// the claim has not registered it yet, the cancel waits for it.
+    pub fn cancel_requested(&self, id: JobId, attempt: u32) {
+        let running = self.lock_running();
+        if let Some(job) = running.get(&id) {
+            if !job.token.is_cancelled() {
+                tracing::info!(job_id = %id, attempt, "cancelling running job on another node's request");
+                job.token.cancel();
+            }
+            return;
+        }
+        let mut early = self.lock_early_cancels();
+        let now = std::time::Instant::now();
+        early.retain(|_, came| now.duration_since(*came) < EARLY_CANCEL_KEPT);
+        early.insert((id, attempt), now);
+    }
+
+    /// On a shared store: a change of a job's state announced by the database, perhaps
+    /// made by another node, published to this node's watchers. A change this node made
+    /// itself arrives twice; watchers ignore what is not news.
+    pub fn republish(&self, change: JobChange) {
+        let _ = self.events.send(JobEvent {
+            id: change.id,
+            status: change.status,
+            retry_count: change.retry_count,
+            attempt: change.attempt,
+            error: None,
+            at: Utc::now(),
+        });
+    }
+
+    fn lock_early_cancels(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<(JobId, u32), std::time::Instant>> {
+        self.early_cancels.lock().expect("early cancels poisoned")
+    }
+
     fn running_token(&self, id: JobId) -> Option<CancellationToken> {
         self.lock_running()
             .get(&id)
@@ -680,6 +877,46 @@ impl Manager {
             at: Utc::now(),
         });
     }
+}
+
+/// The store's question for a unique request, checked, and what to do if blocked.
+fn uniqueness(unique: UniqueRequest) -> Result<(Uniqueness, OnConflict), SubmitError> {
+    let UniqueRequest {
+        key,
+        within,
+        states,
+        on_conflict,
+    } = unique;
+    if key.is_empty() || key.len() > MAX_UNIQUE_KEY_BYTES {
+        return Err(SubmitError::InvalidUnique(format!(
+            "unique_key is {} bytes: use 1 to {MAX_UNIQUE_KEY_BYTES}",
+            key.len()
+        )));
+    }
+    let within = match within {
+        None => None,
+        Some(within) if within.is_zero() || within > MAX_UNIQUE_WITHIN => {
+            return Err(SubmitError::InvalidUnique(format!(
+                "unique_for is {}: use 1 ms to 10 years, or none for ever",
+                humantime::format_duration(within)
+            )));
+        }
+        Some(within) => {
+            Some(chrono::TimeDelta::from_std(within).expect("ten years fit in a TimeDelta"))
+        }
+    };
+    let states = if states.is_empty() {
+        Uniqueness::DEFAULT_STATES.to_vec()
+    } else {
+        states
+    };
+    let unique = Uniqueness {
+        key,
+        within,
+        states,
+        replace: on_conflict == OnConflict::Replace,
+    };
+    Ok((unique, on_conflict))
 }
 
 /// The plugin part of `plugin.command`.
@@ -769,6 +1006,7 @@ mod tests {
                 payload: vec![b'x'; size],
                 priority,
                 max_retries: retries,
+                unique: None,
             };
             match manager.new_job(request) {
                 Ok(job) => {

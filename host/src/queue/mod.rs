@@ -18,8 +18,9 @@ use tokio::sync::Notify;
 use crate::job::JobId;
 
 pub use manager::{
-    AnyCommand, CancelError, CancelOutcome, CommandCatalog, CommandDefaults, JobEvent, Manager,
-    ManagerConfig, SubmitError, SubmitRequest,
+    AnyCommand, CancelError, CancelOutcome, CommandCatalog, CommandDefaults, JobEvent,
+    MAX_BATCH_JOBS, MAX_UNIQUE_KEY_BYTES, Manager, ManagerConfig, OnConflict, SubmitError,
+    SubmitRequest, Submitted, UniqueRequest,
 };
 pub use priority::{PriorityQueue, QueuedJob};
 

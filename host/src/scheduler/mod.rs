@@ -68,6 +68,9 @@ pub struct Scheduler {
     cron: JobScheduler,
     /// Our schedule id -> the cron library's job id.
     entries: Mutex<HashMap<Uuid, Uuid>>,
+    /// Held while the table and the armed schedules are brought in line (an add here,
+    /// or a change announced from another node), so that neither arms twice.
+    changing: tokio::sync::Mutex<()>,
     this: Weak<Scheduler>,
 }
 
@@ -79,6 +82,7 @@ impl Scheduler {
             manager,
             cron,
             entries: Mutex::new(HashMap::new()),
+            changing: tokio::sync::Mutex::new(()),
             this: this.clone(),
         }))
     }
@@ -88,6 +92,9 @@ impl Scheduler {
     pub async fn start(&self) -> Result<LoadReport, ScheduleError> {
         let report = self.load_schedules(Utc::now()).await?;
         self.cron.start().await.map_err(library)?;
+        if let Some(shared) = self.manager.store().shared() {
+            tokio::spawn(follow_other_nodes(self.this.clone(), shared.signals()));
+        }
         tracing::info!(
             loaded = report.loaded,
             skipped = report.skipped,
@@ -163,6 +170,7 @@ impl Scheduler {
     /// Validates, stores and registers a schedule.
     pub async fn add_schedule(&self, new: NewSchedule) -> Result<Schedule, ScheduleError> {
         validate_name(&new.name)?;
+        let _changing = self.changing.lock().await;
         let timezone = new.timezone.unwrap_or_else(|| "UTC".to_owned());
         let spec = CronSpec::parse(&new.cron_expr, &timezone)?;
         // The same checks as a submit: well-formed, served command, payload size.
@@ -171,6 +179,7 @@ impl Scheduler {
             payload: new.payload.clone(),
             priority: new.priority,
             max_retries: new.max_retries,
+            unique: None,
         })?;
         // The store keeps milliseconds: answer with what it keeps.
         let now = Utc::now().trunc_subsecs(3);
@@ -233,6 +242,47 @@ impl Scheduler {
         Ok(schedule)
     }
 
+    /// Brings the armed schedules in line with the table after another node changed
+    /// it: arms the schedules added there, forgets the ones removed there. Each node
+    /// arms every schedule; the instant's guard in the store lets one job through.
+    pub async fn reconcile(&self) -> Result<(), ScheduleError> {
+        let _changing = self.changing.lock().await;
+        let stored = self.manager.store().list_schedules().await?;
+        let armed: Vec<Uuid> = self.lock_entries().keys().copied().collect();
+        for schedule in stored.iter().filter(|schedule| schedule.enabled) {
+            if armed.contains(&schedule.id) {
+                continue;
+            }
+            match CronSpec::parse(&schedule.cron_expr, &schedule.timezone) {
+                Ok(spec) => match self.register(schedule, &spec).await {
+                    Ok(()) => {
+                        tracing::info!(schedule_id = %schedule.id, schedule_name = %schedule.name, "schedule added on another node; armed here too");
+                    }
+                    Err(err) => {
+                        tracing::error!(schedule_id = %schedule.id, schedule_name = %schedule.name, error = %err, "cannot register schedule");
+                    }
+                },
+                Err(err) => {
+                    tracing::error!(schedule_id = %schedule.id, schedule_name = %schedule.name, error = %err, "stored schedule is invalid; not loaded");
+                }
+            }
+        }
+        for id in armed {
+            if stored
+                .iter()
+                .any(|schedule| schedule.id == id && schedule.enabled)
+            {
+                continue;
+            }
+            let entry = self.lock_entries().remove(&id);
+            if let Some(entry) = entry {
+                self.cron.remove(&entry).await.map_err(library)?;
+                tracing::info!(schedule_id = %id, "schedule removed on another node; disarmed here too");
+            }
+        }
+        Ok(())
+    }
+
     /// Every stored schedule, by name.
     pub async fn list_schedules(&self) -> Result<Vec<Schedule>, ScheduleError> {
         Ok(self.manager.store().list_schedules().await?)
@@ -251,6 +301,7 @@ impl Scheduler {
             payload: schedule.payload.clone(),
             priority: schedule.priority,
             max_retries: schedule.max_retries,
+            unique: None,
         })?;
         let fresh = self
             .manager
@@ -357,6 +408,31 @@ impl Scheduler {
 
     fn lock_entries(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Uuid>> {
         self.entries.lock().expect("schedule entries poisoned")
+    }
+}
+
+/// On a store several daemons share: reconciles whenever another node announces a
+/// change of the schedules, or the announcements may have been missed. Ends with the
+/// scheduler.
+async fn follow_other_nodes(
+    scheduler: Weak<Scheduler>,
+    mut signals: tokio::sync::broadcast::Receiver<crate::store::ClusterSignal>,
+) {
+    use crate::store::ClusterSignal;
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        match signals.recv().await {
+            Ok(ClusterSignal::SchedulesChanged | ClusterSignal::Resynced)
+            | Err(RecvError::Lagged(_)) => {}
+            Ok(ClusterSignal::CancelRequested { .. }) => continue,
+            Err(RecvError::Closed) => return,
+        }
+        let Some(scheduler) = scheduler.upgrade() else {
+            return;
+        };
+        if let Err(err) = scheduler.reconcile().await {
+            tracing::error!(error = %err, "cannot follow the schedules another node changed");
+        }
     }
 }
 

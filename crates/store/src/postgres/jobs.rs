@@ -9,7 +9,7 @@ use deadpool_postgres::GenericClient;
 use honeydew_core::job::{ErrorKind, Job, JobId, JobStatus, PluginRef, QueuedJob};
 use honeydew_core::store::{
     AttemptReport, AttemptRow, Claimed, DIED_DURING_ATTEMPT, JobFilter, JobPage, Outcome,
-    RecoveredJobs, StoreError,
+    RecoveredJobs, StoreError, UniqueInsert, Uniqueness,
 };
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
@@ -73,6 +73,63 @@ pub(super) async fn insert_jobs(client: &impl GenericClient, jobs: &[&Job]) -> R
     Ok(())
 }
 
+/// Inserts `job` unless the holder of `unique.key` blocks it, in the transaction `tx`
+/// (committed by the caller). Race-free across sessions: the key's row is taken first
+/// (inserted, or locked by a no-op update), so a concurrent submit of the same key
+/// waits for this one's commit and then sees its job as the holder.
+pub(super) async fn insert_unique(
+    tx: &impl GenericClient,
+    job: &Job,
+    unique: &Uniqueness,
+) -> Result<UniqueInsert> {
+    let statement = tx
+        .prepare_cached(
+            "INSERT INTO unique_keys (key, job_id) VALUES ($1, $2)              ON CONFLICT (key) DO UPDATE SET key = EXCLUDED.key              RETURNING job_id, xmax = 0",
+        )
+        .await?;
+    let row = tx
+        .query_one(&statement, &[&unique.key, &job.id.as_uuid()])
+        .await?;
+    let (holder, inserted): (Uuid, bool) = (row.get(0), row.get(1));
+    if !inserted {
+        let statement = tx
+            .prepare_cached("SELECT status, created_at FROM jobs WHERE id = $1 FOR UPDATE")
+            .await?;
+        let found = tx.query_opt(&statement, &[&holder]).await?;
+        let holder = JobId::from(holder);
+        if let Some(found) = found {
+            let status: &str = found.get(0);
+            let status: JobStatus = status.parse().map_err(|err| StoreError::Corrupt {
+                id: holder.to_string(),
+                reason: format!("{err}"),
+            })?;
+            if unique.blocks(status, found.get(1), job.created_at) {
+                if unique.replace && status == JobStatus::Pending {
+                    let statement = tx
+                        .prepare_cached(
+                            "UPDATE jobs SET payload = $2, updated_at = $3                              WHERE id = $1 AND status = 'pending'",
+                        )
+                        .await?;
+                    tx.execute(
+                        &statement,
+                        &[&holder.as_uuid(), &job.payload, &job.created_at],
+                    )
+                    .await?;
+                    return Ok(UniqueInsert::Replaced(holder));
+                }
+                return Ok(UniqueInsert::Held(holder));
+            }
+        }
+        let statement = tx
+            .prepare_cached("UPDATE unique_keys SET job_id = $2 WHERE key = $1")
+            .await?;
+        tx.execute(&statement, &[&unique.key, &job.id.as_uuid()])
+            .await?;
+    }
+    insert_jobs(tx, &[job]).await?;
+    Ok(UniqueInsert::Inserted)
+}
+
 /// Moves a pending, eligible job to `running` on `node`, opening its attempt.
 pub(super) async fn claim(
     client: &impl GenericClient,
@@ -85,7 +142,7 @@ pub(super) async fn claim(
         .prepare_cached(&format!(
             "WITH claimed AS (\
                  UPDATE jobs SET status = 'running', started_at = $2, updated_at = $2, \
-                 attempt = attempt + 1, node_id = $4 \
+                 attempt = attempt + 1, node_id = $4, cancel_requested = false \
                  WHERE id = $1 AND status = 'pending' AND run_at <= $2 RETURNING {JOB_COLUMNS}), \
              opened AS (\
                  INSERT INTO job_attempts (job_id, attempt, worker_id, started_at, node_id) \
@@ -126,9 +183,16 @@ pub(super) async fn finish(
     let statement = client
         .prepare_cached(
             "WITH finished AS (\
-                 UPDATE jobs SET status = $3, result = $4, error = $5, error_kind = $6, \
-                 retry_count = retry_count + $7, run_at = COALESCE($8, run_at), \
-                 completed_at = $9, plugin_name = COALESCE($10, plugin_name), \
+                 UPDATE jobs SET status = CASE WHEN cancel_requested AND $3 = 'pending' \
+                     THEN 'cancelled' ELSE $3 END, result = $4, \
+                 error = CASE WHEN cancel_requested AND $3 = 'pending' \
+                     THEN 'cancelled on request' ELSE $5 END, \
+                 error_kind = CASE WHEN cancel_requested AND $3 = 'pending' \
+                     THEN 'cancelled' ELSE $6 END, \
+                 retry_count = retry_count + CASE WHEN cancel_requested AND $3 = 'pending' \
+                     THEN 0 ELSE $7 END, run_at = COALESCE($8, run_at), \
+                 completed_at = CASE WHEN cancel_requested AND $3 = 'pending' \
+                     THEN $13::timestamptz ELSE $9::timestamptz END, plugin_name = COALESCE($10, plugin_name), \
                  plugin_version = COALESCE($11, plugin_version), \
                  plugin_sha256 = COALESCE($12, plugin_sha256), updated_at = $13, \
                  node_id = NULL \
@@ -204,6 +268,16 @@ pub(super) async fn recover(
              WHERE job_attempts.job_id = jobs.id AND job_attempts.attempt = jobs.attempt \
              AND job_attempts.finished_at IS NULL AND jobs.status = 'running' AND jobs.node_id = $3",
             &[&now, &DIED_DURING_ATTEMPT, &node],
+        )
+        .await?;
+    // A cancel asked while the attempt ran is honoured now rather than retried.
+    client
+        .execute(
+            "UPDATE jobs SET status = 'cancelled', error = 'cancelled on request', \
+             error_kind = 'cancelled', completed_at = $1, updated_at = $1, node_id = NULL, \
+             cancel_requested = false \
+             WHERE status = 'running' AND node_id = $2 AND cancel_requested",
+            &[&now, &node],
         )
         .await?;
     let reset_running = client

@@ -26,10 +26,11 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use honeydew_core::job::{Job, JobId, JobStatus};
 use honeydew_core::schedule::Schedule;
 use honeydew_core::store::{
-    AttemptReport, AttemptRow, ClaimNext, Claimed, CommitStats, JobFilter, JobPage, JobStore,
-    Outcome, RecoveredJobs, Rescued, SharedQueue, StoreError,
+    AttemptReport, AttemptRow, ClaimNext, Claimed, ClusterSignal, CommitStats, JobChange,
+    JobFilter, JobPage, JobStore, Outcome, RecoveredJobs, Rescued, SharedQueue, StoreError,
+    UniqueInsert, Uniqueness,
 };
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 use uuid::Uuid;
@@ -120,6 +121,9 @@ pub(crate) fn describe_error(err: &tokio_postgres::Error) -> String {
 
 type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// The most jobs one `INSERT ... SELECT FROM unnest(...)` carries in a bulk submit.
+const MAX_ROWS_PER_INSERT: usize = 1024;
+
 /// The PostgreSQL backend. Clones share the pools and the submit task.
 #[derive(Clone)]
 pub struct PostgresStore {
@@ -131,6 +135,10 @@ pub struct PostgresStore {
     target: Arc<str>,
     /// Bumped by the `LISTEN` task whenever work may have arrived.
     wake: watch::Receiver<u64>,
+    /// Job changes the `LISTEN` task hears.
+    job_changes: broadcast::Sender<JobChange>,
+    /// Cancels, schedule changes and resyncs the `LISTEN` task hears.
+    signals: broadcast::Sender<ClusterSignal>,
 }
 
 /// One submit waiting for the next group commit.
@@ -198,7 +206,18 @@ impl PostgresStore {
             .map_err(StoreError::from)?;
         drop(client);
         let (wake_up, wake) = watch::channel(0);
-        tokio::spawn(nodes::listen(config.url.clone(), wake_up));
+        // Sized for bursts: a submit of 1024 jobs announces 1024 changes at once.
+        let job_changes = broadcast::channel(16 * 1024).0;
+        let signals = broadcast::channel(1024).0;
+        tokio::spawn(nodes::listen(
+            config.url.clone(),
+            nodes::Listeners {
+                node: config.node_id.clone(),
+                wake: wake_up,
+                job_changes: job_changes.clone(),
+                signals: signals.clone(),
+            },
+        ));
 
         let stats = Arc::new(Counters::default());
         let (submits, queue) = mpsc::channel(config.max_batch.max(1) * 4);
@@ -216,6 +235,8 @@ impl PostgresStore {
             node_id: config.node_id.into(),
             target: target.into(),
             wake,
+            job_changes,
+            signals,
         })
     }
 
@@ -300,6 +321,33 @@ impl JobStore for PostgresStore {
             .await
             .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn insert_jobs(&self, batch: Vec<Job>) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(Error::from)?;
+        let rows: Vec<&Job> = batch.iter().collect();
+        for chunk in rows.chunks(MAX_ROWS_PER_INSERT) {
+            jobs::insert_jobs(&tx, chunk).await?;
+        }
+        tx.commit().await.map_err(Error::from)?;
+        self.committed();
+        Ok(())
+    }
+
+    async fn insert_unique(
+        &self,
+        job: Job,
+        unique: Uniqueness,
+    ) -> Result<UniqueInsert, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(Error::from)?;
+        let inserted = jobs::insert_unique(&tx, &job, &unique).await?;
+        tx.commit().await.map_err(Error::from)?;
+        if !matches!(inserted, UniqueInsert::Held(_)) {
+            self.committed();
+        }
+        Ok(inserted)
     }
 
     async fn claim(
@@ -508,5 +556,27 @@ impl SharedQueue for PostgresStore {
 
     fn wake_ups(&self) -> watch::Receiver<u64> {
         self.wake.clone()
+    }
+
+    fn job_changes(&self) -> broadcast::Receiver<JobChange> {
+        self.job_changes.subscribe()
+    }
+
+    fn signals(&self) -> broadcast::Receiver<ClusterSignal> {
+        self.signals.subscribe()
+    }
+
+    async fn request_cancel(&self, id: JobId) -> Result<Option<(String, u32)>, StoreError> {
+        let client = self.client().await?;
+        let asked = nodes::request_cancel(&client, id).await?;
+        if asked.is_some() {
+            self.committed();
+        }
+        Ok(asked)
+    }
+
+    async fn cancels_requested(&self) -> Result<Vec<(JobId, u32)>, StoreError> {
+        let client = self.client().await?;
+        Ok(nodes::cancels_requested(&client, &self.node_id).await?)
     }
 }

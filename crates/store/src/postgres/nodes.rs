@@ -1,6 +1,7 @@
 //! Several daemons on one database: the node registry and its heartbeats, claims across
-//! nodes with `FOR UPDATE SKIP LOCKED`, the rescue of a dead node's jobs, and the
-//! `LISTEN honeydew_work` wake-ups.
+//! nodes with `FOR UPDATE SKIP LOCKED`, the rescue of a dead node's jobs, cancel
+//! requests for another node's jobs, and the one `LISTEN` connection that hears wake-ups,
+//! job changes, cancels and schedule changes.
 //!
 //! Leases are judged by the database's clock (`now()`), never by a node's own, so nodes
 //! whose clocks disagree still agree on who is dead.
@@ -11,15 +12,27 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use futures_util::{FutureExt, StreamExt};
-use honeydew_core::store::{ClaimNext, Claimed, Rescued};
-use tokio::sync::watch;
+use honeydew_core::job::JobId;
+use honeydew_core::store::{ClaimNext, Claimed, ClusterSignal, JobChange, Rescued};
+use tokio::sync::{broadcast, watch};
 use tokio_postgres::{AsyncMessage, NoTls};
+use uuid::Uuid;
 
 use super::Result;
 use super::jobs::{JOB_COLUMNS_OF_JOBS, read_job};
 
 /// The channel every statement that leaves a job pending notifies (a trigger does it).
 pub(super) const WORK_CHANNEL: &str = "honeydew_work";
+
+/// The channel every statement that changes jobs notifies (a trigger does it), one line
+/// `id status attempt retry_count` per job.
+pub(super) const JOBS_CHANNEL: &str = "honeydew_jobs";
+
+/// The channel of cancel requests, `id attempt node`, for the node running the job.
+pub(super) const CANCEL_CHANNEL: &str = "honeydew_cancel";
+
+/// The channel every change of the schedules notifies (a trigger does it).
+pub(super) const SCHEDULES_CHANNEL: &str = "honeydew_schedules";
 
 /// Records that `node` is alive: registers it the first time, renews its lease after.
 pub(super) async fn heartbeat(client: &impl GenericClient, node: &str) -> Result<()> {
@@ -61,7 +74,7 @@ pub(super) async fn claim_next(
                  ORDER BY priority DESC, created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED), \
              claimed AS (\
                  UPDATE jobs SET status = 'running', started_at = $1, updated_at = $1, \
-                 attempt = jobs.attempt + 1, node_id = $4 \
+                 attempt = jobs.attempt + 1, node_id = $4, cancel_requested = false \
                  FROM next WHERE jobs.id = next.id RETURNING {JOB_COLUMNS_OF_JOBS}), \
              opened AS (\
                  INSERT INTO job_attempts (job_id, attempt, worker_id, started_at, node_id) \
@@ -98,7 +111,9 @@ pub(super) async fn rescue_expired(
     let statement = client
         .prepare_cached(
             "WITH lost AS (\
-                 SELECT id, attempt, node_id FROM jobs WHERE status = 'running' \
+                 SELECT id, attempt, node_id, CASE WHEN cancel_requested THEN 'cancelled' \
+                     WHEN retry_count < max_retries THEN 'pending' ELSE 'failed' END AS fate \
+                 FROM jobs WHERE status = 'running' \
                  AND node_id IS DISTINCT FROM $1 \
                  AND NOT EXISTS (SELECT 1 FROM nodes WHERE nodes.id = jobs.node_id \
                      AND nodes.heartbeat_at >= now() - make_interval(secs => $2::float8 / 1000)) \
@@ -110,15 +125,17 @@ pub(super) async fn rescue_expired(
                  WHERE job_attempts.job_id = lost.id AND job_attempts.attempt = lost.attempt \
                  AND job_attempts.finished_at IS NULL), \
              reset AS (\
-                 UPDATE jobs SET \
-                 status = CASE WHEN retry_count < max_retries THEN 'pending' ELSE 'failed' END, \
-                 retry_count = retry_count + CASE WHEN retry_count < max_retries THEN 1 ELSE 0 END, \
-                 completed_at = CASE WHEN retry_count < max_retries THEN NULL ELSE now() END, \
-                 error = 'its daemon (node ' || COALESCE(lost.node_id, 'unknown') || ') stopped heartbeating; rescued by node ' || $1, \
-                 error_kind = 'interrupted', node_id = NULL, updated_at = now() \
+                 UPDATE jobs SET status = lost.fate, \
+                 retry_count = retry_count + CASE WHEN lost.fate = 'pending' THEN 1 ELSE 0 END, \
+                 completed_at = CASE WHEN lost.fate = 'pending' THEN NULL ELSE now() END, \
+                 error = CASE WHEN lost.fate = 'cancelled' THEN 'cancelled on request' ELSE \
+                     'its daemon (node ' || COALESCE(lost.node_id, 'unknown') || ') stopped heartbeating; rescued by node ' || $1 END, \
+                 error_kind = CASE WHEN lost.fate = 'cancelled' THEN 'cancelled' ELSE 'interrupted' END, \
+                 node_id = NULL, cancel_requested = false, updated_at = now() \
                  FROM lost WHERE jobs.id = lost.id RETURNING jobs.status) \
              SELECT count(*) FILTER (WHERE status = 'pending'), \
-                    count(*) FILTER (WHERE status = 'failed') FROM reset",
+                    count(*) FILTER (WHERE status = 'failed'), \
+                    count(*) FILTER (WHERE status = 'cancelled') FROM reset",
         )
         .await?;
     let lease_ms = i64::try_from(lease_ms).unwrap_or(i64::MAX) as f64;
@@ -127,22 +144,148 @@ pub(super) async fn rescue_expired(
     Ok(Rescued {
         reset: count(0),
         failed: count(1),
+        cancelled: count(2),
     })
 }
 
-/// Listens on [`WORK_CHANNEL`] for as long as `wake` has receivers, bumping it at every
-/// notification, and once more after every reconnection (notifications sent while the
-/// connection was down are lost; the bump makes every waiter look again).
-pub(super) async fn listen(url: String, wake: watch::Sender<u64>) {
-    let bump = |wake: &watch::Sender<u64>| wake.send_modify(|n| *n = n.wrapping_add(1));
+/// Asks the node running job `id` to cancel it: marks the running attempt and notifies
+/// [`CANCEL_CHANNEL`] with `id attempt node`, in one statement.
+pub(super) async fn request_cancel(
+    client: &impl GenericClient,
+    id: JobId,
+) -> Result<Option<(String, u32)>> {
+    let statement = client
+        .prepare_cached(&format!(
+            "WITH asked AS (\
+                 UPDATE jobs SET cancel_requested = true \
+                 WHERE id = $1 AND status = 'running' AND node_id IS NOT NULL \
+                 RETURNING id, attempt, node_id) \
+             SELECT node_id, attempt, \
+                 pg_notify('{CANCEL_CHANNEL}', concat_ws(' ', id, attempt, node_id)) FROM asked"
+        ))
+        .await?;
+    let row = client.query_opt(&statement, &[&id.as_uuid()]).await?;
+    Ok(row.map(|row| {
+        let attempt: i32 = row.get(1);
+        (row.get(0), u32::try_from(attempt).unwrap_or(0))
+    }))
+}
+
+/// The running jobs of `node` whose cancel was requested, with their attempts.
+pub(super) async fn cancels_requested(
+    client: &impl GenericClient,
+    node: &str,
+) -> Result<Vec<(JobId, u32)>> {
+    let statement = client
+        .prepare_cached(
+            "SELECT id, attempt FROM jobs \
+             WHERE node_id = $1 AND cancel_requested AND status = 'running'",
+        )
+        .await?;
+    let rows = client.query(&statement, &[&node]).await?;
+    Ok(rows
+        .iter()
+        .map(|row| {
+            let attempt: i32 = row.get(1);
+            (
+                JobId::from(row.get::<_, Uuid>(0)),
+                u32::try_from(attempt).unwrap_or(0),
+            )
+        })
+        .collect())
+}
+
+/// Where the listening task delivers what it hears.
+pub(super) struct Listeners {
+    /// This node: cancels for other nodes are not delivered.
+    pub node: String,
+    /// Bumped at every [`WORK_CHANNEL`] notification.
+    pub wake: watch::Sender<u64>,
+    /// Each job change heard on [`JOBS_CHANNEL`].
+    pub job_changes: broadcast::Sender<JobChange>,
+    /// Cancels for this node, schedule changes, reconnections.
+    pub signals: broadcast::Sender<ClusterSignal>,
+}
+
+impl Listeners {
+    fn bump(&self) {
+        self.wake.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// After a (re)connection: every waiter looks again, every follower resyncs.
+    fn resync(&self) {
+        self.bump();
+        let _ = self.signals.send(ClusterSignal::Resynced);
+    }
+
+    fn deliver(&self, channel: &str, payload: &str) {
+        match channel {
+            WORK_CHANNEL => self.bump(),
+            JOBS_CHANNEL => {
+                for change in payload.lines().filter_map(parse_job_change) {
+                    let _ = self.job_changes.send(change);
+                }
+            }
+            CANCEL_CHANNEL => {
+                if let Some((id, attempt, node)) = parse_cancel(payload)
+                    && node == self.node
+                {
+                    let _ = self
+                        .signals
+                        .send(ClusterSignal::CancelRequested { id, attempt });
+                }
+            }
+            SCHEDULES_CHANNEL => {
+                let _ = self.signals.send(ClusterSignal::SchedulesChanged);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// One line of a [`JOBS_CHANNEL`] payload: `id status attempt retry_count`.
+fn parse_job_change(line: &str) -> Option<JobChange> {
+    let mut fields = line.split(' ');
+    let id = fields.next()?.parse().ok()?;
+    let status = fields.next()?.parse().ok()?;
+    let attempt = fields.next()?.parse().ok()?;
+    let retry_count = fields.next()?.parse().ok()?;
+    Some(JobChange {
+        id,
+        status,
+        attempt,
+        retry_count,
+    })
+}
+
+/// A [`CANCEL_CHANNEL`] payload: `id attempt node`.
+fn parse_cancel(payload: &str) -> Option<(JobId, u32, &str)> {
+    let mut fields = payload.splitn(3, ' ');
+    let id = fields.next()?.parse().ok()?;
+    let attempt = fields.next()?.parse().ok()?;
+    Some((id, attempt, fields.next()?))
+}
+
+/// Listens on every channel for as long as the store is open (the wake-up sender has
+/// receivers), delivering each notification, and resyncing after every (re)connection:
+/// notifications sent while the connection was down are lost, so every waiter looks
+/// again and every follower reads again.
+pub(super) async fn listen(url: String, to: Listeners) {
     let mut backoff = Duration::from_millis(100);
-    while !wake.is_closed() {
+    while !to.wake.is_closed() {
         let listened = async {
             let config = tokio_postgres::Config::from_str(&url)?;
             let (client, mut connection) = config.connect(NoTls).await?;
             let mut messages =
                 futures_util::stream::poll_fn(move |cx| connection.poll_message(cx)).boxed();
-            let listen_sql = format!("LISTEN {WORK_CHANNEL}");
+            let listen_sql = [
+                WORK_CHANNEL,
+                JOBS_CHANNEL,
+                CANCEL_CHANNEL,
+                SCHEDULES_CHANNEL,
+            ]
+            .map(|channel| format!("LISTEN {channel};"))
+            .concat();
             let listen = client.batch_execute(&listen_sql);
             // The connection must be driven while LISTEN is answered.
             let mut listen = std::pin::pin!(listen.fuse());
@@ -159,13 +302,15 @@ pub(super) async fn listen(url: String, wake: watch::Sender<u64>) {
                     },
                 }
             }
-            bump(&wake);
+            to.resync();
             backoff = Duration::from_millis(100);
             loop {
                 tokio::select! {
-                    () = wake.closed() => return Ok(()),
+                    () = to.wake.closed() => return Ok(()),
                     message = messages.next() => match message {
-                        Some(Ok(AsyncMessage::Notification(_))) => bump(&wake),
+                        Some(Ok(AsyncMessage::Notification(note))) => {
+                            to.deliver(note.channel(), note.payload());
+                        }
                         Some(Ok(_)) => {}
                         Some(Err(err)) => return Err(err),
                         None => return Ok(()),
@@ -175,13 +320,45 @@ pub(super) async fn listen(url: String, wake: watch::Sender<u64>) {
         }
         .await;
         if let Err(err) = listened {
-            tracing::warn!(error = %super::describe_error(&err), "lost the wake-up connection to PostgreSQL; reconnecting");
+            tracing::warn!(error = %super::describe_error(&err), "lost the notification connection to PostgreSQL; reconnecting");
         }
-        if wake.is_closed() {
+        if to.wake.is_closed() {
             break;
         }
-        bump(&wake);
+        to.resync();
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use honeydew_core::job::JobStatus;
+
+    #[test]
+    fn job_change_lines_parse_and_garbage_is_skipped() {
+        let id = JobId::new();
+        let line = format!("{id} running 3 2");
+        assert_eq!(
+            parse_job_change(&line),
+            Some(JobChange {
+                id,
+                status: JobStatus::Running,
+                attempt: 3,
+                retry_count: 2
+            })
+        );
+        assert_eq!(parse_job_change("not-a-uuid running 1 0"), None);
+        assert_eq!(parse_job_change(&format!("{id} sleeping 1 0")), None);
+        assert_eq!(parse_job_change(&format!("{id} running")), None);
+    }
+
+    #[test]
+    fn cancel_payloads_name_job_attempt_and_node() {
+        let id = JobId::new();
+        let payload = format!("{id} 4 node one");
+        assert_eq!(parse_cancel(&payload), Some((id, 4, "node one")));
+        assert_eq!(parse_cancel("junk"), None);
     }
 }

@@ -119,6 +119,63 @@ CREATE TRIGGER jobs_notify_work_insert AFTER INSERT ON jobs
 CREATE TRIGGER jobs_notify_work_update AFTER UPDATE ON jobs
     REFERENCING NEW TABLE AS changed_jobs FOR EACH STATEMENT EXECUTE FUNCTION honeydew_notify_work();
 "#,
+    // v3: what nodes tell each other. A cancel asked of a running job is recorded on
+    // its row (`cancel_requested`, cleared by the next claim) and announced on
+    // `honeydew_cancel` to the node running it. Every statement that changes jobs
+    // announces them on `honeydew_jobs`, one line `id status attempt retry_count` per
+    // job, 100 to a notification (under the 8000-byte payload limit), so that a watcher
+    // on any node sees each transition. Schedule changes go out on `honeydew_schedules`.
+    r#"
+ALTER TABLE jobs ADD COLUMN cancel_requested boolean NOT NULL DEFAULT false;
+CREATE INDEX jobs_cancel_requested ON jobs (node_id) WHERE cancel_requested AND status = 'running';
+
+CREATE FUNCTION honeydew_notify_jobs() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    batch text;
+BEGIN
+    IF EXISTS (SELECT 1 FROM changed_jobs WHERE status = 'pending') THEN
+        PERFORM pg_notify('honeydew_work', '');
+    END IF;
+    FOR batch IN
+        SELECT string_agg(concat_ws(' ', id, status, attempt, retry_count), E'\n')
+        FROM (SELECT id, status, attempt, retry_count,
+                     (row_number() OVER () - 1) / 100 AS chunk
+              FROM changed_jobs) AS numbered
+        GROUP BY chunk
+    LOOP
+        PERFORM pg_notify('honeydew_jobs', batch);
+    END LOOP;
+    RETURN NULL;
+END
+$$;
+DROP TRIGGER jobs_notify_work_insert ON jobs;
+DROP TRIGGER jobs_notify_work_update ON jobs;
+DROP FUNCTION honeydew_notify_work();
+CREATE TRIGGER jobs_notify_insert AFTER INSERT ON jobs
+    REFERENCING NEW TABLE AS changed_jobs FOR EACH STATEMENT EXECUTE FUNCTION honeydew_notify_jobs();
+CREATE TRIGGER jobs_notify_update AFTER UPDATE ON jobs
+    REFERENCING NEW TABLE AS changed_jobs FOR EACH STATEMENT EXECUTE FUNCTION honeydew_notify_jobs();
+
+CREATE FUNCTION honeydew_notify_schedules() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('honeydew_schedules', '');
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER schedules_notify AFTER INSERT OR DELETE OR UPDATE OF cron_expr, timezone, enabled
+    ON schedules FOR EACH STATEMENT EXECUTE FUNCTION honeydew_notify_schedules();
+"#,
+    // v4: unique jobs. A key names the job that holds it; whether that job still
+    // blocks a new one with the key (its state, its age) is the new submit's question.
+    // The key goes with its job; it is written before its job in the same
+    // transaction, hence the deferred check.
+    r#"
+CREATE TABLE unique_keys (
+    key    text PRIMARY KEY,
+    job_id uuid NOT NULL REFERENCES jobs (id) ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED
+);
+CREATE INDEX unique_keys_by_job ON unique_keys (job_id);
+"#,
 ];
 
 /// The schema version this binary writes.

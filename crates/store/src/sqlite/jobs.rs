@@ -12,7 +12,7 @@ use rusqlite::{Connection, OptionalExtension, Row, ToSql, params};
 use honeydew_core::job::{ErrorKind, Job, JobId, JobStatus, PluginRef, QueuedJob, UnknownStatus};
 use honeydew_core::store::{
     AttemptReport, AttemptRow, Claimed, DIED_DURING_ATTEMPT, JobFilter, JobPage, Outcome,
-    RecoveredJobs, StoreError,
+    RecoveredJobs, StoreError, UniqueInsert, Uniqueness,
 };
 
 use super::Error;
@@ -243,6 +243,45 @@ pub(super) fn insert_job(conn: &Connection, job: &Job) -> Result<(), Error> {
         job.max_retries,
     ])?;
     Ok(())
+}
+
+/// Inserts `job` unless the holder of `unique.key` blocks it; see
+/// [`JobStore::insert_unique`](honeydew_core::store::JobStore::insert_unique). Run by the
+/// one writer, inside one savepoint: no other submit runs between the look and the
+/// insert.
+pub(super) fn insert_unique(
+    conn: &Connection,
+    job: &Job,
+    unique: &Uniqueness,
+) -> Result<UniqueInsert, Error> {
+    let holder = conn
+        .prepare_cached(&format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE id = (SELECT job_id FROM unique_keys WHERE key = ?1)"
+        ))?
+        .query_row(params![unique.key], read_job)
+        .optional()?
+        .transpose()?;
+    if let Some(holder) = holder
+        && unique.blocks(holder.status, holder.created_at, job.created_at)
+    {
+        if unique.replace && holder.status == JobStatus::Pending {
+            let replaced = conn
+                .prepare_cached(
+                    "UPDATE jobs SET payload = ?2, updated_at = ?3                      WHERE id = ?1 AND status = 'pending'",
+                )?
+                .execute(params![Text(holder.id), Bytes(&job.payload), Time(job.created_at)])?;
+            if replaced == 1 {
+                return Ok(UniqueInsert::Replaced(holder.id));
+            }
+        }
+        return Ok(UniqueInsert::Held(holder.id));
+    }
+    insert_job(conn, job)?;
+    conn.prepare_cached(
+        "INSERT INTO unique_keys (key, job_id) VALUES (?1, ?2)          ON CONFLICT (key) DO UPDATE SET job_id = excluded.job_id",
+    )?
+    .execute(params![unique.key, Text(job.id)])?;
+    Ok(UniqueInsert::Inserted)
 }
 
 pub(super) fn claim(

@@ -37,7 +37,7 @@ use honeydew_core::job::{Job, JobId, JobStatus};
 use honeydew_core::schedule::Schedule;
 use honeydew_core::store::{
     AttemptReport, AttemptRow, Claimed, CommitStats, JobFilter, JobPage, JobStore, Outcome,
-    RecoveredJobs, StoreError,
+    RecoveredJobs, StoreError, UniqueInsert, Uniqueness,
 };
 use uuid::Uuid;
 
@@ -338,6 +338,26 @@ impl SqliteStore {
 impl JobStore for SqliteStore {
     async fn insert_job(&self, job: Job) -> Result<(), StoreError> {
         self.write_statement(move |conn| jobs::insert_job(conn, &job))
+            .await
+    }
+
+    async fn insert_jobs(&self, batch: Vec<Job>) -> Result<(), StoreError> {
+        // One write of many statements: its savepoint makes it all or nothing.
+        self.write(move |conn| {
+            for job in &batch {
+                jobs::insert_job(conn, job)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn insert_unique(
+        &self,
+        job: Job,
+        unique: Uniqueness,
+    ) -> Result<UniqueInsert, StoreError> {
+        self.write(move |conn| jobs::insert_unique(conn, &job, &unique))
             .await
     }
 

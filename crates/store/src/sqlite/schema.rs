@@ -133,6 +133,16 @@ ALTER TABLE jobs ADD COLUMN attempt INTEGER NOT NULL DEFAULT 0;
 UPDATE jobs SET attempt = (SELECT MAX(attempt) FROM job_attempts WHERE job_id = jobs.id)
 WHERE id IN (SELECT job_id FROM job_attempts);
 "#,
+    // v6: unique jobs. A key names the job that holds it; whether that job still
+    // blocks a new one with the key (its state, its age) is the new submit's question.
+    // The key goes with its job.
+    r#"
+CREATE TABLE unique_keys (
+    key    TEXT PRIMARY KEY,
+    job_id TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE
+) WITHOUT ROWID;
+CREATE INDEX unique_keys_by_job ON unique_keys (job_id);
+"#,
 ];
 
 /// The schema version this binary writes.

@@ -8,7 +8,7 @@ use chrono::{DateTime, Local, Utc};
 use prost_types::Timestamp;
 use serde_json::{Value, json};
 
-use crate::api::pb;
+use honeydew_proto::pb;
 
 /// Prints a job's result: pretty JSON when it parses, the bytes as they are otherwise.
 pub fn print_result(result: &[u8]) {

@@ -6,8 +6,8 @@
 use clap::{Args, Subcommand};
 
 use super::{CliError, JobArgs};
-use crate::api::Connection;
-use crate::api::pb::{
+use honeydew_proto::Connection;
+use honeydew_proto::pb::{
     self, bitbucket_client::BitbucketClient, git_hub_client::GitHubClient,
     git_lab_client::GitLabClient, jira_client::JiraClient, linear_client::LinearClient,
 };

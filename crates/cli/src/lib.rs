@@ -5,8 +5,15 @@
 //! token: `--token` / `HONEYDEW_TOKEN`, or `<data-dir>/token`), makes its calls and
 //! prints for people, or JSON with `--json`. Results print as pretty JSON when they are JSON, raw
 //! otherwise; progress goes to stderr so that stdout holds only the answer. Exit codes
-//! are part of the interface: see [`EXIT_CODES`].
+//! are part of the interface: see [`EXIT_CODES`]. [`main`] is the whole program; the
+//! `honeydew` binary only calls it.
+//!
+//! This crate speaks only the API, through `honeydew_proto`: it must never depend on
+//! the daemon's crates (`honeydew`, `honeydew-store`), so that the CLI links no
+//! wasmtime, SQLite or PostgreSQL. `honeydew daemon` therefore runs the `honeydewd`
+//! binary instead of the daemon's code ([`daemon`]).
 
+pub mod daemon;
 mod output;
 mod proxies;
 mod wait;
@@ -15,14 +22,16 @@ use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use honeydew_proto::pb::plugins_client::PluginsClient;
+use honeydew_proto::pb::queue_client::QueueClient;
+use honeydew_proto::pb::schedules_client::SchedulesClient;
+use honeydew_proto::{
+    Address, CLIENT_MAX_RESPONSE_BYTES, Connection, DataDirArg, SOCKET_FILE_NAME, Token,
+    TokenError, pb,
+};
 use tonic::{Code, Status};
-
-use crate::api::pb::plugins_client::PluginsClient;
-use crate::api::pb::queue_client::QueueClient;
-use crate::api::pb::schedules_client::SchedulesClient;
-use crate::api::{self, Address, CLIENT_MAX_RESPONSE_BYTES, Connection, Token, pb};
-use crate::config::{DaemonArgs, DataDirArg, SOCKET_FILE_NAME};
 
 /// What the exit codes mean; shown by `--help`.
 pub const EXIT_CODES: &str = "\
@@ -30,7 +39,10 @@ Exit codes:
   0  success
   1  the job failed or was cancelled, or the daemon refused the request
   2  usage error (bad arguments, or a request the daemon found invalid)
-  3  the daemon is unreachable";
+  3  the daemon is unreachable
+`honeydew daemon` exits as honeydewd does, or:
+  126  honeydewd was found but could not be run
+  127  honeydewd was not found beside honeydew or on PATH";
 
 /// Talk to the honeydew daemon: submit jobs, watch them, list and cancel them.
 #[derive(Parser, Debug)]
@@ -67,11 +79,16 @@ pub struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "parsed once and moved out at once; a box would buy nothing"
+)]
 enum Command {
     #[command(flatten)]
     Client(ClientCommand),
-    /// Run the daemon in the foreground (same as `honeydewd`)
-    Daemon(DaemonArgs),
+    /// Run the daemon in the foreground: runs `honeydewd` with these arguments
+    #[command(after_help = daemon::HELP)]
+    Daemon(daemon::DaemonArgs),
 }
 
 /// The commands that talk to a running daemon.
@@ -282,17 +299,23 @@ impl From<Status> for CliError {
 
 /// The whole `honeydew` program.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches)
+        .map_err(|err| err.format(&mut Cli::command()))
+        .unwrap_or_else(|err| err.exit());
+    let command = match cli.command {
+        Command::Daemon(args) => {
+            let data_dir = data_dir_flag(&matches, &cli.data_dir);
+            return daemon::run(daemon::command_line(data_dir, args));
+        }
+        Command::Client(command) => command,
+    };
     let data_dir = match cli.data_dir.resolve() {
         Ok(dir) => dir,
         Err(err) => {
             eprintln!("honeydew: {err}");
             return ExitCode::from(2);
         }
-    };
-    let command = match cli.command {
-        Command::Daemon(args) => return crate::daemon::main(data_dir, args),
-        Command::Client(command) => command,
     };
     let token = match tcp_token(cli.tcp.is_some(), cli.token.as_deref(), &data_dir) {
         Ok(token) => token,
@@ -326,13 +349,26 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// `--data-dir` as given on this command line, to pass on to `honeydewd`. A value from
+/// `HONEYDEW_DATA_DIR` is not passed: honeydewd inherits the variable, and a
+/// `--data-dir` among honeydewd's own arguments must still win over it.
+fn data_dir_flag<'a>(
+    matches: &ArgMatches,
+    data_dir: &'a DataDirArg,
+) -> Option<&'a std::path::Path> {
+    match matches.value_source(DataDirArg::ID) {
+        Some(ValueSource::CommandLine) => data_dir.data_dir.as_deref(),
+        _ => None,
+    }
+}
+
 /// The token to send over TCP: the one given, else the data directory's; none over
 /// the Unix socket. A missing one is left for the daemon to refuse, with its message.
 fn tcp_token(
     over_tcp: bool,
     given: Option<&str>,
     data_dir: &std::path::Path,
-) -> Result<Option<Token>, api::TokenError> {
+) -> Result<Option<Token>, TokenError> {
     if !over_tcp {
         return Ok(None);
     }
@@ -353,7 +389,7 @@ async fn run(
     token: Option<Token>,
     json: bool,
 ) -> Result<(), CliError> {
-    let channel = api::connect_with_token(&address, token.as_ref())
+    let channel = honeydew_proto::connect_with_token(&address, token.as_ref())
         .await
         .map_err(|err| CliError::Unreachable(err.to_string()))?;
     let channel = &channel;
@@ -365,6 +401,7 @@ async fn run(
                 payload,
                 priority: args.job.priority,
                 max_retries: args.job.max_retries,
+                ..Default::default()
             };
             let submitted = queue(channel).submit_job(request).await?.into_inner();
             finish_submit(channel, submitted, args.job.wait, json).await
@@ -616,8 +653,9 @@ fn read_payload(argument: Option<&str>) -> Result<Vec<u8>, CliError> {
 
 #[cfg(test)]
 mod tests {
+    use std::ffi::OsString;
+
     use super::*;
-    use clap::CommandFactory;
 
     #[test]
     fn the_command_line_is_well_formed() {
@@ -658,5 +696,54 @@ mod tests {
             err.to_string()
                 .ends_with("start it with `honeydewd` or `honeydew daemon`")
         );
+    }
+
+    /// What `honeydewd` is given for each way of writing `honeydew daemon`.
+    #[test]
+    fn honeydew_daemon_passes_its_arguments_and_the_data_dir_flag_to_honeydewd() {
+        let check = |argv: &[&str], expected: &[&str]| {
+            let matches = Cli::command().try_get_matches_from(argv).unwrap();
+            let cli = Cli::from_arg_matches(&matches).unwrap();
+            let Command::Daemon(args) = cli.command else {
+                panic!("{argv:?} is not `honeydew daemon`");
+            };
+            let given = daemon::command_line(data_dir_flag(&matches, &cli.data_dir), args);
+            let expected: Vec<OsString> = expected.iter().map(OsString::from).collect();
+            assert_eq!(given, expected, "{argv:?}");
+        };
+        check(&["honeydew", "daemon"], &[]);
+        check(
+            &["honeydew", "--data-dir", "/d", "daemon", "--workers", "2"],
+            &["--data-dir", "/d", "--workers", "2"],
+        );
+        check(
+            &["honeydew", "daemon", "--data-dir", "/d", "--workers", "2"],
+            &["--data-dir", "/d", "--workers", "2"],
+        );
+        // Once honeydewd's arguments begin, every one is honeydewd's.
+        check(
+            &[
+                "honeydew",
+                "daemon",
+                "--workers",
+                "2",
+                "--data-dir",
+                "/d",
+                "--help",
+            ],
+            &["--workers", "2", "--data-dir", "/d", "--help"],
+        );
+        check(
+            &["honeydew", "daemon", "--listen-tcp", "127.0.0.1:7070", "-x"],
+            &["--listen-tcp", "127.0.0.1:7070", "-x"],
+        );
+    }
+
+    #[test]
+    fn honeydew_daemon_help_points_at_honeydewd_help() {
+        let mut command = Cli::command();
+        let daemon = command.find_subcommand_mut("daemon").unwrap();
+        let help = daemon.render_long_help().to_string();
+        assert!(help.contains("`honeydewd --help`"), "{help}");
     }
 }

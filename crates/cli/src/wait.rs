@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use super::CliError;
 use super::output::status_of;
-use crate::api::Connection;
-use crate::api::pb::{self, queue_client::QueueClient};
+use honeydew_proto::Connection;
+use honeydew_proto::pb::{self, queue_client::QueueClient};
 
 const SPINNER: [char; 10] = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
 

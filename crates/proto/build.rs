@@ -8,11 +8,11 @@
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let proto_root = PathBuf::from("../proto");
+    let proto_root = PathBuf::from("../../proto");
     let files = ["queue", "schedules", "plugins", "proxies"]
         .map(|name| proto_root.join(format!("honeydew/v1/{name}.proto")));
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
-    println!("cargo:rerun-if-changed=../proto");
+    println!("cargo:rerun-if-changed=../../proto");
     tonic_prost_build::configure()
         .file_descriptor_set_path(out_dir.join("honeydew_descriptor.bin"))
         .compile_protos(&files, &[proto_root])
