@@ -155,14 +155,18 @@ impl Daemon {
             .await
             .context("cannot recover jobs from the database")?;
         // No attempt runs yet: what a crashed daemon left in the workspaces goes now.
-        let swept = retention::sweep_workspaces(&store, &workspaces, Sweep::Start)
-            .await
-            .context("cannot check the workspaces against the database")?;
-        if swept > 0 {
-            tracing::info!(
-                removed = swept,
+        // Not fatal: a new attempt starts in an empty directory anyway, and the pruner
+        // sweeps again.
+        match retention::sweep_workspaces(&store, &workspaces, Sweep::Start).await {
+            Ok(0) => {}
+            Ok(removed) => tracing::info!(
+                removed,
                 "removed workspaces that no job keeps (left by an interrupted attempt or a pruned job)"
-            );
+            ),
+            Err(err) => tracing::warn!(
+                error = %err,
+                "cannot check the workspaces against the database; the pruner will try again"
+            ),
         }
         tokio::spawn(retention::run_pruner(
             store,
