@@ -6,7 +6,8 @@
 //! cron scheduler (which settles instants missed while the daemon was down) and finally
 //! serves the API, so the socket appears only once the daemon can do its work.
 //! Recovery needs the manager, and the manager needs the plugin catalog, hence plugins
-//! load before recovery; no worker runs before recovery is done.
+//! load before recovery; no worker runs before recovery is done, nor before the
+//! workspaces (`<data-dir>/workspaces/`) of jobs that no longer keep one are removed.
 //!
 //! [`Daemon::stop`] is the drain: stop the scheduler and stop accepting requests (no new
 //! jobs from either), let running jobs finish until the shutdown deadline (jobs still
@@ -35,11 +36,13 @@ use crate::api::{self, ApiConfig, RequireToken, RunningServer, Token};
 use crate::config::{DaemonArgs, DaemonConfig};
 use crate::queue::{Manager, ManagerConfig};
 use crate::recovery;
+use crate::retention::{self, Sweep};
 use crate::runtime::{Limits, PluginEvent, Runtime, RuntimeConfig};
 use crate::scheduler::Scheduler;
 use crate::store::{PostgresConfig, PostgresStore, SqliteConfig, SqliteStore, Store};
 use crate::telemetry;
 use crate::worker::{PoolConfig, ShutdownReport, WorkerPool};
+use crate::workspace::Workspaces;
 
 /// The lock file's name in the data directory.
 pub const LOCK_FILE_NAME: &str = "honeydew.lock";
@@ -102,7 +105,15 @@ impl Daemon {
             .map_or(limits.timeout, Duration::from_millis);
         limits.max_retries = overrides.max_retries.unwrap_or(limits.max_retries);
         let default_max_retries = limits.max_retries;
+        let workspace_dir = config.data_dir.join("workspaces");
+        let workspaces = Workspaces::open(&workspace_dir).with_context(|| {
+            format!(
+                "cannot create the workspace directory {}",
+                workspace_dir.display()
+            )
+        })?;
         let mut runtime_config = RuntimeConfig::new(&config.plugin_dir, &config.cache_dir);
+        runtime_config.workspaces = Some(workspaces.clone());
         runtime_config.defaults = limits;
         runtime_config.secrets = std::mem::take(&mut config.secrets).into_inner();
         runtime_config.undeclared_env = std::mem::take(&mut config.undeclared_env);
@@ -113,6 +124,7 @@ impl Daemon {
         let mut api_config =
             ApiConfig::for_sizes(config.max_payload_bytes, runtime_config.max_result_bytes);
         api_config.retention = config.retention;
+        api_config.workspaces = Some(workspaces.clone());
         fs::create_dir_all(&config.plugin_dir).with_context(|| {
             format!(
                 "cannot create plugin directory {}",
@@ -134,11 +146,6 @@ impl Daemon {
             cluster_stop.clone(),
         ));
         let pruner_stop = tokio_util::sync::CancellationToken::new();
-        tokio::spawn(crate::retention::run_pruner(
-            store,
-            config.retention,
-            pruner_stop.clone(),
-        ));
         tokio::spawn(requeue_when_plugins_load(
             runtime.subscribe(),
             Arc::clone(&runtime),
@@ -147,6 +154,26 @@ impl Daemon {
         recovery::recover(&manager)
             .await
             .context("cannot recover jobs from the database")?;
+        // No attempt runs yet: what a crashed daemon left in the workspaces goes now.
+        // Not fatal: a new attempt starts in an empty directory anyway, and the pruner
+        // sweeps again.
+        match retention::sweep_workspaces(&store, &workspaces, Sweep::Start).await {
+            Ok(0) => {}
+            Ok(removed) => tracing::info!(
+                removed,
+                "removed workspaces that no job keeps (left by an interrupted attempt or a pruned job)"
+            ),
+            Err(err) => tracing::warn!(
+                error = %err,
+                "cannot check the workspaces against the database; the pruner will try again"
+            ),
+        }
+        tokio::spawn(retention::run_pruner(
+            store,
+            Some(workspaces),
+            config.retention,
+            pruner_stop.clone(),
+        ));
 
         let pool_config = PoolConfig {
             workers: config.workers,

@@ -9,6 +9,15 @@
 //! SQLite reuses the pages a purge frees for the rows that follow, so a daemon whose
 //! history is pruned keeps a database of bounded size. `honeydew prune` does the same
 //! on demand (`PruneJobs`).
+//!
+//! Workspaces (`crate::workspace`) go with their jobs: after each prune,
+//! [`sweep_workspaces`] removes the directory of every job that is gone, failed or
+//! cancelled, so a workspace lives exactly as long as its completed job's row. At
+//! start-up, before any worker runs, the same sweep in [`Sweep::Start`] also removes
+//! what a daemon that died mid-attempt left (the job is pending again, and its next
+//! attempt starts clean anyway) and empties the trash. The store needs no list of what
+//! it pruned: the directories are the list, and one lookup per directory says whether
+//! its job is still there.
 
 use std::time::Duration;
 
@@ -16,8 +25,9 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::job::JobStatus;
+use crate::job::{JobId, JobStatus};
 use crate::store::{Store, StoreError};
+use crate::workspace::Workspaces;
 
 /// How many jobs one prune batch deletes at most.
 pub const PRUNE_BATCH: usize = 500;
@@ -104,9 +114,112 @@ impl RetentionPolicy {
     }
 }
 
-/// Prunes every finished job older than `policy` allows, batch by batch; returns how
-/// many were deleted.
+/// Prunes every finished job older than `policy` allows, batch by batch, then (given
+/// `workspaces`) the workspaces of jobs that are gone; returns how many jobs were
+/// deleted.
 pub async fn prune(
+    store: &Store,
+    workspaces: Option<&Workspaces>,
+    policy: &RetentionPolicy,
+    now: DateTime<Utc>,
+) -> Result<usize, StoreError> {
+    let deleted = prune_jobs(store, policy, now).await?;
+    if let Some(workspaces) = workspaces {
+        // The jobs are pruned whatever happens here; a workspace missed now goes at the
+        // next prune.
+        match sweep_workspaces(store, workspaces, Sweep::Finished).await {
+            Ok(0) => {}
+            Ok(removed) => tracing::info!(removed, "removed the workspaces of pruned jobs"),
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot check the workspaces against the store; will try again")
+            }
+        }
+    }
+    Ok(deleted)
+}
+
+/// Which workspaces [`sweep_workspaces`] removes besides those of jobs that are gone,
+/// failed or cancelled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sweep {
+    /// While jobs run: no others, as a pending or running job's attempt may be
+    /// starting in its directory.
+    Finished,
+    /// At start-up, with no attempt running here: also those of pending and running
+    /// jobs (an attempt that died with the daemon, or ran here before another daemon
+    /// took the job over), and whatever the trash holds.
+    Start,
+}
+
+/// Removes the workspaces that no job keeps any more (see [`Sweep`]): every directory
+/// but those of completed jobs and, while the daemon runs, of pending and running ones.
+/// Returns how many were removed; one that cannot be removed is logged and skipped.
+pub async fn sweep_workspaces(
+    store: &Store,
+    workspaces: &Workspaces,
+    sweep: Sweep,
+) -> Result<usize, StoreError> {
+    let listing = {
+        let workspaces = workspaces.clone();
+        tokio::task::spawn_blocking(move || workspaces.job_ids()).await
+    };
+    let ids = match listing {
+        Ok(Ok(ids)) => ids,
+        Ok(Err(err)) => {
+            tracing::warn!(root = %workspaces.root().display(), error = %err, "cannot list the workspaces");
+            return Ok(0);
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "the workspace listing task failed");
+            return Ok(0);
+        }
+    };
+    let mut removed = 0;
+    for id in ids {
+        let keep = match store.get_job(id).await {
+            Ok(job) => match job.status {
+                JobStatus::Completed => true,
+                JobStatus::Failed | JobStatus::Cancelled => false,
+                JobStatus::Pending | JobStatus::Running => sweep == Sweep::Finished,
+            },
+            Err(StoreError::NotFound(_)) => false,
+            Err(err) => return Err(err),
+        };
+        if !keep && remove_workspace(workspaces, id).await {
+            removed += 1;
+        }
+    }
+    if sweep == Sweep::Start {
+        let workspaces = workspaces.clone();
+        match tokio::task::spawn_blocking(move || workspaces.empty_trash()).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(emptied)) => tracing::info!(emptied, "deleted workspaces left in the trash"),
+            Ok(Err(err)) => tracing::warn!(error = %err, "cannot empty the workspaces' trash"),
+            Err(err) => tracing::warn!(error = %err, "the trash task failed"),
+        }
+    }
+    Ok(removed)
+}
+
+/// Removes job `id`'s workspace on a blocking thread; true when one was removed.
+async fn remove_workspace(workspaces: &Workspaces, id: JobId) -> bool {
+    let path = workspaces.path_of(id);
+    let workspaces = workspaces.clone();
+    match tokio::task::spawn_blocking(move || workspaces.remove(id)).await {
+        Ok(Ok(removed)) => removed,
+        Ok(Err(err)) => {
+            tracing::warn!(job_id = %id, path = %path.display(), error = %err, "cannot remove a workspace");
+            false
+        }
+        Err(err) => {
+            tracing::warn!(job_id = %id, error = %err, "the workspace removal task failed");
+            false
+        }
+    }
+}
+
+/// The job rows of [`prune`].
+async fn prune_jobs(
     store: &Store,
     policy: &RetentionPolicy,
     now: DateTime<Utc>,
@@ -126,11 +239,17 @@ pub async fn prune(
     Ok(deleted)
 }
 
-/// Prunes at start and then every `policy.interval` until `stop` fires.
-pub async fn run_pruner(store: Store, policy: RetentionPolicy, stop: CancellationToken) {
+/// Prunes (jobs, then workspaces) at start and then every `policy.interval` until
+/// `stop` fires.
+pub async fn run_pruner(
+    store: Store,
+    workspaces: Option<Workspaces>,
+    policy: RetentionPolicy,
+    stop: CancellationToken,
+) {
     loop {
         let started = std::time::Instant::now();
-        match prune(&store, &policy, Utc::now()).await {
+        match prune(&store, workspaces.as_ref(), &policy, Utc::now()).await {
             Ok(0) => {}
             Ok(deleted) => tracing::info!(
                 deleted,

@@ -7,7 +7,9 @@
 //!   deadlines that pass while a request is unfinished;
 //! - `loading`: bad plugin files skipped with a reason, the catalog, the compile cache;
 //! - `reload`: add, replace under a running job, remove, garbage, without restart;
-//! - `cancel`: cancelling a running infinite loop.
+//! - `cancel`: cancelling a running infinite loop;
+//! - `contract`: the WIT versions: a component built against the frozen 0.1.0
+//!   contract loads and runs, and what components of each version import.
 //!
 //! Waiting is on runtime events or on the fake server, never on sleeps.
 
@@ -979,5 +981,108 @@ mod cancel {
         check_permanent(&execution, ErrorKind::Cancelled, &["cancelled"]);
         assert!(reaction < Duration::from_millis(500), "{reaction:?}");
         assert!(execution.fuel_used.unwrap() > 0);
+    }
+}
+
+mod contract {
+    use super::*;
+    use honeydew::runtime::SkippedPlugin;
+
+    /// The names `fixture`'s component imports, as wasmtime reads them.
+    fn imports(fixture: &str) -> Vec<String> {
+        let engine = wasmtime::Engine::default();
+        let component =
+            wasmtime::component::Component::from_file(&engine, fixture_wasm(fixture)).unwrap();
+        component
+            .component_type()
+            .imports(&engine)
+            .map(|(name, _)| name.to_owned())
+            .collect()
+    }
+
+    /// The 0.2.0 contract added an import; a plugin built against 0.1.0 (from the
+    /// frozen WIT, without the SDK) imports the 0.1.0 types and nothing of the new
+    /// interface, and the daemon still loads it and runs it: results, config and a
+    /// classified error with its delay.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_component_built_against_wit_0_1_0_loads_and_runs() {
+        let imports = imports(LEGACY);
+        assert!(
+            imports
+                .iter()
+                .any(|name| name == "honeydew:plugin/types@0.1.0"),
+            "{imports:?}"
+        );
+        let contract: Vec<&String> = imports
+            .iter()
+            .filter(|name| name.starts_with("honeydew:"))
+            .collect();
+        assert_eq!(contract, ["honeydew:plugin/types@0.1.0"], "{imports:?}");
+        let dir = PluginDir::with(&[LEGACY]);
+        let runtime = dir.start().await;
+        let plugins = runtime.plugins();
+        assert_eq!(plugins.len(), 1, "{:?}", runtime.skipped());
+        assert_eq!(
+            plugins[0].commands,
+            ["legacy.echo", "legacy.fail", "legacy.greet"]
+        );
+
+        assert_eq!(
+            ok_text(&run(&runtime, "legacy.echo", "as it was").await),
+            "as it was"
+        );
+        assert_eq!(
+            ok_text(&run(&runtime, "legacy.greet", "").await),
+            "hello from 0.1.0"
+        );
+        assert_eq!(
+            run(&runtime, "legacy.fail", "").await.result,
+            Err(Failure::Retriable {
+                kind: ErrorKind::PluginError,
+                message: "legacy asks to wait".into(),
+                after: Some(Duration::from_millis(1500)),
+            })
+        );
+    }
+
+    /// A 0.2.0 component imports the new interface only when it calls it: a plugin
+    /// that does not use the workspace needs nothing the old contract lacked.
+    #[test]
+    fn components_built_against_wit_0_2_0_import_the_workspace_only_when_they_use_it() {
+        let echo = imports(ECHO);
+        assert!(
+            echo.iter()
+                .any(|name| name == "honeydew:plugin/types@0.2.0"),
+            "{echo:?}"
+        );
+        assert!(
+            !echo.iter().any(|name| name.contains("workspace")),
+            "{echo:?}"
+        );
+        let digger = imports(DIGGER);
+        assert!(
+            digger
+                .iter()
+                .any(|name| name == "honeydew:plugin/workspace@0.2.0"),
+            "{digger:?}"
+        );
+    }
+
+    /// A manifest that grants a workspace is refused by a runtime that has no
+    /// workspace directory, saying so, rather than loading a plugin that cannot work.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_workspace_grant_without_a_workspace_directory_is_refused_at_load() {
+        let dir = PluginDir::with(&[DIGGER]);
+        let runtime = dir.start().await;
+        assert!(runtime.plugins().is_empty());
+        let skipped: Vec<SkippedPlugin> = runtime.skipped();
+        assert_eq!(skipped.len(), 1);
+        assert!(
+            skipped[0]
+                .reason
+                .contains("[workspace] is granted, but this daemon has no workspace directory"),
+            "{}",
+            skipped[0].reason
+        );
     }
 }

@@ -14,6 +14,9 @@ mod support;
 
 // Cancelling pending, running and finished jobs.
 mod cancel;
+// github/gitlab/bitbucket.clone against fakes of their APIs: the ref pinned to a commit,
+// the archive downloaded with the host-added credential, the files on disk.
+mod clone;
 // The `honeydew` command line: output and exit codes, `honeydew daemon`, and that it
 // links none of the daemon.
 mod cli;
@@ -60,3 +63,6 @@ mod services;
 mod submit;
 // WatchJob follows every transition, retries included.
 mod watch;
+// The job's workspace: the grant, hostile archives, kept, failed, cancelled, pruned,
+// swept at start-up; a plugin built against WIT 0.1.0 still runs.
+mod workspace;

@@ -118,7 +118,7 @@ async fn stub(
         Reply {
             status,
             headers,
-            body,
+            body: body.into_bytes(),
         }
     })
     .await

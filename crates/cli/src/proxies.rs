@@ -105,7 +105,7 @@ pub enum GitHubCommand {
         #[command(flatten)]
         job: JobArgs,
     },
-    /// Locate a repository's tarball (github.clone)
+    /// Unpack a repository at one commit into the job's workspace (github.clone)
     Clone {
         #[arg(long)]
         owner: String,
@@ -212,7 +212,7 @@ pub enum GitLabCommand {
         #[command(flatten)]
         job: JobArgs,
     },
-    /// Locate a repository archive (gitlab.clone)
+    /// Unpack a project at one commit into the job's workspace (gitlab.clone)
     Clone {
         /// Project path (group/name) or id
         #[arg(long)]

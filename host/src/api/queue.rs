@@ -175,10 +175,15 @@ impl Queue for QueueService {
             None => self.state.config.retention,
         };
         policy.validate().map_err(Status::invalid_argument)?;
-        let deleted =
-            crate::retention::prune(self.state.manager.store(), &policy, chrono::Utc::now())
-                .await
-                .map_err(convert::store_status)?;
+        let workspaces = self.state.config.workspaces.as_ref();
+        let deleted = crate::retention::prune(
+            self.state.manager.store(),
+            workspaces,
+            &policy,
+            chrono::Utc::now(),
+        )
+        .await
+        .map_err(convert::store_status)?;
         tracing::info!(deleted, "pruned finished jobs on request");
         Ok(Response::new(pb::PruneJobsResponse {
             deleted: deleted as u64,

@@ -59,6 +59,8 @@ pub struct ApiConfig {
     pub max_response_bytes: usize,
     /// What `PruneJobs` deletes when the request names no age.
     pub retention: crate::retention::RetentionPolicy,
+    /// The jobs' workspaces, which `PruneJobs` removes with their jobs.
+    pub workspaces: Option<crate::workspace::Workspaces>,
 }
 
 impl ApiConfig {
@@ -72,6 +74,7 @@ impl ApiConfig {
                 .saturating_add(max_result_bytes)
                 .saturating_add(MESSAGE_SLACK_BYTES),
             retention: crate::retention::RetentionPolicy::default(),
+            workspaces: None,
         }
     }
 }

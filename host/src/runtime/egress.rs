@@ -32,6 +32,10 @@
 //! redirect's, leave the query out: a redirect's may carry a token, as GitHub's archive
 //! links do.
 //!
+//! The host's own requests for a guest (a `workspace` archive download,
+//! [`EgressHooks::send_for_host`]) take exactly this path, with only the body cap
+//! changed to the workspace's.
+//!
 //! The hooks also count the job's unfinished requests ([`EgressHooks::requests_in_flight`]):
 //! a request is in flight from the moment it is sent until its response failed, or its
 //! body ended, failed or was dropped; a request counts once, however many hops it takes.
@@ -356,8 +360,56 @@ impl EgressHooks {
     }
 }
 
-type HttpResult<T> = Result<T, HttpError>;
-type IoFuture = Box<dyn Future<Output = HttpResult<()>> + Send>;
+pub(super) type HttpResult<T> = Result<T, HttpError>;
+/// The connection's I/O of a response, to be polled while its body is read.
+pub(super) type IoFuture = Box<dyn Future<Output = HttpResult<()>> + Send>;
+
+impl EgressHooks {
+    /// The exchange for a request to `uri` with the guest's timeouts `options` and a
+    /// response body capped at `body_limit`, or why it may not go out: refused by the
+    /// policy (recorded) or one request too many in flight.
+    fn exchange(
+        &self,
+        uri: &Uri,
+        options: Option<RequestOptions>,
+        body_limit: usize,
+    ) -> HttpResult<Exchange> {
+        if !self.policy.allows(uri) {
+            self.denied.record(&self.policy.plugin, uri.to_string());
+            return Err(HttpError::HttpRequestDenied);
+        }
+        let in_flight = self.in_flight.count();
+        if in_flight >= MAX_REQUESTS_IN_FLIGHT {
+            tracing::warn!(plugin = %self.policy.plugin, in_flight, "egress refused: too many requests in flight");
+            return Err(HttpError::ConnectionLimitReached);
+        }
+        Ok(Exchange {
+            policy: Arc::clone(&self.policy),
+            denied: self.denied.clone(),
+            deadline: self.deadline,
+            options,
+            body_limit,
+            // Lives in the exchange, then in the response's body until it is over.
+            guard: self.in_flight.start(),
+        })
+    }
+
+    /// Sends a request that the host makes on the guest's behalf (a `workspace`
+    /// download) exactly as it sends the guest's own: the same allowlist, `[[auth]]`
+    /// headers, redirects, deadline and count in flight, with the response body capped
+    /// at `body_limit` bytes instead of the guest's cap. The returned I/O future drives
+    /// the connection: poll it (spawn it) while reading the body.
+    pub(super) fn send_for_host(
+        &self,
+        request: http::Request<WasiBody>,
+        body_limit: u64,
+    ) -> impl Future<Output = HttpResult<(http::Response<WasiBody>, IoFuture)>> + Send + 'static
+    {
+        let body_limit = usize::try_from(body_limit).unwrap_or(usize::MAX);
+        let exchange = self.exchange(request.uri(), None, body_limit);
+        async move { send_following_redirects(exchange?, request).await }
+    }
+}
 
 impl WasiHttpHooks for EgressHooks {
     fn send_request(
@@ -366,25 +418,11 @@ impl WasiHttpHooks for EgressHooks {
         options: Option<RequestOptions>,
         _fut: IoFuture,
     ) -> Box<dyn Future<Output = HttpResult<(http::Response<WasiBody>, IoFuture)>> + Send> {
-        if !self.policy.allows(request.uri()) {
-            self.denied
-                .record(&self.policy.plugin, request.uri().to_string());
-            return Box::new(async { Err(HttpError::HttpRequestDenied) });
+        let body_limit = self.policy.max_response_body_bytes;
+        match self.exchange(request.uri(), options, body_limit) {
+            Ok(exchange) => Box::new(send_following_redirects(exchange, request)),
+            Err(err) => Box::new(async { Err(err) }),
         }
-        let in_flight = self.in_flight.count();
-        if in_flight >= MAX_REQUESTS_IN_FLIGHT {
-            tracing::warn!(plugin = %self.policy.plugin, in_flight, "egress refused: too many requests in flight");
-            return Box::new(async { Err(HttpError::ConnectionLimitReached) });
-        }
-        let exchange = Exchange {
-            policy: Arc::clone(&self.policy),
-            denied: self.denied.clone(),
-            deadline: self.deadline,
-            options,
-            // Lives in the exchange, then in the response's body until it is over.
-            guard: self.in_flight.start(),
-        };
-        Box::new(send_following_redirects(exchange, request))
     }
 
     fn p2_outgoing_body_chunk_size(&mut self) -> usize {
@@ -421,6 +459,8 @@ struct Exchange {
     deadline: Instant,
     /// The guest's timeouts, cut for each hop to what is left of the deadline.
     options: Option<RequestOptions>,
+    /// The most bytes of the response body delivered.
+    body_limit: usize,
     guard: InFlightGuard,
 }
 
@@ -438,6 +478,7 @@ async fn send_following_redirects(
         denied,
         deadline,
         options,
+        body_limit,
         guard,
     } = exchange;
     let plugin = policy.plugin.as_str();
@@ -499,7 +540,7 @@ async fn send_following_redirects(
                 continue;
             }
         };
-        let limit = policy.max_response_body_bytes;
+        let limit = body_limit;
         let declared = response
             .headers()
             .get(http::header::CONTENT_LENGTH)

@@ -4,8 +4,9 @@
 //! The engine meters fuel, checks epochs, allocates instances from a pool (so that a
 //! job's fresh store costs microseconds) and caches compiled code on disk (`cache`).
 //! The linker grants the WASI interfaces a component built by the Rust toolchain
-//! imports, all denying by default (no preopens, no environment, no sockets), plus
-//! `wasi:http` through the egress hook and `wasi:config/store`. This file decides
+//! imports, all denying by default (no preopens but a granted workspace, no
+//! environment, no sockets), plus `wasi:http` through the egress hook,
+//! `wasi:config/store` and the contract's `honeydew:plugin/workspace`. This file decides
 //! what a guest can call; what a single job may use is `sandbox`'s business.
 
 use std::path::Path;
@@ -13,11 +14,11 @@ use std::thread;
 use std::time::Duration;
 
 use anyhow::Context;
-use wasmtime::component::Linker;
+use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-use super::cache;
 use super::sandbox::StoreData;
+use super::{bindings, cache};
 
 /// How often the epoch advances: the granularity of deadlines and cancellation for a
 /// guest that is computing.
@@ -66,6 +67,14 @@ impl SandboxEngine {
         wasmtime_wasi_config::add_to_linker(&mut linker, StoreData::config)
             .map_err(anyhow::Error::from)
             .context("cannot link wasi:config")?;
+        // The contract's own imports, one interface at a time (see `bindings`). A
+        // component built against an older version imports none of the newer ones.
+        bindings::honeydew::plugin::workspace::add_to_linker::<StoreData, HasSelf<StoreData>>(
+            &mut linker,
+            |data| data,
+        )
+        .map_err(anyhow::Error::from)
+        .context("cannot link honeydew:plugin/workspace")?;
 
         start_epoch_ticker(&engine)?;
         Ok(Self {

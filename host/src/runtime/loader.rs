@@ -5,7 +5,7 @@
 //! the manifest and fill in its secrets; compile (through the cache, on a blocking
 //! thread); pre-link against the host interfaces; check that it implements the world;
 //! call `describe` in a sandbox bounded like a job (small fuel budget, the plugin's
-//! memory limit, a short wall-clock limit, no network); check that the name it reports
+//! memory limit, a short wall-clock limit, no network, no workspace); check that the name it reports
 //! is its file's and that its commands are well formed. This file must not touch the
 //! set of loaded plugins: `registry` decides what to do with the result.
 
@@ -24,6 +24,7 @@ use super::egress::EgressPolicy;
 use super::engine::SandboxEngine;
 use super::manifest::{Manifest, Secrets};
 use super::sandbox::{Sandbox, StoreData};
+use super::workspace::WorkspaceGrant;
 use super::{Limits, PluginSummary, cache};
 use crate::job::PluginRef;
 
@@ -41,6 +42,9 @@ pub(super) struct LoadSettings {
     pub(super) defaults: Limits,
     pub(super) secrets: Secrets,
     pub(super) max_response_body_bytes: usize,
+    /// Whether the daemon has a workspace directory (a plugin granted one is refused
+    /// otherwise).
+    pub(super) has_workspaces: bool,
 }
 
 /// A plugin ready to run jobs. Immutable: a reload builds a new one.
@@ -53,6 +57,8 @@ pub(super) struct LoadedPlugin {
     allowed_hosts: Vec<String>,
     pub(super) egress: Arc<EgressPolicy>,
     pub(super) config: Arc<WasiConfigVariables>,
+    /// The `[workspace]` grant, if any.
+    pub(super) workspace: Option<WorkspaceGrant>,
     pub(super) pre: PluginPre<StoreData>,
 }
 
@@ -172,6 +178,16 @@ pub(super) async fn load(
         });
     let (manifest, auth) = manifest?;
     let limits = manifest.limits(&settings.defaults);
+    let workspace = manifest.workspace();
+    if workspace.is_some() && !settings.has_workspaces {
+        return Err(LoadError::new(
+            sha,
+            format!(
+                "invalid manifest {}: [workspace] is granted, but this daemon has no workspace directory",
+                manifest_path.display()
+            ),
+        ));
+    }
 
     let started = Instant::now();
     let compiled = {
@@ -210,9 +226,11 @@ pub(super) async fn load(
     let info = async {
         let mut sandbox = Sandbox::new(
             engine.engine(),
+            stem,
             &describe_limits,
             deny_all,
             Arc::clone(&config),
+            None,
             CancellationToken::new(),
         )?;
         sandbox.describe(&pre).await
@@ -240,6 +258,7 @@ pub(super) async fn load(
             .collect(),
         egress: Arc::new(egress),
         config,
+        workspace,
         pre,
     };
     Ok(LoadOutcome::Loaded(Box::new(plugin), compile_time))

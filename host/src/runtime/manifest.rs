@@ -18,6 +18,11 @@
 //!
 //! [config]                 # strings, readable through wasi:config/store
 //! base_url = "https://api.github.com"
+//!
+//! [workspace]              # no table, no filesystem (see `workspace`)
+//! enabled = true           # a directory of the job's own, preopened read-only
+//! max_bytes = 2_147_483_648  # caps of what one archive may unpack to
+//! max_files = 200_000
 //! ```
 //!
 //! This file owns parsing and validation (unknown fields are errors, so typos are
@@ -34,6 +39,9 @@ use serde::Deserialize;
 
 use super::Limits;
 use super::egress::{AuthHeader, HostPattern};
+use super::workspace::{
+    DEFAULT_MAX_BYTES, DEFAULT_MAX_FILES, MAX_MAX_BYTES, MAX_MAX_FILES, WorkspaceGrant,
+};
 
 use crate::config::{MAX_MEMORY_MIB, MAX_RETRIES_LIMIT, MAX_TIMEOUT_MS};
 
@@ -61,6 +69,7 @@ pub(super) struct Manifest {
     allowed_hosts: Vec<HostPattern>,
     auth: Vec<AuthRule>,
     config: BTreeMap<String, String>,
+    workspace: Option<WorkspaceGrant>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -74,6 +83,15 @@ struct RawManifest {
     auth: Vec<RawAuthRule>,
     #[serde(default)]
     config: BTreeMap<String, String>,
+    workspace: Option<RawWorkspace>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWorkspace {
+    enabled: Option<bool>,
+    max_bytes: Option<u64>,
+    max_files: Option<u64>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -150,12 +168,24 @@ impl Manifest {
                 })
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
+        let workspace = raw
+            .workspace
+            .as_ref()
+            .map(workspace_grant)
+            .transpose()?
+            .flatten();
         Ok(Manifest {
             limits: raw.limits,
             allowed_hosts,
             auth,
             config: raw.config,
+            workspace,
         })
+    }
+
+    /// The workspace the plugin is granted, if any.
+    pub(super) fn workspace(&self) -> Option<WorkspaceGrant> {
+        self.workspace
     }
 
     /// The limits in force: the manifest's, or `defaults` where it gives none.
@@ -233,6 +263,30 @@ fn origin(url: &str) -> anyhow::Result<String> {
         bail!("expected a host, without a user part");
     }
     Ok(format!("{scheme}://{authority}"))
+}
+
+/// The grant of a `[workspace]` table: `None` unless `enabled = true`; caps within
+/// their bounds (refused outside them, like `[limits]`), the defaults where not given.
+fn workspace_grant(raw: &RawWorkspace) -> anyhow::Result<Option<WorkspaceGrant>> {
+    let cap = |name: &str, value: Option<u64>, default: u64, max: u64| match value {
+        None => Ok(default),
+        Some(value) if (1..=max).contains(&value) => Ok(value),
+        Some(value) => Err(anyhow::anyhow!(
+            "workspace.{name} must be between 1 and {max}, not {value}"
+        )),
+    };
+    let max_bytes = cap("max_bytes", raw.max_bytes, DEFAULT_MAX_BYTES, MAX_MAX_BYTES)?;
+    let max_files = cap("max_files", raw.max_files, DEFAULT_MAX_FILES, MAX_MAX_FILES)?;
+    match raw.enabled {
+        Some(true) => Ok(Some(WorkspaceGrant {
+            max_bytes,
+            max_files,
+        })),
+        Some(false) => Ok(None),
+        None => bail!(
+            "[workspace] grants nothing without `enabled = true` (or `enabled = false` to keep the caps and grant none)"
+        ),
+    }
 }
 
 fn validate_limits(limits: &RawLimits) -> anyhow::Result<()> {
@@ -382,6 +436,46 @@ mod tests {
         assert_eq!(headers.len(), 1);
         assert_eq!(headers[0].value().to_str().unwrap(), "Bearer t0k3n");
         assert!(headers[0].value().is_sensitive());
+    }
+
+    #[test]
+    fn a_workspace_is_granted_only_when_enabled_with_bounded_caps() {
+        let grant = |text: &str| Manifest::parse(text).map(|manifest| manifest.workspace());
+        assert_eq!(grant("").unwrap(), None);
+        assert_eq!(grant("[workspace]\nenabled = false").unwrap(), None);
+        assert_eq!(
+            grant("[workspace]\nenabled = true").unwrap(),
+            Some(WorkspaceGrant {
+                max_bytes: DEFAULT_MAX_BYTES,
+                max_files: DEFAULT_MAX_FILES,
+            })
+        );
+        assert_eq!(
+            grant("[workspace]\nenabled = true\nmax_bytes = 1024\nmax_files = 10").unwrap(),
+            Some(WorkspaceGrant {
+                max_bytes: 1024,
+                max_files: 10,
+            })
+        );
+        assert!(
+            error_of("[workspace]\nmax_files = 10").contains("without `enabled = true`"),
+            "caps alone grant nothing, and say so"
+        );
+        assert_eq!(
+            error_of("[workspace]\nenabled = true\nmax_files = 0"),
+            format!("workspace.max_files must be between 1 and {MAX_MAX_FILES}, not 0")
+        );
+        assert_eq!(
+            error_of(&format!(
+                "[workspace]\nenabled = true\nmax_bytes = {}",
+                MAX_MAX_BYTES + 1
+            )),
+            format!(
+                "workspace.max_bytes must be between 1 and {MAX_MAX_BYTES}, not {}",
+                MAX_MAX_BYTES + 1
+            )
+        );
+        assert!(error_of("[workspace]\nenabled = true\nmax_file = 1").contains("unknown field"));
     }
 
     #[test]

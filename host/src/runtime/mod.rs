@@ -7,7 +7,8 @@
 //! hot reload (`registry`, `loader`, `watch`), the manifest format (`manifest`),
 //! the per-job sandbox (`sandbox`: fresh store, limits, error mapping) and the
 //! outgoing-HTTP policy (`egress`: allowlist, auth headers, redirects followed with
-//! the decisions in `redirect`, body cap, timeouts).
+//! the decisions in `redirect`, body cap, timeouts) and the job's workspace
+//! (`workspace`: the manifest's grant, the preopen, `fetch-archive`).
 //! Command suggestions live in `catalog`; generated bindings are fenced in
 //! `bindings`. No wasmtime type crosses this module's public API, and nothing here
 //! touches the store, the queue or the worker pool: they see only [`Execution`] and
@@ -24,6 +25,7 @@ mod redirect;
 mod registry;
 mod sandbox;
 mod watch;
+mod workspace;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -64,6 +66,9 @@ pub struct RuntimeConfig {
     pub max_retry_after: Duration,
     /// The largest HTTP response body a plugin may read; the guest sees an error past it.
     pub max_response_body_bytes: usize,
+    /// Where jobs of plugins granted a `[workspace]` get their directory; without it,
+    /// such plugins are refused at load.
+    pub workspaces: Option<crate::workspace::Workspaces>,
 }
 
 impl RuntimeConfig {
@@ -78,6 +83,7 @@ impl RuntimeConfig {
             max_result_bytes: 4 * 1024 * 1024,
             max_retry_after: crate::retry::DEFAULT_MAX_RETRY_AFTER,
             max_response_body_bytes: 16 * 1024 * 1024,
+            workspaces: None,
         }
     }
 }
@@ -94,6 +100,7 @@ impl fmt::Debug for RuntimeConfig {
             .field("max_result_bytes", &self.max_result_bytes)
             .field("max_retry_after", &self.max_retry_after)
             .field("max_response_body_bytes", &self.max_response_body_bytes)
+            .field("workspaces", &self.workspaces)
             .finish()
     }
 }

@@ -25,6 +25,7 @@ use super::{
 };
 use crate::job::Job;
 use crate::worker::Execution;
+use crate::workspace::Workspaces;
 
 /// The loaded plugins by name.
 type PluginMap = HashMap<String, Arc<LoadedPlugin>>;
@@ -34,6 +35,7 @@ pub(super) struct Registry {
     engine: Arc<SandboxEngine>,
     settings: LoadSettings,
     caps: sandbox::JobCaps,
+    workspaces: Option<Workspaces>,
     plugins: RwLock<Arc<PluginMap>>,
     skipped: Mutex<BTreeMap<String, SkippedPlugin>>,
     reloading: tokio::sync::Mutex<()>,
@@ -60,11 +62,13 @@ impl Registry {
                     undeclared: config.undeclared_env.into_iter().collect(),
                 },
                 max_response_body_bytes: config.max_response_body_bytes,
+                has_workspaces: config.workspaces.is_some(),
             },
             caps: sandbox::JobCaps {
                 max_result_bytes: config.max_result_bytes,
                 max_retry_after: config.max_retry_after,
             },
+            workspaces: config.workspaces,
             plugins: RwLock::new(Arc::new(HashMap::new())),
             skipped: Mutex::new(BTreeMap::new()),
             reloading: tokio::sync::Mutex::new(()),
@@ -129,6 +133,7 @@ impl Registry {
             &job.payload,
             cancel,
             &self.caps,
+            self.workspaces.as_ref(),
         )
         .await
     }

@@ -9,12 +9,15 @@
 //! against the call (a computing guest yields every [`FUEL_YIELD_INTERVAL`] of fuel so
 //! the race is decided within milliseconds); a WASI context that grants nothing (stdout
 //! discarded, stderr kept as its last few KiB for trap messages and debug logs, see
-//! [`StderrTail`]); the plugin's egress hook and `[config]` table; and bounds on what
+//! [`StderrTail`]), or only the job's workspace preopened read-only when the manifest
+//! grants one (`workspace`); the plugin's egress hook and `[config]` table; and bounds on what
 //! the guest can make the host allocate outside its linear memory (resource handles,
 //! header maps, see [`host_handle_limit`]). [`run_job`] maps the outcome to the
 //! queue's [`Failure`], cutting any text that comes from the guest to
-//! [`MAX_GUEST_TEXT_BYTES`]. This file must not decide policy (that is the manifest's
-//! and `egress`'s) nor keep anything between jobs.
+//! [`MAX_GUEST_TEXT_BYTES`], and keeps the attempt's workspace only when the attempt
+//! completed (any other end discards it, a dropped future included). This file must
+//! not decide policy (that is the manifest's and `egress`'s) nor keep anything between
+//! jobs.
 //!
 //! # How a deadline is classified
 //!
@@ -43,17 +46,20 @@ use wasmtime::component::{ResourceTable, ResourceTableError};
 use wasmtime::{Engine, PoolConcurrencyLimitError, ResourceLimiter, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_config::{WasiConfig, WasiConfigVariables};
 use wasmtime_wasi_http::{FieldMapError, WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::Limits;
+use super::bindings::honeydew::plugin::workspace::{ArchiveRequest, ArchiveSummary};
 use super::bindings::{Error as GuestError, PluginInfo, PluginPre};
 use super::egress::{EgressHooks, EgressPolicy, MAX_HEADER_MAP_BYTES};
 use super::loader::LoadedPlugin;
+use super::workspace::{self, GUEST_PATH, WorkspaceAccess};
 use crate::job::{ErrorKind, JobId};
 use crate::retry::Failure;
 use crate::worker::Execution;
+use crate::workspace::{AttemptWorkspace, Workspaces};
 
 /// How much of a guest's stderr is kept: the last this many bytes.
 const STDERR_CAPTURE_BYTES: usize = 4096;
@@ -100,12 +106,25 @@ pub(super) struct StoreData {
     stderr: StderrTail,
     /// The capacity of `table`, for the message when a guest fills it.
     handle_limit: usize,
+    /// The plugin's name, for messages.
+    plugin: String,
+    /// The job's workspace, when the manifest grants one.
+    workspace: Option<WorkspaceAccess>,
 }
 
 impl StoreData {
     /// The `wasi:config/store` view, for the linker.
     pub(super) fn config(&mut self) -> WasiConfig<'_> {
         WasiConfig::from(&*self.config)
+    }
+}
+
+impl super::bindings::honeydew::plugin::workspace::Host for StoreData {
+    async fn fetch_archive(
+        &mut self,
+        request: ArchiveRequest,
+    ) -> Result<ArchiveSummary, GuestError> {
+        workspace::fetch_archive(&self.plugin, &self.hooks, self.workspace.as_ref(), request).await
     }
 }
 
@@ -412,24 +431,31 @@ pub(super) struct Sandbox {
 }
 
 impl Sandbox {
-    /// A store for one call under `limits`, reaching out only as `egress` allows,
-    /// seeing `config`, stopped when `cancel` fires.
+    /// A store for one call of `plugin` under `limits`, reaching out only as `egress`
+    /// allows, seeing `config` and, if given, `workspace` (its only filesystem), stopped
+    /// when `cancel` fires.
     pub(super) fn new(
         engine: &Engine,
+        plugin: &str,
         limits: &Limits,
         egress: Arc<EgressPolicy>,
         config: Arc<WasiConfigVariables>,
+        workspace: Option<WorkspaceAccess>,
         cancel: CancellationToken,
     ) -> Result<Sandbox, Stop> {
         let deadline = tokio::time::Instant::now() + limits.timeout;
         let stderr = StderrTail::default();
-        let wasi = WasiCtx::builder()
-            .stderr(stderr.clone())
+        let mut wasi = WasiCtx::builder();
+        wasi.stderr(stderr.clone())
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
-            .max_random_size(MAX_RANDOM_BYTES)
-            .build();
+            .max_random_size(MAX_RANDOM_BYTES);
+        if let Some(access) = &workspace {
+            wasi.preopened_dir(access.handle.path(), GUEST_PATH, FsPerms::ReadOnly)
+                .map_err(|err| Stop::Internal(format!("cannot open the job's workspace: {err}")))?;
+        }
+        let wasi = wasi.build();
         let memory_bytes =
             usize::try_from(limits.memory_mib.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX);
         let handle_limit = host_handle_limit(memory_bytes);
@@ -455,6 +481,8 @@ impl Sandbox {
             },
             stderr,
             handle_limit,
+            plugin: plugin.to_owned(),
+            workspace,
         };
         let mut store = Store::new(engine, data);
         store.limiter(|data| &mut data.limiter);
@@ -660,7 +688,9 @@ pub(super) struct JobCaps {
 }
 
 /// Runs attempt of job `job_id`, `command` of `plugin` on `payload`, in a fresh
-/// sandbox and reports it to the worker.
+/// sandbox and reports it to the worker. A plugin granted a workspace gets a fresh one
+/// in `workspaces`, kept only if the attempt completes.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn run_job(
     engine: &Engine,
     plugin: &LoadedPlugin,
@@ -669,14 +699,40 @@ pub(super) async fn run_job(
     payload: &[u8],
     cancel: CancellationToken,
     caps: &JobCaps,
+    workspaces: Option<&Workspaces>,
 ) -> Execution {
     let max_result_bytes = caps.max_result_bytes;
     let name = plugin.info.name.as_str();
+    // Declared before the sandbox, so dropped after it: the workspace goes only once
+    // nothing of the attempt can use it (a dropped attempt too).
+    let attempt = match (plugin.workspace, workspaces) {
+        (Some(grant), Some(workspaces)) => match begin_workspace(workspaces, job_id).await {
+            Ok(attempt) => Some((attempt, grant)),
+            Err(err) => {
+                let failure = Failure::retriable(
+                    ErrorKind::Internal,
+                    format!("cannot prepare the workspace of plugin {name:?}: {err}"),
+                );
+                return Execution {
+                    result: Err(failure),
+                    fuel_used: None,
+                    plugin: Some(plugin.plugin_ref()),
+                };
+            }
+        },
+        _ => None,
+    };
+    let access = attempt.as_ref().map(|(attempt, grant)| WorkspaceAccess {
+        handle: attempt.handle(),
+        grant: *grant,
+    });
     let mut sandbox = match Sandbox::new(
         engine,
+        name,
         &plugin.limits,
         Arc::clone(&plugin.egress),
         Arc::clone(&plugin.config),
+        access,
         cancel,
     ) {
         Ok(sandbox) => sandbox,
@@ -718,11 +774,26 @@ pub(super) async fn run_job(
         }),
         Err(stop) => Err(failure(&stop, name)),
     };
+    let fuel_used = sandbox.fuel_used();
+    drop(sandbox);
+    if let Some((attempt, _)) = attempt
+        && result.is_ok()
+    {
+        attempt.keep();
+    }
     Execution {
         result,
-        fuel_used: Some(sandbox.fuel_used()),
+        fuel_used: Some(fuel_used),
         plugin: Some(plugin.plugin_ref()),
     }
+}
+
+/// A fresh workspace for an attempt of job `id`, made on a blocking thread.
+async fn begin_workspace(workspaces: &Workspaces, id: JobId) -> std::io::Result<AttemptWorkspace> {
+    let workspaces = workspaces.clone();
+    tokio::task::spawn_blocking(move || workspaces.begin(id))
+        .await
+        .map_err(std::io::Error::other)?
 }
 
 /// The queue's view of a stop: its kind and whether retrying can help.

@@ -26,12 +26,14 @@ use tokio_util::sync::CancellationToken;
 pub const BUILT_PLUGINS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/plugins");
 
 /// The fixture plugins these tests use.
+pub const DIGGER: &str = "digger";
 pub const ECHO: &str = "echo";
 pub const FETCH: &str = "fetch";
 pub const FLAKY: &str = "flaky";
 pub const FLOOD: &str = "flood";
 pub const HOG: &str = "hog";
 pub const HUGE: &str = "huge";
+pub const LEGACY: &str = "legacy";
 pub const PERMANENT: &str = "permanent";
 pub const SLOWLOAD: &str = "slowload";
 pub const SNOOP: &str = "snoop";

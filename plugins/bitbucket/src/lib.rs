@@ -5,6 +5,7 @@
 //! | `repositories` | `{"workspace", "q"?}`                       | `GET /repositories/{workspace}`              |
 //! | `commits`      | `{"workspace", "repo", "branch"?}`          | `GET /repositories/{workspace}/{repo}/commits` |
 //! | `pullRequests` | `{"workspace", "repo", "state"?, "q"?}`     | `GET /repositories/{workspace}/{repo}/pullrequests` |
+//! | `clone`        | `{"workspace", "repo", "ref"?}`             | `GET /repositories/{workspace}/{repo}/commit/{ref}`, then `GET {web_url}/{workspace}/{repo}/get/{sha}.tar.gz` |
 //!
 //! `state` is `OPEN`, `MERGED`, `DECLINED` or `SUPERSEDED`, or a list of them; `q` is
 //! a Bitbucket query (BBQL). Every command also takes `max_items` (default 100, at
@@ -15,21 +16,32 @@
 //! superseded), with Bitbucket's own value in `source_state`; times are RFC 3339 UTC.
 //! Items are the SDK's shared vocabulary (`vocabulary::{Repository, Commit,
 //! PullRequest}`; a commit's author is parsed from its `Name <email>` signature).
+//! `clone` resolves `ref` (without it, the main branch) to its commit and has the
+//! daemon unpack that commit's archive into the job's workspace (the manifest's
+//! `[workspace]` grant); it returns `vocabulary::Checkout`: `{repository, ref, sha,
+//! path, files, bytes, skipped_links}`, `path` being the directory on the daemon's
+//! machine.
 //!
-//! Config: `base_url` (default `https://api.bitbucket.org/2.0`). The daemon adds
+//! Config: `base_url` (default `https://api.bitbucket.org/2.0`) and `web_url` (default
+//! `https://bitbucket.org`, where archives are downloaded from). The daemon adds
 //! `Authorization` from the manifest's `[[auth]]` rule: `Basic` with an Atlassian API
 //! token (base64 of `email:token`), or `Bearer` with a workspace, project or
-//! repository access token. Errors: a bad payload is permanent and names the field;
-//! statuses are classified by the SDK.
+//! repository access token; the manifest gives `web_url` a rule of its own with the
+//! same value. Errors: a bad payload is permanent and names the field; statuses are
+//! classified by the SDK.
 
-use honeydew_plugin_sdk::http::{Request, Response};
+use honeydew_plugin_sdk::http::{self, Request, Response};
 use honeydew_plugin_sdk::paging::{Fetched, Page, Paging};
-use honeydew_plugin_sdk::vocabulary::{Commit, Person, PullRequest, PullRequestState, Repository};
+use honeydew_plugin_sdk::vocabulary::{
+    Checkout, Commit, Person, PullRequest, PullRequestState, Repository, commit_hash,
+};
+use honeydew_plugin_sdk::workspace::Archive;
 use honeydew_plugin_sdk::{Plugin, PluginError, PluginInfo, config, parse_payload, time, to_json};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 const DEFAULT_BASE_URL: &str = "https://api.bitbucket.org/2.0";
+const DEFAULT_WEB_URL: &str = "https://bitbucket.org";
 /// The largest page every listing here accepts (pull requests stop at 50).
 const MAX_PER_PAGE: u8 = 50;
 
@@ -40,7 +52,7 @@ impl Plugin for Bitbucket {
         PluginInfo::new(
             "bitbucket",
             env!("CARGO_PKG_VERSION"),
-            &["repositories", "commits", "pullRequests"],
+            &["repositories", "commits", "pullRequests", "clone"],
         )
     }
 
@@ -49,6 +61,7 @@ impl Plugin for Bitbucket {
             "repositories" => to_json(&repositories(parse_payload(payload)?)?),
             "commits" => to_json(&commits(parse_payload(payload)?)?),
             "pullRequests" => to_json(&pull_requests(parse_payload(payload)?)?),
+            "clone" => to_json(&clone(parse_payload(payload)?)?),
             _ => Err(PluginError::unknown_command(command)),
         }
     }
@@ -261,6 +274,63 @@ fn pull_requests(payload: PullRequestsPayload) -> Result<Page<PullRequest>, Plug
         request = request.query("q", non_empty("q", q)?);
     }
     list(paging, request, summarise_pull_request)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClonePayload {
+    workspace: String,
+    repo: String,
+    #[serde(rename = "ref")]
+    reference: Option<String>,
+}
+
+/// What `clone` reads of `GET /repositories/{workspace}/{repo}`.
+#[derive(Deserialize)]
+struct RepositoryInfo {
+    full_name: String,
+    mainbranch: Option<Named>,
+}
+
+/// What `clone` reads of `GET /repositories/{workspace}/{repo}/commit/{ref}`.
+#[derive(Deserialize)]
+struct CommitHash {
+    hash: String,
+}
+
+/// Resolves the ref to its commit, then has the daemon download that commit's archive
+/// from the web host (`{web_url}/{workspace}/{repo}/get/{sha}.tar.gz`; Bitbucket Cloud's
+/// API has no source-archive endpoint, and the manifest gives the web host a
+/// credential rule of its own) into the job's workspace, without its top-level
+/// `workspace-repo-sha` directory.
+fn clone(payload: ClonePayload) -> Result<Checkout, PluginError> {
+    let repository = repository(&payload.workspace, &payload.repo)?;
+    let info: RepositoryInfo = send(api_request(&format!("/repositories/{repository}")))?.json()?;
+    let reference = match payload.reference {
+        Some(reference) => non_empty("ref", &reference)?.to_owned(),
+        None => info.mainbranch.map(|branch| branch.name).ok_or_else(|| {
+            PluginError::permanent("the repository has no main branch (empty repository?)")
+        })?,
+    };
+    let commit: CommitHash = send(api_request(&format!(
+        "/repositories/{repository}/commit/{}",
+        http::encode(&reference)
+    )))
+    .map_err(|error| match error {
+        PluginError::Permanent { message } => PluginError::permanent(format!(
+            "cannot resolve {reference:?} in {repository}: {message}"
+        )),
+        retriable => retriable,
+    })?
+    .json()?;
+    let sha = commit_hash(&commit.hash)?;
+    let web_url = config::get_or("web_url", DEFAULT_WEB_URL)
+        .trim_end_matches('/')
+        .to_owned();
+    let unpacked = Archive::tar_gz(&format!("{web_url}/{repository}/get/{sha}.tar.gz"))
+        .strip_components(1)
+        .unpack()?;
+    Ok(Checkout::new(info.full_name, reference, sha, &unpacked))
 }
 
 /// A pull request in the shared vocabulary: declined and superseded are closed.

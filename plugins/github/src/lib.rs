@@ -5,7 +5,7 @@
 //! | `repositories` | `{"owner"?}`                                               | `GET /orgs/{owner}/repos` for an organisation, `GET /users/{owner}/repos` for a user (`GET /users/{owner}` says which), `GET /user/repos` without `owner` |
 //! | `commits`      | `{"owner", "repo", "sha"?, "since"?, "until"?, "path"?, "author"?}` | `GET /repos/{owner}/{repo}/commits` |
 //! | `pullRequests` | `{"owner", "repo", "state"?, "sort"?, "direction"?}`       | `GET /repos/{owner}/{repo}/pulls`   |
-//! | `clone`        | `{"owner", "repo", "ref"?}`                                | `HEAD {codeload_url}/{owner}/{repo}/tar.gz/{ref}` |
+//! | `clone`        | `{"owner", "repo", "ref"?}`                                | `GET /repos/{owner}/{repo}/commits/{ref}`, then `GET /repos/{owner}/{repo}/tarball/{sha}` (302 to `codeload_url`) |
 //!
 //! Every list command also takes `max_items` (default 100, at most 10 000), `next`
 //! (the cursor of a previous result, with the same payload otherwise) and `per_page`
@@ -17,12 +17,18 @@
 //! `long-running`), `direction` (`asc`, `desc`). A pull request's `state` is `open`,
 //! `merged` or `closed`, with GitHub's own value in `source_state` and `merged_at`
 //! beside it; timestamps are RFC 3339 UTC. Items are the SDK's shared vocabulary
-//! (`vocabulary::{Repository, Commit, PullRequest}`; people `{login, name, email}`). `clone` names the tarball URL and its size
-//! (`null` when the server does not say); without `ref` it asks the API for the
-//! repository's default branch first.
+//! (`vocabulary::{Repository, Commit, PullRequest}`; people `{login, name, email}`).
+//!
+//! `clone` resolves `ref` (without it, the repository's default branch) to its commit
+//! and has the daemon unpack that commit's tarball into the job's workspace (the
+//! manifest's `[workspace]` grant; see `honeydew_plugin_sdk::workspace`); it returns
+//! `vocabulary::Checkout`: `{repository, ref, sha, path, files, bytes, skipped_links}`,
+//! `path` being the directory on the daemon's machine.
 //!
 //! Config: `base_url` (default `https://api.github.com`; GitHub Enterprise Server is
-//! `https://HOST/api/v3`) and `codeload_url` (default `https://codeload.github.com`).
+//! `https://HOST/api/v3`) and `codeload_url` (default `https://codeload.github.com`),
+//! the archive host the API redirects `clone`'s download to, granted by the manifest
+//! without a credential: its links carry their own.
 //! The daemon adds `Authorization` from the manifest's `[[auth]]` rule; this plugin
 //! never sets or sees credentials.
 //!
@@ -33,13 +39,15 @@
 
 use honeydew_plugin_sdk::http::{self, Request, Response};
 use honeydew_plugin_sdk::paging::{Fetched, Page, Paging, link_next};
-use honeydew_plugin_sdk::vocabulary::{Commit, Person, PullRequest, PullRequestState, Repository};
+use honeydew_plugin_sdk::vocabulary::{
+    Checkout, Commit, Person, PullRequest, PullRequestState, Repository, commit_hash,
+};
+use honeydew_plugin_sdk::workspace::Archive;
 use honeydew_plugin_sdk::{Plugin, PluginError, PluginInfo, config, parse_payload, time, to_json};
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 
 const DEFAULT_BASE_URL: &str = "https://api.github.com";
-const DEFAULT_CODELOAD_URL: &str = "https://codeload.github.com";
 /// The most items GitHub returns per page.
 const MAX_PER_PAGE: u8 = 100;
 
@@ -400,18 +408,13 @@ struct DefaultBranch {
     default_branch: String,
 }
 
-/// Where to download a repository's tarball, as the plugin returns it.
-#[derive(Serialize)]
-struct CloneSummary {
-    owner: String,
-    repo: String,
-    #[serde(rename = "ref")]
-    reference: String,
-    url: String,
-    size_bytes: Option<u64>,
-}
-
-fn clone(payload: ClonePayload) -> Result<CloneSummary, PluginError> {
+/// Resolves the ref to its commit (`GET /repos/{owner}/{repo}/commits/{ref}` with the
+/// `application/vnd.github.sha` media type, which answers the bare hash), then has
+/// the daemon download that commit's tarball (`GET /repos/{owner}/{repo}/tarball/{sha}`,
+/// which GitHub redirects to its archive host with a short-lived token in the URL: the
+/// daemon follows, and the API's credential stays on the API's host) into the job's
+/// workspace, without its top-level `owner-repo-sha` directory.
+fn clone(payload: ClonePayload) -> Result<Checkout, PluginError> {
     let repository = repository(&payload.owner, &payload.repo)?;
     let reference = match payload.reference {
         Some(reference) => non_empty("ref", &reference)?.to_owned(),
@@ -422,25 +425,48 @@ fn clone(payload: ClonePayload) -> Result<CloneSummary, PluginError> {
         }
     };
     let encoded: Vec<String> = reference.split('/').map(http::encode).collect();
-    let url = format!(
-        "{}/{repository}/tar.gz/{}",
-        setting("codeload_url", DEFAULT_CODELOAD_URL),
+    let resolved = Request::get(&format!(
+        "{}/repos/{repository}/commits/{}",
+        setting("base_url", DEFAULT_BASE_URL),
         encoded.join("/")
-    );
-    let response = Request::head(&url)
-        .header("user-agent", "honeydew")
-        .send()?
-        .error_for_status()?;
-    let size_bytes = response
-        .header("content-length")
-        .and_then(|length| length.trim().parse().ok());
-    Ok(CloneSummary {
-        owner: payload.owner,
-        repo: payload.repo,
-        reference,
-        url,
-        size_bytes,
-    })
+    ))
+    .header("accept", "application/vnd.github.sha")
+    .header("user-agent", "honeydew")
+    .header("x-github-api-version", "2022-11-28")
+    .send()?
+    .error_for_status()
+    .map_err(|error| {
+        in_context(
+            error,
+            &format!("cannot resolve {reference:?} in {repository}"),
+        )
+    })?;
+    let sha = commit_hash(&resolved.text())?;
+    let unpacked = Archive::tar_gz(&format!(
+        "{}/repos/{repository}/tarball/{sha}",
+        setting("base_url", DEFAULT_BASE_URL)
+    ))
+    .header("accept", "application/vnd.github+json")
+    .header("x-github-api-version", "2022-11-28")
+    .strip_components(1)
+    .unpack()?;
+    Ok(Checkout::new(repository, reference, sha, &unpacked))
+}
+
+/// `error` with `context` before its message, its class kept.
+fn in_context(error: PluginError, context: &str) -> PluginError {
+    match error {
+        PluginError::Retriable {
+            message,
+            retry_after,
+        } => PluginError::Retriable {
+            message: format!("{context}: {message}"),
+            retry_after,
+        },
+        PluginError::Permanent { message } => {
+            PluginError::permanent(format!("{context}: {message}"))
+        }
+    }
 }
 
 /// A configured URL without its trailing slash, or `default`.

@@ -8,7 +8,7 @@
 //! | `commits`       | `{"project", "ref"?, "since"?, "until"?, "path"?, "author"?}`  | `GET /projects/{project}/repository/commits`     |
 //! | `mergeRequests` | `{"project", "state"?, "updated_after"?, "updated_before"?}`   | `GET /projects/{project}/merge_requests`         |
 //! | `issues`        | `{"project", "state"?, "updated_after"?, "updated_before"?, "labels"?}` | `GET /projects/{project}/issues`        |
-//! | `clone`         | `{"project", "ref"?}`                                          | `HEAD /projects/{project}/repository/archive.tar.gz?sha={ref}` |
+//! | `clone`         | `{"project", "ref"?}`                                          | `GET /projects/{project}/repository/commits/{ref}`, then `GET /projects/{project}/repository/archive.tar.gz?sha={sha}` |
 //!
 //! Every list command also takes `max_items` (default 100, at most 10 000), `next`
 //! (the cursor of a previous result, with the same payload otherwise) and `per_page`
@@ -21,9 +21,12 @@
 //! are the SDK's shared vocabulary: projects are `vocabulary::Repository`
 //! (`full_name` is the path with namespace), merge requests `vocabulary::PullRequest`
 //! (`number` is the `iid`), issues `vocabulary::Issue` (`key` is the full reference,
-//! `group/project#12`). `clone` names the archive URL (on the API host, so the
-//! daemon's auth applies to it) and its size, `null` when the server does not say;
-//! without `ref` it uses the project's default branch.
+//! `group/project#12`). `clone` resolves `ref` (without it, the project's default
+//! branch) to its commit and has the daemon unpack that commit's archive (on the API
+//! host, so the daemon's auth applies to it) into the job's workspace (the manifest's
+//! `[workspace]` grant); it returns `vocabulary::Checkout`: `{repository, ref, sha,
+//! path, files, bytes, skipped_links}`, `path` being the directory on the daemon's
+//! machine.
 //!
 //! Config: `base_url` (default `https://gitlab.com/api/v4`; a self-hosted GitLab is
 //! `https://HOST/api/v4`). The daemon adds the token header from the manifest's
@@ -33,11 +36,13 @@
 use honeydew_plugin_sdk::http::{self, Request, Response};
 use honeydew_plugin_sdk::paging::{Fetched, Page, Paging, link_next, with_query};
 use honeydew_plugin_sdk::vocabulary::{
-    Commit, Issue, IssueState, Person, PullRequest, PullRequestState, Repository,
+    Checkout, Commit, Issue, IssueState, Person, PullRequest, PullRequestState, Repository,
+    commit_hash,
 };
+use honeydew_plugin_sdk::workspace::Archive;
 use honeydew_plugin_sdk::{Plugin, PluginError, PluginInfo, config, parse_payload, time, to_json};
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 
 const DEFAULT_BASE_URL: &str = "https://gitlab.com/api/v4";
 /// The most items GitLab returns per page.
@@ -445,45 +450,62 @@ struct ClonePayload {
     reference: Option<String>,
 }
 
+/// What `clone` reads of `GET /projects/{project}`.
 #[derive(Deserialize)]
 struct Project {
+    path_with_namespace: String,
     default_branch: Option<String>,
 }
 
-/// Where to download a project's archive, as the plugin returns it.
-#[derive(Serialize)]
-struct CloneSummary {
-    #[serde(rename = "ref")]
-    reference: String,
-    url: String,
-    size_bytes: Option<u64>,
+/// What `clone` reads of `GET /projects/{project}/repository/commits/{ref}`.
+#[derive(Deserialize)]
+struct CommitId {
+    id: String,
 }
 
-fn clone(payload: ClonePayload) -> Result<CloneSummary, PluginError> {
-    let project = format!("/projects/{}", payload.project.segment("project")?);
+/// Resolves the ref to its commit, then has the daemon download that commit's archive
+/// (`GET /projects/{project}/repository/archive.tar.gz?sha={sha}`, on the API host, so
+/// the manifest's token reaches it) into the job's workspace, without its top-level
+/// `project-sha-sha` directory.
+fn clone(payload: ClonePayload) -> Result<Checkout, PluginError> {
+    let project_path = format!("/projects/{}", payload.project.segment("project")?);
+    let project = send(api_request(&project_path))?.json::<Project>()?;
     let reference = match payload.reference {
         Some(reference) => non_empty("ref", &reference)?.to_owned(),
-        None => send(api_request(&project))?
-            .json::<Project>()?
-            .default_branch
-            .ok_or_else(|| {
-                PluginError::permanent("the project has no default branch (empty repository?)")
-            })?,
+        None => project.default_branch.ok_or_else(|| {
+            PluginError::permanent("the project has no default branch (empty repository?)")
+        })?,
     };
-    let url = format!(
-        "{}{project}/repository/archive.tar.gz?sha={}",
-        base_url(),
+    let commit = send(api_request(&format!(
+        "{project_path}/repository/commits/{}",
         http::encode(&reference)
-    );
-    let response = send(Request::head(&url))?;
-    let size_bytes = response
-        .header("content-length")
-        .and_then(|length| length.trim().parse().ok());
-    Ok(CloneSummary {
+    )))
+    .map_err(|error| {
+        let context = format!(
+            "cannot resolve {reference:?} in {}",
+            project.path_with_namespace
+        );
+        match error {
+            PluginError::Permanent { message } => {
+                PluginError::permanent(format!("{context}: {message}"))
+            }
+            retriable => retriable,
+        }
+    })?
+    .json::<CommitId>()?;
+    let sha = commit_hash(&commit.id)?;
+    let unpacked = Archive::tar_gz(&format!(
+        "{}{project_path}/repository/archive.tar.gz?sha={sha}",
+        base_url()
+    ))
+    .strip_components(1)
+    .unpack()?;
+    Ok(Checkout::new(
+        project.path_with_namespace,
         reference,
-        url,
-        size_bytes,
-    })
+        sha,
+        &unpacked,
+    ))
 }
 
 /// The URL of the page after `response`, fetched from `url`: the `Link` header's

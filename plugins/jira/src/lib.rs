@@ -10,7 +10,8 @@
 //! commands also take `max_items` (default 100, at most 10 000), `next` (the cursor of
 //! a previous result, with the same payload otherwise) and `max_results` (the page
 //! size, 1 to 100), and return the SDK's envelope `{"items": [...], "truncated": bool,
-//! "next": cursor or null}`. Issues are the SDK's `vocabulary::Issue`: people are
+//! "next": cursor or null}`. Projects are the SDK's `vocabulary::Project` (`{id, key,
+//! name, type}`), issues its `vocabulary::Issue`: people are
 //! `{login, name, email}` (Jira gives a display name, and an email when allowed),
 //! times RFC 3339 UTC (Jira's `+0000` offsets converted), `state` is `open`,
 //! `in_progress` or `closed` (from the status category) beside the `status` name,
@@ -26,9 +27,9 @@
 
 use honeydew_plugin_sdk::http::{self, Request, Response};
 use honeydew_plugin_sdk::paging::{Fetched, Page, Paging, invalid_cursor};
-use honeydew_plugin_sdk::vocabulary::{Issue, IssueState, Person};
+use honeydew_plugin_sdk::vocabulary::{Issue, IssueState, Person, Project};
 use honeydew_plugin_sdk::{Plugin, PluginError, PluginInfo, config, parse_payload, time, to_json};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 /// The most results asked for per request.
 const MAX_RESULTS: u16 = 100;
@@ -77,29 +78,20 @@ struct ProjectPage {
     start_at: Option<u64>,
     total: Option<u64>,
     is_last: Option<bool>,
-    values: Vec<Project>,
+    values: Vec<JiraProject>,
 }
 
+/// One project as Jira sends it; the plugin returns it as the vocabulary's `Project`.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Project {
+struct JiraProject {
     id: String,
     key: String,
     name: String,
     project_type_key: Option<String>,
 }
 
-/// One project as the plugin returns it.
-#[derive(Serialize)]
-struct ProjectSummary {
-    id: String,
-    key: String,
-    name: String,
-    #[serde(rename = "type")]
-    project_type: Option<String>,
-}
-
-fn projects(payload: ProjectsPayload) -> Result<Page<ProjectSummary>, PluginError> {
+fn projects(payload: ProjectsPayload) -> Result<Page<Project>, PluginError> {
     let paging = Paging::new("projects", payload.max_items, payload.next.as_deref())?;
     // Positions are `startAt` offsets; a cursor's is checked like any payload number.
     if let Some(start) = paging.start() {
@@ -123,7 +115,7 @@ fn projects(payload: ProjectsPayload) -> Result<Page<ProjectSummary>, PluginErro
             items: page
                 .values
                 .into_iter()
-                .map(|project| ProjectSummary {
+                .map(|project| Project {
                     id: project.id,
                     key: project.key,
                     name: project.name,

@@ -2,7 +2,7 @@
 //!
 //! | command  | payload                                                   | result items                                   |
 //! |----------|-----------------------------------------------------------|------------------------------------------------|
-//! | `teams`  | `{}`                                                      | `{"id", "key", "name"}`                        |
+//! | `teams`  | `{}`                                                      | the SDK's `vocabulary::Team`: `{"id", "key", "name"}` |
 //! | `issues` | `{"team"?, "state"?, "state_type"?, "updated_after"?, "updated_before"?, "created_after"?, "created_before"?}` | the SDK's `vocabulary::Issue`: `key` (the identifier), `title`, `state` (open, in_progress, closed), `status` (the workflow state's name), `priority`, `assignee` and `reporter` (people), `url`, `created_at`, `updated_at`, `closed_at` |
 //!
 //! `team` is a team key such as `"ENG"`; `state` a workflow state's name (`"In
@@ -23,10 +23,10 @@
 
 use honeydew_plugin_sdk::http::{Request, Response};
 use honeydew_plugin_sdk::paging::{Fetched, Page, Paging};
-use honeydew_plugin_sdk::vocabulary::{Issue, IssueState, Person};
+use honeydew_plugin_sdk::vocabulary::{Issue, IssueState, Person, Team};
 use honeydew_plugin_sdk::{Plugin, PluginError, PluginInfo, config, parse_payload, time, to_json};
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 const DEFAULT_BASE_URL: &str = "https://api.linear.app/graphql";
@@ -114,22 +114,26 @@ impl<T> Connection<T> {
     }
 }
 
-/// One team, as Linear sends it and as the plugin returns it.
-#[derive(Deserialize, Serialize)]
+/// One team as Linear sends it; the plugin returns it as the vocabulary's `Team`.
+#[derive(Deserialize)]
 struct TeamSummary {
     id: String,
     key: String,
     name: String,
 }
 
-fn teams(payload: TeamsPayload) -> Result<Page<TeamSummary>, PluginError> {
+fn teams(payload: TeamsPayload) -> Result<Page<Team>, PluginError> {
     let paging = Paging::new("teams", payload.max_items, payload.next.as_deref())?;
     let first = first(&paging, payload.first)?;
     paging.collect(|after| {
         let variables = json!({ "first": first, "after": after });
         Ok(graphql::<TeamsData>(TEAMS_QUERY, variables)?
             .teams
-            .fetched(|team| team))
+            .fetched(|team| Team {
+                id: team.id,
+                key: team.key,
+                name: team.name,
+            }))
     })
 }
 

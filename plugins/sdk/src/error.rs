@@ -104,6 +104,19 @@ impl From<PluginError> for bindings::Error {
     }
 }
 
+/// An error the daemon classified on the plugin's behalf (a host call's), kept as it is.
+impl From<bindings::Error> for PluginError {
+    fn from(error: bindings::Error) -> Self {
+        match error {
+            bindings::Error::Retriable(retriable) => Self::Retriable {
+                message: retriable.message,
+                retry_after: retriable.retry_after_ms.map(Duration::from_millis),
+            },
+            bindings::Error::Permanent(message) => Self::Permanent { message },
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,6 +144,20 @@ mod tests {
         assert_eq!(lower(flaky), ("retriable", "flaky".into(), None));
         let bad = PluginError::permanent("bad payload");
         assert_eq!(lower(bad), ("permanent", "bad payload".into(), None));
+    }
+
+    #[test]
+    fn a_host_error_keeps_its_class_message_and_delay() {
+        for error in [
+            PluginError::retriable_after("HTTP 503", Duration::from_millis(2500)),
+            PluginError::retriable("reset"),
+            PluginError::permanent("refused"),
+        ] {
+            assert_eq!(
+                PluginError::from(bindings::Error::from(error.clone())),
+                error
+            );
+        }
     }
 
     #[test]

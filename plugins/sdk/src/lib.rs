@@ -30,8 +30,9 @@
 //! requests through the daemon's allowlist, [`rate_limit`] reads how long a server asks
 //! to wait, [`paging`] follows an API's pages into one `{items, truncated, next}`
 //! envelope, [`time`] checks and normalises timestamps, [`vocabulary`] is the shape
-//! every integration gives a repository, commit, pull request, issue and person, and
-//! [`parse_payload`] /
+//! every integration gives a repository, commit, pull request, issue and person,
+//! [`workspace`] has the daemon download and unpack an archive into the job's own
+//! directory, and [`parse_payload`] /
 //! [`to_json`] turn JSON payloads and results into typed values with the right error
 //! class.
 
@@ -45,6 +46,7 @@ pub mod paging;
 pub mod rate_limit;
 pub mod time;
 pub mod vocabulary;
+pub mod workspace;
 
 pub use error::PluginError;
 

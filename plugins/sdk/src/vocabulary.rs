@@ -1,6 +1,6 @@
 //! One output vocabulary for the integrations: the shapes a repository, commit, pull
-//! (or merge) request, issue and person take in every plugin's results, whatever the
-//! source calls its fields. Timestamps are RFC 3339 UTC (see [`crate::time`]); states
+//! (or merge) request, issue, project, team, person and checkout (what a `clone`
+//! returns) take in every plugin's results, whatever the source calls its fields. Timestamps are RFC 3339 UTC (see [`crate::time`]); states
 //! are one small vocabulary per kind, with the source's own value kept beside it.
 //!
 //! The JSON Schemas in `plugins/NAME/schema/` describe these shapes; this module must
@@ -163,6 +163,86 @@ pub struct Issue {
     pub closed_at: Option<String>,
 }
 
+/// A project that issues belong to (a Jira project).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Project {
+    /// The source's id, as text.
+    pub id: String,
+    /// Its key, the prefix of its issues' keys (`PROJ`).
+    pub key: String,
+    /// Its name.
+    pub name: String,
+    /// Its kind in the source's words (Jira's `software`, `business`), where it has one.
+    #[serde(rename = "type")]
+    pub project_type: Option<String>,
+}
+
+/// A team that issues belong to (a Linear team).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Team {
+    /// The source's id.
+    pub id: String,
+    /// Its key, the prefix of its issues' keys (`ENG`).
+    pub key: String,
+    /// Its name.
+    pub name: String,
+}
+
+/// What every `clone` command returns: a repository's files at one commit, unpacked by
+/// the daemon into the job's workspace, where they stay until the job is pruned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Checkout {
+    /// `owner/name` (`group/subgroup/name` on GitLab, `workspace/repo` on Bitbucket).
+    pub repository: String,
+    /// The ref asked for, or the default branch when none was.
+    #[serde(rename = "ref")]
+    pub reference: String,
+    /// The full hash of the commit the ref pointed at: the files are that commit's.
+    pub sha: String,
+    /// The workspace on the daemon's machine (`<data-dir>/workspaces/<job-id>`).
+    pub path: String,
+    /// Regular files written.
+    pub files: u64,
+    /// Bytes of the files written.
+    pub bytes: u64,
+    /// Symbolic and hard links in the repository, none of which was created.
+    pub skipped_links: u64,
+}
+
+impl Checkout {
+    /// The checkout of `repository` at `reference` (commit `sha`), as `unpacked`.
+    pub fn new(
+        repository: String,
+        reference: String,
+        sha: String,
+        unpacked: &crate::workspace::Unpacked,
+    ) -> Self {
+        Self {
+            repository,
+            reference,
+            sha,
+            path: unpacked.host_path.clone(),
+            files: unpacked.files,
+            bytes: unpacked.bytes,
+            skipped_links: unpacked.skipped_links,
+        }
+    }
+}
+
+/// Checks that `sha`, as an API gave it, is a full commit hash (40 hex digits, or 64
+/// for a SHA-256 repository), lowercased: it goes into the archive's URL.
+pub fn commit_hash(sha: &str) -> Result<String, crate::PluginError> {
+    let sha = sha.trim();
+    if matches!(sha.len(), 40 | 64) && sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(sha.to_ascii_lowercase())
+    } else {
+        Err(crate::PluginError::permanent(format!(
+            "the API answered {:?} where a commit hash was expected",
+            &sha[..sha.floor_char_boundary(80)]
+        )))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,6 +267,50 @@ mod tests {
             })
         );
         assert_eq!(Person::from_signature("", None), None);
+    }
+
+    #[test]
+    fn projects_and_teams_keep_their_keys() {
+        let project = Project {
+            id: "10000".into(),
+            key: "PROJ".into(),
+            name: "Project".into(),
+            project_type: Some("software".into()),
+        };
+        assert_eq!(
+            serde_json::to_value(&project).unwrap(),
+            serde_json::json!({"id": "10000", "key": "PROJ", "name": "Project", "type": "software"})
+        );
+        let team = Team {
+            id: "t1".into(),
+            key: "ENG".into(),
+            name: "Engineering".into(),
+        };
+        assert_eq!(
+            serde_json::to_value(&team).unwrap(),
+            serde_json::json!({"id": "t1", "key": "ENG", "name": "Engineering"})
+        );
+    }
+
+    #[test]
+    fn commit_hashes_are_full_and_lowercase() {
+        let sha = "7FD1A60B01F91B314F59955A4E4D4E80D8EDF11D";
+        assert_eq!(commit_hash(sha).unwrap(), sha.to_ascii_lowercase());
+        assert_eq!(
+            commit_hash(&format!(" {}\n", "a".repeat(64)))
+                .unwrap()
+                .len(),
+            64
+        );
+        for bad in [
+            "",
+            "7fd1a60",
+            "../../etc/passwd",
+            &"g".repeat(40),
+            "{\"sha\":1}",
+        ] {
+            assert!(commit_hash(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -28,12 +28,13 @@ impl Received {
     }
 }
 
-/// One answer: its status, headers besides the stub's own (`content-type: application/json`,
-/// `content-length`, `connection: close`), and body.
+/// One answer: its status, headers besides the stub's own (`content-type:
+/// application/json` unless the reply names one, `content-length`, `connection:
+/// close`), and body.
 pub struct Reply {
     pub status: u16,
     pub headers: Vec<(String, String)>,
-    pub body: String,
+    pub body: Vec<u8>,
 }
 
 impl Reply {
@@ -41,7 +42,16 @@ impl Reply {
         Self {
             status,
             headers: Vec::new(),
-            body: body.to_owned(),
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    /// A binary answer (an archive, say) of `content_type`.
+    pub fn bytes(status: u16, content_type: &str, body: Vec<u8>) -> Self {
+        Self {
+            status,
+            headers: vec![("content-type".into(), content_type.to_owned())],
+            body,
         }
     }
 
@@ -51,7 +61,7 @@ impl Reply {
         Self {
             status,
             headers: vec![("location".into(), location.to_owned())],
-            body: "the redirect's own body".into(),
+            body: b"the redirect's own body".to_vec(),
         }
     }
 }
@@ -145,11 +155,17 @@ impl HttpStub {
                         .iter()
                         .map(|(name, value)| format!("{name}: {value}\r\n"))
                         .collect();
-                    let response = format!(
-                        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{extra}connection: close\r\n\r\n{body}",
+                    let content_type = if headers.iter().any(|(name, _)| name == "content-type") {
+                        ""
+                    } else {
+                        "content-type: application/json\r\n"
+                    };
+                    let head = format!(
+                        "HTTP/1.1 {status} X\r\n{content_type}content-length: {}\r\n{extra}connection: close\r\n\r\n",
                         body.len()
                     );
-                    let _ = socket.write_all(response.as_bytes()).await;
+                    let _ = socket.write_all(head.as_bytes()).await;
+                    let _ = socket.write_all(&body).await;
                     let _ = socket.shutdown().await;
                 });
             }

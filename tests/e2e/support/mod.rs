@@ -1,7 +1,8 @@
 //! Fixtures: a data directory with plugins, the daemon process, gRPC clients, the CLI,
-//! a small HTTP server standing in for external APIs, and a checker of the plugins'
-//! result schemas.
+//! a small HTTP server standing in for external APIs, archives for the fake forges,
+//! and a checker of the plugins' result schemas.
 
+pub mod archive;
 mod daemon;
 mod http;
 mod schema;
