@@ -1,6 +1,6 @@
 //! Flow control through the daemon, on SQLite and on PostgreSQL alike: unique jobs
-//! (concurrent duplicates give one job; reject and replace), and bulk submits that
-//! store every job or none. Each behaviour runs once per backend (`sqlite_*`,
+//! (concurrent duplicates give one job; reject and replace), bulk submits that store
+//! every job or none, and retry and cancel one by one or in bulk. Each behaviour runs once per backend (`sqlite_*`,
 //! `postgres_*`).
 
 use std::collections::HashSet;
@@ -11,7 +11,7 @@ use tonic::Code;
 use tonic::transport::Channel;
 
 use crate::support::{
-    Daemon, DataDir, finished, honeydew, queue, result_text, running, stderr, stdout, submit,
+    Daemon, DataDir, finished, get, honeydew, queue, result_text, running, stderr, stdout, submit,
 };
 
 /// A daemon on one backend: SQLite in its data directory, or a PostgreSQL schema.
@@ -69,6 +69,8 @@ on_both_backends!(
     a_unique_submit_may_ask_to_be_refused_or_to_replace_the_payload,
     a_batch_with_one_invalid_job_commits_none,
     the_cli_submits_with_a_unique_key_and_in_batches,
+    failed_jobs_are_retried_one_by_one_and_in_bulk,
+    pending_jobs_are_cancelled_in_bulk_and_running_ones_finish,
 );
 
 fn unique_request(key: &str, on_conflict: OnConflict, payload: &str) -> pb::SubmitJobRequest {
@@ -94,8 +96,17 @@ async fn list_all(channel: &Channel) -> Vec<pb::Job> {
 }
 
 async fn concurrent_duplicate_submits_give_one_job(postgres: bool) {
-    let backend = Backend::start(postgres, &["echo"], &[]).await;
+    // One worker, held by a long job: the unique job stays pending (an echo job would
+    // complete at once and free its key, rightly letting the next submit in).
+    let backend = Backend::start(
+        postgres,
+        &["echo", "spin"],
+        &["--workers", "1", "--timeout-ms", "120000"],
+    )
+    .await;
     let channel = backend.daemon.connect().await;
+    let blocker = submit(&channel, "spin.sleep", r#"{"ms": 60000}"#).await;
+    running(&channel, &blocker).await;
     let mut submits = tokio::task::JoinSet::new();
     for _ in 0..32 {
         let channel = channel.clone();
@@ -116,7 +127,15 @@ async fn concurrent_duplicate_submits_give_one_job(postgres: bool) {
         .filter(|a| a.outcome() == SubmitOutcome::Created)
         .count();
     assert_eq!(created, 1, "one of them created it, the others were told");
-    assert_eq!(list_all(&channel).await.len(), 1, "one job stored");
+    assert_eq!(
+        list_all(&channel).await.len(),
+        2,
+        "the blocker and one unique job"
+    );
+    queue(&channel)
+        .cancel_job(pb::CancelJobRequest { job_id: blocker })
+        .await
+        .unwrap();
     let id = answers[0].job_id.clone();
     assert_eq!(finished(&channel, &id).await.status(), JobStatus::Completed);
     // Once it completed, the key is free again (pending and running count by default).
@@ -326,5 +345,120 @@ async fn the_cli_submits_with_a_unique_key_and_in_batches(postgres: bool) {
         list_all(&channel).await.len(),
         4,
         "blocker, unique, two of the batch"
+    );
+}
+
+async fn failed_jobs_are_retried_one_by_one_and_in_bulk(postgres: bool) {
+    let backend = Backend::start(postgres, &["echo", "permanent"], &[]).await;
+    let channel = backend.daemon.connect().await;
+    let dir = backend.data.path();
+    let mut failed = Vec::new();
+    for n in 0..3 {
+        let id = submit(
+            &channel,
+            "permanent.fail",
+            &format!(r#"{{"message": "no {n}"}}"#),
+        )
+        .await;
+        assert_eq!(finished(&channel, &id).await.status(), JobStatus::Failed);
+        failed.push(id);
+    }
+    let done = submit(&channel, "echo.echo", "{}").await;
+    assert_eq!(
+        finished(&channel, &done).await.status(),
+        JobStatus::Completed
+    );
+
+    // One by one: it runs again, as its second attempt.
+    let retried = honeydew(dir, &["retry", &failed[0]], "");
+    assert!(retried.status.success(), "{}", stderr(&retried));
+    let again = finished(&channel, &failed[0]).await;
+    assert_eq!((again.status(), again.attempt), (JobStatus::Failed, 2));
+    // A completed job is not retried, and says why.
+    let refused = honeydew(dir, &["retry", &done], "");
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("only a failed or cancelled job"),
+        "{}",
+        stderr(&refused)
+    );
+
+    // In bulk: every failed job of the command, and no other.
+    let bulk = honeydew(
+        dir,
+        &["retry", "--status", "failed", "--command", "permanent.fail"],
+        "",
+    );
+    assert!(bulk.status.success(), "{}", stderr(&bulk));
+    assert_eq!(stdout(&bulk).trim(), "retried 3 jobs");
+    for (id, attempts) in failed.iter().zip([3, 2, 2]) {
+        let job = finished(&channel, id).await;
+        assert_eq!(
+            (job.status(), job.attempt),
+            (JobStatus::Failed, attempts),
+            "{id}"
+        );
+    }
+    assert_eq!(
+        get(&channel, &done).await.attempt,
+        1,
+        "the completed job was left alone"
+    );
+    let none = honeydew(
+        dir,
+        &[
+            "retry",
+            "--command",
+            "permanent.fail",
+            "--since",
+            "1970-01-01T00:00:00Z",
+            "--status",
+            "cancelled",
+        ],
+        "",
+    );
+    assert_eq!(stdout(&none).trim(), "retried 0 jobs", "{}", stderr(&none));
+}
+
+async fn pending_jobs_are_cancelled_in_bulk_and_running_ones_finish(postgres: bool) {
+    let backend = Backend::start(
+        postgres,
+        &["echo", "spin"],
+        &["--workers", "1", "--timeout-ms", "120000"],
+    )
+    .await;
+    let channel = backend.daemon.connect().await;
+    let dir = backend.data.path();
+    let blocker = submit(&channel, "spin.sleep", r#"{"ms": 1500}"#).await;
+    running(&channel, &blocker).await;
+    let mut waiting = Vec::new();
+    for _ in 0..4 {
+        waiting.push(submit(&channel, "echo.echo", "{}").await);
+    }
+    let other = submit(&channel, "spin.sleep", r#"{"ms": 1}"#).await;
+    let bulk = honeydew(dir, &["cancel", "--command", "echo.echo"], "");
+    assert!(bulk.status.success(), "{}", stderr(&bulk));
+    assert_eq!(stdout(&bulk).trim(), "cancelled 4 pending jobs");
+    for id in &waiting {
+        assert_eq!(get(&channel, id).await.status(), JobStatus::Cancelled);
+    }
+    let refused = honeydew(
+        dir,
+        &["cancel", "--status", "running", "--command", "spin.sleep"],
+        "",
+    );
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("cancel a running job by its id"),
+        "{}",
+        stderr(&refused)
+    );
+    assert_eq!(
+        finished(&channel, &blocker).await.status(),
+        JobStatus::Completed
+    );
+    assert_eq!(
+        finished(&channel, &other).await.status(),
+        JobStatus::Completed
     );
 }

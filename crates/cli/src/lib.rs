@@ -109,10 +109,23 @@ enum ClientCommand {
     },
     /// List jobs, newest first
     List(ListArgs),
-    /// Cancel a pending or running job
+    /// Cancel a pending or running job; or, with --command/--since, every pending one
+    /// that matches
     Cancel {
         /// The job id
-        id: String,
+        #[arg(required_unless_present_any = ["command", "since"], conflicts_with_all = ["command", "since"])]
+        id: Option<String>,
+        #[command(flatten)]
+        bulk: BulkArgs,
+    },
+    /// Put a failed or cancelled job back to pending with a fresh retry budget; or, with
+    /// --command/--since, every one that matches
+    Retry {
+        /// The job id
+        #[arg(required_unless_present_any = ["command", "since", "status"], conflicts_with_all = ["command", "since", "status"])]
+        id: Option<String>,
+        #[command(flatten)]
+        bulk: BulkArgs,
     },
     /// Delete finished jobs past the daemon's retention (or older than --older-than)
     Prune {
@@ -172,6 +185,49 @@ struct SubmitArgs {
     /// all of them are stored, or none is. Prints the ids in order
     #[arg(long, value_name = "FILE.jsonl|-", conflicts_with_all = ["payload", "unique_key"])]
     batch: Option<String>,
+}
+
+/// Which jobs a bulk cancel or retry takes.
+#[derive(Args, Debug)]
+struct BulkArgs {
+    /// Only jobs in this state [default: pending for cancel, failed for retry]
+    #[arg(long, value_enum)]
+    status: Option<StatusArg>,
+    /// Only jobs of this command
+    #[arg(long, value_name = "PLUGIN.COMMAND")]
+    command: Option<String>,
+    /// Only jobs submitted since: an RFC 3339 instant, or an age such as 2h or 7d
+    #[arg(long, value_name = "WHEN", value_parser = parse_since)]
+    since: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl BulkArgs {
+    fn request(&self) -> pb::BulkJobsRequest {
+        pb::BulkJobsRequest {
+            status: self
+                .status
+                .map_or(pb::JobStatus::Unspecified, pb::JobStatus::from)
+                .into(),
+            command: self.command.clone(),
+            since: self.since.map(|at| prost_types::Timestamp {
+                seconds: at.timestamp(),
+                nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0),
+            }),
+        }
+    }
+}
+
+/// `--since`: an RFC 3339 instant, or an age before now.
+fn parse_since(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    if let Ok(at) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(at.with_timezone(&chrono::Utc));
+    }
+    let age = humantime::parse_duration(text)
+        .map_err(|_| format!("{text:?} is neither an RFC 3339 instant nor an age such as 2h"))?;
+    chrono::TimeDelta::from_std(age)
+        .ok()
+        .and_then(|age| chrono::Utc::now().checked_sub_signed(age))
+        .ok_or_else(|| format!("{text:?} is too long ago"))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -543,7 +599,43 @@ async fn run(
         }
         ClientCommand::Wait { id } => wait_and_print(channel, id, json).await,
         ClientCommand::List(args) => list(channel, args, json).await,
-        ClientCommand::Cancel { id } => {
+        ClientCommand::Cancel { id: None, bulk } => {
+            let count = queue(channel)
+                .cancel_jobs(bulk.request())
+                .await?
+                .into_inner()
+                .count;
+            if json {
+                output::print_json(&serde_json::json!({"cancelled": count}));
+            } else {
+                println!("cancelled {count} pending jobs");
+            }
+            Ok(())
+        }
+        ClientCommand::Retry { id: None, bulk } => {
+            let count = queue(channel)
+                .retry_jobs(bulk.request())
+                .await?
+                .into_inner()
+                .count;
+            if json {
+                output::print_json(&serde_json::json!({"retried": count}));
+            } else {
+                println!("retried {count} jobs");
+            }
+            Ok(())
+        }
+        ClientCommand::Retry { id: Some(id), .. } => {
+            let request = pb::RetryJobRequest { job_id: id.clone() };
+            queue(channel).retry_job(request).await?;
+            if json {
+                output::print_json(&serde_json::json!({"job_id": id, "outcome": "pending"}));
+            } else {
+                println!("job {id} is pending again, with a fresh retry budget");
+            }
+            Ok(())
+        }
+        ClientCommand::Cancel { id: Some(id), .. } => {
             let request = pb::CancelJobRequest { job_id: id.clone() };
             let response = queue(channel).cancel_job(request).await?.into_inner();
             let outcome = response.outcome();

@@ -301,6 +301,20 @@ pub enum StoreError {
     },
 }
 
+/// Which jobs a bulk retry or cancel acts on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BulkFilter {
+    /// Only jobs in this state.
+    pub status: JobStatus,
+    /// Only jobs of this command.
+    pub command: Option<String>,
+    /// Only jobs submitted at or after this instant.
+    pub since: Option<DateTime<Utc>>,
+    /// Only jobs whose id comes after this one (the previous batch's last), so that a
+    /// bulk action visits each job once however the jobs move meanwhile.
+    pub after: Option<JobId>,
+}
+
 /// What a submit with a unique key asks: which earlier job holding the key blocks it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Uniqueness {
@@ -353,6 +367,29 @@ pub trait JobStore: Send + Sync + 'static {
     /// holds the key from then on.
     async fn insert_unique(&self, job: Job, unique: Uniqueness)
     -> Result<UniqueInsert, StoreError>;
+
+    /// Puts a failed or cancelled job back to `pending`, due now, with a fresh retry
+    /// budget (`retry_count` 0, error cleared; its attempts so far are kept).
+    /// [`StoreError::StaleTransition`] when it is in another state.
+    async fn retry_job(&self, id: JobId, now: DateTime<Utc>) -> Result<QueuedJob, StoreError>;
+
+    /// Like [`JobStore::retry_job`] for up to `limit` jobs matching `filter` (whose
+    /// status must be failed or cancelled), in id order; what was retried.
+    async fn retry_matching(
+        &self,
+        filter: BulkFilter,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<QueuedJob>, StoreError>;
+
+    /// Cancels up to `limit` pending jobs matching `filter` (whose status must be
+    /// pending), in id order; the ids cancelled.
+    async fn cancel_matching(
+        &self,
+        filter: BulkFilter,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<JobId>, StoreError>;
 
     /// Moves a pending, eligible job to `running` and opens its attempt. `Ok(None)` when
     /// the job is no longer pending (cancelled meanwhile, claimed elsewhere) or not yet

@@ -8,10 +8,11 @@ mod support;
 use std::collections::HashSet;
 
 use chrono::{SubsecRound, TimeDelta, Utc};
-use honeydew_core::job::{ErrorKind, Job, JobStatus, PluginRef};
+use honeydew_core::job::{ErrorKind, Job, JobId, JobStatus, PluginRef};
 use honeydew_core::schedule::{MisfirePolicy, Schedule};
 use honeydew_core::store::{
-    AttemptReport, Claimed, JobFilter, Outcome, Store, StoreError, UniqueInsert, Uniqueness,
+    AttemptReport, BulkFilter, Claimed, JobFilter, Outcome, Store, StoreError, UniqueInsert,
+    Uniqueness,
 };
 use support::Fixture;
 
@@ -64,6 +65,8 @@ contract!(
     a_unique_key_is_held_only_in_the_states_and_window_asked_for,
     a_replacing_submit_gives_a_pending_holder_the_new_payload,
     a_pruned_holder_frees_its_key,
+    retry_puts_a_failed_job_back_with_a_fresh_budget,
+    bulk_retry_and_cancel_act_on_matching_jobs_in_batches,
 );
 
 fn job(command: &str, payload: &[u8], priority: i64) -> Job {
@@ -1080,5 +1083,125 @@ async fn a_pruned_holder_frees_its_key(fx: Fixture) {
             .unwrap(),
         UniqueInsert::Inserted,
         "the key went with its job"
+    );
+}
+
+async fn fail(store: &Store, job: &Job) {
+    let claimed = insert_running(store, job).await;
+    let failed = Outcome::Failed {
+        kind: ErrorKind::PluginError,
+        error: "boom".into(),
+    };
+    store
+        .finish(job.id, claimed.attempt, failed, report())
+        .await
+        .unwrap();
+}
+
+async fn retry_puts_a_failed_job_back_with_a_fresh_budget(fx: Fixture) {
+    let store = fx.open().await;
+    let failed = job("echo.echo", b"{}", 3);
+    fail(&store, &failed).await;
+    let now = Utc::now().trunc_subsecs(3);
+    let queued = store.retry_job(failed.id, now).await.unwrap();
+    assert_eq!(
+        (queued.id, queued.priority, queued.run_at),
+        (failed.id, 3, now)
+    );
+    let back = store.get_job(failed.id).await.unwrap();
+    assert_eq!(back.status, JobStatus::Pending);
+    assert_eq!(
+        (back.retry_count, back.error.clone(), back.completed_at),
+        (0, None, None)
+    );
+    // It runs again as its second attempt; the first is kept.
+    let again = store
+        .claim(failed.id, 1, Utc::now())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.attempt, 2);
+    assert_eq!(store.attempts(failed.id).await.unwrap().len(), 2);
+    // A running (or pending, or completed) job is not retried.
+    assert!(matches!(
+        store.retry_job(failed.id, Utc::now()).await,
+        Err(StoreError::StaleTransition { .. })
+    ));
+    assert!(matches!(
+        store.retry_job(JobId::new(), Utc::now()).await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+async fn bulk_retry_and_cancel_act_on_matching_jobs_in_batches(fx: Fixture) {
+    let store = fx.open().await;
+    let mut failed = Vec::new();
+    for n in 0..7 {
+        let command = if n < 5 { "github.commits" } else { "echo.echo" };
+        let job = job(command, b"{}", 0);
+        fail(&store, &job).await;
+        failed.push(job.id);
+    }
+    let filter = BulkFilter {
+        status: JobStatus::Failed,
+        command: Some("github.commits".into()),
+        since: None,
+        after: None,
+    };
+    // Two batches of three, then the rest, each after the previous one's last id.
+    let first = store
+        .retry_matching(filter.clone(), Utc::now(), 3)
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 3);
+    let second = BulkFilter {
+        after: first.last().map(|job| job.id),
+        ..filter.clone()
+    };
+    let rest = store.retry_matching(second, Utc::now(), 3).await.unwrap();
+    assert_eq!(rest.len(), 2);
+    let retried: HashSet<_> = first.iter().chain(&rest).map(|job| job.id).collect();
+    assert_eq!(retried, failed[..5].iter().copied().collect());
+    for id in &failed[5..] {
+        assert_eq!(store.get_job(*id).await.unwrap().status, JobStatus::Failed);
+    }
+    // A `since` later than every job matches none.
+    let later = BulkFilter {
+        status: JobStatus::Failed,
+        command: None,
+        since: Some(Utc::now() + TimeDelta::hours(1)),
+        after: None,
+    };
+    assert!(
+        store
+            .retry_matching(later, Utc::now(), 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // The five are pending again: cancel them in bulk, and nothing else.
+    let pending = BulkFilter {
+        status: JobStatus::Pending,
+        command: Some("github.commits".into()),
+        since: None,
+        after: None,
+    };
+    let other = job("echo.echo", b"{}", 0);
+    store.insert_job(other.clone()).await.unwrap();
+    let cancelled = store
+        .cancel_matching(pending, Utc::now(), 100)
+        .await
+        .unwrap();
+    assert_eq!(cancelled.len(), 5);
+    for id in &cancelled {
+        assert_eq!(
+            store.get_job(*id).await.unwrap().status,
+            JobStatus::Cancelled
+        );
+    }
+    assert_eq!(
+        store.get_job(other.id).await.unwrap().status,
+        JobStatus::Pending
     );
 }

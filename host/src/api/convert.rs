@@ -38,6 +38,20 @@ pub fn status_to_pb(status: JobStatus) -> pb::JobStatus {
     }
 }
 
+/// An optional instant from a message, checked: `None` when absent.
+pub fn instant(field: &str, value: Option<Timestamp>) -> Result<Option<DateTime<Utc>>, Status> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    let nanos = u32::try_from(value.nanos)
+        .ok()
+        .filter(|n| *n < 1_000_000_000);
+    nanos
+        .and_then(|nanos| DateTime::from_timestamp(value.seconds, nanos))
+        .map(Some)
+        .ok_or_else(|| Status::invalid_argument(format!("{field} is not a valid instant")))
+}
+
 /// A status filter: `None` for "any".
 pub fn status_filter(value: i32) -> Result<Option<JobStatus>, Status> {
     match pb::JobStatus::try_from(value) {

@@ -9,9 +9,9 @@ use super::ApiState;
 use super::convert::{self, LIST_LIMIT_MAX};
 use super::pb::{self, queue_server::Queue};
 use super::watch;
-use crate::job::{Job, JobId};
+use crate::job::{Job, JobId, JobStatus};
 use crate::queue::{CancelOutcome, MAX_BATCH_JOBS, SubmitError};
-use crate::store::JobFilter;
+use crate::store::{JobFilter, StoreError};
 
 /// Per job of a full `ListJobs` page, what the message costs besides payload and result.
 const JOB_OVERHEAD_BYTES: usize = 512;
@@ -87,6 +87,71 @@ impl Queue for QueueService {
         };
         Ok(Response::new(pb::CancelJobResponse {
             outcome: outcome.into(),
+        }))
+    }
+
+    async fn cancel_jobs(
+        &self,
+        request: Request<pb::BulkJobsRequest>,
+    ) -> Result<Response<pb::BulkJobsResponse>, Status> {
+        let request = request.into_inner();
+        match convert::status_filter(request.status)? {
+            None | Some(JobStatus::Pending) => {}
+            Some(status) => {
+                return Err(Status::invalid_argument(format!(
+                    "CancelJobs takes pending jobs, not {status}: cancel a running job by its id"
+                )));
+            }
+        }
+        let since = convert::instant("since", request.since)?;
+        let count = self
+            .state
+            .manager
+            .cancel_matching(request.command, since)
+            .await
+            .map_err(convert::store_status)?;
+        Ok(Response::new(pb::BulkJobsResponse {
+            count: count as u64,
+        }))
+    }
+
+    async fn retry_job(
+        &self,
+        request: Request<pb::RetryJobRequest>,
+    ) -> Result<Response<pb::RetryJobResponse>, Status> {
+        let id = convert::parse_job_id("job_id", &request.into_inner().job_id)?;
+        match self.state.manager.retry(id).await {
+            Ok(()) => Ok(Response::new(pb::RetryJobResponse {})),
+            Err(StoreError::StaleTransition { actual, .. }) => Err(Status::failed_precondition(
+                format!("job {id} is {actual}: only a failed or cancelled job is retried"),
+            )),
+            Err(err) => Err(convert::store_status(err)),
+        }
+    }
+
+    async fn retry_jobs(
+        &self,
+        request: Request<pb::BulkJobsRequest>,
+    ) -> Result<Response<pb::BulkJobsResponse>, Status> {
+        let request = request.into_inner();
+        let status = match convert::status_filter(request.status)? {
+            None | Some(JobStatus::Failed) => JobStatus::Failed,
+            Some(JobStatus::Cancelled) => JobStatus::Cancelled,
+            Some(status) => {
+                return Err(Status::invalid_argument(format!(
+                    "RetryJobs takes failed or cancelled jobs, not {status}"
+                )));
+            }
+        };
+        let since = convert::instant("since", request.since)?;
+        let count = self
+            .state
+            .manager
+            .retry_matching(status, request.command, since)
+            .await
+            .map_err(convert::store_status)?;
+        Ok(Response::new(pb::BulkJobsResponse {
+            count: count as u64,
         }))
     }
 

@@ -27,8 +27,8 @@ use tokio_util::sync::CancellationToken;
 use super::{JobQueue, QueuedJob};
 use crate::job::{Job, JobId, JobStatus};
 use crate::store::{
-    AttemptReport, ClaimNext, Claimed, JobChange, JobFilter, JobPage, Outcome, Store, StoreError,
-    UniqueInsert, Uniqueness,
+    AttemptReport, BulkFilter, ClaimNext, Claimed, JobChange, JobFilter, JobPage, Outcome, Store,
+    StoreError, UniqueInsert, Uniqueness,
 };
 
 /// What a command's plugin asks for by default.
@@ -238,6 +238,9 @@ const OUTCOME_RETRY_MAX: Duration = Duration::from_secs(5);
 /// On a shared store, the longest a worker with nothing to do waits before it looks at
 /// the database again, should a wake-up have been lost.
 const SHARED_SAFETY_POLL: Duration = Duration::from_secs(5);
+
+/// How many jobs one write of a bulk retry or cancel changes.
+const BULK_BATCH: usize = 500;
 
 /// How many times a cancel looks again at a job that keeps moving under it.
 const CANCEL_LOOKS: usize = 50;
@@ -486,6 +489,110 @@ impl Manager {
             }
         }
         Err(CancelError::Busy(id))
+    }
+
+    /// Puts a failed or cancelled job back to pending with a fresh retry budget, and
+    /// queues it. [`StoreError::StaleTransition`] when it is in another state.
+    pub async fn retry(&self, id: JobId) -> Result<(), StoreError> {
+        let queued = self.store.retry_job(id, Utc::now()).await?;
+        self.requeued(queued);
+        Ok(())
+    }
+
+    /// Retries every job in `status` (failed or cancelled) of `command` (any when
+    /// `None`) submitted since `since`, in batches; how many.
+    pub async fn retry_matching(
+        &self,
+        status: JobStatus,
+        command: Option<String>,
+        since: Option<DateTime<Utc>>,
+    ) -> Result<usize, StoreError> {
+        let mut filter = BulkFilter {
+            status,
+            command,
+            since,
+            after: None,
+        };
+        let mut count = 0;
+        loop {
+            let batch = self
+                .store
+                .retry_matching(filter.clone(), Utc::now(), BULK_BATCH)
+                .await?;
+            count += batch.len();
+            let Some(last) = batch.last().map(|job| job.id) else {
+                break;
+            };
+            let full = batch.len() == BULK_BATCH;
+            for queued in batch {
+                self.requeued(queued);
+            }
+            if !full {
+                break;
+            }
+            filter.after = Some(last);
+        }
+        tracing::info!(status = %filter.status, command = filter.command.as_deref(), count, "jobs retried in bulk");
+        Ok(count)
+    }
+
+    /// Cancels every pending job of `command` (any when `None`) submitted since
+    /// `since`, in batches; how many.
+    pub async fn cancel_matching(
+        &self,
+        command: Option<String>,
+        since: Option<DateTime<Utc>>,
+    ) -> Result<usize, StoreError> {
+        let mut filter = BulkFilter {
+            status: JobStatus::Pending,
+            command,
+            since,
+            after: None,
+        };
+        let mut count = 0;
+        loop {
+            let batch = self
+                .store
+                .cancel_matching(filter.clone(), Utc::now(), BULK_BATCH)
+                .await?;
+            count += batch.len();
+            for &id in &batch {
+                self.queue.remove(id);
+                let _ = self.events.send(JobEvent {
+                    id,
+                    status: JobStatus::Cancelled,
+                    retry_count: 0,
+                    attempt: 0,
+                    error: None,
+                    at: Utc::now(),
+                });
+            }
+            if batch.len() < BULK_BATCH {
+                break;
+            }
+            filter.after = batch.last().copied();
+        }
+        tracing::info!(
+            command = filter.command.as_deref(),
+            count,
+            "pending jobs cancelled in bulk"
+        );
+        Ok(count)
+    }
+
+    /// Queues a job that a retry put back to pending, and publishes it.
+    fn requeued(&self, queued: QueuedJob) {
+        let id = queued.id;
+        self.enqueue(queued);
+        tracing::info!(job_id = %id, "job retried on request: pending again with a fresh retry budget");
+        let _ = self.events.send(JobEvent {
+            id,
+            status: JobStatus::Pending,
+            retry_count: 0,
+            attempt: 0,
+            error: None,
+            at: Utc::now(),
+        });
     }
 
     /// Takes a just-cancelled pending job out of the queue, logs and publishes it.

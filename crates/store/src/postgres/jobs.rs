@@ -8,8 +8,8 @@ use chrono::{DateTime, Datelike, Utc};
 use deadpool_postgres::GenericClient;
 use honeydew_core::job::{ErrorKind, Job, JobId, JobStatus, PluginRef, QueuedJob};
 use honeydew_core::store::{
-    AttemptReport, AttemptRow, Claimed, DIED_DURING_ATTEMPT, JobFilter, JobPage, Outcome,
-    RecoveredJobs, StoreError, UniqueInsert, Uniqueness,
+    AttemptReport, AttemptRow, BulkFilter, Claimed, DIED_DURING_ATTEMPT, JobFilter, JobPage,
+    Outcome, RecoveredJobs, StoreError, UniqueInsert, Uniqueness,
 };
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
@@ -251,6 +251,124 @@ pub(super) async fn cancel_pending(
     match client.execute(&statement, &[&id.as_uuid(), &now]).await? {
         1 => Ok(()),
         _ => Err(stale(client, id, JobStatus::Pending).await),
+    }
+}
+
+/// The reset of a retried job: pending, due now, a fresh retry budget.
+const RETRY_SET: &str = "status = 'pending', retry_count = 0, error = NULL, error_kind = NULL, \
+     result = NULL, completed_at = NULL, started_at = NULL, run_at = $1, updated_at = $1, \
+     node_id = NULL, cancel_requested = false";
+
+/// The `WHERE` of a bulk action: `$2` status, `$3` command, `$4` since, `$5` after,
+/// `$6` limit, in id order, skipping rows another session holds.
+const BULK_MATCH: &str = "id IN (SELECT id FROM jobs WHERE status = $2 \
+     AND ($3::text IS NULL OR command = $3) AND ($4::timestamptz IS NULL OR created_at >= $4) \
+     AND ($5::uuid IS NULL OR id > $5) ORDER BY id LIMIT $6 FOR UPDATE SKIP LOCKED)";
+
+fn queued_of(row: &Row) -> QueuedJob {
+    QueuedJob {
+        id: row.get::<_, Uuid>(0).into(),
+        priority: row.get(1),
+        created_at: row.get(2),
+        run_at: row.get(3),
+    }
+}
+
+/// Retries one failed or cancelled job.
+pub(super) async fn retry_job(
+    client: &impl GenericClient,
+    id: JobId,
+    now: DateTime<Utc>,
+) -> Result<QueuedJob> {
+    let statement = client
+        .prepare_cached(&format!(
+            "UPDATE jobs SET {RETRY_SET} WHERE id = $2 AND status IN ('failed', 'cancelled') \
+             RETURNING id, priority, created_at, run_at"
+        ))
+        .await?;
+    match client.query_opt(&statement, &[&now, &id.as_uuid()]).await? {
+        Some(row) => Ok(queued_of(&row)),
+        None => Err(stale(client, id, JobStatus::Failed).await),
+    }
+}
+
+/// Retries up to `limit` failed or cancelled jobs matching `filter`.
+pub(super) async fn retry_matching(
+    client: &impl GenericClient,
+    filter: &BulkFilter,
+    now: DateTime<Utc>,
+    limit: usize,
+) -> Result<Vec<QueuedJob>> {
+    let statement = client
+        .prepare_cached(&format!(
+            "UPDATE jobs SET {RETRY_SET} WHERE {BULK_MATCH} \
+             RETURNING id, priority, created_at, run_at"
+        ))
+        .await?;
+    let rows = client
+        .query(&statement, &bulk_params(filter, &now, limit).as_refs())
+        .await?;
+    let mut queued: Vec<QueuedJob> = rows.iter().map(queued_of).collect();
+    queued.sort_by_key(|job| job.id);
+    Ok(queued)
+}
+
+/// Cancels up to `limit` pending jobs matching `filter`.
+pub(super) async fn cancel_matching(
+    client: &impl GenericClient,
+    filter: &BulkFilter,
+    now: DateTime<Utc>,
+    limit: usize,
+) -> Result<Vec<JobId>> {
+    let statement = client
+        .prepare_cached(&format!(
+            "UPDATE jobs SET status = 'cancelled', error = 'cancelled on request', \
+             error_kind = 'cancelled', completed_at = $1, updated_at = $1 WHERE {BULK_MATCH} \
+             RETURNING id"
+        ))
+        .await?;
+    let rows = client
+        .query(&statement, &bulk_params(filter, &now, limit).as_refs())
+        .await?;
+    let mut ids: Vec<JobId> = rows
+        .iter()
+        .map(|row| JobId::from(row.get::<_, Uuid>(0)))
+        .collect();
+    ids.sort();
+    Ok(ids)
+}
+
+/// The parameters of [`BULK_MATCH`], after `$1` (now).
+struct BulkParams<'a> {
+    now: &'a DateTime<Utc>,
+    status: &'static str,
+    command: Option<&'a str>,
+    since: Option<DateTime<Utc>>,
+    after: Option<Uuid>,
+    limit: i64,
+}
+
+impl BulkParams<'_> {
+    fn as_refs(&self) -> [&(dyn ToSql + Sync); 6] {
+        [
+            self.now,
+            &self.status,
+            &self.command,
+            &self.since,
+            &self.after,
+            &self.limit,
+        ]
+    }
+}
+
+fn bulk_params<'a>(filter: &'a BulkFilter, now: &'a DateTime<Utc>, limit: usize) -> BulkParams<'a> {
+    BulkParams {
+        now,
+        status: filter.status.as_str(),
+        command: filter.command.as_deref(),
+        since: filter.since,
+        after: filter.after.map(|id| id.as_uuid()),
+        limit: i64::try_from(limit).unwrap_or(i64::MAX),
     }
 }
 

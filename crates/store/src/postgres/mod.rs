@@ -23,12 +23,12 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use honeydew_core::job::{Job, JobId, JobStatus};
+use honeydew_core::job::{Job, JobId, JobStatus, QueuedJob};
 use honeydew_core::schedule::Schedule;
 use honeydew_core::store::{
-    AttemptReport, AttemptRow, ClaimNext, Claimed, ClusterSignal, CommitStats, JobChange,
-    JobFilter, JobPage, JobStore, Outcome, RecoveredJobs, Rescued, SharedQueue, StoreError,
-    UniqueInsert, Uniqueness,
+    AttemptReport, AttemptRow, BulkFilter, ClaimNext, Claimed, ClusterSignal, CommitStats,
+    JobChange, JobFilter, JobPage, JobStore, Outcome, RecoveredJobs, Rescued, SharedQueue,
+    StoreError, UniqueInsert, Uniqueness,
 };
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_postgres::NoTls;
@@ -348,6 +348,37 @@ impl JobStore for PostgresStore {
             self.committed();
         }
         Ok(inserted)
+    }
+
+    async fn retry_job(&self, id: JobId, now: DateTime<Utc>) -> Result<QueuedJob, StoreError> {
+        let client = self.client().await?;
+        let queued = jobs::retry_job(&client, id, now).await?;
+        self.committed();
+        Ok(queued)
+    }
+
+    async fn retry_matching(
+        &self,
+        filter: BulkFilter,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<QueuedJob>, StoreError> {
+        let client = self.client().await?;
+        let queued = jobs::retry_matching(&client, &filter, now, limit).await?;
+        self.committed();
+        Ok(queued)
+    }
+
+    async fn cancel_matching(
+        &self,
+        filter: BulkFilter,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<JobId>, StoreError> {
+        let client = self.client().await?;
+        let ids = jobs::cancel_matching(&client, &filter, now, limit).await?;
+        self.committed();
+        Ok(ids)
     }
 
     async fn claim(

@@ -11,8 +11,8 @@ use rusqlite::{Connection, OptionalExtension, Row, ToSql, params};
 
 use honeydew_core::job::{ErrorKind, Job, JobId, JobStatus, PluginRef, QueuedJob, UnknownStatus};
 use honeydew_core::store::{
-    AttemptReport, AttemptRow, Claimed, DIED_DURING_ATTEMPT, JobFilter, JobPage, Outcome,
-    RecoveredJobs, StoreError, UniqueInsert, Uniqueness,
+    AttemptReport, AttemptRow, BulkFilter, Claimed, DIED_DURING_ATTEMPT, JobFilter, JobPage,
+    Outcome, RecoveredJobs, StoreError, UniqueInsert, Uniqueness,
 };
 
 use super::Error;
@@ -45,6 +45,111 @@ pub(super) fn cancel_pending(
     } else {
         Err(stale(conn, id, JobStatus::Pending).into())
     }
+}
+
+/// The reset of a retried job: pending, due now, a fresh retry budget.
+const RETRY_SET: &str = "status = 'pending', retry_count = 0, error = NULL, error_kind = NULL, \
+     result = NULL, completed_at = NULL, started_at = NULL, run_at = ?1, updated_at = ?1";
+
+/// Retries one failed or cancelled job.
+pub(super) fn retry_job(
+    conn: &Connection,
+    id: JobId,
+    now: DateTime<Utc>,
+) -> Result<QueuedJob, Error> {
+    let queued = conn
+        .prepare_cached(&format!(
+            "UPDATE jobs SET {RETRY_SET} WHERE id = ?2 AND status IN ('failed', 'cancelled') \
+             RETURNING id, priority, created_at, run_at"
+        ))?
+        .query_row(params![Time(now), Text(id)], queued_of)
+        .optional()?;
+    match queued {
+        Some(queued) => Ok(queued?),
+        None => Err(stale(conn, id, JobStatus::Failed).into()),
+    }
+}
+
+/// The `WHERE` of a bulk action: `?2` status, `?3` command, `?4` since, `?5` after,
+/// `?6` limit, in id order.
+const BULK_MATCH: &str = "id IN (SELECT id FROM jobs WHERE status = ?2 \
+     AND (?3 IS NULL OR command = ?3) AND (?4 IS NULL OR created_at >= ?4) \
+     AND (?5 IS NULL OR id > ?5) ORDER BY id LIMIT ?6)";
+
+/// Retries up to `limit` failed or cancelled jobs matching `filter`.
+pub(super) fn retry_matching(
+    conn: &Connection,
+    filter: &BulkFilter,
+    now: DateTime<Utc>,
+    limit: usize,
+) -> Result<Vec<QueuedJob>, Error> {
+    let mut statement = conn.prepare_cached(&format!(
+        "UPDATE jobs SET {RETRY_SET} WHERE {BULK_MATCH} RETURNING id, priority, created_at, run_at"
+    ))?;
+    let rows = statement.query_map(
+        params![
+            Time(now),
+            filter.status.as_str(),
+            filter.command,
+            filter.since.map(Time),
+            filter.after.map(Text),
+            i64::try_from(limit).unwrap_or(i64::MAX)
+        ],
+        queued_of,
+    )?;
+    let mut queued = Vec::new();
+    for row in rows {
+        queued.push(row??);
+    }
+    queued.sort_by_key(|job: &QueuedJob| job.id);
+    Ok(queued)
+}
+
+/// Cancels up to `limit` pending jobs matching `filter`.
+pub(super) fn cancel_matching(
+    conn: &Connection,
+    filter: &BulkFilter,
+    now: DateTime<Utc>,
+    limit: usize,
+) -> Result<Vec<JobId>, Error> {
+    let mut statement = conn.prepare_cached(&format!(
+        "UPDATE jobs SET status = 'cancelled', error = 'cancelled on request', \
+         error_kind = 'cancelled', completed_at = ?1, updated_at = ?1 WHERE {BULK_MATCH} \
+         RETURNING id"
+    ))?;
+    let rows = statement.query_map(
+        params![
+            Time(now),
+            filter.status.as_str(),
+            filter.command,
+            filter.since.map(Time),
+            filter.after.map(Text),
+            i64::try_from(limit).unwrap_or(i64::MAX)
+        ],
+        |row| row.get::<_, String>(0),
+    )?;
+    let mut ids = Vec::new();
+    for row in rows {
+        ids.push(parse_id(&row?)?);
+    }
+    ids.sort();
+    Ok(ids)
+}
+
+/// A `RETURNING id, priority, created_at, run_at` row as a queue entry.
+fn queued_of(row: &Row<'_>) -> rusqlite::Result<Result<QueuedJob, StoreError>> {
+    let id: String = row.get(0)?;
+    let priority: i64 = row.get(1)?;
+    let created_at: String = row.get(2)?;
+    let run_at: String = row.get(3)?;
+    Ok((|| {
+        Ok(QueuedJob {
+            id: parse_id(&id)?,
+            priority,
+            created_at: parse_time(&id, &created_at)?,
+            run_at: parse_time(&id, &run_at)?,
+        })
+    })())
 }
 
 /// Start-up recovery (see [`JobStore::recover`](honeydew_core::store::JobStore::recover)).

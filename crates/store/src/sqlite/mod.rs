@@ -33,11 +33,11 @@ use rusqlite::{Connection, OpenFlags};
 use tokio::sync::oneshot;
 
 use chrono::{DateTime, Utc};
-use honeydew_core::job::{Job, JobId, JobStatus};
+use honeydew_core::job::{Job, JobId, JobStatus, QueuedJob};
 use honeydew_core::schedule::Schedule;
 use honeydew_core::store::{
-    AttemptReport, AttemptRow, Claimed, CommitStats, JobFilter, JobPage, JobStore, Outcome,
-    RecoveredJobs, StoreError, UniqueInsert, Uniqueness,
+    AttemptReport, AttemptRow, BulkFilter, Claimed, CommitStats, JobFilter, JobPage, JobStore,
+    Outcome, RecoveredJobs, StoreError, UniqueInsert, Uniqueness,
 };
 use uuid::Uuid;
 
@@ -358,6 +358,31 @@ impl JobStore for SqliteStore {
         unique: Uniqueness,
     ) -> Result<UniqueInsert, StoreError> {
         self.write(move |conn| jobs::insert_unique(conn, &job, &unique))
+            .await
+    }
+
+    async fn retry_job(&self, id: JobId, now: DateTime<Utc>) -> Result<QueuedJob, StoreError> {
+        self.write_statement(move |conn| jobs::retry_job(conn, id, now))
+            .await
+    }
+
+    async fn retry_matching(
+        &self,
+        filter: BulkFilter,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<QueuedJob>, StoreError> {
+        self.write_statement(move |conn| jobs::retry_matching(conn, &filter, now, limit))
+            .await
+    }
+
+    async fn cancel_matching(
+        &self,
+        filter: BulkFilter,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<JobId>, StoreError> {
+        self.write_statement(move |conn| jobs::cancel_matching(conn, &filter, now, limit))
             .await
     }
 
