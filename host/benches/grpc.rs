@@ -9,7 +9,8 @@
 //! submission is measured. The latency run starts 4 workers with an executor that
 //! returns at once, and times each job from the moment the client sends `SubmitJob`
 //! until the manager publishes the job's `running` event (claim committed), one job at
-//! a time. Each throughput figure is the median of `ROUNDS` runs on fresh databases.
+//! a time. `HONEYDEW_BENCH_PART=bulk` instead compares `SubmitJobs` of 10,000 jobs
+//! from one client with `SubmitJob` from 64. Each throughput figure is the median of `ROUNDS` runs on fresh databases.
 //! The disk's fsync time dominates and varies; run on a quiet machine. Run with
 //! `cargo bench -p honeydew --bench grpc` (or `just bench`).
 
@@ -17,7 +18,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use honeydew::api::pb::{SubmitJobRequest, queue_client::QueueClient};
+use honeydew::api::pb::{SubmitJobRequest, SubmitJobsRequest, queue_client::QueueClient};
 use honeydew::api::{self, Address, ApiConfig, PluginInventory, RunningServer};
 use honeydew::job::{Job, JobStatus};
 use honeydew::queue::{AnyCommand, Manager, ManagerConfig};
@@ -31,6 +32,7 @@ const CONCURRENCY: [usize; 3] = [1, 16, 64];
 const RUN_TIME: Duration = Duration::from_millis(1500);
 const ROUNDS: usize = 3;
 const LATENCY_SAMPLES: usize = 1000;
+const BULK_JOBS: usize = 10_000;
 
 struct NoPlugins;
 
@@ -147,6 +149,34 @@ async fn throughput(scratch: &Path, clients: usize, max_batch: usize) -> f64 {
     rate
 }
 
+/// Jobs per second stored by one client sending `SubmitJobs` of `BULK_JOBS` jobs back
+/// to back.
+async fn bulk_throughput(scratch: &Path) -> f64 {
+    let server = start(scratch, 1024).await;
+    let mut client = client(&server.socket).await;
+    let batch = SubmitJobsRequest {
+        jobs: (0..BULK_JOBS).map(|_| request()).collect(),
+    };
+    let started = Instant::now();
+    let mut total = 0u64;
+    while started.elapsed() < RUN_TIME {
+        let ids = client
+            .submit_jobs(batch.clone())
+            .await
+            .expect("bulk submit")
+            .into_inner()
+            .job_ids;
+        total += ids.len() as u64;
+    }
+    let rate = total as f64 / started.elapsed().as_secs_f64();
+    server
+        .running
+        .finish(Duration::from_secs(1))
+        .await
+        .expect("stop server");
+    rate
+}
+
 /// Submit-to-running latencies, in microseconds, sorted.
 async fn latencies(scratch: &Path) -> (Vec<u64>, Vec<u64>) {
     let server = start(scratch, 1024).await;
@@ -216,6 +246,17 @@ fn main() {
         .expect("tokio runtime");
     let scratch = Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-grpc");
     std::fs::create_dir_all(&scratch).expect("scratch dir");
+
+    if std::env::var("HONEYDEW_BENCH_PART").as_deref() == Ok("bulk") {
+        let singles = median(|| runtime.block_on(throughput(&scratch, 64, 1024)));
+        let bulk = median(|| runtime.block_on(bulk_throughput(&scratch)));
+        println!(
+            "SubmitJobs of {BULK_JOBS}, one client: {bulk:.0} jobs/s; SubmitJob from 64 clients \
+             (group commit): {singles:.0} jobs/s; ratio {:.1}x",
+            bulk / singles
+        );
+        return;
+    }
 
     println!(
         "durable SubmitJob throughput over gRPC (Unix socket), synchronous=FULL, \
