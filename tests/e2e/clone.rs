@@ -505,3 +505,43 @@ async fn bitbucket_clone_unpacks_a_commit_from_the_web_host_with_its_own_credent
     assert_eq!(downloads.len(), 1);
     assert_eq!(target(&downloads[0]), format!("/acme/app/get/{SHA}.tar.gz"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_clones_a_bitbucket_repository_and_prints_the_checkout() {
+    let api = fake_bitbucket_api().await;
+    let web = fake_bitbucket_web().await;
+    let base_url = format!("{}/2.0", api.base_url);
+    let data = pointed_at(
+        "bitbucket",
+        &[("base_url", &base_url), ("web_url", &web.base_url)],
+    );
+    let _daemon = start(&data, "BITBUCKET_BASIC_AUTH", BITBUCKET_BASIC);
+    let output = crate::support::honeydew(
+        data.path(),
+        &[
+            "bitbucket",
+            "clone",
+            "--workspace",
+            "acme",
+            "--repo",
+            "app",
+            "--ref",
+            "main",
+            "--wait",
+        ],
+        "",
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        crate::support::stderr(&output)
+    );
+    let checkout: Value =
+        serde_json::from_str(&crate::support::stdout(&output)).expect("the checkout as JSON");
+    assert_eq!(checkout["repository"], "acme/app");
+    assert_eq!(checkout["sha"], SHA);
+    assert!(
+        std::path::Path::new(checkout["path"].as_str().expect("a path")).is_dir(),
+        "{checkout}"
+    );
+}

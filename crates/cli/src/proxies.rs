@@ -363,6 +363,18 @@ pub enum BitbucketCommand {
         #[command(flatten)]
         job: JobArgs,
     },
+    /// Unpack a repository at one commit into the job's workspace (bitbucket.clone)
+    Clone {
+        #[arg(long)]
+        workspace: String,
+        #[arg(long)]
+        repo: String,
+        /// Branch, tag or commit [default: the main branch]
+        #[arg(long = "ref")]
+        reference: Option<String>,
+        #[command(flatten)]
+        job: JobArgs,
+    },
 }
 
 pub async fn github(channel: &Connection, command: GitHubCommand) -> Submitted {
@@ -688,6 +700,20 @@ pub async fn bitbucket(channel: &Connection, command: BitbucketCommand) -> Submi
                 options: Some(job.options()),
             };
             (client.get_pull_requests(request).await?, job)
+        }
+        BitbucketCommand::Clone {
+            workspace,
+            repo,
+            reference,
+            job,
+        } => {
+            let request = pb::BitbucketCloneRepositoryRequest {
+                workspace,
+                repo,
+                r#ref: reference.unwrap_or_default(),
+                options: Some(job.options()),
+            };
+            (client.clone_repository(request).await?, job)
         }
     };
     Ok((response.into_inner(), job))

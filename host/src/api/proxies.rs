@@ -372,6 +372,18 @@ impl Bitbucket for ProxyService {
             .page(r.page);
         self.submit(payload, r.options).await
     }
+
+    async fn clone_repository(
+        &self,
+        request: Request<pb::BitbucketCloneRepositoryRequest>,
+    ) -> Submitted {
+        let r = request.into_inner();
+        let payload = Payload::new("bitbucket.clone")
+            .required("workspace", r.workspace)?
+            .required("repo", r.repo)?
+            .optional("ref", r.r#ref);
+        self.submit(payload, r.options).await
+    }
 }
 
 #[cfg(test)]
