@@ -298,3 +298,45 @@ fn the_cli_links_no_wasmtime_sqlite_or_postgres() {
          or crates/cli depend on a daemon crate?"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plugins_shows_the_files_it_refused_and_why() {
+    // `github` without its token, and a file that is no component at all.
+    let data = DataDir::with_plugins(&["echo", "github"]);
+    std::fs::write(data.path().join("plugins/broken.wasm"), b"not a component").unwrap();
+    let _daemon = Daemon::start(&data, &[]);
+    let listed = honeydew(data.path(), &["plugins"], "");
+    assert!(listed.status.success(), "{}", stderr(&listed));
+    let text = stdout(&listed);
+    assert!(text.contains("not loaded:"), "{text}");
+    let refused: Vec<&str> = text
+        .lines()
+        .skip_while(|line| *line != "not loaded:")
+        .skip(1)
+        .filter(|line| line.starts_with("  /"))
+        .collect();
+    assert_eq!(refused.len(), 2, "{text}");
+    assert!(refused[0].contains("broken.wasm: "), "{text}");
+    assert!(
+        refused[1].contains("github.wasm: ") && refused[1].contains("GITHUB_TOKEN"),
+        "{text}"
+    );
+
+    let json: Value =
+        serde_json::from_str(&stdout(&honeydew(data.path(), &["plugins", "--json"], ""))).unwrap();
+    let entries = json.as_array().unwrap();
+    let status_of = |name: &str| {
+        entries
+            .iter()
+            .find(|entry| entry["name"] == name)
+            .map(|entry| entry["status"].as_str().unwrap().to_owned())
+    };
+    assert_eq!(status_of("echo").as_deref(), Some("loaded"));
+    assert_eq!(status_of("github").as_deref(), Some("skipped"));
+    assert_eq!(status_of("broken").as_deref(), Some("skipped"));
+    let github = entries.iter().find(|e| e["name"] == "github").unwrap();
+    assert!(
+        github["reason"].as_str().unwrap().contains("GITHUB_TOKEN"),
+        "{github}"
+    );
+}

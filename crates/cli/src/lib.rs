@@ -137,7 +137,7 @@ enum ClientCommand {
     /// Manage cron schedules
     #[command(subcommand)]
     Schedule(ScheduleCommand),
-    /// List the loaded plugins
+    /// List the loaded plugins, and the files of the plugin directory that were refused
     Plugins,
     /// GitHub jobs (plugin `github`)
     #[command(subcommand, name = "github")]
@@ -672,12 +672,11 @@ async fn run(
         }
         ClientCommand::Schedule(command) => schedule(channel, command, json).await,
         ClientCommand::Plugins => {
-            let plugins = PluginsClient::new(channel.clone())
+            let listed = PluginsClient::new(channel.clone())
                 .list_plugins(pb::ListPluginsRequest {})
                 .await?
-                .into_inner()
-                .plugins;
-            output::print_plugins(&plugins, json);
+                .into_inner();
+            output::print_plugins(&listed.plugins, &listed.skipped, json);
             Ok(())
         }
         ClientCommand::GitHub(command) => {

@@ -231,13 +231,16 @@ pub fn print_job_table(jobs: &[pb::Job]) {
     );
 }
 
-pub fn print_plugins(plugins: &[pb::Plugin], json: bool) {
+/// The loaded plugins, then the refused files with their reasons. As JSON, one array:
+/// each entry has `status` `loaded` or `skipped`.
+pub fn print_plugins(plugins: &[pb::Plugin], skipped: &[pb::SkippedPlugin], json: bool) {
     if json {
-        let plugins: Vec<Value> = plugins
+        let mut plugins: Vec<Value> = plugins
             .iter()
             .map(|plugin| {
                 let limits = plugin.limits.unwrap_or_default();
                 json!({
+                    "status": "loaded",
                     "name": plugin.name,
                     "version": plugin.version,
                     "sha256": plugin.sha256,
@@ -252,6 +255,14 @@ pub fn print_plugins(plugins: &[pb::Plugin], json: bool) {
                 })
             })
             .collect();
+        plugins.extend(skipped.iter().map(|skipped| {
+            json!({
+                "status": "skipped",
+                "name": skipped.name,
+                "path": skipped.path,
+                "reason": skipped.reason,
+            })
+        }));
         print_json(&Value::Array(plugins));
         return;
     }
@@ -280,6 +291,14 @@ pub fn print_plugins(plugins: &[pb::Plugin], json: bool) {
             &rows
         )
     );
+    if !skipped.is_empty() {
+        println!("\nnot loaded:");
+        for skipped in skipped {
+            // A reason may run over several lines (a compiler's diagnostic): indent them.
+            let reason = skipped.reason.trim_end().replace('\n', "\n      ");
+            println!("  {}: {reason}", skipped.path);
+        }
+    }
 }
 
 /// A misfire policy as its lowercase name.

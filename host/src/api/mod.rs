@@ -47,6 +47,11 @@ pub use token::{
 pub trait PluginInventory: Send + Sync + 'static {
     /// Every loaded plugin.
     fn plugins(&self) -> Vec<PluginSummary>;
+
+    /// Every component of the plugin directory that was refused, with its reason.
+    fn skipped(&self) -> Vec<crate::runtime::SkippedPlugin> {
+        Vec::new()
+    }
 }
 
 /// What every service shares.

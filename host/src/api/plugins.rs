@@ -1,4 +1,5 @@
-//! The `Plugins` service: what the runtime has loaded, as the operator sees it.
+//! The `Plugins` service: what the runtime has loaded, and what it refused and why, as
+//! the operator sees it.
 
 use std::sync::Arc;
 
@@ -6,11 +7,15 @@ use tonic::{Request, Response, Status};
 
 use super::pb::{self, plugins_server::Plugins};
 use super::{ApiState, PluginInventory};
-use crate::runtime::{PluginSummary, Runtime};
+use crate::runtime::{PluginSummary, Runtime, SkippedPlugin};
 
 impl PluginInventory for Runtime {
     fn plugins(&self) -> Vec<PluginSummary> {
         Runtime::plugins(self)
+    }
+
+    fn skipped(&self) -> Vec<SkippedPlugin> {
+        Runtime::skipped(self)
     }
 }
 
@@ -54,6 +59,22 @@ impl Plugins for PluginsService {
             .map(plugin_to_pb)
             .collect();
         plugins.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(Response::new(pb::ListPluginsResponse { plugins }))
+        let mut skipped: Vec<pb::SkippedPlugin> = self
+            .state
+            .plugins
+            .skipped()
+            .into_iter()
+            .map(|skipped| pb::SkippedPlugin {
+                name: skipped
+                    .path
+                    .file_stem()
+                    .map(|stem| stem.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                path: skipped.path.display().to_string(),
+                reason: skipped.reason,
+            })
+            .collect();
+        skipped.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(Response::new(pb::ListPluginsResponse { plugins, skipped }))
     }
 }
