@@ -40,6 +40,22 @@ impl Backend {
             _schema: schema,
         }
     }
+
+    /// A daemon with one worker (plugins echo and spin), held by a `spin.sleep` of
+    /// `ms` that is running when this returns: whatever is submitted next stays pending
+    /// until it ends or is cancelled. The backend, a channel, the blocker's id.
+    async fn held(postgres: bool, ms: u64) -> (Backend, Channel, String) {
+        let backend = Backend::start(
+            postgres,
+            &["echo", "spin"],
+            &["--workers", "1", "--timeout-ms", "120000"],
+        )
+        .await;
+        let channel = backend.daemon.connect().await;
+        let blocker = submit(&channel, "spin.sleep", &format!(r#"{{"ms": {ms}}}"#)).await;
+        running(&channel, &blocker).await;
+        (backend, channel, blocker)
+    }
 }
 
 /// Runs each named behaviour on both backends.
@@ -98,15 +114,7 @@ async fn list_all(channel: &Channel) -> Vec<pb::Job> {
 async fn concurrent_duplicate_submits_give_one_job(postgres: bool) {
     // One worker, held by a long job: the unique job stays pending (an echo job would
     // complete at once and free its key, rightly letting the next submit in).
-    let backend = Backend::start(
-        postgres,
-        &["echo", "spin"],
-        &["--workers", "1", "--timeout-ms", "120000"],
-    )
-    .await;
-    let channel = backend.daemon.connect().await;
-    let blocker = submit(&channel, "spin.sleep", r#"{"ms": 60000}"#).await;
-    running(&channel, &blocker).await;
+    let (_backend, channel, blocker) = Backend::held(postgres, 60_000).await;
     let mut submits = tokio::task::JoinSet::new();
     for _ in 0..32 {
         let channel = channel.clone();
@@ -154,15 +162,7 @@ async fn concurrent_duplicate_submits_give_one_job(postgres: bool) {
 
 async fn a_unique_submit_may_ask_to_be_refused_or_to_replace_the_payload(postgres: bool) {
     // One worker, held by a long job: the unique jobs stay pending meanwhile.
-    let backend = Backend::start(
-        postgres,
-        &["echo", "spin"],
-        &["--workers", "1", "--timeout-ms", "120000"],
-    )
-    .await;
-    let channel = backend.daemon.connect().await;
-    let blocker = submit(&channel, "spin.sleep", r#"{"ms": 60000}"#).await;
-    running(&channel, &blocker).await;
+    let (_backend, channel, blocker) = Backend::held(postgres, 60_000).await;
     let first = queue(&channel)
         .submit_job(unique_request(
             "debounce",
@@ -292,15 +292,7 @@ async fn a_batch_with_one_invalid_job_commits_none(postgres: bool) {
 }
 
 async fn the_cli_submits_with_a_unique_key_and_in_batches(postgres: bool) {
-    let backend = Backend::start(
-        postgres,
-        &["echo", "spin"],
-        &["--workers", "1", "--timeout-ms", "120000"],
-    )
-    .await;
-    let channel = backend.daemon.connect().await;
-    let blocker = submit(&channel, "spin.sleep", r#"{"ms": 60000}"#).await;
-    running(&channel, &blocker).await;
+    let (backend, channel, _blocker) = Backend::held(postgres, 60_000).await;
     let dir = backend.data.path();
     let unique = [
         "submit",
@@ -421,16 +413,8 @@ async fn failed_jobs_are_retried_one_by_one_and_in_bulk(postgres: bool) {
 }
 
 async fn pending_jobs_are_cancelled_in_bulk_and_running_ones_finish(postgres: bool) {
-    let backend = Backend::start(
-        postgres,
-        &["echo", "spin"],
-        &["--workers", "1", "--timeout-ms", "120000"],
-    )
-    .await;
-    let channel = backend.daemon.connect().await;
+    let (backend, channel, blocker) = Backend::held(postgres, 1500).await;
     let dir = backend.data.path();
-    let blocker = submit(&channel, "spin.sleep", r#"{"ms": 1500}"#).await;
-    running(&channel, &blocker).await;
     let mut waiting = Vec::new();
     for _ in 0..4 {
         waiting.push(submit(&channel, "echo.echo", "{}").await);

@@ -507,31 +507,20 @@ impl Manager {
         command: Option<String>,
         since: Option<DateTime<Utc>>,
     ) -> Result<usize, StoreError> {
-        let mut filter = BulkFilter {
+        let filter = BulkFilter {
             status,
             command,
             since,
             after: None,
         };
-        let mut count = 0;
-        loop {
-            let batch = self
-                .store
-                .retry_matching(filter.clone(), Utc::now(), BULK_BATCH)
-                .await?;
-            count += batch.len();
-            let Some(last) = batch.last().map(|job| job.id) else {
-                break;
-            };
-            let full = batch.len() == BULK_BATCH;
-            for queued in batch {
-                self.requeued(queued);
-            }
-            if !full {
-                break;
-            }
-            filter.after = Some(last);
-        }
+        let count = self
+            .in_batches(
+                filter.clone(),
+                |filter| self.store.retry_matching(filter, Utc::now(), BULK_BATCH),
+                |job: &QueuedJob| job.id,
+                |job| self.requeued(job),
+            )
+            .await?;
         tracing::info!(status = %filter.status, command = filter.command.as_deref(), count, "jobs retried in bulk");
         Ok(count)
     }
@@ -543,41 +532,64 @@ impl Manager {
         command: Option<String>,
         since: Option<DateTime<Utc>>,
     ) -> Result<usize, StoreError> {
-        let mut filter = BulkFilter {
+        let filter = BulkFilter {
             status: JobStatus::Pending,
             command,
             since,
             after: None,
         };
-        let mut count = 0;
-        loop {
-            let batch = self
-                .store
-                .cancel_matching(filter.clone(), Utc::now(), BULK_BATCH)
-                .await?;
-            count += batch.len();
-            for &id in &batch {
-                self.queue.remove(id);
-                let _ = self.events.send(JobEvent {
-                    id,
-                    status: JobStatus::Cancelled,
-                    retry_count: 0,
-                    attempt: 0,
-                    error: None,
-                    at: Utc::now(),
-                });
-            }
-            if batch.len() < BULK_BATCH {
-                break;
-            }
-            filter.after = batch.last().copied();
-        }
+        let count = self
+            .in_batches(
+                filter.clone(),
+                |filter| self.store.cancel_matching(filter, Utc::now(), BULK_BATCH),
+                |id: &JobId| *id,
+                |id| {
+                    self.queue.remove(id);
+                    let _ = self.events.send(JobEvent {
+                        id,
+                        status: JobStatus::Cancelled,
+                        retry_count: 0,
+                        attempt: 0,
+                        error: None,
+                        at: Utc::now(),
+                    });
+                },
+            )
+            .await?;
         tracing::info!(
             command = filter.command.as_deref(),
             count,
             "pending jobs cancelled in bulk"
         );
         Ok(count)
+    }
+
+    /// Runs a bulk action `batch` by [`BULK_BATCH`] jobs at a time, each batch after the
+    /// last id of the one before (so each job is visited once), handing every job
+    /// changed to `each`; how many.
+    async fn in_batches<T, Fut>(
+        &self,
+        mut filter: BulkFilter,
+        batch: impl Fn(BulkFilter) -> Fut,
+        id_of: impl Fn(&T) -> JobId,
+        mut each: impl FnMut(T),
+    ) -> Result<usize, StoreError>
+    where
+        Fut: Future<Output = Result<Vec<T>, StoreError>>,
+    {
+        let mut count = 0;
+        loop {
+            let changed = batch(filter.clone()).await?;
+            count += changed.len();
+            let full = changed.len() == BULK_BATCH;
+            filter.after = changed.last().map(&id_of);
+            for job in changed {
+                each(job);
+            }
+            if !full {
+                return Ok(count);
+            }
+        }
     }
 
     /// Queues a job that a retry put back to pending, and publishes it.

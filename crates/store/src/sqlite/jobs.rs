@@ -83,24 +83,10 @@ pub(super) fn retry_matching(
     now: DateTime<Utc>,
     limit: usize,
 ) -> Result<Vec<QueuedJob>, Error> {
-    let mut statement = conn.prepare_cached(&format!(
+    let sql = format!(
         "UPDATE jobs SET {RETRY_SET} WHERE {BULK_MATCH} RETURNING id, priority, created_at, run_at"
-    ))?;
-    let rows = statement.query_map(
-        params![
-            Time(now),
-            filter.status.as_str(),
-            filter.command,
-            filter.since.map(Time),
-            filter.after.map(Text),
-            i64::try_from(limit).unwrap_or(i64::MAX)
-        ],
-        queued_of,
-    )?;
-    let mut queued = Vec::new();
-    for row in rows {
-        queued.push(row??);
-    }
+    );
+    let mut queued = bulk_update(conn, &sql, filter, now, limit, queued_of)?;
     queued.sort_by_key(|job: &QueuedJob| job.id);
     Ok(queued)
 }
@@ -112,11 +98,28 @@ pub(super) fn cancel_matching(
     now: DateTime<Utc>,
     limit: usize,
 ) -> Result<Vec<JobId>, Error> {
-    let mut statement = conn.prepare_cached(&format!(
+    let sql = format!(
         "UPDATE jobs SET status = 'cancelled', error = 'cancelled on request', \
          error_kind = 'cancelled', completed_at = ?1, updated_at = ?1 WHERE {BULK_MATCH} \
          RETURNING id"
-    ))?;
+    );
+    let mut ids = bulk_update(conn, &sql, filter, now, limit, |row| {
+        Ok(parse_id(&row.get::<_, String>(0)?))
+    })?;
+    ids.sort();
+    Ok(ids)
+}
+
+/// Runs a bulk `UPDATE ... WHERE {BULK_MATCH} RETURNING ...`, reading each row.
+fn bulk_update<T>(
+    conn: &Connection,
+    sql: &str,
+    filter: &BulkFilter,
+    now: DateTime<Utc>,
+    limit: usize,
+    read: impl FnMut(&Row<'_>) -> rusqlite::Result<Result<T, StoreError>>,
+) -> Result<Vec<T>, Error> {
+    let mut statement = conn.prepare_cached(sql)?;
     let rows = statement.query_map(
         params![
             Time(now),
@@ -126,14 +129,13 @@ pub(super) fn cancel_matching(
             filter.after.map(Text),
             i64::try_from(limit).unwrap_or(i64::MAX)
         ],
-        |row| row.get::<_, String>(0),
+        read,
     )?;
-    let mut ids = Vec::new();
+    let mut read = Vec::new();
     for row in rows {
-        ids.push(parse_id(&row?)?);
+        read.push(row??);
     }
-    ids.sort();
-    Ok(ids)
+    Ok(read)
 }
 
 /// A `RETURNING id, priority, created_at, run_at` row as a queue entry.
