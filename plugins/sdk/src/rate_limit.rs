@@ -14,6 +14,7 @@
 //! | `retry-after` | delay in seconds, or an HTTP date (RFC 9110: IMF-fixdate, RFC 850 or asctime) |
 //! | `x-ratelimit-reset` | GitHub and many others: when the limit resets |
 //! | `ratelimit-reset` | the IETF draft (delta seconds), GitLab (epoch seconds), Bitbucket |
+//! | `x-ratelimit-reset` as an ISO 8601 instant | Jira Cloud |
 //! | `x-ratelimit-requests-reset`, `x-ratelimit-complexity-reset`, `x-ratelimit-endpoint-requests-reset` | Linear (epoch milliseconds) |
 //!
 //! A reset value is told apart by its size, since APIs disagree on the unit: below
@@ -200,7 +201,10 @@ fn retry_after_millis(value: &str, now: u64) -> Option<u64> {
 /// A reset value in milliseconds from `now`, its unit told by its size (see the
 /// module's documentation).
 fn reset_millis(value: &str, now: u64) -> Option<u64> {
-    let thousandths = thousandths(value.trim())?;
+    let Some(thousandths) = thousandths(value.trim()) else {
+        // Jira Cloud sends the reset as an ISO 8601 instant.
+        return crate::time::unix_millis(value.trim()).map(|at| until(at, now));
+    };
     let whole = thousandths / 1000;
     Some(if whole < EPOCH_SECONDS_FROM {
         thousandths
@@ -342,6 +346,25 @@ mod tests {
         );
         check(&[("retry-after", "Wed, 32 Oct 2015 07:29:30 GMT")], None);
         check(&[("retry-after", "Wed, 21 Oct 2015 07:29:30 UTC")], None);
+    }
+
+    #[test]
+    fn jira_reset_as_an_iso_8601_instant() {
+        // NOW is 2015-10-21T07:28:00Z.
+        check(
+            &[
+                ("x-ratelimit-remaining", "0"),
+                ("x-ratelimit-reset", "2015-10-21T07:33:00.000+0000"),
+            ],
+            Some(300_000),
+        );
+        check(
+            &[("x-ratelimit-reset", "2015-10-21T07:28:30.5Z")],
+            Some(30_500),
+        );
+        // Already passed: a short wait, not none.
+        check(&[("x-ratelimit-reset", "2015-10-21T07:00:00Z")], Some(1000));
+        check(&[("x-ratelimit-reset", "2015-13-21T07:00:00Z")], None);
     }
 
     #[test]

@@ -36,6 +36,20 @@ pub fn utc_opt(value: Option<String>) -> Option<String> {
     value.map(|value| utc(&value))
 }
 
+/// `text` as Unix milliseconds, when it is an RFC 3339 date-time or Jira's `+hhmm`
+/// variant at or after the epoch (Jira's `X-RateLimit-Reset`, say); `None` otherwise.
+pub(crate) fn unix_millis(text: &str) -> Option<u64> {
+    let moment = parse(text)?;
+    let seconds = u64::try_from(moment.seconds).ok()?;
+    let millis: String = moment
+        .fraction
+        .chars()
+        .chain("000".chars())
+        .take(3)
+        .collect();
+    seconds.checked_mul(1000)?.checked_add(millis.parse().ok()?)
+}
+
 fn parse(text: &str) -> Option<Moment> {
     let bytes = text.as_bytes();
     let digits = |range: std::ops::Range<usize>| -> Option<i64> {
