@@ -8,7 +8,9 @@
 //!    time from starting 1 or 3 daemons' parts (store, runtime, manager, recovery,
 //!    16 workers each, in this process) to the last completion; against a bare loop of
 //!    8 clients that each claim one job with `FOR UPDATE SKIP LOCKED` and complete it in
-//!    a second transaction, and SQLite's drain at 16 workers.
+//!    a second transaction, and SQLite's drain at 16 workers. Beside them, one daemon
+//!    draining jobs that are all watched: every claim and every finish then announces
+//!    its change (as schema v3 did for every job), which shows what that costs.
 //!
 //! Each figure is the median of `ROUNDS` runs on fresh schemas of the test server
 //! (`scripts/test-postgres.sh` finds or starts one). Run with
@@ -276,13 +278,24 @@ async fn main() {
     let plugins = plugin_dir(&scratch);
     let cache = tempfile::TempDir::new_in(&scratch).expect("cache");
     println!("\n== end to end, {E2E_JOBS} no-op echo jobs (jobs/s, median of {ROUNDS})");
-    let (mut one, mut three, mut bare, mut sqlite) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut one, mut three, mut bare, mut sqlite, mut watched) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
         let schema = TestSchema::create().await;
         let store = postgres(&schema, "node-1").await;
         fill(&store, E2E_JOBS).await;
         one.push(drain(vec![store], E2E_JOBS, plugins.path(), cache.path()).await);
+
+        let schema = TestSchema::create().await;
+        let store = postgres(&schema, "node-1").await;
+        fill(&store, E2E_JOBS).await;
+        honeydew_testkit::run(
+            schema.url(),
+            "INSERT INTO job_watches (job_id, node_id) SELECT id, 'watcher' FROM jobs",
+        )
+        .await
+        .expect("watch every job");
+        watched.push(drain(vec![store], E2E_JOBS, plugins.path(), cache.path()).await);
 
         let schema = TestSchema::create().await;
         let first = postgres(&schema, "node-1").await;
@@ -311,9 +324,14 @@ async fn main() {
         sqlite.push(drain(vec![store], E2E_JOBS, plugins.path(), cache.path()).await);
     }
     let (one, three, bare, sqlite) = (median(one), median(three), median(bare), median(sqlite));
+    let watched = median(watched);
     println!(
         "postgres, 1 daemon (16 workers):   {one:>8.0}  {:.2}x the bare loop",
         one / bare
+    );
+    println!(
+        "postgres, 1 daemon, all watched:   {watched:>8.0}  {:.2}x unwatched",
+        watched / one
     );
     println!(
         "postgres, 3 daemons (16 workers):  {three:>8.0}  {:.2}x one daemon",

@@ -9,10 +9,10 @@
 //! daemon finishing its jobs during a shutdown is never taken for dead.
 //!
 //! Beside it, a follower delivers what the database announces: cancels of jobs this
-//! node runs (asked on any node) reach their sandboxes, and every job change, wherever
-//! it happened, reaches this node's watchers. Announcements are best effort, so the
-//! requests are also read back from the database at every beat and after every
-//! reconnection: a cancel is never lost, only late by a beat at most.
+//! node runs (asked on any node) reach their sandboxes, and every change of a watched
+//! job, wherever it happened, reaches this node's watchers. Announcements are best
+//! effort, so the requests are also read back from the database at every beat and
+//! after every reconnection: a cancel is never lost, only late by a beat at most.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,7 +65,8 @@ pub async fn run(store: Store, lease: Duration, stop: CancellationToken) {
 }
 
 /// Follows what the other nodes announce until `stop` fires: cancels asked of this
-/// node, read back at every beat as well, and every job change, for the watchers. Does
+/// node, read back at every beat as well, and every change of a watched job, for the
+/// watchers. Does
 /// nothing on a store only one daemon opens.
 pub async fn follow(manager: Arc<Manager>, lease: Duration, stop: CancellationToken) {
     let store = manager.store().clone();
@@ -100,7 +101,8 @@ async fn deliver_requested_cancels(manager: &Manager, shared: &dyn SharedQueue) 
     }
 }
 
-/// Republishes every job change the database announces to this node's watchers.
+/// Republishes every change of a watched job the database announces to this node's
+/// watchers.
 async fn follow_changes(manager: &Manager, shared: &dyn SharedQueue, stop: &CancellationToken) {
     let mut changes = shared.job_changes();
     loop {

@@ -552,10 +552,20 @@ pub trait SharedQueue: Send + Sync {
     /// claiming nothing, and no wake-up is lost; some may be spurious.
     fn wake_ups(&self) -> tokio::sync::watch::Receiver<u64>;
 
-    /// Every job's state changes, whichever node made them (this one included), as the
-    /// database announces them. Best effort: a lagging receiver or a lost connection
-    /// misses some, so a follower also reads the job again now and then.
+    /// The state changes of every job some node [watches](SharedQueue::watch),
+    /// whichever node made them (this one included), as the database announces them.
+    /// Best effort: a lagging receiver or a lost connection misses some, so a follower
+    /// also reads the job again now and then.
     fn job_changes(&self) -> tokio::sync::broadcast::Receiver<JobChange>;
+
+    /// Has the changes of jobs `ids` announced to every node from now on (they are not
+    /// otherwise: announcing every change costs every claim and every finish). Counted
+    /// per job on this node: each call pairs with one [`SharedQueue::unwatch`], and the
+    /// announcements stop when the last watch of a job ends. A job need not exist yet.
+    async fn watch(&self, ids: &[JobId]) -> Result<(), StoreError>;
+
+    /// Ends one watch of each of `ids` begun by [`SharedQueue::watch`].
+    async fn unwatch(&self, ids: &[JobId]) -> Result<(), StoreError>;
 
     /// What other nodes ask of this one: cancels of the jobs it runs, schedule changes,
     /// and a [`ClusterSignal::Resynced`] whenever some of these may have been missed.

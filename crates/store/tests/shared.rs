@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
-use honeydew_core::job::{ErrorKind, Job, JobStatus};
+use honeydew_core::job::{ErrorKind, Job, JobId, JobStatus};
 use honeydew_core::store::{
     AttemptReport, ClaimNext, Claimed, ClusterSignal, JobChange, Outcome, Rescued, SharedQueue,
     Store, StoreError, UniqueInsert, Uniqueness,
@@ -374,12 +374,13 @@ async fn a_new_claim_starts_without_the_cancel_asked_of_an_earlier_attempt() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_job_change_is_announced_to_every_node() {
+async fn a_watched_jobs_changes_are_announced_to_every_node() {
     let schema = TestSchema::create().await;
     let (a, b) = (node(&schema, "a").await, node(&schema, "b").await);
     let mut changes = shared(&b).job_changes();
     listening(&b).await;
     let job = Job::new("echo.echo", vec![], 0, 3);
+    shared(&b).watch(&[job.id]).await.unwrap();
     a.insert_job(job.clone()).await.unwrap();
     let claimed = claim(&a, None).await.unwrap();
     let report = AttemptReport {
@@ -418,6 +419,8 @@ async fn every_job_change_is_announced_to_every_node() {
         .map(|_| Job::new("echo.echo", vec![], 0, 0))
         .collect();
     let ids: HashSet<_> = many.iter().map(|job| job.id).collect();
+    let watched: Vec<JobId> = ids.iter().copied().collect();
+    shared(&b).watch(&watched).await.unwrap();
     let inserts = many.into_iter().map(|job| {
         let a = a.clone();
         async move { a.insert_job(job).await.unwrap() }
@@ -434,6 +437,105 @@ async fn every_job_change_is_announced_to_every_node() {
     })
     .await
     .expect("every submit announced within 5 s");
+}
+
+/// Announcements are read in commit order: once `marker`'s insert is heard, every
+/// change committed before it would have been heard too. The ids heard until then.
+async fn heard_until(
+    changes: &mut tokio::sync::broadcast::Receiver<JobChange>,
+    marker: JobId,
+) -> HashSet<JobId> {
+    let mut heard = HashSet::new();
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let change = changes.recv().await.unwrap();
+            if change.id == marker {
+                return;
+            }
+            heard.insert(change.id);
+        }
+    })
+    .await
+    .expect("the marker job announced within 5 s");
+    heard
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_of_jobs_nobody_watches_are_not_announced() {
+    let schema = TestSchema::create().await;
+    let (a, b) = (node(&schema, "a").await, node(&schema, "b").await);
+    let mut changes = shared(&b).job_changes();
+    listening(&b).await;
+    // A whole life, submit to completion, of a job nobody watches...
+    let quiet = Job::new("echo.echo", vec![], 0, 3);
+    a.insert_job(quiet.clone()).await.unwrap();
+    let claimed = claim(&a, None).await.unwrap();
+    let report = AttemptReport {
+        finished_at: Utc::now(),
+        ..AttemptReport::default()
+    };
+    a.finish(quiet.id, claimed.attempt, Outcome::Completed(vec![]), report)
+        .await
+        .unwrap();
+    // ...then a watched one, committed after it.
+    let marker = Job::new("echo.echo", vec![], 0, 0);
+    shared(&a).watch(&[marker.id]).await.unwrap();
+    a.insert_job(marker.clone()).await.unwrap();
+    let heard = heard_until(&mut changes, marker.id).await;
+    assert!(
+        !heard.contains(&quiet.id),
+        "an unwatched job's changes were announced"
+    );
+
+    // A watch held twice on a node lasts until both end; then the job goes quiet.
+    let job = Job::new("echo.echo", vec![], 0, 3);
+    shared(&b).watch(&[job.id]).await.unwrap();
+    shared(&b).watch(&[job.id]).await.unwrap();
+    shared(&b).unwatch(&[job.id]).await.unwrap();
+    a.insert_job(job.clone()).await.unwrap();
+    let marker = Job::new("echo.echo", vec![], 0, 0);
+    shared(&a).watch(&[marker.id]).await.unwrap();
+    a.insert_job(marker.clone()).await.unwrap();
+    assert!(
+        heard_until(&mut changes, marker.id).await.contains(&job.id),
+        "still watched once"
+    );
+    shared(&b).unwatch(&[job.id]).await.unwrap();
+    claim(&a, None).await.unwrap();
+    let marker = Job::new("echo.echo", vec![], 0, 0);
+    shared(&a).watch(&[marker.id]).await.unwrap();
+    a.insert_job(marker.clone()).await.unwrap();
+    assert!(
+        !heard_until(&mut changes, marker.id).await.contains(&job.id),
+        "no watch left, yet announced"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_nodes_watches_end_with_its_rescue() {
+    let schema = TestSchema::create().await;
+    let (a, b) = (node(&schema, "a").await, node(&schema, "b").await);
+    let mut changes = shared(&a).job_changes();
+    listening(&a).await;
+    let job = Job::new("echo.echo", vec![], 0, 0);
+    shared(&b).watch(&[job.id]).await.unwrap();
+    drop(b);
+    // b stops heartbeating for longer than the lease.
+    honeydew_testkit::run(
+        schema.url(),
+        "UPDATE nodes SET heartbeat_at = now() - interval '1 minute' WHERE id = 'b'",
+    )
+    .await
+    .unwrap();
+    shared(&a).rescue_expired(30_000).await.unwrap();
+    a.insert_job(job.clone()).await.unwrap();
+    let marker = Job::new("echo.echo", vec![], 0, 0);
+    shared(&a).watch(&[marker.id]).await.unwrap();
+    a.insert_job(marker.clone()).await.unwrap();
+    assert!(
+        !heard_until(&mut changes, marker.id).await.contains(&job.id),
+        "a dead node's watch outlived its rescue"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,9 +6,10 @@
 //! the broadcast channel lags, the job is read again instead. A terminal event is
 //! answered with the job read back from the store, so the last update carries the
 //! result. At daemon shutdown open watches end with UNAVAILABLE. On a store several
-//! daemons share, the manager also republishes every change the database announces,
-//! wherever it happened, and the watcher reads the job again every few seconds in case
-//! an announcement was lost.
+//! daemons share, the watch is registered in the database first (only watched jobs'
+//! changes are announced), the manager republishes every change the database
+//! announces, wherever it happened, and the watcher reads the job again every few
+//! seconds in case an announcement was lost.
 
 use std::sync::Arc;
 
@@ -22,6 +23,7 @@ use super::pb;
 use super::queue::job_with_attempt;
 use crate::job::{Job, JobId, JobStatus};
 use crate::queue::JobEvent;
+use crate::store::Store;
 
 /// How far a job has got: later states compare greater. An attempt's `running` comes
 /// before the `pending` it may fall back to (a retry or a shutdown), which comes
@@ -55,10 +57,52 @@ pub async fn watch(
     id: JobId,
 ) -> Result<ReceiverStream<Result<pb::JobUpdate, Status>>, Status> {
     let events = state.manager.subscribe();
+    let registered = Registered::watch(state.manager.store(), id).await;
     let (job, attempt) = job_with_attempt(&state, id).await?;
     let (updates, stream) = mpsc::channel(16);
-    tokio::spawn(follow(state, id, events, job, attempt, updates));
+    tokio::spawn(follow(state, id, events, job, attempt, updates, registered));
     Ok(ReceiverStream::new(stream))
+}
+
+/// A watch registered on a shared store, so that other nodes' changes of the job are
+/// announced here; dropping it ends the registration.
+struct Registered {
+    store: Store,
+    id: JobId,
+}
+
+impl Registered {
+    /// Registers a watch of `id` on a shared store. When the database cannot take it,
+    /// the watch still works, on its periodic reads alone.
+    async fn watch(store: &Store, id: JobId) -> Option<Self> {
+        let shared = store.shared()?;
+        match shared.watch(&[id]).await {
+            Ok(()) => Some(Self {
+                store: store.clone(),
+                id,
+            }),
+            Err(err) => {
+                tracing::warn!(job_id = %id, error = %err, "cannot register a watch; following the job by reading it every few seconds");
+                None
+            }
+        }
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        let (store, id) = (self.store.clone(), self.id);
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
+            if let Some(shared) = store.shared()
+                && let Err(err) = shared.unwatch(&[id]).await
+            {
+                tracing::debug!(job_id = %id, error = %err, "cannot end a watch's registration; it ends with this node");
+            }
+        });
+    }
 }
 
 async fn follow(
@@ -68,6 +112,7 @@ async fn follow(
     job: Job,
     attempt: u32,
     updates: Updates,
+    _registered: Option<Registered>,
 ) {
     let mut sent = Progress::of(job.status, attempt);
     let terminal = job.status.is_terminal();

@@ -17,6 +17,7 @@ mod nodes;
 mod schedules;
 mod schema;
 
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -139,6 +140,10 @@ pub struct PostgresStore {
     job_changes: broadcast::Sender<JobChange>,
     /// Cancels, schedule changes and resyncs the `LISTEN` task hears.
     signals: broadcast::Sender<ClusterSignal>,
+    /// How many watches of each job this node holds; `job_watches` has a row for each
+    /// key. Locked across the statement, so a watch and an unwatch of one job keep
+    /// their order in the table.
+    watches: Arc<tokio::sync::Mutex<HashMap<JobId, usize>>>,
 }
 
 /// One submit waiting for the next group commit.
@@ -204,6 +209,10 @@ impl PostgresStore {
         nodes::heartbeat(&client, &config.node_id)
             .await
             .map_err(StoreError::from)?;
+        // An earlier run under this node id may have died watching.
+        nodes::unwatch(&client, &config.node_id, None)
+            .await
+            .map_err(StoreError::from)?;
         drop(client);
         let (wake_up, wake) = watch::channel(0);
         // Sized for bursts: a submit of 1024 jobs announces 1024 changes at once.
@@ -237,6 +246,7 @@ impl PostgresStore {
             wake,
             job_changes,
             signals,
+            watches: Arc::default(),
         })
     }
 
@@ -595,6 +605,42 @@ impl SharedQueue for PostgresStore {
 
     fn signals(&self) -> broadcast::Receiver<ClusterSignal> {
         self.signals.subscribe()
+    }
+
+    async fn watch(&self, ids: &[JobId]) -> Result<(), StoreError> {
+        let mut watches = self.watches.lock().await;
+        let new: Vec<Uuid> = ids
+            .iter()
+            .filter(|id| !watches.contains_key(id))
+            .map(|id| id.as_uuid())
+            .collect();
+        if !new.is_empty() {
+            let client = self.client().await?;
+            nodes::watch(&client, &self.node_id, &new).await?;
+        }
+        for id in ids {
+            *watches.entry(*id).or_default() += 1;
+        }
+        Ok(())
+    }
+
+    async fn unwatch(&self, ids: &[JobId]) -> Result<(), StoreError> {
+        let mut watches = self.watches.lock().await;
+        let mut ended = Vec::new();
+        for id in ids {
+            if let Some(count) = watches.get_mut(id) {
+                *count -= 1;
+                if *count == 0 {
+                    watches.remove(id);
+                    ended.push(id.as_uuid());
+                }
+            }
+        }
+        if !ended.is_empty() {
+            let client = self.client().await?;
+            nodes::unwatch(&client, &self.node_id, Some(&ended)).await?;
+        }
+        Ok(())
     }
 
     async fn request_cancel(&self, id: JobId) -> Result<Option<(String, u32)>, StoreError> {

@@ -24,8 +24,8 @@ use super::jobs::{JOB_COLUMNS_OF_JOBS, read_job};
 /// The channel every statement that leaves a job pending notifies (a trigger does it).
 pub(super) const WORK_CHANNEL: &str = "honeydew_work";
 
-/// The channel every statement that changes jobs notifies (a trigger does it), one line
-/// `id status attempt retry_count` per job.
+/// The channel every statement that changes watched jobs notifies (a trigger does it),
+/// one line `id status attempt retry_count` per job some node watches.
 pub(super) const JOBS_CHANNEL: &str = "honeydew_jobs";
 
 /// The channel of cancel requests, `id attempt node`, for the node running the job.
@@ -102,7 +102,8 @@ pub(super) async fn claim_next(
 
 /// Puts back the running jobs of every node but `me` whose heartbeat is older than
 /// `lease_ms`: back to pending with the lost attempt counted, or failed when no retry
-/// is left. One statement; rows another node is rescuing at the same moment are skipped.
+/// is left, and drops those nodes' watches. One statement; rows another node is
+/// rescuing at the same moment are skipped.
 pub(super) async fn rescue_expired(
     client: &impl GenericClient,
     me: &str,
@@ -118,6 +119,10 @@ pub(super) async fn rescue_expired(
                  AND NOT EXISTS (SELECT 1 FROM nodes WHERE nodes.id = jobs.node_id \
                      AND nodes.heartbeat_at >= now() - make_interval(secs => $2::float8 / 1000)) \
                  FOR UPDATE SKIP LOCKED), \
+             unwatched AS (\
+                 DELETE FROM job_watches WHERE node_id IS DISTINCT FROM $1 \
+                 AND NOT EXISTS (SELECT 1 FROM nodes WHERE nodes.id = job_watches.node_id \
+                     AND nodes.heartbeat_at >= now() - make_interval(secs => $2::float8 / 1000))), \
              closed AS (\
                  UPDATE job_attempts SET outcome = 'interrupted', error_kind = 'interrupted', \
                  error = 'its daemon (node ' || COALESCE(lost.node_id, 'unknown') || ') stopped heartbeating', \
@@ -146,6 +151,35 @@ pub(super) async fn rescue_expired(
         failed: count(1),
         cancelled: count(2),
     })
+}
+
+/// Registers that `node` watches the jobs `ids`: from the commit on, their changes are
+/// announced on [`JOBS_CHANNEL`].
+pub(super) async fn watch(client: &impl GenericClient, node: &str, ids: &[Uuid]) -> Result<()> {
+    let statement = client
+        .prepare_cached(
+            "INSERT INTO job_watches (job_id, node_id) SELECT unnest($1::uuid[]), $2 \
+             ON CONFLICT DO NOTHING",
+        )
+        .await?;
+    client.execute(&statement, &[&ids, &node]).await?;
+    Ok(())
+}
+
+/// Drops `node`'s watches of `ids`, or all of them when `ids` is `None`.
+pub(super) async fn unwatch(
+    client: &impl GenericClient,
+    node: &str,
+    ids: Option<&[Uuid]>,
+) -> Result<()> {
+    let statement = client
+        .prepare_cached(
+            "DELETE FROM job_watches WHERE node_id = $1 \
+             AND ($2::uuid[] IS NULL OR job_id = ANY($2))",
+        )
+        .await?;
+    client.execute(&statement, &[&node, &ids]).await?;
+    Ok(())
 }
 
 /// Asks the node running job `id` to cancel it: marks the running attempt and notifies

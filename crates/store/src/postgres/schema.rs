@@ -176,6 +176,47 @@ CREATE TABLE unique_keys (
 );
 CREATE INDEX unique_keys_by_job ON unique_keys (job_id);
 "#,
+    // v5: job changes are announced only for the jobs some node watches. Announcing
+    // every change made each claim and each finish queue a notification, and PostgreSQL
+    // takes one global lock to queue them at commit: it cost a third of the dispatch
+    // throughput with nobody listening. A node registers the jobs its `WatchJob`
+    // callers follow (without a foreign key: a watch may begin before its job's insert
+    // commits), and drops them when the last one ends; a dead node's watches go with
+    // its rescue. The statement trigger now reads `job_watches` first, which is empty
+    // or nearly so.
+    r#"
+CREATE TABLE job_watches (
+    job_id  uuid NOT NULL,
+    node_id text NOT NULL,
+    PRIMARY KEY (job_id, node_id)
+);
+CREATE INDEX job_watches_by_node ON job_watches (node_id);
+
+CREATE OR REPLACE FUNCTION honeydew_notify_jobs() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    batch text;
+BEGIN
+    IF EXISTS (SELECT 1 FROM changed_jobs WHERE status = 'pending') THEN
+        PERFORM pg_notify('honeydew_work', '');
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM job_watches) THEN
+        RETURN NULL;
+    END IF;
+    FOR batch IN
+        SELECT string_agg(concat_ws(' ', id, status, attempt, retry_count), E'\n')
+        FROM (SELECT id, status, attempt, retry_count,
+                     (row_number() OVER () - 1) / 100 AS chunk
+              FROM changed_jobs
+              WHERE EXISTS (SELECT 1 FROM job_watches WHERE job_watches.job_id = changed_jobs.id))
+             AS numbered
+        GROUP BY chunk
+    LOOP
+        PERFORM pg_notify('honeydew_jobs', batch);
+    END LOOP;
+    RETURN NULL;
+END
+$$;
+"#,
 ];
 
 /// The schema version this binary writes.
