@@ -5,7 +5,7 @@
 //! [`retry`]. [`recovery`] makes a restart lose nothing. See `ARCHITECTURE.md` for the
 //! map of modules and the invariants they keep.
 
-pub use honeydew_core::{job, schedule};
+pub use honeydew_core::{job, pause, schedule};
 
 pub mod api;
 pub mod cluster;

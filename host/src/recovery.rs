@@ -4,8 +4,9 @@
 //! A job that was `running` when the daemon died goes back to `pending` (at-least-once:
 //! it runs again), the lost attempt counted against its `max_retries` (so a job that
 //! kills the daemon fails once its retries are spent, instead of running at every
-//! start); every pending job, delayed retries with their `run_at` kept, is loaded into
-//! the queue in dispatch order. The counts are logged.
+//! start); the stored pauses are applied, then every pending job, delayed retries with
+//! their `run_at` kept, is loaded into the queue in dispatch order. The counts are
+//! logged.
 
 use chrono::Utc;
 
@@ -27,6 +28,10 @@ pub struct RecoveryReport {
 
 /// Recovers the store into `manager`'s queue. Run once, before the workers start.
 pub async fn recover(manager: &Manager) -> Result<RecoveryReport, StoreError> {
+    // The pauses first, so that no job they hold is dispatched meanwhile.
+    for pause in manager.store().pauses().await? {
+        manager.queue().pause(&pause.target);
+    }
     let now = Utc::now();
     let recovered = manager.store().recover(now).await?;
     let delayed = recovered

@@ -1,7 +1,8 @@
 //! Flow control through the daemon, on SQLite and on PostgreSQL alike: unique jobs
 //! (concurrent duplicates give one job; reject and replace), bulk submits that store
-//! every job or none, and retry and cancel one by one or in bulk. Each behaviour runs once per backend (`sqlite_*`,
-//! `postgres_*`).
+//! every job or none, retry and cancel one by one or in bulk, and pauses of plugins,
+//! commands and schedules that survive a restart. Each behaviour runs once per backend
+//! (`sqlite::*`, `postgres::*`).
 
 use std::collections::HashSet;
 
@@ -18,6 +19,7 @@ use crate::support::{
 struct Backend {
     data: DataDir,
     daemon: Daemon,
+    args: Vec<String>,
     _schema: Option<TestSchema>,
 }
 
@@ -37,8 +39,31 @@ impl Backend {
         Backend {
             data,
             daemon,
+            args: args.iter().map(|arg| arg.to_string()).collect(),
             _schema: schema,
         }
+    }
+
+    /// Stops the daemon (SIGTERM, a clean stop) and starts it again on the same data
+    /// and database; the new daemon and a channel to it.
+    async fn restart(self) -> (Backend, Channel) {
+        let Backend {
+            data,
+            daemon,
+            args,
+            _schema,
+        } = self;
+        let (status, log) = daemon.terminate();
+        assert!(status.success(), "{status:?}: {log}");
+        let daemon = Daemon::start(&data, &args.iter().map(String::as_str).collect::<Vec<_>>());
+        let channel = daemon.connect().await;
+        let backend = Backend {
+            data,
+            daemon,
+            args,
+            _schema,
+        };
+        (backend, channel)
     }
 
     /// A daemon with one worker (plugins echo and spin), held by a `spin.sleep` of
@@ -87,6 +112,9 @@ on_both_backends!(
     the_cli_submits_with_a_unique_key_and_in_batches,
     failed_jobs_are_retried_one_by_one_and_in_bulk,
     pending_jobs_are_cancelled_in_bulk_and_running_ones_finish,
+    a_pause_holds_pending_jobs_across_a_restart_and_running_ones_finish,
+    a_paused_schedule_submits_nothing_until_resumed,
+    explain_names_each_reason_a_job_is_not_running,
 );
 
 fn unique_request(key: &str, on_conflict: OnConflict, payload: &str) -> pb::SubmitJobRequest {
@@ -445,4 +473,291 @@ async fn pending_jobs_are_cancelled_in_bulk_and_running_ones_finish(postgres: bo
         finished(&channel, &other).await.status(),
         JobStatus::Completed
     );
+}
+
+async fn a_pause_holds_pending_jobs_across_a_restart_and_running_ones_finish(postgres: bool) {
+    // One worker: a job that is not held runs before any submitted after it.
+    let backend = Backend::start(postgres, &["echo", "spin"], &["--workers", "1"]).await;
+    let channel = backend.daemon.connect().await;
+    let dir = backend.data.path().to_owned();
+
+    // A command paused while one of its jobs runs: that one finishes, the next waits.
+    let running_one = submit(&channel, "spin.sleep", r#"{"ms": 600}"#).await;
+    running(&channel, &running_one).await;
+    let paused = honeydew(&dir, &["pause", "spin.sleep"], "");
+    assert!(paused.status.success(), "{}", stderr(&paused));
+    assert_eq!(
+        stdout(&paused).trim(),
+        "paused spin.sleep: its pending jobs wait until `honeydew resume spin.sleep`"
+    );
+    let again = honeydew(&dir, &["pause", "spin.sleep"], "");
+    assert_eq!(stdout(&again).trim(), "spin.sleep was already paused");
+    let held_sleep = submit(&channel, "spin.sleep", r#"{"ms": 1}"#).await;
+    assert_eq!(
+        finished(&channel, &running_one).await.status(),
+        JobStatus::Completed,
+        "a running job finishes"
+    );
+
+    // A plugin paused: its job waits while a later job of another command runs.
+    assert!(honeydew(&dir, &["pause", "echo"], "").status.success());
+    let held_echo = submit(&channel, "echo.echo", r#"{"held": true}"#).await;
+    let resumed = honeydew(&dir, &["resume", "spin.sleep"], "");
+    assert_eq!(
+        stdout(&resumed).trim(),
+        "resumed spin.sleep",
+        "{}",
+        stderr(&resumed)
+    );
+    assert_eq!(
+        finished(&channel, &held_sleep).await.status(),
+        JobStatus::Completed,
+        "resumed jobs run"
+    );
+    assert_eq!(get(&channel, &held_echo).await.status(), JobStatus::Pending);
+
+    // The pause is stored: after a restart it still holds.
+    let (backend, channel) = backend.restart().await;
+    let listed = honeydew(&dir, &["pause", "--json"], "");
+    let listed: serde_json::Value = serde_json::from_str(&stdout(&listed)).expect("JSON");
+    let targets: Vec<&str> = listed
+        .as_array()
+        .expect("an array")
+        .iter()
+        .map(|pause| pause["target"].as_str().expect("a target"))
+        .collect();
+    assert_eq!(targets, ["echo"]);
+    let probe = submit(&channel, "spin.sleep", r#"{"ms": 1}"#).await;
+    assert_eq!(
+        finished(&channel, &probe).await.status(),
+        JobStatus::Completed
+    );
+    let held = get(&channel, &held_echo).await;
+    assert_eq!(
+        (held.status(), held.attempt),
+        (JobStatus::Pending, 0),
+        "held through the restart, never claimed"
+    );
+
+    let resumed = honeydew(&dir, &["resume", "echo"], "");
+    assert!(resumed.status.success(), "{}", stderr(&resumed));
+    let done = finished(&channel, &held_echo).await;
+    assert_eq!(done.status(), JobStatus::Completed);
+    assert_eq!(result_text(&done), r#"{"held": true}"#);
+    let not_paused = honeydew(&dir, &["resume", "echo"], "");
+    assert_eq!(stdout(&not_paused).trim(), "echo was not paused");
+    let nothing = honeydew(&dir, &["pause"], "");
+    assert_eq!(stdout(&nothing).trim(), "nothing is paused");
+
+    let refused = honeydew(&dir, &["pause", "echo.echo.echo"], "");
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("cannot pause \"echo.echo.echo\": name a plugin"),
+        "{}",
+        stderr(&refused)
+    );
+    drop(backend);
+}
+
+async fn a_paused_schedule_submits_nothing_until_resumed(postgres: bool) {
+    let mut backend = Backend::start(postgres, &["echo"], &[]).await;
+    let channel = backend.daemon.connect().await;
+    let dir = backend.data.path().to_owned();
+    let echo_jobs = || async {
+        list_all(&channel)
+            .await
+            .into_iter()
+            .filter(|job| job.command == "echo.echo")
+            .count()
+    };
+    let added = honeydew(
+        &dir,
+        &[
+            "schedule",
+            "add",
+            "ticker",
+            "--cron",
+            "* * * * * *",
+            "echo.echo",
+        ],
+        "",
+    );
+    assert!(added.status.success(), "{}", stderr(&added));
+    assert!(backend.daemon.wait_for_line("schedule triggered"));
+
+    let paused = honeydew(&dir, &["schedule", "pause", "ticker"], "");
+    assert!(paused.status.success(), "{}", stderr(&paused));
+    assert!(stdout(&paused).starts_with("paused schedule ticker ("));
+    assert!(backend.daemon.wait_for_line("schedule paused"));
+    let listed = honeydew(&dir, &["schedule", "ls", "--json"], "");
+    let listed: serde_json::Value = serde_json::from_str(&stdout(&listed)).expect("JSON");
+    assert_eq!(listed[0]["enabled"], false);
+    assert_eq!(listed[0]["next_run_at"], serde_json::Value::Null);
+    let submitted = echo_jobs().await;
+    // Nothing announces a job not submitted: watch for a while instead.
+    tokio::time::sleep(std::time::Duration::from_millis(2200)).await;
+    assert_eq!(echo_jobs().await, submitted, "no job while paused");
+
+    let resumed = honeydew(&dir, &["schedule", "resume", "ticker", "--json"], "");
+    assert!(resumed.status.success(), "{}", stderr(&resumed));
+    let resumed: serde_json::Value = serde_json::from_str(&stdout(&resumed)).expect("JSON");
+    assert_eq!(resumed["enabled"], true);
+    assert!(resumed["next_run_at"].is_string(), "{resumed}");
+    assert!(backend.daemon.wait_for_line("schedule resumed"));
+    assert!(backend.daemon.wait_for_line("schedule triggered"));
+    assert!(echo_jobs().await > submitted);
+    let unknown = honeydew(&dir, &["schedule", "pause", "nope"], "");
+    assert!(!unknown.status.success());
+    assert!(stderr(&unknown).contains("nope"), "{}", stderr(&unknown));
+}
+
+/// `honeydew explain ID --json`, parsed.
+fn explain(dir: &std::path::Path, id: &str) -> serde_json::Value {
+    let output = honeydew(dir, &["explain", id, "--json"], "");
+    assert!(output.status.success(), "{}", stderr(&output));
+    serde_json::from_str(&stdout(&output)).expect("JSON")
+}
+
+async fn explain_names_each_reason_a_job_is_not_running(postgres: bool) {
+    let mut backend = Backend::start(
+        postgres,
+        &["echo", "spin", "flaky"],
+        &["--workers", "2", "--timeout-ms", "120000"],
+    )
+    .await;
+    let channel = backend.daemon.connect().await;
+    let dir = backend.data.path().to_owned();
+    let first_blocker = submit(&channel, "spin.sleep", r#"{"ms": 60000}"#).await;
+    running(&channel, &first_blocker).await;
+    // A retriable failure with a long backoff, on the other worker.
+    let backing_off = queue(&channel)
+        .submit_job(pb::SubmitJobRequest {
+            command: "flaky.retriable_after".into(),
+            payload: br#"{"retry_after_ms": 600000}"#.to_vec(),
+            max_retries: Some(1),
+            ..Default::default()
+        })
+        .await
+        .expect("submit")
+        .into_inner()
+        .job_id;
+    let updates = crate::support::watch_until(&channel, &backing_off, |update| {
+        update.status() == JobStatus::Pending && update.retry_count == 1
+    })
+    .await;
+    assert!(!updates.is_empty());
+    let second_blocker = submit(&channel, "spin.sleep", r#"{"ms": 60000}"#).await;
+    running(&channel, &second_blocker).await;
+
+    let low = submit(&channel, "echo.echo", "{}").await;
+    let high = queue(&channel)
+        .submit_job(pb::SubmitJobRequest {
+            command: "echo.echo".into(),
+            priority: 5,
+            ..Default::default()
+        })
+        .await
+        .expect("submit")
+        .into_inner()
+        .job_id;
+
+    let running_one = explain(&dir, &first_blocker);
+    assert_eq!(running_one["holdup"], "not_waiting");
+    assert!(
+        running_one["explanation"]
+            .as_str()
+            .unwrap()
+            .contains("is not waiting: it is running since"),
+        "{running_one}"
+    );
+    let behind = explain(&dir, &low);
+    assert_eq!(
+        (&behind["holdup"], &behind["ahead"]),
+        (&"queued".into(), &1.into()),
+        "{behind}"
+    );
+    let text = honeydew(&dir, &["explain", &low], "");
+    assert!(
+        stdout(&text).contains("queued behind 1 eligible job of higher priority"),
+        "{}",
+        stdout(&text)
+    );
+    let next = explain(&dir, &high);
+    assert_eq!(
+        (&next["holdup"], &next["ahead"]),
+        (&"queued".into(), &0.into()),
+        "{next}"
+    );
+    assert!(
+        next["explanation"]
+            .as_str()
+            .unwrap()
+            .contains("next in line")
+    );
+
+    let later = explain(&dir, &backing_off);
+    assert_eq!(later["holdup"], "not_yet_due", "{later}");
+    let until: chrono::DateTime<chrono::Utc> = later["until"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .expect("an instant");
+    assert!(
+        until > chrono::Utc::now() + chrono::TimeDelta::minutes(8),
+        "{until}"
+    );
+    assert!(
+        later["explanation"]
+            .as_str()
+            .unwrap()
+            .contains("it is retry 1 of 1 after a failure"),
+        "{later}"
+    );
+
+    assert!(honeydew(&dir, &["pause", "echo"], "").status.success());
+    let paused = explain(&dir, &high);
+    assert_eq!(
+        (&paused["holdup"], &paused["paused_by"]),
+        (&"paused".into(), &"echo".into())
+    );
+    assert!(
+        paused["explanation"]
+            .as_str()
+            .unwrap()
+            .contains("echo is paused (since"),
+        "{paused}"
+    );
+
+    for file in ["flaky.wasm", "flaky.toml"] {
+        std::fs::remove_file(dir.join("plugins").join(file)).expect("remove plugin");
+    }
+    assert!(backend.daemon.wait_for_line("plugin unloaded"));
+    let orphan = explain(&dir, &backing_off);
+    assert_eq!(orphan["holdup"], "no_plugin", "{orphan}");
+    assert!(
+        orphan["explanation"]
+            .as_str()
+            .unwrap()
+            .contains("no plugin loaded on this daemon serves flaky.retriable_after"),
+        "{orphan}"
+    );
+
+    let cancelled = honeydew(&dir, &["cancel", &first_blocker], "");
+    assert!(cancelled.status.success(), "{}", stderr(&cancelled));
+    finished(&channel, &first_blocker).await;
+    let done = explain(&dir, &first_blocker);
+    assert_eq!(done["status"], "cancelled");
+    assert!(
+        done["explanation"]
+            .as_str()
+            .unwrap()
+            .contains("was cancelled at"),
+        "{done}"
+    );
+    let unknown = honeydew(
+        &dir,
+        &["explain", "0193a1b2-0000-7000-8000-000000000000"],
+        "",
+    );
+    assert!(!unknown.status.success());
 }

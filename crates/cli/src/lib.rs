@@ -109,6 +109,11 @@ enum ClientCommand {
     },
     /// List jobs, newest first
     List(ListArgs),
+    /// Say why a job is not running now and when it next can
+    Explain {
+        /// The job id
+        id: String,
+    },
     /// Cancel a pending or running job; or, with --command/--since, every pending one
     /// that matches
     Cancel {
@@ -133,6 +138,18 @@ enum ClientCommand {
         /// this, such as 7d or 12h [default: the daemon's retention per state]
         #[arg(long, value_name = "AGE", value_parser = humantime::parse_duration)]
         older_than: Option<std::time::Duration>,
+    },
+    /// Pause a plugin (`github`) or a command (`github.commits`): its pending jobs wait,
+    /// on every daemon of the store and across restarts, until resumed; running jobs
+    /// finish. Without a target, list what is paused
+    Pause {
+        /// A plugin name or PLUGIN.COMMAND
+        target: Option<String>,
+    },
+    /// Resume a paused plugin or command: its jobs run again, in their order
+    Resume {
+        /// A plugin name or PLUGIN.COMMAND, as paused
+        target: String,
     },
     /// Manage cron schedules
     #[command(subcommand)]
@@ -399,6 +416,17 @@ enum ScheduleCommand {
         /// Its name or id
         schedule: String,
     },
+    /// Pause a schedule: it stays stored and fires on no daemon until resumed
+    Pause {
+        /// Its name or id
+        schedule: String,
+    },
+    /// Resume a paused schedule from its next instant (the ones missed meanwhile are not
+    /// made up)
+    Resume {
+        /// Its name or id
+        schedule: String,
+    },
     /// List schedules
     Ls,
 }
@@ -599,6 +627,12 @@ async fn run(
         }
         ClientCommand::Wait { id } => wait_and_print(channel, id, json).await,
         ClientCommand::List(args) => list(channel, args, json).await,
+        ClientCommand::Explain { id } => {
+            let request = pb::ExplainJobRequest { job_id: id };
+            let explained = queue(channel).explain_job(request).await?.into_inner();
+            output::print_explanation(&explained, json);
+            Ok(())
+        }
         ClientCommand::Cancel { id: None, bulk } => {
             let count = queue(channel)
                 .cancel_jobs(bulk.request())
@@ -667,6 +701,49 @@ async fn run(
                 output::print_json(&serde_json::json!({ "deleted": deleted }));
             } else {
                 println!("deleted {deleted} finished jobs");
+            }
+            Ok(())
+        }
+        ClientCommand::Pause { target: None } => {
+            let pauses = queue(channel)
+                .list_pauses(pb::ListPausesRequest {})
+                .await?
+                .into_inner()
+                .pauses;
+            output::print_pauses(&pauses, json);
+            Ok(())
+        }
+        ClientCommand::Pause {
+            target: Some(target),
+        } => {
+            let request = pb::PauseRequest {
+                target: target.clone(),
+            };
+            let changed = queue(channel).pause(request).await?.into_inner().changed;
+            if json {
+                output::print_json(
+                    &serde_json::json!({"target": target, "paused": true, "changed": changed}),
+                );
+            } else if changed {
+                println!("paused {target}: its pending jobs wait until `honeydew resume {target}`");
+            } else {
+                println!("{target} was already paused");
+            }
+            Ok(())
+        }
+        ClientCommand::Resume { target } => {
+            let request = pb::ResumeRequest {
+                target: target.clone(),
+            };
+            let changed = queue(channel).resume(request).await?.into_inner().changed;
+            if json {
+                output::print_json(
+                    &serde_json::json!({"target": target, "paused": false, "changed": changed}),
+                );
+            } else if changed {
+                println!("resumed {target}");
+            } else {
+                println!("{target} was not paused");
             }
             Ok(())
         }
@@ -837,6 +914,32 @@ async fn schedule(
                 output::print_json(&output::schedule_json(&removed));
             } else {
                 println!("removed schedule {} ({})", removed.name, removed.id);
+            }
+        }
+        ScheduleCommand::Pause { schedule } => {
+            let paused = client
+                .pause_schedule(pb::PauseScheduleRequest { schedule })
+                .await?
+                .into_inner()
+                .schedule
+                .unwrap_or_default();
+            if json {
+                output::print_json(&output::schedule_json(&paused));
+            } else {
+                println!("paused schedule {} ({})", paused.name, paused.id);
+            }
+        }
+        ScheduleCommand::Resume { schedule } => {
+            let resumed = client
+                .resume_schedule(pb::ResumeScheduleRequest { schedule })
+                .await?
+                .into_inner()
+                .schedule
+                .unwrap_or_default();
+            if json {
+                output::print_json(&output::schedule_json(&resumed));
+            } else {
+                output::print_schedule_table(&[resumed]);
             }
         }
         ScheduleCommand::Ls => {

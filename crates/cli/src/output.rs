@@ -331,6 +331,50 @@ pub fn schedule_json(schedule: &pb::Schedule) -> Value {
     })
 }
 
+/// An explanation: its paragraph, or its fields as JSON.
+pub fn print_explanation(explained: &pb::ExplainJobResponse, json: bool) {
+    if !json {
+        println!("{}", explained.explanation);
+        return;
+    }
+    let holdup = match explained.holdup() {
+        pb::Holdup::Unspecified | pb::Holdup::NotWaiting => "not_waiting",
+        pb::Holdup::Paused => "paused",
+        pb::Holdup::NoPlugin => "no_plugin",
+        pb::Holdup::NotYetDue => "not_yet_due",
+        pb::Holdup::Queued => "queued",
+    };
+    print_json(&json!({
+        "status": status_name(explained.status()),
+        "holdup": holdup,
+        "explanation": explained.explanation,
+        "until": rfc3339(explained.until.as_ref()),
+        "ahead": explained.ahead,
+        "paused_by": explained.paused_by,
+    }));
+}
+
+/// The pauses, as a table (target and since when, in local time) or a JSON array.
+pub fn print_pauses(pauses: &[pb::Pause], json: bool) {
+    if json {
+        let pauses = pauses
+            .iter()
+            .map(|pause| json!({"target": pause.target, "paused_at": rfc3339(pause.paused_at.as_ref())}))
+            .collect();
+        print_json(&Value::Array(pauses));
+        return;
+    }
+    if pauses.is_empty() {
+        println!("nothing is paused");
+        return;
+    }
+    let rows: Vec<Vec<String>> = pauses
+        .iter()
+        .map(|pause| vec![pause.target.clone(), local(pause.paused_at.as_ref())])
+        .collect();
+    println!("{}", table(&["PAUSED", "SINCE"], &rows));
+}
+
 /// Schedules as a table, last and next run in local time; a LAST ERROR column when a
 /// schedule's latest instant submitted nothing.
 pub fn print_schedule_table(schedules: &[pb::Schedule]) {
@@ -350,7 +394,7 @@ pub fn print_schedule_table(schedules: &[pb::Schedule]) {
                 if schedule.enabled {
                     local(schedule.next_run_at.as_ref())
                 } else {
-                    "(disabled)".to_owned()
+                    "(paused)".to_owned()
                 },
             ];
             if errors {

@@ -403,11 +403,14 @@ pub struct InvalidTransition {
     pub to: JobStatus,
 }
 
-/// What the queue keeps of a pending job: enough to order it, not its payload.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+/// What the queue keeps of a pending job: enough to order it and to know what holds it
+/// back (a pause of its command or plugin), not its payload.
+#[derive(Clone, PartialEq, Eq, Debug)]
 pub struct QueuedJob {
     /// The job.
     pub id: JobId,
+    /// Its command, `plugin.command`.
+    pub command: std::sync::Arc<str>,
     /// Higher runs first.
     pub priority: i64,
     /// Older runs first among equal priorities.
@@ -420,6 +423,7 @@ impl From<&Job> for QueuedJob {
     fn from(job: &Job) -> Self {
         Self {
             id: job.id,
+            command: job.command.as_str().into(),
             priority: job.priority,
             created_at: job.created_at,
             run_at: job.run_at,

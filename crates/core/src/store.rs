@@ -22,6 +22,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::job::{ErrorKind, Job, JobId, JobStatus, PluginRef, QueuedJob};
+use crate::pause::Pause;
 use crate::schedule::Schedule;
 
 /// A job a worker has just moved to `running`, with the number of this attempt.
@@ -456,8 +457,8 @@ pub trait JobStore: Send + Sync + 'static {
     async fn get_schedule(&self, id: Uuid) -> Result<Schedule, StoreError>;
 
     /// Records that schedule `id` fired for `scheduled_for` and inserts its `job`, in one
-    /// transaction. `Ok(false)` (and no job) when that instant was already triggered or
-    /// the schedule is gone.
+    /// transaction. `Ok(false)` (and no job) when that instant was already triggered, or
+    /// the schedule is paused or gone.
     async fn trigger_schedule(
         &self,
         id: Uuid,
@@ -482,6 +483,30 @@ pub trait JobStore: Send + Sync + 'static {
         id: Uuid,
         next_run_at: Option<DateTime<Utc>>,
     ) -> Result<(), StoreError>;
+
+    /// Pauses schedule `key` (its name or id) when `enabled` is false, resumes it when
+    /// true; the schedule as it is now. [`StoreError::ScheduleNotFound`] when none has
+    /// that name or id.
+    async fn set_schedule_enabled(
+        &self,
+        key: String,
+        enabled: bool,
+    ) -> Result<Schedule, StoreError>;
+
+    /// Pauses `target`, a plugin or a command (see [`crate::pause`]) from `at`; false
+    /// when it already was paused (the first pause's time stays).
+    async fn pause(&self, target: String, at: DateTime<Utc>) -> Result<bool, StoreError>;
+
+    /// Ends the pause of `target`; false when there was none. On a shared store, every
+    /// node's idle workers look again.
+    async fn resume(&self, target: String) -> Result<bool, StoreError>;
+
+    /// Every pause, by target.
+    async fn pauses(&self) -> Result<Vec<Pause>, StoreError>;
+
+    /// How many pending jobs a claim at `now` would take before job `id`: eligible,
+    /// not held by a pause, and of higher priority, or of its priority and older.
+    async fn count_ahead(&self, id: JobId, now: DateTime<Utc>) -> Result<u64, StoreError>;
 
     /// What group commit has done so far.
     fn commit_stats(&self) -> CommitStats;

@@ -67,6 +67,8 @@ contract!(
     a_pruned_holder_frees_its_key,
     retry_puts_a_failed_job_back_with_a_fresh_budget,
     bulk_retry_and_cancel_act_on_matching_jobs_in_batches,
+    pauses_are_stored_once_listed_and_ended,
+    a_paused_schedule_triggers_no_job_until_resumed,
 );
 
 fn job(command: &str, payload: &[u8], priority: i64) -> Job {
@@ -1203,5 +1205,79 @@ async fn bulk_retry_and_cancel_act_on_matching_jobs_in_batches(fx: Fixture) {
     assert_eq!(
         store.get_job(other.id).await.unwrap().status,
         JobStatus::Pending
+    );
+}
+
+async fn pauses_are_stored_once_listed_and_ended(fx: Fixture) {
+    let (one, two) = (fx.open().await, fx.open().await);
+    let at = Utc::now().trunc_subsecs(3);
+    assert!(one.pause("github".into(), at).await.unwrap());
+    assert!(
+        !two.pause("github".into(), at + TimeDelta::seconds(5))
+            .await
+            .unwrap(),
+        "already paused"
+    );
+    assert!(one.pause("echo.echo".into(), at).await.unwrap());
+    let listed = two.pauses().await.unwrap();
+    let listed: Vec<(&str, _)> = listed
+        .iter()
+        .map(|pause| (pause.target.as_str(), pause.paused_at))
+        .collect();
+    assert_eq!(
+        listed,
+        [("echo.echo", at), ("github", at)],
+        "by target, the first pause's time kept"
+    );
+    assert!(two.resume("github".into()).await.unwrap());
+    assert!(!one.resume("github".into()).await.unwrap(), "not paused");
+    let left: Vec<String> = one
+        .pauses()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|pause| pause.target)
+        .collect();
+    assert_eq!(left, ["echo.echo"]);
+}
+
+async fn a_paused_schedule_triggers_no_job_until_resumed(fx: Fixture) {
+    let store = fx.open().await;
+    let nightly = schedule("nightly");
+    store.insert_schedule(nightly.clone()).await.unwrap();
+    let paused = store
+        .set_schedule_enabled("nightly".into(), false)
+        .await
+        .unwrap();
+    assert!(!paused.enabled);
+    let instant = (Utc::now() + TimeDelta::minutes(1)).trunc_subsecs(0);
+    let job = Job::new("echo.echo", vec![], 0, 0);
+    assert!(
+        !store
+            .trigger_schedule(nightly.id, instant, None, job.clone())
+            .await
+            .unwrap(),
+        "a paused schedule's instant submits nothing"
+    );
+    assert!(matches!(
+        store.get_job(job.id).await,
+        Err(StoreError::NotFound(_))
+    ));
+    let resumed = store
+        .set_schedule_enabled(nightly.id.to_string(), true)
+        .await
+        .unwrap();
+    assert!(resumed.enabled);
+    assert!(
+        store
+            .trigger_schedule(nightly.id, instant, None, job.clone())
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.get_job(job.id).await.unwrap().id, job.id);
+    let unknown = store.set_schedule_enabled("nope".into(), false).await;
+    assert!(
+        matches!(&unknown, Err(StoreError::ScheduleNotFound(key)) if key == "nope"),
+        "{unknown:?}"
     );
 }

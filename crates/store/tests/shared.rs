@@ -474,9 +474,14 @@ async fn changes_of_jobs_nobody_watches_are_not_announced() {
         finished_at: Utc::now(),
         ..AttemptReport::default()
     };
-    a.finish(quiet.id, claimed.attempt, Outcome::Completed(vec![]), report)
-        .await
-        .unwrap();
+    a.finish(
+        quiet.id,
+        claimed.attempt,
+        Outcome::Completed(vec![]),
+        report,
+    )
+    .await
+    .unwrap();
     // ...then a watched one, committed after it.
     let marker = Job::new("echo.echo", vec![], 0, 0);
     shared(&a).watch(&[marker.id]).await.unwrap();
@@ -570,4 +575,33 @@ async fn nodes_submitting_one_unique_key_at_once_store_one_job() {
     let pending = claim(&a, None).await;
     assert!(pending.is_some());
     assert!(claim(&b, None).await.is_none(), "one job in all");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_holds_jobs_back_from_every_nodes_claims() {
+    let schema = TestSchema::create().await;
+    let (a, b) = (node(&schema, "a").await, node(&schema, "b").await);
+    let held = Job::new("echo.echo", vec![], 9, 0);
+    let other = Job::new("github.commits", vec![], 0, 0);
+    for job in [&held, &other] {
+        a.insert_job(job.clone()).await.unwrap();
+    }
+    assert!(a.pause("echo".into(), Utc::now()).await.unwrap());
+    let first = claim(&b, None).await.unwrap();
+    assert_eq!(first.job.id, other.id, "the paused plugin's job is skipped");
+    // Nothing else is eligible: no due time either, so idle workers sleep rather than
+    // spin on the held job.
+    match shared(&b).claim_next(None, 1).await.unwrap() {
+        ClaimNext::NothingUntil(due) => assert_eq!(due, None),
+        ClaimNext::Claimed(claimed) => panic!("claimed {:?} while paused", claimed.job.id),
+    }
+    let mut wake = shared(&b).wake_ups();
+    listening(&b).await;
+    wake.borrow_and_update();
+    assert!(a.resume("echo".into()).await.unwrap());
+    tokio::time::timeout(Duration::from_secs(5), wake.changed())
+        .await
+        .expect("the resume wakes the other node within 5 s")
+        .unwrap();
+    assert_eq!(claim(&b, None).await.unwrap().job.id, held.id);
 }

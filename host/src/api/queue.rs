@@ -10,7 +10,7 @@ use super::convert::{self, LIST_LIMIT_MAX};
 use super::pb::{self, queue_server::Queue};
 use super::watch;
 use crate::job::{Job, JobId, JobStatus};
-use crate::queue::{CancelOutcome, MAX_BATCH_JOBS, SubmitError};
+use crate::queue::{CancelOutcome, Holdup, MAX_BATCH_JOBS, PauseError, SubmitError};
 use crate::store::{JobFilter, StoreError};
 
 /// Per job of a full `ListJobs` page, what the message costs besides payload and result.
@@ -127,6 +127,90 @@ impl Queue for QueueService {
             )),
             Err(err) => Err(convert::store_status(err)),
         }
+    }
+
+    async fn pause(
+        &self,
+        request: Request<pb::PauseRequest>,
+    ) -> Result<Response<pb::PauseResponse>, Status> {
+        let target = request.into_inner().target;
+        let changed = self
+            .state
+            .manager
+            .pause(&target)
+            .await
+            .map_err(pause_status)?;
+        Ok(Response::new(pb::PauseResponse { changed }))
+    }
+
+    async fn resume(
+        &self,
+        request: Request<pb::ResumeRequest>,
+    ) -> Result<Response<pb::ResumeResponse>, Status> {
+        let target = request.into_inner().target;
+        let changed = self
+            .state
+            .manager
+            .resume(&target)
+            .await
+            .map_err(pause_status)?;
+        Ok(Response::new(pb::ResumeResponse { changed }))
+    }
+
+    async fn list_pauses(
+        &self,
+        _request: Request<pb::ListPausesRequest>,
+    ) -> Result<Response<pb::ListPausesResponse>, Status> {
+        let pauses = self
+            .state
+            .manager
+            .pauses()
+            .await
+            .map_err(convert::store_status)?
+            .into_iter()
+            .map(|pause| pb::Pause {
+                target: pause.target,
+                paused_at: Some(convert::timestamp(pause.paused_at)),
+            })
+            .collect();
+        Ok(Response::new(pb::ListPausesResponse { pauses }))
+    }
+
+    async fn explain_job(
+        &self,
+        request: Request<pb::ExplainJobRequest>,
+    ) -> Result<Response<pb::ExplainJobResponse>, Status> {
+        let id = convert::parse_job_id("job_id", &request.into_inner().job_id)?;
+        let explained = self
+            .state
+            .manager
+            .explain(id)
+            .await
+            .map_err(convert::store_status)?;
+        let mut response = pb::ExplainJobResponse {
+            status: convert::status_to_pb(explained.status).into(),
+            explanation: explained.text,
+            ..Default::default()
+        };
+        let holdup = match explained.holdup {
+            Holdup::NotWaiting => pb::Holdup::NotWaiting,
+            Holdup::Paused { target, since } => {
+                response.paused_by = Some(target);
+                response.until = Some(convert::timestamp(since));
+                pb::Holdup::Paused
+            }
+            Holdup::NoPlugin => pb::Holdup::NoPlugin,
+            Holdup::NotYetDue(at) => {
+                response.until = Some(convert::timestamp(at));
+                pb::Holdup::NotYetDue
+            }
+            Holdup::Queued { ahead } => {
+                response.ahead = ahead;
+                pb::Holdup::Queued
+            }
+        };
+        response.holdup = holdup.into();
+        Ok(Response::new(response))
     }
 
     async fn retry_jobs(
@@ -264,5 +348,13 @@ impl Queue for QueueService {
         let id = convert::parse_job_id("job_id", &request.into_inner().job_id)?;
         let stream = watch::watch(Arc::clone(&self.state), id).await?;
         Ok(Response::new(stream))
+    }
+}
+
+/// A refused pause or resume as a status: the target's fault, or the store's.
+fn pause_status(err: PauseError) -> Status {
+    match err {
+        PauseError::Invalid(err) => Status::invalid_argument(err.to_string()),
+        PauseError::Store(err) => convert::store_status(err),
     }
 }

@@ -69,6 +69,38 @@ impl Schedules for SchedulesService {
         }))
     }
 
+    async fn pause_schedule(
+        &self,
+        request: Request<pb::PauseScheduleRequest>,
+    ) -> Result<Response<pb::PauseScheduleResponse>, Status> {
+        let key = request.into_inner().schedule;
+        let schedule = self
+            .state
+            .scheduler
+            .set_enabled(&key, false)
+            .await
+            .map_err(schedule_status)?;
+        Ok(Response::new(pb::PauseScheduleResponse {
+            schedule: Some(schedule_to_pb(schedule)),
+        }))
+    }
+
+    async fn resume_schedule(
+        &self,
+        request: Request<pb::ResumeScheduleRequest>,
+    ) -> Result<Response<pb::ResumeScheduleResponse>, Status> {
+        let key = request.into_inner().schedule;
+        let schedule = self
+            .state
+            .scheduler
+            .set_enabled(&key, true)
+            .await
+            .map_err(schedule_status)?;
+        Ok(Response::new(pb::ResumeScheduleResponse {
+            schedule: Some(schedule_to_pb(schedule)),
+        }))
+    }
+
     async fn list_schedules(
         &self,
         _request: Request<pb::ListSchedulesRequest>,

@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{JobQueue, QueuedJob};
 use crate::job::{Job, JobId, JobStatus};
+use crate::pause::{InvalidTarget, Pause, validate_target};
 use crate::store::{
     AttemptReport, BulkFilter, ClaimNext, Claimed, JobChange, JobFilter, JobPage, Outcome, Store,
     StoreError, UniqueInsert, Uniqueness,
@@ -190,6 +191,17 @@ pub enum SubmitError {
     #[error("a batch carries 1 to {MAX_BATCH_JOBS} jobs, not {0}")]
     BatchSize(usize),
     /// The store could not persist it.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Why a pause or a resume was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum PauseError {
+    /// The target names no plugin or command.
+    #[error(transparent)]
+    Invalid(#[from] InvalidTarget),
+    /// The store could not record it.
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -489,6 +501,36 @@ impl Manager {
             }
         }
         Err(CancelError::Busy(id))
+    }
+
+    /// Pauses `target`, a plugin or a command: stored first (so it survives a restart
+    /// and holds on every node of a shared store), then the queue holds its jobs back.
+    /// Running jobs finish. False when it already was paused.
+    pub async fn pause(&self, target: &str) -> Result<bool, PauseError> {
+        validate_target(target)?;
+        let paused = self.store.pause(target.to_owned(), Utc::now()).await?;
+        self.queue.pause(target);
+        if paused {
+            tracing::info!(target, "paused: its pending jobs wait until it is resumed");
+        }
+        Ok(paused)
+    }
+
+    /// Ends the pause of `target`: its jobs are claimed again, in their order. False
+    /// when it was not paused.
+    pub async fn resume(&self, target: &str) -> Result<bool, PauseError> {
+        validate_target(target)?;
+        let resumed = self.store.resume(target.to_owned()).await?;
+        self.queue.resume(target);
+        if resumed {
+            tracing::info!(target, "resumed");
+        }
+        Ok(resumed)
+    }
+
+    /// Every pause, by target.
+    pub async fn pauses(&self) -> Result<Vec<Pause>, StoreError> {
+        self.store.pauses().await
     }
 
     /// Puts a failed or cancelled job back to pending with a fresh retry budget, and
@@ -884,6 +926,16 @@ impl Manager {
         for job in waiting.into_values() {
             self.enqueue(job);
         }
+    }
+
+    /// Whether a plugin loaded here serves `command`.
+    pub(super) fn serves(&self, command: &str) -> bool {
+        self.catalog.resolve(command).is_ok()
+    }
+
+    /// How many jobs this daemon's workers run now.
+    pub(super) fn running_here(&self) -> usize {
+        self.lock_running().len()
     }
 
     /// How many jobs wait for plugin `name`.

@@ -4,9 +4,10 @@
 //! [`PriorityQueue`] is the pure data structure; [`JobQueue`] makes it shareable and
 //! lets workers wait for work without polling: a push wakes one waiting worker, and a
 //! worker with nothing eligible sleeps exactly until the earliest delayed job is due.
-//! [`Manager`] is the front door (submit, cancel, get, list) and the workers' source of
-//! jobs.
+//! [`Manager`] is the front door (submit, cancel, get, list, pause, explain) and the
+//! workers' source of jobs.
 
+mod explain;
 mod manager;
 mod priority;
 
@@ -17,10 +18,11 @@ use tokio::sync::Notify;
 
 use crate::job::JobId;
 
+pub use explain::{Explanation, Holdup};
 pub use manager::{
     AnyCommand, CancelError, CancelOutcome, CommandCatalog, CommandDefaults, JobEvent,
-    MAX_BATCH_JOBS, MAX_UNIQUE_KEY_BYTES, Manager, ManagerConfig, OnConflict, SubmitError,
-    SubmitRequest, Submitted, UniqueRequest,
+    MAX_BATCH_JOBS, MAX_UNIQUE_KEY_BYTES, Manager, ManagerConfig, OnConflict, PauseError,
+    SubmitError, SubmitRequest, Submitted, UniqueRequest,
 };
 pub use priority::{PriorityQueue, QueuedJob};
 
@@ -58,6 +60,24 @@ impl JobQueue {
         self.lock().is_empty()
     }
 
+    /// Holds back the jobs of `target` (a plugin or a command) from now on.
+    pub fn pause(&self, target: &str) {
+        self.lock().pause(target);
+    }
+
+    /// Ends the pause of `target` and wakes workers for the jobs it held.
+    pub fn resume(&self, target: &str) {
+        let released = self.lock().resume(target, Utc::now());
+        if released > 0 {
+            self.work_arrived.notify_one();
+        }
+    }
+
+    /// Queued jobs a pause holds aside.
+    pub fn held(&self) -> usize {
+        self.lock().held()
+    }
+
     /// Takes the best eligible job now, without waiting.
     pub fn try_pop(&self) -> Option<QueuedJob> {
         self.lock().dequeue(Utc::now())
@@ -77,7 +97,7 @@ impl JobQueue {
                 (job, next_due)
             };
             if let Some(job) = job {
-                if !self.is_empty() {
+                if self.lock().has_waiting() {
                     // More may be eligible: pass the baton to another waiting worker.
                     self.work_arrived.notify_one();
                 }
@@ -113,6 +133,7 @@ mod tests {
         let now = Utc::now();
         QueuedJob {
             id: JobId::new(),
+            command: "echo.echo".into(),
             priority,
             created_at: now,
             run_at: now,
@@ -172,7 +193,7 @@ mod tests {
         });
         tokio::task::yield_now().await;
         let job = queued(0);
-        queue.push(job);
+        queue.push(job.clone());
         assert_eq!(waiter.await.unwrap(), job);
     }
 
@@ -181,7 +202,7 @@ mod tests {
         let queue = JobQueue::new();
         let mut job = queued(0);
         job.run_at = Utc::now() + TimeDelta::milliseconds(80);
-        queue.push(job);
+        queue.push(job.clone());
         assert_eq!(queue.try_pop(), None, "not yet due");
         let popped = queue.pop().await;
         assert_eq!(popped, job);

@@ -4,11 +4,14 @@
 //! time (oldest first), then by id. Jobs whose `run_at` lies in the future wait in a
 //! second heap ordered by `run_at` and move over once due. Removal is lazy: a removed
 //! job stays in its heap as a stale entry until it surfaces, so every operation is
-//! O(log n). The clock is always a parameter; this module does no I/O and no locking
-//! (the [`super::JobQueue`] wraps it in a mutex and a wake-up signal).
+//! O(log n). Jobs of a paused plugin or command are taken out of line as they surface
+//! and held aside until the pause ends, when they go back where they belong; so a
+//! pause costs nothing until its jobs reach the front. The clock is always a
+//! parameter; this module does no I/O and no locking (the [`super::JobQueue`] wraps it
+//! in a mutex and a wake-up signal).
 
 use std::cmp::{Ordering, Reverse};
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 
@@ -52,6 +55,10 @@ pub struct PriorityQueue {
     /// generation differs (or whose id is absent) is stale.
     members: HashMap<JobId, (QueuedJob, u64)>,
     next_generation: u64,
+    /// The plugins and commands paused.
+    paused: HashSet<Box<str>>,
+    /// Jobs a pause took out of line, until it ends.
+    held: HashMap<JobId, QueuedJob>,
 }
 
 impl PriorityQueue {
@@ -62,21 +69,21 @@ impl PriorityQueue {
 
     /// Adds `job`, replacing an earlier entry for the same id.
     pub fn enqueue(&mut self, job: QueuedJob, now: DateTime<Utc>) {
+        self.held.remove(&job.id);
         let generation = self.next_generation;
         self.next_generation += 1;
-        self.members.insert(job.id, (job, generation));
-        if job.run_at > now {
-            self.delayed
-                .push(Reverse(Delayed(job.run_at, job.id, generation)));
+        let (id, run_at) = (job.id, job.run_at);
+        if run_at > now {
+            self.delayed.push(Reverse(Delayed(run_at, id, generation)));
         } else {
-            self.ready.push(Ready(job, generation));
+            self.ready.push(Ready(job.clone(), generation));
         }
+        self.members.insert(id, (job, generation));
     }
 
-    /// Takes the best eligible job at `now`, if any.
+    /// Takes the best eligible job at `now` that no pause holds, if any.
     pub fn dequeue(&mut self, now: DateTime<Utc>) -> Option<QueuedJob> {
-        self.promote_due(now);
-        let job = self.peek_ready()?;
+        let job = self.peek(now)?;
         self.ready.pop();
         self.members.remove(&job.id);
         Some(job)
@@ -85,27 +92,79 @@ impl PriorityQueue {
     /// The job `dequeue(now)` would return, left in place.
     pub fn peek(&mut self, now: DateTime<Utc>) -> Option<QueuedJob> {
         self.promote_due(now);
-        self.peek_ready()
+        loop {
+            let job = self.peek_ready()?;
+            if !self.is_paused(&job.command) {
+                return Some(job);
+            }
+            self.ready.pop();
+            self.members.remove(&job.id);
+            self.held.insert(job.id, job);
+        }
+    }
+
+    /// Holds back the jobs of `target`, a plugin or a command, from now on.
+    pub fn pause(&mut self, target: &str) {
+        self.paused.insert(target.into());
+    }
+
+    /// Ends the pause of `target`: the jobs it held that no other pause holds go back in
+    /// line. How many did.
+    pub fn resume(&mut self, target: &str, now: DateTime<Utc>) -> usize {
+        if !self.paused.remove(target) {
+            return 0;
+        }
+        let released: Vec<JobId> = self
+            .held
+            .values()
+            .filter(|job| !self.is_paused(&job.command))
+            .map(|job| job.id)
+            .collect();
+        for id in &released {
+            if let Some(job) = self.held.remove(id) {
+                self.enqueue(job, now);
+            }
+        }
+        released.len()
+    }
+
+    /// Whether a pause holds jobs of `command` (it names the command or its plugin).
+    pub fn is_paused(&self, command: &str) -> bool {
+        !self.paused.is_empty()
+            && (self.paused.contains(command)
+                || command
+                    .split_once('.')
+                    .is_some_and(|(plugin, _)| self.paused.contains(plugin)))
     }
 
     /// Drops `id` from the queue; false when it was not queued.
     pub fn remove(&mut self, id: JobId) -> bool {
-        self.members.remove(&id).is_some()
+        self.members.remove(&id).is_some() | self.held.remove(&id).is_some()
     }
 
-    /// Whether `id` is queued (eligible or not).
+    /// Whether `id` is queued (eligible or not, held by a pause or not).
     pub fn contains(&self, id: JobId) -> bool {
-        self.members.contains_key(&id)
+        self.members.contains_key(&id) || self.held.contains_key(&id)
     }
 
-    /// Queued jobs, eligible or not.
+    /// Queued jobs, eligible or not, held by a pause or not.
     pub fn len(&self) -> usize {
-        self.members.len()
+        self.members.len() + self.held.len()
+    }
+
+    /// Of those, how many a pause holds aside.
+    pub fn held(&self) -> usize {
+        self.held.len()
     }
 
     /// Whether nothing is queued.
     pub fn is_empty(&self) -> bool {
-        self.members.is_empty()
+        self.members.is_empty() && self.held.is_empty()
+    }
+
+    /// Whether some job is in line (eligible now or later), not counting held ones.
+    pub fn has_waiting(&self) -> bool {
+        !self.members.is_empty()
     }
 
     /// When the earliest held-back job becomes eligible, if any is held back.
@@ -133,7 +192,7 @@ impl PriorityQueue {
             let (id, generation) = (*id, *generation);
             self.delayed.pop();
             if let Some((job, _)) = self.members.get(&id).filter(|(_, g)| *g == generation) {
-                self.ready.push(Ready(*job, generation));
+                self.ready.push(Ready(job.clone(), generation));
             }
         }
     }
@@ -141,7 +200,7 @@ impl PriorityQueue {
     fn peek_ready(&mut self) -> Option<QueuedJob> {
         while let Some(Ready(job, generation)) = self.ready.peek() {
             if self.is_live(job.id, *generation) {
-                return Some(*job);
+                return Some(job.clone());
             }
             self.ready.pop();
         }
@@ -160,8 +219,13 @@ mod tests {
     }
 
     fn queued(priority: i64, created_ms: i64) -> QueuedJob {
+        queued_for("echo.echo", priority, created_ms)
+    }
+
+    fn queued_for(command: &str, priority: i64, created_ms: i64) -> QueuedJob {
         QueuedJob {
             id: JobId::new(),
+            command: command.into(),
             priority,
             created_at: at(created_ms),
             run_at: at(created_ms),
@@ -183,8 +247,8 @@ mod tests {
         let low = queued(0, 1);
         let high = queued(100, 2);
         let mid = queued(5, 3);
-        for job in [low, high, mid] {
-            queue.enqueue(job, at(10));
+        for job in [&low, &high, &mid] {
+            queue.enqueue(job.clone(), at(10));
         }
         assert_eq!(queue.dequeue(at(10)), Some(high));
         assert_eq!(queue.dequeue(at(10)), Some(mid));
@@ -196,8 +260,8 @@ mod tests {
         let mut queue = PriorityQueue::new();
         let newer = queued(1, 5);
         let older = queued(1, 2);
-        queue.enqueue(newer, at(10));
-        queue.enqueue(older, at(10));
+        queue.enqueue(newer.clone(), at(10));
+        queue.enqueue(older.clone(), at(10));
         assert_eq!(queue.dequeue(at(10)), Some(older));
         assert_eq!(queue.dequeue(at(10)), Some(newer));
     }
@@ -212,12 +276,12 @@ mod tests {
         let mut queue = PriorityQueue::new();
         let keep = queued(0, 1);
         let drop = queued(9, 2);
-        queue.enqueue(keep, at(10));
-        queue.enqueue(drop, at(10));
+        queue.enqueue(keep.clone(), at(10));
+        queue.enqueue(drop.clone(), at(10));
         assert!(queue.remove(drop.id));
         assert!(!queue.remove(drop.id));
         assert_eq!(queue.len(), 1);
-        assert_eq!(queue.peek(at(10)), Some(keep));
+        assert_eq!(queue.peek(at(10)), Some(keep.clone()));
         assert_eq!(queue.dequeue(at(10)), Some(keep));
         assert_eq!(queue.dequeue(at(10)), None);
     }
@@ -228,8 +292,8 @@ mod tests {
         let mut later = queued(100, 1);
         later.run_at = at(50);
         let now_job = queued(0, 2);
-        queue.enqueue(later, at(10));
-        queue.enqueue(now_job, at(10));
+        queue.enqueue(later.clone(), at(10));
+        queue.enqueue(now_job.clone(), at(10));
         assert_eq!(queue.next_due(), Some(at(50)));
         assert_eq!(queue.dequeue(at(10)), Some(now_job));
         assert_eq!(queue.dequeue(at(49)), None);
@@ -241,13 +305,39 @@ mod tests {
     fn re_enqueue_replaces_the_earlier_entry() {
         let mut queue = PriorityQueue::new();
         let mut job = queued(0, 1);
-        queue.enqueue(job, at(10));
+        queue.enqueue(job.clone(), at(10));
         job.run_at = at(100);
-        queue.enqueue(job, at(10));
+        queue.enqueue(job.clone(), at(10));
         assert_eq!(queue.len(), 1);
         assert_eq!(queue.dequeue(at(10)), None);
         assert_eq!(queue.dequeue(at(100)), Some(job));
         assert_eq!(queue.dequeue(at(100)), None);
+    }
+
+    #[test]
+    fn a_paused_commands_jobs_are_held_and_come_back_in_order_on_resume() {
+        let mut queue = PriorityQueue::new();
+        let paused_old = queued_for("github.commits", 5, 1);
+        let paused_new = queued_for("github.issues", 5, 3);
+        let other = queued_for("echo.echo", 0, 2);
+        for job in [&paused_old, &paused_new, &other] {
+            queue.enqueue(job.clone(), at(10));
+        }
+        queue.pause("github");
+        assert_eq!(queue.dequeue(at(10)), Some(other.clone()));
+        assert_eq!(queue.dequeue(at(10)), None, "both held");
+        assert_eq!((queue.len(), queue.held()), (2, 2));
+        assert!(queue.contains(paused_new.id));
+        // A command pause outlives the end of its plugin's pause.
+        queue.pause("github.issues");
+        assert_eq!(queue.resume("github", at(10)), 1);
+        assert_eq!(queue.dequeue(at(10)), Some(paused_old));
+        assert_eq!(queue.dequeue(at(10)), None);
+        // A held job can be removed (cancelled) while held.
+        assert!(queue.remove(paused_new.id));
+        assert_eq!(queue.resume("github.issues", at(10)), 0);
+        assert!(queue.is_empty());
+        assert_eq!(queue.resume("never-paused", at(10)), 0);
     }
 
     #[derive(Debug, Clone)]
@@ -256,46 +346,68 @@ mod tests {
             priority: i64,
             created_ms: i64,
             delay_ms: i64,
+            command: usize,
         },
         Dequeue,
         Remove(usize),
         Tick(i64),
+        Pause(usize),
+        Resume(usize),
     }
+
+    const COMMANDS: [&str; 3] = ["a.x", "a.y", "b.x"];
+    const TARGETS: [&str; 3] = ["a", "a.x", "b"];
 
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
-            4 => (-3i64..4, 0i64..50, prop_oneof![Just(0i64), 1i64..30])
-                .prop_map(|(priority, created_ms, delay_ms)| Op::Enqueue { priority, created_ms, delay_ms }),
+            4 => (-3i64..4, 0i64..50, prop_oneof![Just(0i64), 1i64..30], 0..COMMANDS.len())
+                .prop_map(|(priority, created_ms, delay_ms, command)| Op::Enqueue { priority, created_ms, delay_ms, command }),
             3 => Just(Op::Dequeue),
             1 => any::<usize>().prop_map(Op::Remove),
             1 => (0i64..20).prop_map(Op::Tick),
+            1 => (0..TARGETS.len()).prop_map(Op::Pause),
+            1 => (0..TARGETS.len()).prop_map(Op::Resume),
         ]
     }
 
     proptest! {
         /// Against a model (a plain list, searched exhaustively), any sequence of
-        /// enqueue, dequeue, remove and clock ticks yields the same jobs in the same
-        /// priority-then-age order, never an ineligible one.
+        /// enqueue, dequeue, remove, clock ticks, pauses and resumes yields the same
+        /// jobs in the same priority-then-age order, never an ineligible or a paused one.
         #[test]
         fn any_operation_sequence_preserves_dispatch_order(ops in prop::collection::vec(op(), 1..200)) {
             let mut queue = PriorityQueue::new();
             let mut model: Vec<QueuedJob> = Vec::new();
+            let mut paused: HashSet<&str> = HashSet::new();
             let mut now = 0i64;
             for op in ops {
                 match op {
-                    Op::Enqueue { priority, created_ms, delay_ms } => {
-                        let mut job = queued(priority, created_ms);
+                    Op::Enqueue { priority, created_ms, delay_ms, command } => {
+                        let mut job = queued_for(COMMANDS[command], priority, created_ms);
                         job.run_at = at(now + delay_ms);
-                        queue.enqueue(job, at(now));
+                        queue.enqueue(job.clone(), at(now));
                         model.push(job);
+                    }
+                    Op::Pause(target) => {
+                        queue.pause(TARGETS[target]);
+                        paused.insert(TARGETS[target]);
+                    }
+                    Op::Resume(target) => {
+                        queue.resume(TARGETS[target], at(now));
+                        paused.remove(TARGETS[target]);
                     }
                     Op::Dequeue => {
                         let expected = model
                             .iter()
                             .filter(|job| job.run_at <= at(now))
+                            .filter(|job| {
+                                !paused.iter().any(|target| {
+                                    honeydew_core::pause::covers(target, &job.command)
+                                })
+                            })
                             .max_by(|a, b| dispatch_cmp(a, b))
-                            .copied();
-                        if let Some(job) = expected {
+                            .cloned();
+                        if let Some(job) = &expected {
                             model.retain(|other| other.id != job.id);
                         }
                         prop_assert_eq!(queue.dequeue(at(now)), expected);

@@ -2,10 +2,11 @@
 //!
 //! [`Scheduler`] wraps `tokio-cron-scheduler` for the timing, while our own `schedules`
 //! table (through [`crate::store`]) is the source of truth: schedules are loaded from it
-//! at start, written to it on add and remove, and every trigger records its instant
-//! there together with the job it submits, in one transaction, so an instant fires at
-//! most once even across a restart. Instants missed while the daemon was down follow
-//! the schedule's [`MisfirePolicy`]. The cron arithmetic lives in [`model`], free of I/O.
+//! at start, written to it on add, pause, resume and remove, and every trigger records
+//! its instant there together with the job it submits, in one transaction, so an
+//! instant fires at most once even across a restart. A paused schedule is disarmed and
+//! fires nowhere until resumed. Instants missed while the daemon was down follow the
+//! schedule's [`MisfirePolicy`]. The cron arithmetic lives in [`model`], free of I/O.
 
 mod model;
 
@@ -242,6 +243,38 @@ impl Scheduler {
         Ok(schedule)
     }
 
+    /// Pauses schedule `key` (its name or id) when `enabled` is false: it stays stored
+    /// and fires no more, on any node, until resumed. Resuming arms its next instant
+    /// after now; the instants that passed while it was paused are not made up. The
+    /// schedule as it is now.
+    pub async fn set_enabled(&self, key: &str, enabled: bool) -> Result<Schedule, ScheduleError> {
+        let _changing = self.changing.lock().await;
+        let store = self.manager.store();
+        let mut schedule = store
+            .set_schedule_enabled(key.to_owned(), enabled)
+            .await
+            .map_err(|err| match err {
+                StoreError::ScheduleNotFound(key) => ScheduleError::NotFound(key),
+                other => other.into(),
+            })?;
+        let armed = self.lock_entries().remove(&schedule.id);
+        if let Some(entry) = armed {
+            self.cron.remove(&entry).await.map_err(library)?;
+        }
+        let next = if enabled {
+            let spec = CronSpec::parse(&schedule.cron_expr, &schedule.timezone)?;
+            self.register(&schedule, &spec).await?;
+            spec.next_after(Utc::now())
+        } else {
+            None
+        };
+        store.set_schedule_next_run(schedule.id, next).await?;
+        schedule.next_run_at = next;
+        let action = if enabled { "resumed" } else { "paused" };
+        tracing::info!(schedule_id = %schedule.id, schedule_name = %schedule.name, "schedule {action}");
+        Ok(schedule)
+    }
+
     /// Brings the armed schedules in line with the table after another node changed
     /// it: arms the schedules added there, forgets the ones removed there. Each node
     /// arms every schedule; the instant's guard in the store lets one job through.
@@ -321,6 +354,8 @@ impl Scheduler {
     /// and arms the next instant.
     async fn fire(&self, schedule_id: Uuid, instant: DateTime<Utc>) {
         let schedule = match self.manager.store().get_schedule(schedule_id).await {
+            // Paused on some node: it fires again once resumed, armed afresh then.
+            Ok(schedule) if !schedule.enabled => return,
             Ok(schedule) => schedule,
             // Removed meanwhile: nothing to do, nothing to re-arm.
             Err(StoreError::ScheduleNotFound(_)) => return,

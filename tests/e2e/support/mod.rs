@@ -85,6 +85,36 @@ pub async fn watch_to_end(channel: &Channel, id: &str) -> Vec<pb::JobUpdate> {
     updates
 }
 
+/// Watches job `id` until an update satisfies `reached`; every update until then, that
+/// one included.
+pub async fn watch_until(
+    channel: &Channel,
+    id: &str,
+    reached: impl Fn(&pb::JobUpdate) -> bool,
+) -> Vec<pb::JobUpdate> {
+    let request = pb::WatchJobRequest { job_id: id.into() };
+    let mut stream = queue(channel)
+        .watch_job(request)
+        .await
+        .expect("watch")
+        .into_inner();
+    let mut updates = Vec::new();
+    let wait = async {
+        while let Some(update) = stream.message().await.expect("watch stream") {
+            let done = reached(&update);
+            updates.push(update);
+            if done {
+                return;
+            }
+        }
+        panic!("watch of {id} ended before the state awaited");
+    };
+    tokio::time::timeout(PATIENCE, wait)
+        .await
+        .unwrap_or_else(|_| panic!("job {id} did not reach the state awaited in time"));
+    updates
+}
+
 /// Waits for job `id` to finish and returns it as it ended.
 pub async fn finished(channel: &Channel, id: &str) -> pb::Job {
     let updates = watch_to_end(channel, id).await;

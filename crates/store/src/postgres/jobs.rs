@@ -265,9 +265,11 @@ const BULK_MATCH: &str = "id IN (SELECT id FROM jobs WHERE status = $2 \
      AND ($3::text IS NULL OR command = $3) AND ($4::timestamptz IS NULL OR created_at >= $4) \
      AND ($5::uuid IS NULL OR id > $5) ORDER BY id LIMIT $6 FOR UPDATE SKIP LOCKED)";
 
+/// A `RETURNING id, priority, created_at, run_at, command` row as a queue entry.
 fn queued_of(row: &Row) -> QueuedJob {
     QueuedJob {
         id: row.get::<_, Uuid>(0).into(),
+        command: row.get::<_, &str>(4).into(),
         priority: row.get(1),
         created_at: row.get(2),
         run_at: row.get(3),
@@ -283,7 +285,7 @@ pub(super) async fn retry_job(
     let statement = client
         .prepare_cached(&format!(
             "UPDATE jobs SET {RETRY_SET} WHERE id = $2 AND status IN ('failed', 'cancelled') \
-             RETURNING id, priority, created_at, run_at"
+             RETURNING id, priority, created_at, run_at, command"
         ))
         .await?;
     match client.query_opt(&statement, &[&now, &id.as_uuid()]).await? {
@@ -302,7 +304,7 @@ pub(super) async fn retry_matching(
     let statement = client
         .prepare_cached(&format!(
             "UPDATE jobs SET {RETRY_SET} WHERE {BULK_MATCH} \
-             RETURNING id, priority, created_at, run_at"
+             RETURNING id, priority, created_at, run_at, command"
         ))
         .await?;
     let rows = client
@@ -417,18 +419,13 @@ pub(super) async fn recover(
         .await?;
     let pending = client
         .query(
-            "SELECT id, priority, created_at, run_at FROM jobs WHERE status = 'pending' \
-             ORDER BY priority DESC, created_at, id",
+            "SELECT id, priority, created_at, run_at, command FROM jobs \
+             WHERE status = 'pending' ORDER BY priority DESC, created_at, id",
             &[],
         )
         .await?
         .iter()
-        .map(|row| QueuedJob {
-            id: row.get::<_, Uuid>(0).into(),
-            priority: row.get(1),
-            created_at: row.get(2),
-            run_at: row.get(3),
-        })
+        .map(queued_of)
         .collect();
     Ok(RecoveredJobs {
         reset_running: reset_running as usize,

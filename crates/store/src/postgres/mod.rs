@@ -14,6 +14,7 @@
 
 mod jobs;
 mod nodes;
+mod pauses;
 mod schedules;
 mod schema;
 
@@ -25,6 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use honeydew_core::job::{Job, JobId, JobStatus, QueuedJob};
+use honeydew_core::pause::Pause;
 use honeydew_core::schedule::Schedule;
 use honeydew_core::store::{
     AttemptReport, AttemptRow, BulkFilter, ClaimNext, Claimed, ClusterSignal, CommitStats,
@@ -533,6 +535,41 @@ impl JobStore for PostgresStore {
         schedules::set_schedule_next_run(&client, id, next_run_at).await?;
         self.committed();
         Ok(())
+    }
+
+    async fn set_schedule_enabled(
+        &self,
+        key: String,
+        enabled: bool,
+    ) -> Result<Schedule, StoreError> {
+        let client = self.client().await?;
+        let schedule = schedules::set_schedule_enabled(&client, key, enabled).await?;
+        self.committed();
+        Ok(schedule)
+    }
+
+    async fn pause(&self, target: String, at: DateTime<Utc>) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        let paused = pauses::pause(&client, &target, at).await?;
+        self.committed();
+        Ok(paused)
+    }
+
+    async fn resume(&self, target: String) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        let resumed = pauses::resume(&client, &target).await?;
+        self.committed();
+        Ok(resumed)
+    }
+
+    async fn pauses(&self) -> Result<Vec<Pause>, StoreError> {
+        let client = self.client().await?;
+        Ok(pauses::pauses(&client).await?)
+    }
+
+    async fn count_ahead(&self, id: JobId, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        Ok(pauses::count_ahead(&client, id, now).await?)
     }
 
     fn commit_stats(&self) -> CommitStats {

@@ -57,8 +57,13 @@ fn hostname() -> String {
         .unwrap_or_default()
 }
 
+/// The condition on `jobs` that no pause holds the row's command or its plugin.
+const NOT_PAUSED: &str = "NOT EXISTS (SELECT 1 FROM pauses \
+     WHERE pauses.target IN (jobs.command, split_part(jobs.command, '.', 1)))";
+
 /// Claims the best eligible pending job among `commands` for `worker_id` on `node`,
-/// skipping rows another node holds; says when the next one is due otherwise.
+/// skipping rows another node holds and jobs a pause holds back; says when the next
+/// one is due otherwise.
 pub(super) async fn claim_next(
     client: &impl GenericClient,
     commands: Option<&[String]>,
@@ -70,7 +75,7 @@ pub(super) async fn claim_next(
         .prepare_cached(&format!(
             "WITH next AS (\
                  SELECT id FROM jobs WHERE status = 'pending' AND run_at <= $1 \
-                 AND ($2::text[] IS NULL OR command = ANY($2)) \
+                 AND ($2::text[] IS NULL OR command = ANY($2)) AND {NOT_PAUSED} \
                  ORDER BY priority DESC, created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED), \
              claimed AS (\
                  UPDATE jobs SET status = 'running', started_at = $1, updated_at = $1, \
@@ -91,10 +96,10 @@ pub(super) async fn claim_next(
         return Ok(ClaimNext::Claimed(Box::new(Claimed { job, attempt })));
     }
     let statement = client
-        .prepare_cached(
+        .prepare_cached(&format!(
             "SELECT min(run_at) FROM jobs WHERE status = 'pending' \
-             AND ($1::text[] IS NULL OR command = ANY($1))",
-        )
+             AND ($1::text[] IS NULL OR command = ANY($1)) AND {NOT_PAUSED}"
+        ))
         .await?;
     let next: Option<DateTime<Utc>> = client.query_one(&statement, &[&commands]).await?.get(0);
     Ok(ClaimNext::NothingUntil(next))

@@ -77,6 +77,24 @@ pub(super) async fn delete_schedule(client: &impl GenericClient, key: String) ->
     }
 }
 
+/// Pauses (`enabled` false) or resumes schedule `key`, by name or id.
+pub(super) async fn set_schedule_enabled(
+    client: &impl GenericClient,
+    key: String,
+    enabled: bool,
+) -> Result<Schedule> {
+    let statement = client
+        .prepare_cached(&format!(
+            "UPDATE schedules SET enabled = $2 WHERE name = $1 OR id::text = $1 \
+             RETURNING {SCHEDULE_COLUMNS}"
+        ))
+        .await?;
+    match client.query_opt(&statement, &[&key, &enabled]).await? {
+        Some(row) => read_schedule(&row),
+        None => Err(StoreError::ScheduleNotFound(key).into()),
+    }
+}
+
 /// Every schedule, by name.
 pub(super) async fn list_schedules(client: &impl GenericClient) -> Result<Vec<Schedule>> {
     let statement = client
@@ -119,7 +137,7 @@ pub(super) async fn trigger_schedule(
         .prepare_cached(
             "UPDATE schedules SET last_run_at = $2, last_scheduled_for = $3, next_run_at = $4, \
              last_job_id = $5, last_error = NULL, last_error_at = NULL \
-             WHERE id = $1 AND (last_scheduled_for IS NULL OR last_scheduled_for < $3)",
+             WHERE id = $1 AND enabled AND (last_scheduled_for IS NULL OR last_scheduled_for < $3)",
         )
         .await?;
     let changed = client

@@ -217,6 +217,23 @@ BEGIN
 END
 $$;
 "#,
+    // v6: pauses. A row holds back the pending jobs of a plugin (`target` without a
+    // dot) or of one command, on every node, until it is deleted; claims skip the jobs
+    // it covers. Ending one wakes every node's idle workers.
+    r#"
+CREATE TABLE pauses (
+    target    text PRIMARY KEY,
+    paused_at timestamptz NOT NULL
+);
+CREATE FUNCTION honeydew_notify_resumed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('honeydew_work', '');
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER pauses_notify_resumed AFTER DELETE ON pauses
+    FOR EACH STATEMENT EXECUTE FUNCTION honeydew_notify_resumed();
+"#,
 ];
 
 /// The schema version this binary writes.

@@ -60,7 +60,7 @@ pub(super) fn retry_job(
     let queued = conn
         .prepare_cached(&format!(
             "UPDATE jobs SET {RETRY_SET} WHERE id = ?2 AND status IN ('failed', 'cancelled') \
-             RETURNING id, priority, created_at, run_at"
+             RETURNING id, priority, created_at, run_at, command"
         ))?
         .query_row(params![Time(now), Text(id)], queued_of)
         .optional()?;
@@ -84,7 +84,7 @@ pub(super) fn retry_matching(
     limit: usize,
 ) -> Result<Vec<QueuedJob>, Error> {
     let sql = format!(
-        "UPDATE jobs SET {RETRY_SET} WHERE {BULK_MATCH} RETURNING id, priority, created_at, run_at"
+        "UPDATE jobs SET {RETRY_SET} WHERE {BULK_MATCH} RETURNING id, priority, created_at, run_at, command"
     );
     let mut queued = bulk_update(conn, &sql, filter, now, limit, queued_of)?;
     queued.sort_by_key(|job: &QueuedJob| job.id);
@@ -138,15 +138,17 @@ fn bulk_update<T>(
     Ok(read)
 }
 
-/// A `RETURNING id, priority, created_at, run_at` row as a queue entry.
+/// A `RETURNING id, priority, created_at, run_at, command` row as a queue entry.
 fn queued_of(row: &Row<'_>) -> rusqlite::Result<Result<QueuedJob, StoreError>> {
     let id: String = row.get(0)?;
     let priority: i64 = row.get(1)?;
     let created_at: String = row.get(2)?;
     let run_at: String = row.get(3)?;
+    let command: String = row.get(4)?;
     Ok((|| {
         Ok(QueuedJob {
             id: parse_id(&id)?,
+            command: command.into(),
             priority,
             created_at: parse_time(&id, &created_at)?,
             run_at: parse_time(&id, &run_at)?,
@@ -178,9 +180,11 @@ pub(super) fn recover(conn: &Connection, now: DateTime<Utc>) -> Result<Recovered
         )?
         .execute(params![Time(now), DIED_DURING_ATTEMPT])?;
     let mut statement = conn.prepare_cached(
-        "SELECT id, priority, created_at, run_at FROM jobs WHERE status = 'pending' \
+        "SELECT id, priority, created_at, run_at, command FROM jobs WHERE status = 'pending' \
          ORDER BY priority DESC, created_at, id",
     )?;
+    // One string per command, however many jobs it has pending.
+    let mut commands = std::collections::HashSet::<std::sync::Arc<str>>::new();
     let pending = statement
         .query_map([], |row| {
             Ok((
@@ -188,12 +192,22 @@ pub(super) fn recover(conn: &Connection, now: DateTime<Utc>) -> Result<Recovered
                 row.get::<_, i64>(1)?,
                 row.get::<_, String>(2)?,
                 row.get::<_, String>(3)?,
+                row.get::<_, String>(4)?,
             ))
         })?
         .map(|row| {
-            let (id, priority, created_at, run_at) = row?;
+            let (id, priority, created_at, run_at, command) = row?;
+            let command = match commands.get(command.as_str()) {
+                Some(shared) => shared.clone(),
+                None => {
+                    let shared: std::sync::Arc<str> = command.into();
+                    commands.insert(shared.clone());
+                    shared
+                }
+            };
             Ok(QueuedJob {
                 id: parse_id(&id)?,
+                command,
                 priority,
                 created_at: parse_time(&id, &created_at)?,
                 run_at: parse_time(&id, &run_at)?,

@@ -13,10 +13,12 @@
 //!
 //! Every state change is one guarded `UPDATE ... WHERE id = ? AND status = ?`; a
 //! transition whose guard does not hold changes nothing and comes back as
-//! [`StoreError::StaleTransition`]. `jobs.rs` and `schedules.rs` hold the statements,
-//! as functions of a connection; this file says which kind of write each one is.
+//! [`StoreError::StaleTransition`]. `jobs.rs`, `schedules.rs` and `pauses.rs` hold the
+//! statements, as functions of a connection; this file says which kind of write each
+//! one is.
 
 mod jobs;
+mod pauses;
 mod schedules;
 mod schema;
 #[cfg(test)]
@@ -34,6 +36,7 @@ use tokio::sync::oneshot;
 
 use chrono::{DateTime, Utc};
 use honeydew_core::job::{Job, JobId, JobStatus, QueuedJob};
+use honeydew_core::pause::Pause;
 use honeydew_core::schedule::Schedule;
 use honeydew_core::store::{
     AttemptReport, AttemptRow, BulkFilter, Claimed, CommitStats, JobFilter, JobPage, JobStore,
@@ -498,6 +501,34 @@ impl JobStore for SqliteStore {
         next_run_at: Option<DateTime<Utc>>,
     ) -> Result<(), StoreError> {
         self.write_statement(move |conn| schedules::set_schedule_next_run(conn, id, next_run_at))
+            .await
+    }
+
+    async fn set_schedule_enabled(
+        &self,
+        key: String,
+        enabled: bool,
+    ) -> Result<Schedule, StoreError> {
+        self.write_statement(move |conn| schedules::set_schedule_enabled(conn, key, enabled))
+            .await
+    }
+
+    async fn pause(&self, target: String, at: DateTime<Utc>) -> Result<bool, StoreError> {
+        self.write_statement(move |conn| pauses::pause(conn, &target, at))
+            .await
+    }
+
+    async fn resume(&self, target: String) -> Result<bool, StoreError> {
+        self.write_statement(move |conn| pauses::resume(conn, &target))
+            .await
+    }
+
+    async fn pauses(&self) -> Result<Vec<Pause>, StoreError> {
+        self.read(pauses::pauses).await
+    }
+
+    async fn count_ahead(&self, id: JobId, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.read(move |conn| pauses::count_ahead(conn, id, now))
             .await
     }
 

@@ -67,6 +67,22 @@ pub(super) fn delete_schedule(conn: &Connection, key: String) -> Result<Schedule
         .ok_or(StoreError::ScheduleNotFound(key))??)
 }
 
+/// Pauses (`enabled` false) or resumes schedule `key`, by name or id.
+pub(super) fn set_schedule_enabled(
+    conn: &Connection,
+    key: String,
+    enabled: bool,
+) -> Result<Schedule, Error> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "UPDATE schedules SET enabled = ?2 WHERE name = ?1 OR id = ?1 \
+             RETURNING {SCHEDULE_COLUMNS}"
+        ))?
+        .query_row(params![key, enabled], read_schedule)
+        .optional()?
+        .ok_or(StoreError::ScheduleNotFound(key))??)
+}
+
 /// Every schedule, by name.
 pub(super) fn list_schedules(conn: &Connection) -> Result<Vec<Schedule>, Error> {
     let mut statement = conn.prepare_cached(&format!(
@@ -103,7 +119,7 @@ pub(super) fn trigger_schedule(
         .prepare_cached(
             "UPDATE schedules SET last_run_at = ?2, last_scheduled_for = ?3, \
                      next_run_at = ?4, last_job_id = ?5, last_error = NULL, last_error_at = NULL \
-                     WHERE id = ?1 AND (last_scheduled_for IS NULL OR last_scheduled_for < ?3)",
+                     WHERE id = ?1 AND enabled AND (last_scheduled_for IS NULL OR last_scheduled_for < ?3)",
         )?
         .execute(params![
             id.to_string(),

@@ -143,6 +143,14 @@ CREATE TABLE unique_keys (
 ) WITHOUT ROWID;
 CREATE INDEX unique_keys_by_job ON unique_keys (job_id);
 "#,
+    // v7: pauses. A row holds back the pending jobs of a plugin (`target` without a
+    // dot) or of one command until it is deleted.
+    r#"
+CREATE TABLE pauses (
+    target    TEXT PRIMARY KEY,
+    paused_at TEXT NOT NULL
+) WITHOUT ROWID;
+"#,
 ];
 
 /// The schema version this binary writes.
