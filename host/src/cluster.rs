@@ -27,8 +27,11 @@ use crate::store::{ClusterSignal, SharedQueue, Store};
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 
 /// Heartbeats and rescues until `stop` fires. Does nothing on a store only one daemon
-/// opens. Started before recovery, so that no other node takes this one for dead while
-/// it starts.
+/// opens. At each beat it also settles the jobs waiting on others, which a node that
+/// died between an outcome and its settling, or a rescue that failed a job, left
+/// waiting (the database is the queue: a released job needs no more than its row).
+/// Started before recovery, so that no other node takes this one for dead while it
+/// starts.
 pub async fn run(store: Store, lease: Duration, stop: CancellationToken) {
     let Some(shared) = store.shared() else {
         return;
@@ -61,13 +64,15 @@ pub async fn run(store: Store, lease: Duration, stop: CancellationToken) {
                 tracing::warn!(node_id = shared.node_id(), error = %err, "cannot look for dead nodes' jobs")
             }
         }
+        if let Err(err) = store.settle_dependents(chrono::Utc::now()).await {
+            tracing::warn!(node_id = shared.node_id(), error = %err, "cannot settle the jobs waiting on others");
+        }
     }
 }
 
 /// Follows what the other nodes announce until `stop` fires: cancels asked of this
 /// node, read back at every beat as well, and every change of a watched job, for the
-/// watchers. Does
-/// nothing on a store only one daemon opens.
+/// watchers. Does nothing on a store only one daemon opens.
 pub async fn follow(manager: Arc<Manager>, lease: Duration, stop: CancellationToken) {
     let store = manager.store().clone();
     let Some(shared) = store.shared() else {

@@ -49,6 +49,8 @@ pub async fn recover(manager: &Manager) -> Result<RecoveryReport, StoreError> {
     for job in recovered.pending {
         manager.enqueue(job);
     }
+    // Outcomes whose dependents a crash left unsettled.
+    manager.settle_dependents().await?;
     tracing::info!(
         reset_running = report.reset_running,
         failed_interrupted = report.failed_interrupted,

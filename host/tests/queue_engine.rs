@@ -319,6 +319,7 @@ async fn job_fails_after_max_retries() {
             priority: 0,
             max_retries: Some(2),
             unique: None,
+            after: Vec::new(),
         })
         .await
         .unwrap()

@@ -115,6 +115,7 @@ on_both_backends!(
     a_pause_holds_pending_jobs_across_a_restart_and_running_ones_finish,
     a_paused_schedule_submits_nothing_until_resumed,
     explain_names_each_reason_a_job_is_not_running,
+    a_job_after_others_runs_once_they_completed_and_is_cancelled_when_one_fails,
 );
 
 fn unique_request(key: &str, on_conflict: OnConflict, payload: &str) -> pb::SubmitJobRequest {
@@ -760,4 +761,77 @@ async fn explain_names_each_reason_a_job_is_not_running(postgres: bool) {
         "",
     );
     assert!(!unknown.status.success());
+}
+
+async fn a_job_after_others_runs_once_they_completed_and_is_cancelled_when_one_fails(
+    postgres: bool,
+) {
+    let backend = Backend::start(postgres, &["echo", "spin", "permanent"], &[]).await;
+    let channel = backend.daemon.connect().await;
+    let dir = backend.data.path().to_owned();
+    let slow = submit(&channel, "spin.sleep", r#"{"ms": 400}"#).await;
+    let quick = submit(&channel, "echo.echo", "{}").await;
+    let after = honeydew(
+        &dir,
+        &[
+            "submit",
+            "echo.echo",
+            "--payload",
+            r#"{"after": true}"#,
+            "--after",
+            &slow,
+            "--after",
+            &quick,
+        ],
+        "",
+    );
+    assert!(after.status.success(), "{}", stderr(&after));
+    let dependent = stdout(&after).trim().to_owned();
+    let explained = explain(&dir, &dependent);
+    if explained["status"] == "pending" {
+        assert_eq!(explained["holdup"], "dependencies", "{explained}");
+    }
+    let done = finished(&channel, &dependent).await;
+    assert_eq!(done.status(), JobStatus::Completed);
+    let slow_job = get(&channel, &slow).await;
+    assert_eq!(slow_job.status(), JobStatus::Completed);
+    let started = done.started_at.expect("started");
+    let slow_done = slow_job.completed_at.expect("completed");
+    assert!(
+        (started.seconds, started.nanos) >= (slow_done.seconds, slow_done.nanos),
+        "ran only after its dependency completed"
+    );
+
+    // A failing dependency cancels its dependents, and theirs, without running them.
+    let failing = submit(&channel, "permanent.fail", "{}").await;
+    let first = honeydew(&dir, &["submit", "echo.echo", "--after", &failing], "");
+    let first = stdout(&first).trim().to_owned();
+    let second = honeydew(&dir, &["submit", "echo.echo", "--after", &first], "");
+    let second = stdout(&second).trim().to_owned();
+    assert_eq!(
+        finished(&channel, &failing).await.status(),
+        JobStatus::Failed
+    );
+    for id in [&first, &second] {
+        let job = finished(&channel, id).await;
+        assert_eq!(job.status(), JobStatus::Cancelled, "{job:?}");
+        assert_eq!(job.error_kind.as_deref(), Some("dependency_failed"));
+        assert_eq!(job.attempt, 0, "never ran");
+    }
+    let unknown = honeydew(
+        &dir,
+        &[
+            "submit",
+            "echo.echo",
+            "--after",
+            "0193a1b2-0000-7000-8000-000000000000",
+        ],
+        "",
+    );
+    assert!(!unknown.status.success());
+    assert!(
+        stderr(&unknown).contains("no job 0193a1b2-0000-7000-8000-000000000000 to wait for"),
+        "{}",
+        stderr(&unknown)
+    );
 }

@@ -197,10 +197,14 @@ struct SubmitArgs {
     /// payload
     #[arg(long, value_enum, default_value_t = OnConflictArg::Existing, requires = "unique_key")]
     on_conflict: OnConflictArg,
+    /// Run only once job ID completed (repeatable: once all of them did); the job is
+    /// cancelled if one of them fails or is cancelled
+    #[arg(long, value_name = "ID", conflicts_with = "unique_key")]
+    after: Vec<String>,
     /// Submit every job of FILE (or - for stdin), one JSON object a line:
     /// {"command": "echo.echo", "payload": {...}, "priority": 0, "max_retries": 3};
     /// all of them are stored, or none is. Prints the ids in order
-    #[arg(long, value_name = "FILE.jsonl|-", conflicts_with_all = ["payload", "unique_key"])]
+    #[arg(long, value_name = "FILE.jsonl|-", conflicts_with_all = ["payload", "unique_key", "after"])]
     batch: Option<String>,
 }
 
@@ -610,6 +614,7 @@ async fn run(
                     .map(|status| pb::JobStatus::from(status).into())
                     .collect(),
                 on_conflict: pb::OnConflict::from(args.on_conflict).into(),
+                after: args.after,
             };
             let submitted = queue(channel).submit_job(request).await?.into_inner();
             finish_submit(channel, submitted, args.job.wait, json).await

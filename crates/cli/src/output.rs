@@ -343,6 +343,7 @@ pub fn print_explanation(explained: &pb::ExplainJobResponse, json: bool) {
         pb::Holdup::NoPlugin => "no_plugin",
         pb::Holdup::NotYetDue => "not_yet_due",
         pb::Holdup::Queued => "queued",
+        pb::Holdup::Dependencies => "dependencies",
     };
     print_json(&json!({
         "status": status_name(explained.status()),
@@ -351,6 +352,7 @@ pub fn print_explanation(explained: &pb::ExplainJobResponse, json: bool) {
         "until": rfc3339(explained.until.as_ref()),
         "ahead": explained.ahead,
         "paused_by": explained.paused_by,
+        "waiting_for": explained.waiting_for,
     }));
 }
 

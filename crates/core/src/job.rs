@@ -172,11 +172,13 @@ pub enum ErrorKind {
     PluginUnavailable,
     /// The host itself failed (database, instantiation); not the plugin's fault.
     Internal,
+    /// A job it depends on failed or was cancelled, so it never ran.
+    DependencyFailed,
 }
 
 impl ErrorKind {
     /// Every kind.
-    pub const ALL: [ErrorKind; 14] = [
+    pub const ALL: [ErrorKind; 15] = [
         ErrorKind::PluginError,
         ErrorKind::Timeout,
         ErrorKind::UpstreamTimeout,
@@ -191,6 +193,7 @@ impl ErrorKind {
         ErrorKind::HostPanic,
         ErrorKind::PluginUnavailable,
         ErrorKind::Internal,
+        ErrorKind::DependencyFailed,
     ];
 
     /// The snake_case name stored in the database.
@@ -210,6 +213,7 @@ impl ErrorKind {
             ErrorKind::HostPanic => "host_panic",
             ErrorKind::PluginUnavailable => "plugin_unavailable",
             ErrorKind::Internal => "internal",
+            ErrorKind::DependencyFailed => "dependency_failed",
         }
     }
 

@@ -342,6 +342,28 @@ impl Uniqueness {
     }
 }
 
+/// What an outcome or a settling did to the jobs waiting for others.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Settled {
+    /// Jobs whose dependencies all completed: pending and eligible now.
+    pub released: Vec<QueuedJob>,
+    /// Jobs cancelled (kind `dependency_failed`) because one they depend on failed or
+    /// was cancelled.
+    pub cancelled: Vec<JobId>,
+}
+
+/// How a job with dependencies was stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AfterInsert {
+    /// Pending, waiting for this many dependencies to complete (0: eligible now).
+    Waiting(usize),
+    /// Cancelled at once: this dependency had already failed or been cancelled.
+    Cancelled(JobId),
+}
+
+/// The most jobs one job may depend on.
+pub const MAX_DEPENDENCIES: usize = 64;
+
 /// What a submit with a unique key did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UniqueInsert {
@@ -410,7 +432,23 @@ pub trait JobStore: Send + Sync + 'static {
         attempt: u32,
         outcome: Outcome,
         report: AttemptReport,
-    ) -> Result<(), StoreError>;
+    ) -> Result<Settled, StoreError>;
+
+    /// Inserts a new job that waits for the jobs `after` to complete, in one
+    /// transaction: eligible once all of them completed, cancelled (kind
+    /// `dependency_failed`) once one of them fails or is cancelled, which may be at
+    /// once. [`StoreError::NotFound`] for a dependency that does not exist.
+    async fn insert_after(&self, job: Job, after: Vec<JobId>) -> Result<AfterInsert, StoreError>;
+
+    /// Brings every job that waits for others in line with them: cancels (with every
+    /// job waiting on it in turn) each one whose dependency failed or was cancelled,
+    /// and releases each one whose dependencies all completed. Idempotent; run after
+    /// cancels and recoveries, and now and then, since those do not settle their
+    /// dependents themselves.
+    async fn settle_dependents(&self, now: DateTime<Utc>) -> Result<Settled, StoreError>;
+
+    /// The jobs job `id` depends on, with their statuses (a pruned one is absent).
+    async fn dependencies(&self, id: JobId) -> Result<Vec<(JobId, JobStatus)>, StoreError>;
 
     /// Cancels a pending job. [`StoreError::StaleTransition`] when it is not pending.
     async fn cancel_pending(&self, id: JobId, now: DateTime<Utc>) -> Result<(), StoreError>;

@@ -69,6 +69,7 @@ contract!(
     bulk_retry_and_cancel_act_on_matching_jobs_in_batches,
     pauses_are_stored_once_listed_and_ended,
     a_paused_schedule_triggers_no_job_until_resumed,
+    a_dependent_waits_for_every_dependency_and_a_failure_cancels_its_chain,
 );
 
 fn job(command: &str, payload: &[u8], priority: i64) -> Job {
@@ -1279,5 +1280,128 @@ async fn a_paused_schedule_triggers_no_job_until_resumed(fx: Fixture) {
     assert!(
         matches!(&unknown, Err(StoreError::ScheduleNotFound(key)) if key == "nope"),
         "{unknown:?}"
+    );
+}
+
+async fn complete(store: &Store, claimed: &Claimed) -> honeydew_core::store::Settled {
+    let report = AttemptReport {
+        finished_at: Utc::now(),
+        ..AttemptReport::default()
+    };
+    store
+        .finish(
+            claimed.job.id,
+            claimed.attempt,
+            Outcome::Completed(vec![]),
+            report,
+        )
+        .await
+        .unwrap()
+}
+
+async fn a_dependent_waits_for_every_dependency_and_a_failure_cancels_its_chain(fx: Fixture) {
+    use honeydew_core::store::AfterInsert;
+    let store = fx.open().await;
+    let (first, second) = (job("echo.echo", b"", 0), job("echo.echo", b"", 0));
+    let first_run = insert_running(&store, &first).await;
+    store.insert_job(second.clone()).await.unwrap();
+    let dependent = job("echo.echo", b"", 9);
+    assert_eq!(
+        store
+            .insert_after(dependent.clone(), vec![first.id, second.id])
+            .await
+            .unwrap(),
+        AfterInsert::Waiting(2)
+    );
+    // Waiting: not claimable, whatever its priority.
+    assert!(
+        store
+            .claim(dependent.id, 1, Utc::now())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        store.dependencies(dependent.id).await.unwrap(),
+        [
+            (first.id, JobStatus::Running),
+            (second.id, JobStatus::Pending)
+        ]
+    );
+    assert_eq!(complete(&store, &first_run).await, Default::default());
+    let second_run = store
+        .claim(second.id, 1, Utc::now())
+        .await
+        .unwrap()
+        .unwrap();
+    let settled = complete(&store, &second_run).await;
+    assert_eq!(
+        settled
+            .released
+            .iter()
+            .map(|job| job.id)
+            .collect::<Vec<_>>(),
+        [dependent.id],
+        "released by its last dependency"
+    );
+    assert!(
+        store
+            .claim(dependent.id, 1, Utc::now())
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    // A chain a -> b -> c: a fails, b and c are cancelled.
+    let a = job("echo.echo", b"", 0);
+    let a_run = insert_running(&store, &a).await;
+    let b = job("echo.echo", b"", 0);
+    let c = job("echo.echo", b"", 0);
+    store.insert_after(b.clone(), vec![a.id]).await.unwrap();
+    store.insert_after(c.clone(), vec![b.id]).await.unwrap();
+    let report = AttemptReport {
+        finished_at: Utc::now(),
+        ..AttemptReport::default()
+    };
+    let failure = Outcome::Failed {
+        kind: ErrorKind::PluginError,
+        error: "boom".into(),
+    };
+    let settled = store
+        .finish(a.id, a_run.attempt, failure, report)
+        .await
+        .unwrap();
+    let mut cancelled = settled.cancelled.clone();
+    cancelled.sort();
+    let mut expected = vec![b.id, c.id];
+    expected.sort();
+    assert_eq!(cancelled, expected);
+    for id in [b.id, c.id] {
+        let stored = store.get_job(id).await.unwrap();
+        assert_eq!(stored.status, JobStatus::Cancelled);
+        assert_eq!(stored.error_kind, Some(ErrorKind::DependencyFailed));
+    }
+    // A dependent of a job already failed is cancelled at once; an unknown one refused.
+    let late = job("echo.echo", b"", 0);
+    assert_eq!(
+        store.insert_after(late.clone(), vec![a.id]).await.unwrap(),
+        AfterInsert::Cancelled(a.id)
+    );
+    let missing = JobId::new();
+    assert!(matches!(
+        store.insert_after(job("echo.echo", b"", 0), vec![missing]).await,
+        Err(StoreError::NotFound(id)) if id == missing
+    ));
+    // A pending dependency cancelled by hand: the settling sweep cancels its dependent.
+    let d = job("echo.echo", b"", 0);
+    store.insert_job(d.clone()).await.unwrap();
+    let e = job("echo.echo", b"", 0);
+    store.insert_after(e.clone(), vec![d.id]).await.unwrap();
+    store.cancel_pending(d.id, Utc::now()).await.unwrap();
+    let settled = store.settle_dependents(Utc::now()).await.unwrap();
+    assert_eq!(settled.cancelled, [e.id]);
+    assert_eq!(
+        store.settle_dependents(Utc::now()).await.unwrap(),
+        Default::default()
     );
 }

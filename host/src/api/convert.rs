@@ -13,7 +13,7 @@ use crate::queue::{
     CancelError, Manager, OnConflict, SubmitError, SubmitRequest, Submitted, UniqueRequest,
 };
 use crate::scheduler::{MisfirePolicy, Schedule, ScheduleError};
-use crate::store::StoreError;
+use crate::store::{MAX_DEPENDENCIES, StoreError};
 
 /// The most retries a submitter may ask for.
 pub use crate::config::MAX_RETRIES_LIMIT;
@@ -138,6 +138,7 @@ pub async fn submit(
         priority,
         max_retries: max_retries(retries)?,
         unique: None,
+        after: Vec::new(),
     };
     submit_one(manager, request).await
 }
@@ -180,12 +181,24 @@ pub fn submit_request(request: pb::SubmitJobRequest) -> Result<SubmitRequest, St
         }
         None => None,
     };
+    if request.after.len() > MAX_DEPENDENCIES {
+        return Err(Status::invalid_argument(format!(
+            "after names {} jobs: a job waits for at most {MAX_DEPENDENCIES}",
+            request.after.len()
+        )));
+    }
+    let after = request
+        .after
+        .iter()
+        .map(|id| parse_job_id("after", id))
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(SubmitRequest {
         command: request.command,
         payload: json_payload(request.payload)?,
         priority: request.priority,
         max_retries: max_retries(request.max_retries)?,
         unique,
+        after,
     })
 }
 
@@ -208,6 +221,7 @@ pub async fn submit_one(
 pub fn submit_status(err: SubmitError) -> Status {
     match err {
         SubmitError::Store(err) => store_status(err),
+        SubmitError::UnknownDependency(_) => Status::not_found(err.to_string()),
         SubmitError::AlreadyExists(holder) => {
             Status::already_exists(format!("job {holder} already holds this unique key"))
         }

@@ -199,6 +199,10 @@ impl Queue for QueueService {
                 response.until = Some(convert::timestamp(since));
                 pb::Holdup::Paused
             }
+            Holdup::Dependencies(waiting) => {
+                response.waiting_for = waiting.iter().map(JobId::to_string).collect();
+                pb::Holdup::Dependencies
+            }
             Holdup::NoPlugin => pb::Holdup::NoPlugin,
             Holdup::NotYetDue(at) => {
                 response.until = Some(convert::timestamp(at));

@@ -1,10 +1,11 @@
 //! `explain`: why a job is not running now, and when it next can, in one paragraph.
 //!
 //! The answer is read from what decides dispatch, in the order it decides: a pause of
-//! the job's plugin or command holds it first; then whether a loaded plugin serves its
-//! command; then its `run_at` (a retry's backoff); then its place in line, counted in
-//! the store among the eligible jobs that would be claimed before it. A running or
-//! finished job is explained too, so that the question always has an answer.
+//! the job's plugin or command holds it first; then the jobs it depends on; then
+//! whether a loaded plugin serves its command; then its `run_at` (a retry's backoff);
+//! then its place in line, counted in the store among the eligible jobs that would be
+//! claimed before it. A running or finished job is explained too, so that the question
+//! always has an answer.
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
@@ -25,6 +26,8 @@ pub enum Holdup {
         /// Since when.
         since: DateTime<Utc>,
     },
+    /// It waits for these jobs it depends on to complete.
+    Dependencies(Vec<JobId>),
     /// No plugin loaded here serves its command.
     NoPlugin,
     /// It is not eligible before its `run_at`.
@@ -91,6 +94,28 @@ impl Manager {
                 since: pause.paused_at,
             };
             return Ok((holdup, text));
+        }
+        let waiting: Vec<JobId> = self
+            .store()
+            .dependencies(job.id)
+            .await?
+            .into_iter()
+            .filter(|(_, status)| *status != JobStatus::Completed)
+            .map(|(id, _)| id)
+            .collect();
+        if !waiting.is_empty() {
+            let ids: Vec<String> = waiting.iter().map(JobId::to_string).collect();
+            let text = format!(
+                "Job {} ({}) is pending: it waits for {} job{} it depends on to complete ({}). \
+                 It becomes eligible when the last of them completes, and is cancelled if one \
+                 fails or is cancelled.{due}",
+                job.id,
+                job.command,
+                waiting.len(),
+                if waiting.len() == 1 { "" } else { "s" },
+                ids.join(", "),
+            );
+            return Ok((Holdup::Dependencies(waiting), text));
         }
         if !self.serves(&job.command) {
             let plugin = job

@@ -28,8 +28,8 @@ use super::{JobQueue, QueuedJob};
 use crate::job::{Job, JobId, JobStatus};
 use crate::pause::{InvalidTarget, Pause, validate_target};
 use crate::store::{
-    AttemptReport, BulkFilter, ClaimNext, Claimed, JobChange, JobFilter, JobPage, Outcome, Store,
-    StoreError, UniqueInsert, Uniqueness,
+    AfterInsert, AttemptReport, BulkFilter, ClaimNext, Claimed, JobChange, JobFilter, JobPage,
+    MAX_DEPENDENCIES, Outcome, Settled, Store, StoreError, UniqueInsert, Uniqueness,
 };
 
 /// What a command's plugin asks for by default.
@@ -92,6 +92,8 @@ pub struct SubmitRequest {
     pub max_retries: Option<u32>,
     /// At most one job with this key at a time (see [`UniqueRequest`]).
     pub unique: Option<UniqueRequest>,
+    /// Jobs this one waits for (see [`JobStore::insert_after`](crate::store::JobStore::insert_after)).
+    pub after: Vec<JobId>,
 }
 
 /// A unique key on a submit: while a job holding the key blocks (it is in one of
@@ -179,6 +181,12 @@ pub enum SubmitError {
     /// Its unique key is held by another job, and the submit asked to be refused.
     #[error("job {0} already holds this unique key")]
     AlreadyExists(JobId),
+    /// The dependencies asked for are out of bounds.
+    #[error("{0}")]
+    InvalidDependencies(String),
+    /// A job it should wait for does not exist.
+    #[error("no job {0} to wait for")]
+    UnknownDependency(JobId),
     /// A job of a bulk submit was refused: none was stored.
     #[error("job {index} of the batch: {error}")]
     InBatch {
@@ -345,9 +353,13 @@ impl Manager {
         request: SubmitRequest,
     ) -> Result<Submitted, SubmitError> {
         let unique = request.unique.clone().map(uniqueness).transpose()?;
+        let after = dependencies(&request.after, unique.is_some())?;
         let job = self.new_job(request)?;
         let this = Arc::clone(self);
         complete_once_started(async move {
+            if !after.is_empty() {
+                return this.submit_after(job, after).await;
+            }
             let Some((unique, on_conflict)) = unique else {
                 this.store.insert_job(job.clone()).await?;
                 this.accept(&job);
@@ -372,6 +384,31 @@ impl Manager {
         .unwrap_or_else(|panic| Err(SubmitError::Store(StoreError::Commit(panic))))
     }
 
+    /// Stores `job` waiting for the jobs `after`; queues it when they all completed
+    /// already.
+    async fn submit_after(&self, job: Job, after: Vec<JobId>) -> Result<Submitted, SubmitError> {
+        match self.store.insert_after(job.clone(), after).await {
+            Ok(AfterInsert::Waiting(0)) => self.accept(&job),
+            Ok(AfterInsert::Waiting(waiting)) => {
+                tracing::info!(job_id = %job.id, command = %job.command, priority = job.priority, waiting, "job submitted; it waits for its dependencies");
+                self.publish(&job, 0);
+            }
+            Ok(AfterInsert::Cancelled(dependency)) => {
+                tracing::info!(job_id = %job.id, command = %job.command, %dependency, "job submitted and cancelled: a job it depends on already failed or was cancelled");
+                let cancelled = Job {
+                    status: JobStatus::Cancelled,
+                    ..job.clone()
+                };
+                self.publish(&cancelled, 0);
+            }
+            Err(StoreError::NotFound(missing)) => {
+                return Err(SubmitError::UnknownDependency(missing));
+            }
+            Err(err) => return Err(err.into()),
+        }
+        Ok(Submitted::New(job.id))
+    }
+
     /// Persists every job of `requests` in one transaction, or none (the first refused
     /// one is named), and queues them; their ids in order. Cancel-safe like
     /// [`Manager::submit`]. Unique keys are not taken in a batch.
@@ -391,6 +428,11 @@ impl Manager {
             if request.unique.is_some() {
                 return Err(refused(SubmitError::InvalidUnique(
                     "a unique key is not taken in a batch: submit that job on its own".into(),
+                )));
+            }
+            if !request.after.is_empty() {
+                return Err(refused(SubmitError::InvalidDependencies(
+                    "dependencies are not taken in a batch: submit that job on its own".into(),
                 )));
             }
             jobs.push(self.new_job(request).map_err(refused)?);
@@ -423,6 +465,7 @@ impl Manager {
             priority,
             max_retries,
             unique: _,
+            after: _,
         } = request;
         if !is_well_formed(&command) {
             return Err(SubmitError::MalformedCommand(command));
@@ -465,6 +508,7 @@ impl Manager {
                 JobStatus::Pending => match self.store.cancel_pending(id, Utc::now()).await {
                     Ok(()) => {
                         self.cancelled_while_pending(&job);
+                        self.settle_after_cancels().await;
                         return Ok(CancelOutcome::Cancelled);
                     }
                     // A worker claimed it (or it finished) meanwhile: look again.
@@ -598,6 +642,9 @@ impl Manager {
                 },
             )
             .await?;
+        if count > 0 {
+            self.settle_after_cancels().await;
+        }
         tracing::info!(
             command = filter.command.as_deref(),
             count,
@@ -809,7 +856,8 @@ impl Manager {
             })
             .await;
         let running = self.lock_running().remove(&job.id);
-        written?;
+        let settled = written?;
+        self.settled(settled);
         let cancel_requested = running.as_ref().is_some_and(|r| r.token.is_cancelled());
         let loads_at_claim = running.map_or(0, |r| r.plugin_loads);
         if cancel_requested && matches!(outcome, Outcome::Retry { .. }) {
@@ -892,6 +940,43 @@ impl Manager {
         Ok(())
     }
 
+    /// Queues the jobs an outcome or a settling released, and publishes the ones it
+    /// cancelled for a failed dependency.
+    fn settled(&self, settled: Settled) {
+        for job in settled.released {
+            tracing::info!(job_id = %job.id, command = %job.command, "job's dependencies completed: queued");
+            self.enqueue(job);
+        }
+        for id in settled.cancelled {
+            tracing::info!(job_id = %id, "job cancelled: a job it depends on failed or was cancelled");
+            self.queue.remove(id);
+            let _ = self.events.send(JobEvent {
+                id,
+                status: JobStatus::Cancelled,
+                retry_count: 0,
+                attempt: 0,
+                error: None,
+                at: Utc::now(),
+            });
+        }
+    }
+
+    /// After cancels of pending jobs: whoever waited on them is cancelled too. A failure
+    /// here only delays that until the next settling.
+    async fn settle_after_cancels(&self) {
+        if let Err(err) = self.settle_dependents().await {
+            tracing::warn!(error = %err, "cannot settle the jobs waiting on cancelled ones yet");
+        }
+    }
+
+    /// Settles every job that waits for others (see [`JobStore::settle_dependents`](crate::store::JobStore::settle_dependents)):
+    /// after cancels and recoveries, and now and then on a shared store.
+    pub async fn settle_dependents(&self) -> Result<(), StoreError> {
+        let settled = self.store.settle_dependents(Utc::now()).await?;
+        self.settled(settled);
+        Ok(())
+    }
+
     /// Holds `job` until its plugin is loaded again ([`Manager::plugin_loaded`]). If a
     /// plugin was loaded since the attempt was claimed (`loads_at_claim`), it may be
     /// the one this job missed: the job is queued again at once instead.
@@ -950,26 +1035,26 @@ impl Manager {
     /// Runs `write` until it succeeds, backing off between tries; gives up at once on
     /// an answer that another try cannot change (the job moved or is gone), or when
     /// `give_up` fires.
-    async fn write_until_landed<F, Fut>(
+    async fn write_until_landed<T, F, Fut>(
         &self,
         id: JobId,
         what: &str,
         give_up: &CancellationToken,
         mut write: F,
-    ) -> Result<(), StoreError>
+    ) -> Result<T, StoreError>
     where
         F: FnMut() -> Fut,
-        Fut: Future<Output = Result<(), StoreError>>,
+        Fut: Future<Output = Result<T, StoreError>>,
     {
         let mut delay = OUTCOME_RETRY_FIRST;
         let mut tries = 1u32;
         loop {
             let err = match write().await {
-                Ok(()) => {
+                Ok(written) => {
                     if tries > 1 {
                         tracing::info!(job_id = %id, tries, "recorded the {what} after retrying");
                     }
-                    return Ok(());
+                    return Ok(written);
                 }
                 Err(err @ (StoreError::StaleTransition { .. } | StoreError::NotFound(_))) => {
                     return Err(err);
@@ -1109,6 +1194,26 @@ async fn complete_once_started<T: Send + 'static>(
 }
 
 /// `plugin.command`: two non-empty parts of letters, digits, `_` and `-`.
+/// The distinct jobs a submit waits for, checked: at most [`MAX_DEPENDENCIES`], not
+/// with a unique key.
+fn dependencies(after: &[JobId], unique: bool) -> Result<Vec<JobId>, SubmitError> {
+    let mut distinct = after.to_vec();
+    distinct.sort_unstable();
+    distinct.dedup();
+    if distinct.len() > MAX_DEPENDENCIES {
+        return Err(SubmitError::InvalidDependencies(format!(
+            "a job waits for at most {MAX_DEPENDENCIES} others, not {}",
+            distinct.len()
+        )));
+    }
+    if unique && !distinct.is_empty() {
+        return Err(SubmitError::InvalidDependencies(
+            "a job with a unique key cannot also wait for others".into(),
+        ));
+    }
+    Ok(distinct)
+}
+
 fn is_well_formed(command: &str) -> bool {
     let part = |s: &str| {
         !s.is_empty()
@@ -1178,6 +1283,7 @@ mod tests {
                 priority,
                 max_retries: retries,
                 unique: None,
+                after: Vec::new(),
             };
             match manager.new_job(request) {
                 Ok(job) => {

@@ -181,6 +181,7 @@ impl Scheduler {
             priority: new.priority,
             max_retries: new.max_retries,
             unique: None,
+            after: Vec::new(),
         })?;
         // The store keeps milliseconds: answer with what it keeps.
         let now = Utc::now().trunc_subsecs(3);
@@ -335,6 +336,7 @@ impl Scheduler {
             priority: schedule.priority,
             max_retries: schedule.max_retries,
             unique: None,
+            after: Vec::new(),
         })?;
         let fresh = self
             .manager

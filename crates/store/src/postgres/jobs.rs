@@ -9,7 +9,7 @@ use deadpool_postgres::GenericClient;
 use honeydew_core::job::{ErrorKind, Job, JobId, JobStatus, PluginRef, QueuedJob};
 use honeydew_core::store::{
     AttemptReport, AttemptRow, BulkFilter, Claimed, DIED_DURING_ATTEMPT, JobFilter, JobPage,
-    Outcome, RecoveredJobs, StoreError, UniqueInsert, Uniqueness,
+    Outcome, RecoveredJobs, Settled, StoreError, UniqueInsert, Uniqueness,
 };
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
@@ -143,7 +143,8 @@ pub(super) async fn claim(
             "WITH claimed AS (\
                  UPDATE jobs SET status = 'running', started_at = $2, updated_at = $2, \
                  attempt = attempt + 1, node_id = $4, cancel_requested = false \
-                 WHERE id = $1 AND status = 'pending' AND run_at <= $2 RETURNING {JOB_COLUMNS}), \
+                 WHERE id = $1 AND status = 'pending' AND run_at <= $2 AND waiting_on = 0 \
+                 RETURNING {JOB_COLUMNS}), \
              opened AS (\
                  INSERT INTO job_attempts (job_id, attempt, worker_id, started_at, node_id) \
                  SELECT id, attempt, $3, $2, $4 FROM claimed) \
@@ -168,7 +169,7 @@ pub(super) async fn finish(
     attempt: u32,
     outcome: &Outcome,
     report: &AttemptReport,
-) -> Result<()> {
+) -> Result<Settled> {
     let (error_kind, error) = outcome.error().unzip();
     let result = match outcome {
         Outcome::Completed(result) => Some(result.as_slice()),
@@ -196,16 +197,17 @@ pub(super) async fn finish(
                  plugin_version = COALESCE($11, plugin_version), \
                  plugin_sha256 = COALESCE($12, plugin_sha256), updated_at = $13, \
                  node_id = NULL \
-                 WHERE id = $1 AND status = 'running' AND attempt = $2 RETURNING id), \
+                 WHERE id = $1 AND status = 'running' AND attempt = $2 \
+                 RETURNING id, status, has_dependents), \
              closed AS (\
                  UPDATE job_attempts SET finished_at = $13, outcome = $14, error_kind = $6, \
                  error = $5, duration_ms = $15, fuel_used = $16 \
                  WHERE job_id IN (SELECT id FROM finished) AND attempt = $2) \
-             SELECT count(*) FROM finished",
+             SELECT status, has_dependents FROM finished",
         )
         .await?;
-    let changed: i64 = client
-        .query_one(
+    let finished = client
+        .query_opt(
             &statement,
             &[
                 &id.as_uuid(),
@@ -226,13 +228,25 @@ pub(super) async fn finish(
                 &report.fuel_used.map(big),
             ],
         )
-        .await?
-        .get(0);
-    if changed == 1 {
-        Ok(())
-    } else {
-        Err(stale(client, id, JobStatus::Running).await)
+        .await?;
+    let Some(finished) = finished else {
+        return Err(stale(client, id, JobStatus::Running).await);
+    };
+    if !finished.get::<_, bool>(1) {
+        return Ok(Settled::default());
     }
+    // A statement of its own, so that it sees a dependent whose insert committed while
+    // the outcome waited for its row. Should the daemon die before it, the periodic
+    // settling finds what it left.
+    let status: JobStatus =
+        finished
+            .get::<_, &str>(0)
+            .parse()
+            .map_err(|err| StoreError::Corrupt {
+                id: id.to_string(),
+                reason: format!("{err}"),
+            })?;
+    super::dependencies::settle_after(client, id, status, report.finished_at).await
 }
 
 /// Cancels a pending job; stale when it is not pending.
@@ -255,9 +269,10 @@ pub(super) async fn cancel_pending(
 }
 
 /// The reset of a retried job: pending, due now, a fresh retry budget.
+/// A retried job runs now: it no longer waits for dependencies.
 const RETRY_SET: &str = "status = 'pending', retry_count = 0, error = NULL, error_kind = NULL, \
      result = NULL, completed_at = NULL, started_at = NULL, run_at = $1, updated_at = $1, \
-     node_id = NULL, cancel_requested = false";
+     node_id = NULL, cancel_requested = false, waiting_on = 0";
 
 /// The `WHERE` of a bulk action: `$2` status, `$3` command, `$4` since, `$5` after,
 /// `$6` limit, in id order, skipping rows another session holds.
@@ -266,7 +281,7 @@ const BULK_MATCH: &str = "id IN (SELECT id FROM jobs WHERE status = $2 \
      AND ($5::uuid IS NULL OR id > $5) ORDER BY id LIMIT $6 FOR UPDATE SKIP LOCKED)";
 
 /// A `RETURNING id, priority, created_at, run_at, command` row as a queue entry.
-fn queued_of(row: &Row) -> QueuedJob {
+pub(super) fn queued_of(row: &Row) -> QueuedJob {
     QueuedJob {
         id: row.get::<_, Uuid>(0).into(),
         command: row.get::<_, &str>(4).into(),
@@ -420,7 +435,7 @@ pub(super) async fn recover(
     let pending = client
         .query(
             "SELECT id, priority, created_at, run_at, command FROM jobs \
-             WHERE status = 'pending' ORDER BY priority DESC, created_at, id",
+             WHERE status = 'pending' AND waiting_on = 0 ORDER BY priority DESC, created_at, id",
             &[],
         )
         .await?

@@ -12,6 +12,7 @@
 //! an outcome `AND attempt = $2`), so an outcome of an attempt that is no longer the
 //! job's latest changes nothing and comes back as [`StoreError::StaleTransition`].
 
+mod dependencies;
 mod jobs;
 mod nodes;
 mod pauses;
@@ -29,9 +30,9 @@ use honeydew_core::job::{Job, JobId, JobStatus, QueuedJob};
 use honeydew_core::pause::Pause;
 use honeydew_core::schedule::Schedule;
 use honeydew_core::store::{
-    AttemptReport, AttemptRow, BulkFilter, ClaimNext, Claimed, ClusterSignal, CommitStats,
-    JobChange, JobFilter, JobPage, JobStore, Outcome, RecoveredJobs, Rescued, SharedQueue,
-    StoreError, UniqueInsert, Uniqueness,
+    AfterInsert, AttemptReport, AttemptRow, BulkFilter, ClaimNext, Claimed, ClusterSignal,
+    CommitStats, JobChange, JobFilter, JobPage, JobStore, Outcome, RecoveredJobs, Rescued, Settled,
+    SharedQueue, StoreError, UniqueInsert, Uniqueness,
 };
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_postgres::NoTls;
@@ -415,11 +416,30 @@ impl JobStore for PostgresStore {
         attempt: u32,
         outcome: Outcome,
         report: AttemptReport,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Settled, StoreError> {
         let client = self.client().await?;
-        jobs::finish(&client, id, attempt, &outcome, &report).await?;
+        let settled = jobs::finish(&client, id, attempt, &outcome, &report).await?;
         self.committed();
-        Ok(())
+        Ok(settled)
+    }
+
+    async fn insert_after(&self, job: Job, after: Vec<JobId>) -> Result<AfterInsert, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(Error::from)?;
+        let inserted = dependencies::insert_after(&tx, &job, &after).await?;
+        tx.commit().await.map_err(Error::from)?;
+        self.committed();
+        Ok(inserted)
+    }
+
+    async fn settle_dependents(&self, now: DateTime<Utc>) -> Result<Settled, StoreError> {
+        let client = self.client().await?;
+        Ok(dependencies::settle_all(&client, now).await?)
+    }
+
+    async fn dependencies(&self, id: JobId) -> Result<Vec<(JobId, JobStatus)>, StoreError> {
+        let client = self.client().await?;
+        Ok(dependencies::dependencies(&client, id).await?)
     }
 
     async fn cancel_pending(&self, id: JobId, now: DateTime<Utc>) -> Result<(), StoreError> {

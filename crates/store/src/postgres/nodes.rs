@@ -75,7 +75,8 @@ pub(super) async fn claim_next(
         .prepare_cached(&format!(
             "WITH next AS (\
                  SELECT id FROM jobs WHERE status = 'pending' AND run_at <= $1 \
-                 AND ($2::text[] IS NULL OR command = ANY($2)) AND {NOT_PAUSED} \
+                 AND waiting_on = 0 AND ($2::text[] IS NULL OR command = ANY($2)) \
+                 AND {NOT_PAUSED} \
                  ORDER BY priority DESC, created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED), \
              claimed AS (\
                  UPDATE jobs SET status = 'running', started_at = $1, updated_at = $1, \
@@ -97,7 +98,7 @@ pub(super) async fn claim_next(
     }
     let statement = client
         .prepare_cached(&format!(
-            "SELECT min(run_at) FROM jobs WHERE status = 'pending' \
+            "SELECT min(run_at) FROM jobs WHERE status = 'pending' AND waiting_on = 0 \
              AND ($1::text[] IS NULL OR command = ANY($1)) AND {NOT_PAUSED}"
         ))
         .await?;

@@ -234,6 +234,23 @@ $$;
 CREATE TRIGGER pauses_notify_resumed AFTER DELETE ON pauses
     FOR EACH STATEMENT EXECUTE FUNCTION honeydew_notify_resumed();
 "#,
+    // v7: dependencies. A job may wait for others: `job_dependencies` names them,
+    // `waiting_on` counts those not yet completed (claims take only 0), and a job
+    // that others wait for says so (`has_dependents`). Marking it is an update of its
+    // row, so an outcome racing with a new dependent waits for that insert's commit
+    // and then sees the mark; the outcome's own transaction then settles the
+    // dependents in a statement of its own, which sees the dependent's rows.
+    r#"
+ALTER TABLE jobs ADD COLUMN waiting_on integer NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN has_dependents boolean NOT NULL DEFAULT false;
+CREATE TABLE job_dependencies (
+    job_id     uuid NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+    depends_on uuid NOT NULL,
+    PRIMARY KEY (job_id, depends_on)
+);
+CREATE INDEX job_dependencies_by_dependency ON job_dependencies (depends_on);
+CREATE INDEX jobs_waiting ON jobs (id) WHERE waiting_on > 0;
+"#,
 ];
 
 /// The schema version this binary writes.

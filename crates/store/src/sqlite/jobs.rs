@@ -12,7 +12,7 @@ use rusqlite::{Connection, OptionalExtension, Row, ToSql, params};
 use honeydew_core::job::{ErrorKind, Job, JobId, JobStatus, PluginRef, QueuedJob, UnknownStatus};
 use honeydew_core::store::{
     AttemptReport, AttemptRow, BulkFilter, Claimed, DIED_DURING_ATTEMPT, JobFilter, JobPage,
-    Outcome, RecoveredJobs, StoreError, UniqueInsert, Uniqueness,
+    Outcome, RecoveredJobs, Settled, StoreError, UniqueInsert, Uniqueness,
 };
 
 use super::Error;
@@ -48,8 +48,10 @@ pub(super) fn cancel_pending(
 }
 
 /// The reset of a retried job: pending, due now, a fresh retry budget.
+/// A retried job runs now: it no longer waits for dependencies.
 const RETRY_SET: &str = "status = 'pending', retry_count = 0, error = NULL, error_kind = NULL, \
-     result = NULL, completed_at = NULL, started_at = NULL, run_at = ?1, updated_at = ?1";
+     result = NULL, completed_at = NULL, started_at = NULL, run_at = ?1, updated_at = ?1, \
+     waiting_on = 0";
 
 /// Retries one failed or cancelled job.
 pub(super) fn retry_job(
@@ -139,7 +141,7 @@ fn bulk_update<T>(
 }
 
 /// A `RETURNING id, priority, created_at, run_at, command` row as a queue entry.
-fn queued_of(row: &Row<'_>) -> rusqlite::Result<Result<QueuedJob, StoreError>> {
+pub(super) fn queued_of(row: &Row<'_>) -> rusqlite::Result<Result<QueuedJob, StoreError>> {
     let id: String = row.get(0)?;
     let priority: i64 = row.get(1)?;
     let created_at: String = row.get(2)?;
@@ -180,8 +182,8 @@ pub(super) fn recover(conn: &Connection, now: DateTime<Utc>) -> Result<Recovered
         )?
         .execute(params![Time(now), DIED_DURING_ATTEMPT])?;
     let mut statement = conn.prepare_cached(
-        "SELECT id, priority, created_at, run_at, command FROM jobs WHERE status = 'pending' \
-         ORDER BY priority DESC, created_at, id",
+        "SELECT id, priority, created_at, run_at, command FROM jobs \
+         WHERE status = 'pending' AND waiting_on = 0 ORDER BY priority DESC, created_at, id",
     )?;
     // One string per command, however many jobs it has pending.
     let mut commands = std::collections::HashSet::<std::sync::Arc<str>>::new();
@@ -415,7 +417,8 @@ pub(super) fn claim(
         .prepare_cached(&format!(
             "UPDATE jobs SET status = 'running', started_at = ?2, updated_at = ?2, \
              attempt = attempt + 1 \
-             WHERE id = ?1 AND status = 'pending' AND run_at <= ?2 RETURNING {JOB_COLUMNS}"
+             WHERE id = ?1 AND status = 'pending' AND run_at <= ?2 AND waiting_on = 0 \
+             RETURNING {JOB_COLUMNS}"
         ))?
         .query_row(params![Text(id), Time(now)], |row| {
             let attempt: u32 = row.get(17)?;
@@ -439,7 +442,7 @@ pub(super) fn finish(
     attempt: u32,
     outcome: &Outcome,
     report: &AttemptReport,
-) -> Result<(), Error> {
+) -> Result<Settled, Error> {
     let (error_kind, error) = outcome.error().unzip();
     let result = match outcome {
         Outcome::Completed(result) => Some(Bytes(result)),
@@ -458,9 +461,9 @@ pub(super) fn finish(
              retry_count = retry_count + ?6, run_at = COALESCE(?7, run_at), completed_at = ?8, \
              plugin_name = COALESCE(?9, plugin_name), plugin_version = COALESCE(?10, plugin_version), \
              plugin_sha256 = COALESCE(?11, plugin_sha256), updated_at = ?12 \
-             WHERE id = ?1 AND status = 'running' AND attempt = ?13",
+             WHERE id = ?1 AND status = 'running' AND attempt = ?13 RETURNING has_dependents",
         )?
-        .execute(params![
+        .query_row(params![
             Text(id),
             outcome.status().as_str(),
             result,
@@ -474,10 +477,11 @@ pub(super) fn finish(
             plugin.map(|p| &p.sha256),
             Time(report.finished_at),
             attempt,
-        ])?;
-    if changed != 1 {
+        ], |row| row.get::<_, bool>(0))
+        .optional()?;
+    let Some(has_dependents) = changed else {
         return Err(stale(conn, id, JobStatus::Running).into());
-    }
+    };
     conn.prepare_cached(
         "UPDATE job_attempts SET finished_at = ?3, outcome = ?4, error_kind = ?5, error = ?6, \
          duration_ms = ?7, fuel_used = ?8 WHERE job_id = ?1 AND attempt = ?2",
@@ -492,7 +496,10 @@ pub(super) fn finish(
         report.duration_ms as i64,
         report.fuel_used.map(|fuel| fuel as i64),
     ])?;
-    Ok(())
+    if !has_dependents {
+        return Ok(Settled::default());
+    }
+    super::dependencies::settle_after(conn, id, outcome.status(), report.finished_at)
 }
 
 /// The error for a guarded update that matched nothing: the job is elsewhere, or gone.

@@ -13,10 +13,11 @@
 //!
 //! Every state change is one guarded `UPDATE ... WHERE id = ? AND status = ?`; a
 //! transition whose guard does not hold changes nothing and comes back as
-//! [`StoreError::StaleTransition`]. `jobs.rs`, `schedules.rs` and `pauses.rs` hold the
-//! statements, as functions of a connection; this file says which kind of write each
-//! one is.
+//! [`StoreError::StaleTransition`]. `jobs.rs`, `dependencies.rs`, `schedules.rs` and
+//! `pauses.rs` hold the statements, as functions of a connection; this file says which
+//! kind of write each one is.
 
+mod dependencies;
 mod jobs;
 mod pauses;
 mod schedules;
@@ -39,8 +40,8 @@ use honeydew_core::job::{Job, JobId, JobStatus, QueuedJob};
 use honeydew_core::pause::Pause;
 use honeydew_core::schedule::Schedule;
 use honeydew_core::store::{
-    AttemptReport, AttemptRow, BulkFilter, Claimed, CommitStats, JobFilter, JobPage, JobStore,
-    Outcome, RecoveredJobs, StoreError, UniqueInsert, Uniqueness,
+    AfterInsert, AttemptReport, AttemptRow, BulkFilter, Claimed, CommitStats, JobFilter, JobPage,
+    JobStore, Outcome, RecoveredJobs, Settled, StoreError, UniqueInsert, Uniqueness,
 };
 use uuid::Uuid;
 
@@ -406,8 +407,23 @@ impl JobStore for SqliteStore {
         attempt: u32,
         outcome: Outcome,
         report: AttemptReport,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Settled, StoreError> {
         self.write(move |conn| jobs::finish(conn, id, attempt, &outcome, &report))
+            .await
+    }
+
+    async fn insert_after(&self, job: Job, after: Vec<JobId>) -> Result<AfterInsert, StoreError> {
+        self.write(move |conn| dependencies::insert_after(conn, &job, &after))
+            .await
+    }
+
+    async fn settle_dependents(&self, now: DateTime<Utc>) -> Result<Settled, StoreError> {
+        self.write(move |conn| dependencies::settle_all(conn, now))
+            .await
+    }
+
+    async fn dependencies(&self, id: JobId) -> Result<Vec<(JobId, JobStatus)>, StoreError> {
+        self.read(move |conn| dependencies::dependencies(conn, id))
             .await
     }
 

@@ -151,6 +151,21 @@ CREATE TABLE pauses (
     paused_at TEXT NOT NULL
 ) WITHOUT ROWID;
 "#,
+    // v8: dependencies. A job may wait for others: `job_dependencies` names them,
+    // `waiting_on` counts those not yet completed (claims take only 0), and a job
+    // that others wait for says so (`has_dependents`), so that its outcome settles
+    // them in its own transaction and every other outcome skips the look.
+    r#"
+ALTER TABLE jobs ADD COLUMN waiting_on INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN has_dependents INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE job_dependencies (
+    job_id     TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+    depends_on TEXT NOT NULL,
+    PRIMARY KEY (job_id, depends_on)
+) WITHOUT ROWID;
+CREATE INDEX job_dependencies_by_dependency ON job_dependencies (depends_on);
+CREATE INDEX jobs_waiting ON jobs (id) WHERE waiting_on > 0;
+"#,
 ];
 
 /// The schema version this binary writes.
