@@ -11,8 +11,8 @@ use chrono::{SubsecRound, TimeDelta, Utc};
 use honeydew_core::job::{ErrorKind, Job, JobId, JobStatus, PluginRef};
 use honeydew_core::schedule::{MisfirePolicy, Schedule};
 use honeydew_core::store::{
-    AttemptReport, BulkFilter, Claimed, JobFilter, Outcome, Store, StoreError, UniqueInsert,
-    Uniqueness,
+    AttemptReport, BulkFilter, Claimed, JobCount, JobFilter, Outcome, Store, StoreError,
+    UniqueInsert, Uniqueness,
 };
 use support::Fixture;
 
@@ -67,6 +67,7 @@ contract!(
     a_pruned_holder_frees_its_key,
     retry_puts_a_failed_job_back_with_a_fresh_budget,
     bulk_retry_and_cancel_act_on_matching_jobs_in_batches,
+    jobs_are_counted_by_command_and_state,
 );
 
 fn job(command: &str, payload: &[u8], priority: i64) -> Job {
@@ -1203,5 +1204,53 @@ async fn bulk_retry_and_cancel_act_on_matching_jobs_in_batches(fx: Fixture) {
     assert_eq!(
         store.get_job(other.id).await.unwrap().status,
         JobStatus::Pending
+    );
+}
+
+async fn jobs_are_counted_by_command_and_state(fx: Fixture) {
+    let store = fx.open().await;
+    assert_eq!(
+        store.count_jobs().await.unwrap(),
+        [],
+        "an empty store counts nothing"
+    );
+    for _ in 0..3 {
+        store.insert_job(job("echo.echo", b"{}", 0)).await.unwrap();
+    }
+    let running = job("echo.echo", b"{}", 0);
+    insert_running(&store, &running).await;
+    let completed = job("echo.echo", b"{}", 0);
+    let claimed = insert_running(&store, &completed).await;
+    store
+        .finish(
+            completed.id,
+            claimed.attempt,
+            Outcome::Completed(b"{}".to_vec()),
+            report(),
+        )
+        .await
+        .unwrap();
+    fail(&store, &job("permanent.fail", b"{}", 0)).await;
+    let cancelled = job("permanent.fail", b"{}", 0);
+    store.insert_job(cancelled.clone()).await.unwrap();
+    store
+        .cancel_pending(cancelled.id, Utc::now())
+        .await
+        .unwrap();
+
+    let count = |command: &str, status, count| JobCount {
+        command: command.into(),
+        status,
+        count,
+    };
+    assert_eq!(
+        store.count_jobs().await.unwrap(),
+        [
+            count("echo.echo", JobStatus::Pending, 3),
+            count("echo.echo", JobStatus::Running, 1),
+            count("echo.echo", JobStatus::Completed, 1),
+            count("permanent.fail", JobStatus::Failed, 1),
+            count("permanent.fail", JobStatus::Cancelled, 1),
+        ]
     );
 }

@@ -27,8 +27,8 @@ use honeydew_core::job::{Job, JobId, JobStatus, QueuedJob};
 use honeydew_core::schedule::Schedule;
 use honeydew_core::store::{
     AttemptReport, AttemptRow, BulkFilter, ClaimNext, Claimed, ClusterSignal, CommitStats,
-    JobChange, JobFilter, JobPage, JobStore, Outcome, RecoveredJobs, Rescued, SharedQueue,
-    StoreError, UniqueInsert, Uniqueness,
+    JobChange, JobCount, JobFilter, JobPage, JobStore, Outcome, RecoveredJobs, Rescued,
+    SharedQueue, StoreError, UniqueInsert, Uniqueness,
 };
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_postgres::NoTls;
@@ -459,6 +459,11 @@ impl JobStore for PostgresStore {
     async fn attempts(&self, id: JobId) -> Result<Vec<AttemptRow>, StoreError> {
         let client = self.client().await?;
         Ok(jobs::attempts(&client, id).await?)
+    }
+
+    async fn count_jobs(&self) -> Result<Vec<JobCount>, StoreError> {
+        let client = self.client().await?;
+        Ok(jobs::count_jobs(&client).await?)
     }
 
     async fn insert_schedule(&self, schedule: Schedule) -> Result<(), StoreError> {

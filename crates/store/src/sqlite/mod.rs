@@ -36,8 +36,8 @@ use chrono::{DateTime, Utc};
 use honeydew_core::job::{Job, JobId, JobStatus, QueuedJob};
 use honeydew_core::schedule::Schedule;
 use honeydew_core::store::{
-    AttemptReport, AttemptRow, BulkFilter, Claimed, CommitStats, JobFilter, JobPage, JobStore,
-    Outcome, RecoveredJobs, StoreError, UniqueInsert, Uniqueness,
+    AttemptReport, AttemptRow, BulkFilter, Claimed, CommitStats, JobCount, JobFilter, JobPage,
+    JobStore, Outcome, RecoveredJobs, StoreError, UniqueInsert, Uniqueness,
 };
 use uuid::Uuid;
 
@@ -445,6 +445,10 @@ impl JobStore for SqliteStore {
 
     async fn attempts(&self, id: JobId) -> Result<Vec<AttemptRow>, StoreError> {
         self.read(move |conn| jobs::attempts(conn, id)).await
+    }
+
+    async fn count_jobs(&self) -> Result<Vec<JobCount>, StoreError> {
+        self.read(jobs::count_jobs).await
     }
 
     async fn insert_schedule(&self, schedule: Schedule) -> Result<(), StoreError> {
