@@ -15,6 +15,8 @@
 //! lease_ms = 30000                # shared database: a silent daemon's jobs are rescued after it
 //! database_pool_size = 16         # PostgreSQL connections for writes (+ half for claims, + 1)
 //! listen_tcp = "127.0.0.1:7070"   # off unless set
+//! listen_http = "127.0.0.1:9464"  # Prometheus /metrics; off unless set, loopback only
+//! listen_http_public = false      # true: any address, every request needs the token
 //! shutdown_deadline_ms = 30000
 //! max_payload_bytes = 4194304
 //! max_database_mib = 10240        # submits are refused (RESOURCE_EXHAUSTED) past it
@@ -105,6 +107,14 @@ pub struct DaemonArgs {
     /// Also serve gRPC on this TCP address; clients must send the bearer token in <data-dir>/token
     #[arg(long, env = "HONEYDEW_LISTEN_TCP", value_name = "ADDR")]
     pub listen_tcp: Option<SocketAddr>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (a loopback address unless
+    /// --listen-http-public is given)
+    #[arg(long, env = "HONEYDEW_LISTEN_HTTP", value_name = "ADDR")]
+    pub listen_http: Option<SocketAddr>,
+    /// Let --listen-http take a non-loopback address; every HTTP request must then
+    /// carry the bearer token in <data-dir>/token
+    #[arg(long, env = "HONEYDEW_LISTEN_HTTP_PUBLIC")]
+    pub listen_http_public: bool,
     /// How long SIGINT/SIGTERM lets running jobs finish before putting them back
     /// to pending [default: 30000]
     #[arg(long, env = "HONEYDEW_SHUTDOWN_DEADLINE_MS", value_name = "MS")]
@@ -305,6 +315,11 @@ pub struct DaemonConfig {
     pub database_pool_size: usize,
     /// Optional TCP listener.
     pub listen_tcp: Option<SocketAddr>,
+    /// Optional HTTP listener (metrics).
+    pub listen_http: Option<SocketAddr>,
+    /// Whether the HTTP listener may be on a non-loopback address; it then requires
+    /// the bearer token on every request.
+    pub listen_http_public: bool,
     /// How long a shutdown waits for running jobs.
     pub shutdown_deadline: Duration,
     /// The largest payload accepted.
@@ -436,6 +451,20 @@ impl DaemonConfig {
                 "database_pool_size is {database_pool_size}: use 2 to 256 connections"
             )));
         }
+        let listen_http = args.listen_http.or(file.listen_http);
+        let listen_http_public =
+            args.listen_http_public || file.listen_http_public.unwrap_or(false);
+        if let Some(address) = listen_http
+            && !address.ip().to_canonical().is_loopback()
+            && !listen_http_public
+        {
+            return Err(ConfigError::Invalid(format!(
+                "listen_http is {address}, which is not a loopback address: metrics and the \
+                 dashboard would be open to the network; use 127.0.0.1, or add \
+                 --listen-http-public (listen_http_public = true) to serve it there with the \
+                 bearer token required on every request"
+            )));
+        }
         Ok(Self {
             plugin_dir: args
                 .plugin_dir
@@ -451,6 +480,8 @@ impl DaemonConfig {
             lease: Duration::from_millis(lease_ms),
             database_pool_size,
             listen_tcp: args.listen_tcp.or(file.listen_tcp),
+            listen_http,
+            listen_http_public,
             shutdown_deadline: Duration::from_millis(shutdown_deadline_ms),
             max_payload_bytes: file.max_payload_bytes.unwrap_or(4 * 1024 * 1024),
             max_database_mib: file.max_database_mib,
@@ -479,6 +510,8 @@ struct FileConfig {
     lease_ms: Option<u64>,
     database_pool_size: Option<usize>,
     listen_tcp: Option<SocketAddr>,
+    listen_http: Option<SocketAddr>,
+    listen_http_public: Option<bool>,
     shutdown_deadline_ms: Option<u64>,
     max_payload_bytes: Option<usize>,
     max_database_mib: Option<u64>,
@@ -576,6 +609,11 @@ mod tests {
         assert_eq!(config.workers, crate::worker::DEFAULT_WORKERS);
         assert_eq!(config.sync, SyncMode::Full);
         assert_eq!(config.listen_tcp, None);
+        assert_eq!(
+            config.listen_http, None,
+            "no http listener unless asked for"
+        );
+        assert!(!config.listen_http_public);
         assert_eq!(config.shutdown_deadline, Duration::from_secs(30));
         assert_eq!(config.config_file, None);
     }
@@ -622,6 +660,44 @@ mod tests {
         assert!(err.to_string().contains("workers is 0"), "{err}");
         let err = load(Some("workers = 100000"), DaemonArgs::default(), &[]).unwrap_err();
         assert!(err.to_string().contains("at most 1024"), "{err}");
+    }
+
+    #[test]
+    fn the_http_listener_is_loopback_unless_public_is_asked_for() {
+        let config = load(
+            Some("listen_http = \"127.0.0.1:9464\""),
+            DaemonArgs::default(),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(config.listen_http, Some("127.0.0.1:9464".parse().unwrap()));
+        assert!(!config.listen_http_public);
+        for address in ["0.0.0.0:9464", "192.0.2.7:9464", "[::]:9464"] {
+            let args = DaemonArgs {
+                listen_http: Some(address.parse().unwrap()),
+                ..DaemonArgs::default()
+            };
+            let err = load(None, args, &[]).unwrap_err().to_string();
+            assert!(
+                err.contains("not a loopback address") && err.contains("--listen-http-public"),
+                "{address}: {err}"
+            );
+        }
+        let args = DaemonArgs {
+            listen_http: Some("[::1]:9464".parse().unwrap()),
+            ..DaemonArgs::default()
+        };
+        assert!(load(None, args, &[]).is_ok(), "::1 is loopback");
+        let public = DaemonArgs {
+            listen_http: Some("0.0.0.0:9464".parse().unwrap()),
+            listen_http_public: true,
+            ..DaemonArgs::default()
+        };
+        assert!(load(None, public, &[]).unwrap().listen_http_public);
+        let file = "listen_http = \"0.0.0.0:9464\"\nlisten_http_public = true";
+        let config = load(Some(file), DaemonArgs::default(), &[]).unwrap();
+        assert_eq!(config.listen_http, Some("0.0.0.0:9464".parse().unwrap()));
+        assert!(config.listen_http_public);
     }
 
     #[test]

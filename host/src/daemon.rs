@@ -18,6 +18,9 @@
 //!
 //! At start the daemon also makes sure of its bearer token (`<data-dir>/token`, which
 //! TCP clients must send) and warns when the data directory is open to group or others.
+//! With `--listen-http` it counts into [`Metrics`] (handed to the manager and the
+//! plugin runtime before either starts) and serves them over HTTP, bound just before
+//! the API; the HTTP listener stops after the workers have drained.
 
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, Write};
@@ -34,6 +37,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ApiConfig, RequireToken, RunningServer, Token};
 use crate::config::{DaemonArgs, DaemonConfig};
+use crate::http::{self, HttpState, RunningHttp};
+use crate::metrics::Metrics;
 use crate::queue::{Manager, ManagerConfig};
 use crate::recovery;
 use crate::retention::{self, Sweep};
@@ -54,6 +59,8 @@ const CONNECTION_GRACE: Duration = Duration::from_secs(5);
 pub struct Daemon {
     socket: PathBuf,
     server: RunningServer,
+    /// The metrics listener, when configured.
+    http: Option<RunningHttp>,
     scheduler: Arc<Scheduler>,
     pool: WorkerPool,
     shutdown_deadline: Duration,
@@ -84,6 +91,7 @@ impl Daemon {
             .context("cannot set up the bearer token for tcp clients")?;
 
         let store = open_store(&config).await?;
+        let metrics = config.listen_http.map(|_| Metrics::new(config.workers));
         tracing::info!(
             database = %store.describe(),
             node_id = store.shared().map(|shared| shared.node_id()),
@@ -118,6 +126,7 @@ impl Daemon {
         runtime_config.secrets = std::mem::take(&mut config.secrets).into_inner();
         runtime_config.undeclared_env = std::mem::take(&mut config.undeclared_env);
         runtime_config.max_retry_after = config.backoff.max_after;
+        runtime_config.metrics = metrics.clone();
         if let Some(max_result_bytes) = config.max_result_bytes {
             runtime_config.max_result_bytes = max_result_bytes;
         }
@@ -139,7 +148,11 @@ impl Daemon {
             default_max_retries,
             max_payload_bytes: config.max_payload_bytes,
         };
-        let manager = Arc::new(Manager::new(store.clone(), runtime.clone(), manager_config));
+        let mut manager = Manager::new(store.clone(), runtime.clone(), manager_config);
+        if let Some(metrics) = &metrics {
+            manager = manager.with_metrics(Arc::clone(metrics));
+        }
+        let manager = Arc::new(manager);
         tokio::spawn(crate::cluster::follow(
             Arc::clone(&manager),
             config.lease,
@@ -199,9 +212,32 @@ impl Daemon {
                     .await
                     .with_context(|| format!("cannot listen on tcp {address}"))?;
                 let token_file = Token::path_in(&config.data_dir);
-                Some((listener, RequireToken::new(token, &token_file)))
+                Some((listener, RequireToken::new(token.clone(), &token_file)))
             }
             None => None,
+        };
+        let http = match (config.listen_http, metrics) {
+            (Some(address), Some(metrics)) => {
+                let listener = TcpListener::bind(address)
+                    .await
+                    .with_context(|| format!("cannot listen on http {address}"))?;
+                let state = Arc::new(HttpState {
+                    manager: Arc::clone(&manager),
+                    metrics,
+                });
+                let token_file = Token::path_in(&config.data_dir);
+                let router =
+                    http::router(state, token.clone(), &token_file, config.listen_http_public);
+                let running = http::serve(listener, router)
+                    .with_context(|| format!("cannot serve http on {address}"))?;
+                tracing::info!(
+                    address = %running.address(),
+                    token_required = config.listen_http_public,
+                    "http listener started: metrics at /metrics"
+                );
+                Some(running)
+            }
+            _ => None,
         };
         let server = api::serve(
             manager,
@@ -220,6 +256,7 @@ impl Daemon {
         tracing::info!(
             socket = %socket.display(),
             tcp = ?config.listen_tcp,
+            http = ?http.as_ref().map(RunningHttp::address),
             data_dir = %config.data_dir.display(),
             config_file = ?config.config_file,
             plugin_dir = %config.plugin_dir.display(),
@@ -233,6 +270,7 @@ impl Daemon {
         Ok(Daemon {
             socket,
             server,
+            http,
             scheduler,
             pool,
             shutdown_deadline: config.shutdown_deadline,
@@ -270,6 +308,14 @@ impl Daemon {
                 draining.await
             }
         };
+        if let Some(http) = self.http {
+            let grace = if cut_short.is_cancelled() {
+                Duration::ZERO
+            } else {
+                CONNECTION_GRACE
+            };
+            http.stop(grace).await;
+        }
         // Dropping `finish` drops the connections at once.
         let served = tokio::select! {
             biased;

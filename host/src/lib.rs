@@ -11,6 +11,8 @@ pub mod api;
 pub mod cluster;
 pub mod config;
 pub mod daemon;
+pub mod http;
+pub mod metrics;
 pub mod queue;
 pub mod recovery;
 pub mod retention;

@@ -44,6 +44,9 @@ mod lifecycle;
 mod listing;
 // Three daemons on one PostgreSQL: shared queue, each job once, kill -9, SIGSTOP.
 mod cluster;
+// Prometheus metrics on the HTTP listener: a scrape after known work counts it, on both
+// backends; a non-loopback address needs the opt-in, and then the token.
+mod metrics;
 // The daemon on PostgreSQL: --database-url, jobs done, psql reads them, a restart.
 mod postgres;
 // A typed proxy RPC end to end: `github.commits` against a local fake of GitHub.

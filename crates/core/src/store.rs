@@ -213,6 +213,17 @@ pub struct AttemptRow {
     pub fuel_used: Option<u64>,
 }
 
+/// How many jobs of one command are in one state, as [`JobStore::count_jobs`] reads it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobCount {
+    /// `plugin.command`.
+    pub command: String,
+    /// The state.
+    pub status: JobStatus,
+    /// How many jobs of `command` are in `status` (never 0: absent pairs are not listed).
+    pub count: u64,
+}
+
 /// What a backend's group commit has done since it was opened.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CommitStats {
@@ -481,6 +492,11 @@ pub trait JobStore: Send + Sync + 'static {
 
     /// Every attempt of a job, oldest first.
     async fn attempts(&self, id: JobId) -> Result<Vec<AttemptRow>, StoreError>;
+
+    /// How many jobs each command has in each state, by command then state (in
+    /// [`JobStatus::ALL`] order); pairs with no job are left out. One read, so the
+    /// counts belong to one moment; it reads every job row (the metrics scrape).
+    async fn count_jobs(&self) -> Result<Vec<JobCount>, StoreError>;
 
     /// Adds a schedule; [`StoreError::DuplicateSchedule`] when its name is taken.
     async fn insert_schedule(&self, schedule: Schedule) -> Result<(), StoreError>;

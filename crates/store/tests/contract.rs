@@ -11,8 +11,8 @@ use chrono::{SubsecRound, TimeDelta, Utc};
 use honeydew_core::job::{ErrorKind, Job, JobId, JobStatus, PluginRef};
 use honeydew_core::schedule::{MisfirePolicy, Schedule};
 use honeydew_core::store::{
-    AttemptReport, BulkFilter, Claimed, JobFilter, Outcome, Store, StoreError, UniqueInsert,
-    Uniqueness,
+    AttemptReport, BulkFilter, Claimed, JobCount, JobFilter, Outcome, Store, StoreError,
+    UniqueInsert, Uniqueness,
 };
 use support::Fixture;
 
@@ -70,6 +70,7 @@ contract!(
     pauses_are_stored_once_listed_and_ended,
     a_paused_schedule_triggers_no_job_until_resumed,
     a_dependent_waits_for_every_dependency_and_a_failure_cancels_its_chain,
+    jobs_are_counted_by_command_and_state,
 );
 
 fn job(command: &str, payload: &[u8], priority: i64) -> Job {
@@ -1403,5 +1404,53 @@ async fn a_dependent_waits_for_every_dependency_and_a_failure_cancels_its_chain(
     assert_eq!(
         store.settle_dependents(Utc::now()).await.unwrap(),
         Default::default()
+    );
+}
+
+async fn jobs_are_counted_by_command_and_state(fx: Fixture) {
+    let store = fx.open().await;
+    assert_eq!(
+        store.count_jobs().await.unwrap(),
+        [],
+        "an empty store counts nothing"
+    );
+    for _ in 0..3 {
+        store.insert_job(job("echo.echo", b"{}", 0)).await.unwrap();
+    }
+    let running = job("echo.echo", b"{}", 0);
+    insert_running(&store, &running).await;
+    let completed = job("echo.echo", b"{}", 0);
+    let claimed = insert_running(&store, &completed).await;
+    store
+        .finish(
+            completed.id,
+            claimed.attempt,
+            Outcome::Completed(b"{}".to_vec()),
+            report(),
+        )
+        .await
+        .unwrap();
+    fail(&store, &job("permanent.fail", b"{}", 0)).await;
+    let cancelled = job("permanent.fail", b"{}", 0);
+    store.insert_job(cancelled.clone()).await.unwrap();
+    store
+        .cancel_pending(cancelled.id, Utc::now())
+        .await
+        .unwrap();
+
+    let count = |command: &str, status, count| JobCount {
+        command: command.into(),
+        status,
+        count,
+    };
+    assert_eq!(
+        store.count_jobs().await.unwrap(),
+        [
+            count("echo.echo", JobStatus::Pending, 3),
+            count("echo.echo", JobStatus::Running, 1),
+            count("echo.echo", JobStatus::Completed, 1),
+            count("permanent.fail", JobStatus::Failed, 1),
+            count("permanent.fail", JobStatus::Cancelled, 1),
+        ]
     );
 }

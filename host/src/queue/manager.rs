@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{JobQueue, QueuedJob};
 use crate::job::{Job, JobId, JobStatus};
+use crate::metrics::{Metrics, StoreWrite};
 use crate::pause::{InvalidTarget, Pause, validate_target};
 use crate::store::{
     AfterInsert, AttemptReport, BulkFilter, ClaimNext, Claimed, JobChange, JobFilter, JobPage,
@@ -310,6 +311,8 @@ pub struct Manager {
     /// again rather than parked (the plugin it missed may be the one just loaded).
     plugin_loads: std::sync::atomic::AtomicU64,
     events: broadcast::Sender<JobEvent>,
+    /// Where submits, attempts and store writes are counted, when metrics are served.
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl Manager {
@@ -326,6 +329,37 @@ impl Manager {
             parked: Mutex::new(HashMap::new()),
             plugin_loads: std::sync::atomic::AtomicU64::new(0),
             events: broadcast::channel(4096).0,
+            metrics: None,
+        }
+    }
+
+    /// This manager, counting into `metrics` (see [`crate::metrics`]).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// How many jobs this daemon's workers are running (or claiming) now.
+    pub fn running_jobs(&self) -> usize {
+        self.lock_running().len()
+    }
+
+    /// Awaits the store write `write`, timing it as `operation` when metrics are on.
+    async fn timed<T>(&self, operation: StoreWrite, write: impl Future<Output = T>) -> T {
+        let Some(metrics) = &self.metrics else {
+            return write.await;
+        };
+        let started = std::time::Instant::now();
+        let written = write.await;
+        metrics.store_write(operation, started.elapsed());
+        written
+    }
+
+    /// Counts an attempt of `job` that starts now.
+    fn attempt_started(&self, job: &Job) {
+        if let Some(metrics) = &self.metrics {
+            let eligible_at = job.run_at.max(job.created_at);
+            metrics.attempt_started(&job.command, eligible_at, Utc::now());
         }
     }
 
@@ -361,12 +395,16 @@ impl Manager {
                 return this.submit_after(job, after).await;
             }
             let Some((unique, on_conflict)) = unique else {
-                this.store.insert_job(job.clone()).await?;
+                this.timed(StoreWrite::Submit, this.store.insert_job(job.clone()))
+                    .await?;
+                this.submit_written(1);
                 this.accept(&job);
                 return Ok(Submitted::New(job.id));
             };
-            match this.store.insert_unique(job.clone(), unique).await? {
+            let inserted = this.store.insert_unique(job.clone(), unique);
+            match this.timed(StoreWrite::SubmitUnique, inserted).await? {
                 UniqueInsert::Inserted => {
+                    this.submit_written(1);
                     this.accept(&job);
                     Ok(Submitted::New(job.id))
                 }
@@ -439,7 +477,12 @@ impl Manager {
         }
         let this = Arc::clone(self);
         complete_once_started(async move {
-            this.store.insert_jobs(jobs.clone()).await?;
+            this.timed(
+                StoreWrite::SubmitBatch,
+                this.store.insert_jobs(jobs.clone()),
+            )
+            .await?;
+            this.submit_written(jobs.len());
             for job in &jobs {
                 this.accept(job);
             }
@@ -452,9 +495,18 @@ impl Manager {
     /// Queues a job whose row the caller has just made durable (the scheduler inserts
     /// it together with its trigger record), logs and publishes it.
     pub fn accept(&self, job: &Job) {
+        if let Some(metrics) = &self.metrics {
+            metrics.job_submitted(&job.command);
+        }
         self.enqueue(QueuedJob::from(job));
         tracing::info!(job_id = %job.id, command = %job.command, priority = job.priority, "job submitted");
         self.publish(job, 0);
+    }
+
+    fn submit_written(&self, jobs: usize) {
+        if let Some(metrics) = &self.metrics {
+            metrics.submit_written(jobs);
+        }
     }
 
     /// Validates a request and builds its job, without storing anything.
@@ -749,7 +801,12 @@ impl Manager {
         let mut wake = shared.wake_ups();
         loop {
             wake.borrow_and_update();
-            let next = shared.claim_next(self.catalog.served(), worker_id).await;
+            let next = self
+                .timed(
+                    StoreWrite::Claim,
+                    shared.claim_next(self.catalog.served(), worker_id),
+                )
+                .await;
             let due = match next {
                 Ok(ClaimNext::Claimed(claimed)) => {
                     let token = CancellationToken::new();
@@ -770,6 +827,7 @@ impl Manager {
                         token.cancel();
                     }
                     tracing::info!(job_id = %job.id, command = %job.command, worker_id, "job started");
+                    self.attempt_started(job);
                     self.publish(job, claimed.attempt);
                     return Some(Ok(Some((*claimed, token))));
                 }
@@ -812,10 +870,12 @@ impl Manager {
             plugin_loads: self.plugin_loads.load(std::sync::atomic::Ordering::SeqCst),
         };
         self.lock_running().insert(queued.id, running);
-        match self.store.claim(queued.id, worker_id, Utc::now()).await {
+        let claim = self.store.claim(queued.id, worker_id, Utc::now());
+        match self.timed(StoreWrite::Claim, claim).await {
             Ok(Some(claimed)) => {
                 let job = &claimed.job;
                 tracing::info!(job_id = %job.id, command = %job.command, worker_id, "job started");
+                self.attempt_started(job);
                 self.publish(job, claimed.attempt);
                 Ok(Some((claimed, token)))
             }
@@ -851,13 +911,23 @@ impl Manager {
         let finished_at = report.finished_at;
         let written = self
             .write_until_landed(job.id, "job outcome", give_up, || {
-                self.store
-                    .finish(job.id, claimed.attempt, outcome.clone(), report.clone())
+                let finish =
+                    self.store
+                        .finish(job.id, claimed.attempt, outcome.clone(), report.clone());
+                self.timed(StoreWrite::Finish, finish)
             })
             .await;
         let running = self.lock_running().remove(&job.id);
         let settled = written?;
         self.settled(settled);
+        if let Some(metrics) = &self.metrics {
+            metrics.attempt_finished(
+                &job.command,
+                &outcome,
+                Duration::from_millis(duration_ms),
+                report.fuel_used,
+            );
+        }
         let cancel_requested = running.as_ref().is_some_and(|r| r.token.is_cancelled());
         let loads_at_claim = running.map_or(0, |r| r.plugin_loads);
         if cancel_requested && matches!(outcome, Outcome::Retry { .. }) {

@@ -47,6 +47,10 @@
 //! ([`OUTGOING_BODY_CHUNK_BYTES`]), a request body kept for a redirect
 //! ([`MAX_RESENT_BODY_BYTES`]). This file must not log header values: auth values
 //! are secrets.
+//!
+//! When the daemon serves metrics, each request that goes out (each hop) is counted
+//! under the `allowed_hosts` entry that granted it, and each refusal under its host
+//! alone ([`EgressMetrics`]; no user, path or query ever becomes a label).
 
 use std::fmt;
 use std::future::Future;
@@ -64,6 +68,7 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
 use super::redirect::{Hop, MAX_RESENT_BODY_BYTES, Next, Redirects, without_query};
+use crate::metrics::EgressMetrics;
 
 /// The most bytes one header map may take, counted as wasmtime-wasi-http counts them
 /// (each name and value plus its in-memory overhead): a guest's `fields` (its default
@@ -287,6 +292,8 @@ pub(super) struct EgressPolicy {
     allowed: Vec<HostPattern>,
     auth: Vec<AuthHeader>,
     max_response_body_bytes: usize,
+    /// Counts requests by grant and denials by host, when metrics are on.
+    metrics: Option<EgressMetrics>,
 }
 
 impl EgressPolicy {
@@ -301,6 +308,29 @@ impl EgressPolicy {
             allowed,
             auth,
             max_response_body_bytes,
+            metrics: None,
+        }
+    }
+
+    /// This policy, counting into `metrics` (made for the same `allowed` entries).
+    pub(super) fn counted_by(mut self, metrics: Option<EgressMetrics>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Counts a request to `uri` about to go out, under the entry that grants it.
+    fn count_request(&self, uri: &Uri) {
+        if let Some(metrics) = &self.metrics
+            && let Some(entry) = self.allowed.iter().position(|pattern| pattern.matches(uri))
+        {
+            metrics.request(entry);
+        }
+    }
+
+    /// Counts a refused request to `uri`, by its host only (never a user or a query).
+    fn count_denied(&self, uri: &Uri) {
+        if let Some(metrics) = &self.metrics {
+            metrics.denied(uri.host().unwrap_or(""));
         }
     }
 
@@ -375,6 +405,7 @@ impl EgressHooks {
         body_limit: usize,
     ) -> HttpResult<Exchange> {
         if !self.policy.allows(uri) {
+            self.policy.count_denied(uri);
             self.denied.record(&self.policy.plugin, uri.to_string());
             return Err(HttpError::HttpRequestDenied);
         }
@@ -501,6 +532,7 @@ async fn send_following_redirects(
         *request.headers_mut() = hop.headers.clone();
         // For the log only, so without the query (see below).
         let url = without_query(&hop.uri);
+        policy.count_request(&hop.uri);
         let (response, io) =
             wasmtime_wasi_http::default_send_request(request, Some(clamp(options, deadline)))
                 .await?;
@@ -532,6 +564,7 @@ async fn send_following_redirects(
                 let next_url = without_query(&next.uri);
                 let from = without_query(&hop.uri);
                 if !policy.allows(&next.uri) {
+                    policy.count_denied(&next.uri);
                     denied.record(plugin, format!("{next_url} (a redirect from {from})"));
                     return Err(HttpError::HttpRequestDenied);
                 }

@@ -45,6 +45,8 @@ pub(super) struct LoadSettings {
     /// Whether the daemon has a workspace directory (a plugin granted one is refused
     /// otherwise).
     pub(super) has_workspaces: bool,
+    /// Where loads, refusals and egress are counted, if anywhere.
+    pub(super) metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 /// A plugin ready to run jobs. Immutable: a reload builds a new one.
@@ -108,6 +110,10 @@ pub(super) enum LoadOutcome {
 /// Why a plugin was not loaded.
 #[derive(Debug)]
 pub(super) struct LoadError {
+    /// What kind of refusal, one of a fixed few (a metric's label): `invalid_name`,
+    /// `unreadable`, `invalid_manifest`, `missing_secret`, `bad_component`,
+    /// `describe_failed`, `bad_describe`.
+    pub(super) kind: &'static str,
     /// The component's hash, when it could be read.
     pub(super) sha256: Option<String>,
     /// What was wrong.
@@ -115,8 +121,9 @@ pub(super) struct LoadError {
 }
 
 impl LoadError {
-    fn new(sha256: Option<&str>, reason: impl Into<String>) -> Self {
+    fn new(kind: &'static str, sha256: Option<&str>, reason: impl Into<String>) -> Self {
         Self {
+            kind,
             sha256: sha256.map(str::to_owned),
             reason: reason.into(),
         }
@@ -138,14 +145,19 @@ pub(super) async fn load(
 ) -> Result<LoadOutcome, LoadError> {
     if !is_valid_name(stem) {
         return Err(LoadError::new(
+            "invalid_name",
             None,
             format!("{stem:?} is not a valid plugin name (letters, digits, _ and -)"),
         ));
     }
     let path = wasm_path(&settings.plugin_dir, stem);
-    let wasm = tokio::fs::read(&path)
-        .await
-        .map_err(|err| LoadError::new(None, format!("cannot read {}: {err}", path.display())))?;
+    let wasm = tokio::fs::read(&path).await.map_err(|err| {
+        LoadError::new(
+            "unreadable",
+            None,
+            format!("cannot read {}: {err}", path.display()),
+        )
+    })?;
     let sha256 = hex_sha256(&wasm);
     let sha = Some(sha256.as_str());
 
@@ -155,7 +167,7 @@ pub(super) async fn load(
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(err) => {
             let reason = format!("cannot read {}: {err}", manifest_path.display());
-            return Err(LoadError::new(sha, reason));
+            return Err(LoadError::new("unreadable", sha, reason));
         }
     };
     let manifest_sha256 = hex_sha256(manifest_text.as_bytes());
@@ -165,22 +177,23 @@ pub(super) async fn load(
     {
         return Ok(LoadOutcome::Unchanged);
     }
-    let manifest = Manifest::parse(&manifest_text)
-        .and_then(|manifest| {
-            let auth = manifest.auth_headers(&settings.secrets)?;
-            Ok((manifest, auth))
-        })
-        .map_err(|err| {
-            LoadError::new(
-                sha,
-                format!("invalid manifest {}: {err:#}", manifest_path.display()),
-            )
-        });
-    let (manifest, auth) = manifest?;
+    let refused = |kind, err: anyhow::Error| {
+        LoadError::new(
+            kind,
+            sha,
+            format!("invalid manifest {}: {err:#}", manifest_path.display()),
+        )
+    };
+    let manifest =
+        Manifest::parse(&manifest_text).map_err(|err| refused("invalid_manifest", err))?;
+    let auth = manifest
+        .auth_headers(&settings.secrets)
+        .map_err(|err| refused("missing_secret", err))?;
     let limits = manifest.limits(&settings.defaults);
     let workspace = manifest.workspace();
     if workspace.is_some() && !settings.has_workspaces {
         return Err(LoadError::new(
+            "invalid_manifest",
             sha,
             format!(
                 "invalid manifest {}: [workspace] is granted, but this daemon has no workspace directory",
@@ -198,18 +211,24 @@ pub(super) async fn load(
             .and_then(|compiled| compiled)
     };
     let component = compiled.map_err(|err| {
-        LoadError::new(sha, format!("not a valid WebAssembly component: {err:#}"))
+        LoadError::new(
+            "bad_component",
+            sha,
+            format!("not a valid WebAssembly component: {err:#}"),
+        )
     })?;
     let compile_time = started.elapsed();
 
     let pre = engine.linker().instantiate_pre(&component).map_err(|err| {
         LoadError::new(
+            "bad_component",
             sha,
             format!("the component imports what the daemon does not provide: {err:#}"),
         )
     })?;
     let pre = PluginPre::new(pre).map_err(|err| {
         LoadError::new(
+            "bad_component",
             sha,
             format!("the component does not implement honeydew:plugin/plugin: {err:#}"),
         )
@@ -236,26 +255,38 @@ pub(super) async fn load(
         sandbox.describe(&pre).await
     }
     .await
-    .map_err(|stop| LoadError::new(sha, format!("describe() failed: {}", stop.explain(stem))))?;
-    check_info(stem, &info).map_err(|reason| LoadError::new(sha, reason))?;
+    .map_err(|stop| {
+        LoadError::new(
+            "describe_failed",
+            sha,
+            format!("describe() failed: {}", stop.explain(stem)),
+        )
+    })?;
+    check_info(stem, &info).map_err(|reason| LoadError::new("bad_describe", sha, reason))?;
 
+    let allowed_hosts: Vec<String> = manifest
+        .allowed_hosts()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let egress_metrics = settings
+        .metrics
+        .as_ref()
+        .map(|metrics| metrics.egress(&info.name, &allowed_hosts));
     let egress = EgressPolicy::new(
         info.name.clone(),
         manifest.allowed_hosts().to_vec(),
         auth,
         settings.max_response_body_bytes,
-    );
+    )
+    .counted_by(egress_metrics);
     let plugin = LoadedPlugin {
         info,
         sha256,
         manifest_sha256,
         path,
         limits,
-        allowed_hosts: manifest
-            .allowed_hosts()
-            .iter()
-            .map(ToString::to_string)
-            .collect(),
+        allowed_hosts,
         egress: Arc::new(egress),
         config,
         workspace,

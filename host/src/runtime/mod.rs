@@ -69,6 +69,9 @@ pub struct RuntimeConfig {
     /// Where jobs of plugins granted a `[workspace]` get their directory; without it,
     /// such plugins are refused at load.
     pub workspaces: Option<crate::workspace::Workspaces>,
+    /// Where plugin loads and refusals and each plugin's egress are counted, when the
+    /// daemon serves metrics.
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl RuntimeConfig {
@@ -84,6 +87,7 @@ impl RuntimeConfig {
             max_retry_after: crate::retry::DEFAULT_MAX_RETRY_AFTER,
             max_response_body_bytes: 16 * 1024 * 1024,
             workspaces: None,
+            metrics: None,
         }
     }
 }
@@ -101,6 +105,7 @@ impl fmt::Debug for RuntimeConfig {
             .field("max_retry_after", &self.max_retry_after)
             .field("max_response_body_bytes", &self.max_response_body_bytes)
             .field("workspaces", &self.workspaces)
+            .field("metrics", &self.metrics.is_some())
             .finish()
     }
 }

@@ -63,6 +63,7 @@ impl Registry {
                 },
                 max_response_body_bytes: config.max_response_body_bytes,
                 has_workspaces: config.workspaces.is_some(),
+                metrics: config.metrics,
             },
             caps: sandbox::JobCaps {
                 max_result_bytes: config.max_result_bytes,
@@ -194,6 +195,9 @@ impl Registry {
                     keeps_serving = keeps_serving.as_deref().unwrap_or(""),
                     "plugin skipped"
                 );
+                if let Some(metrics) = &self.settings.metrics {
+                    metrics.plugin_refused(&stem, err.kind);
+                }
                 let skipped = SkippedPlugin {
                     path,
                     reason: err.reason,
@@ -221,6 +225,9 @@ impl Registry {
             plugins.insert(name.clone(), plugin);
         });
         self.lock_skipped().remove(&name);
+        if let Some(metrics) = &self.settings.metrics {
+            metrics.plugin_loaded(&name);
+        }
         let _ = self.events.send(PluginEvent::Loaded(summary));
     }
 

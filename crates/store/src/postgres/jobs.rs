@@ -8,8 +8,8 @@ use chrono::{DateTime, Datelike, Utc};
 use deadpool_postgres::GenericClient;
 use honeydew_core::job::{ErrorKind, Job, JobId, JobStatus, PluginRef, QueuedJob};
 use honeydew_core::store::{
-    AttemptReport, AttemptRow, BulkFilter, Claimed, DIED_DURING_ATTEMPT, JobFilter, JobPage,
-    Outcome, RecoveredJobs, Settled, StoreError, UniqueInsert, Uniqueness,
+    AttemptReport, AttemptRow, BulkFilter, Claimed, DIED_DURING_ATTEMPT, JobCount, JobFilter,
+    JobPage, Outcome, RecoveredJobs, Settled, StoreError, UniqueInsert, Uniqueness,
 };
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
@@ -560,6 +560,41 @@ pub(super) async fn attempts(client: &impl GenericClient, id: JobId) -> Result<V
             fuel_used: row.get::<_, Option<i64>>(6).map(unsigned_big),
         })
         .collect())
+}
+
+/// How many jobs each command has in each state: one grouped scan of `jobs`, sorted
+/// by command, then state in [`JobStatus::ALL`] order.
+pub(super) async fn count_jobs(client: &impl GenericClient) -> Result<Vec<JobCount>> {
+    let statement = client
+        .prepare_cached("SELECT command, status, COUNT(*) FROM jobs GROUP BY command, status")
+        .await?;
+    let mut counts = client
+        .query(&statement, &[])
+        .await?
+        .iter()
+        .map(|row| -> Result<JobCount> {
+            let command: String = row.try_get(0)?;
+            let status: String = row.try_get(1)?;
+            let status = status
+                .parse::<JobStatus>()
+                .map_err(|err| StoreError::Corrupt {
+                    id: format!("(a job of {command})"),
+                    reason: format!("{err}"),
+                })?;
+            Ok(JobCount {
+                command,
+                status,
+                count: unsigned_big(row.try_get(2)?),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    counts.sort_by_key(|count| {
+        let rank = JobStatus::ALL
+            .iter()
+            .position(|other| *other == count.status);
+        (count.command.clone(), rank)
+    });
+    Ok(counts)
 }
 
 /// The error for a guarded update that matched nothing: the job is elsewhere, or gone.

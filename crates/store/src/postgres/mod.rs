@@ -31,8 +31,8 @@ use honeydew_core::pause::Pause;
 use honeydew_core::schedule::Schedule;
 use honeydew_core::store::{
     AfterInsert, AttemptReport, AttemptRow, BulkFilter, ClaimNext, Claimed, ClusterSignal,
-    CommitStats, JobChange, JobFilter, JobPage, JobStore, Outcome, RecoveredJobs, Rescued, Settled,
-    SharedQueue, StoreError, UniqueInsert, Uniqueness,
+    CommitStats, JobChange, JobCount, JobFilter, JobPage, JobStore, Outcome, RecoveredJobs,
+    Rescued, Settled, SharedQueue, StoreError, UniqueInsert, Uniqueness,
 };
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_postgres::NoTls;
@@ -491,6 +491,11 @@ impl JobStore for PostgresStore {
     async fn attempts(&self, id: JobId) -> Result<Vec<AttemptRow>, StoreError> {
         let client = self.client().await?;
         Ok(jobs::attempts(&client, id).await?)
+    }
+
+    async fn count_jobs(&self) -> Result<Vec<JobCount>, StoreError> {
+        let client = self.client().await?;
+        Ok(jobs::count_jobs(&client).await?)
     }
 
     async fn insert_schedule(&self, schedule: Schedule) -> Result<(), StoreError> {

@@ -11,8 +11,8 @@ use rusqlite::{Connection, OptionalExtension, Row, ToSql, params};
 
 use honeydew_core::job::{ErrorKind, Job, JobId, JobStatus, PluginRef, QueuedJob, UnknownStatus};
 use honeydew_core::store::{
-    AttemptReport, AttemptRow, BulkFilter, Claimed, DIED_DURING_ATTEMPT, JobFilter, JobPage,
-    Outcome, RecoveredJobs, Settled, StoreError, UniqueInsert, Uniqueness,
+    AttemptReport, AttemptRow, BulkFilter, Claimed, DIED_DURING_ATTEMPT, JobCount, JobFilter,
+    JobPage, Outcome, RecoveredJobs, Settled, StoreError, UniqueInsert, Uniqueness,
 };
 
 use super::Error;
@@ -305,6 +305,47 @@ pub(super) fn attempts(conn: &Connection, id: JobId) -> Result<Vec<AttemptRow>, 
         })?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(rows)
+}
+
+/// How many jobs each command has in each state: one grouped scan of `jobs`, sorted
+/// by command, then state in [`JobStatus::ALL`] order.
+pub(super) fn count_jobs(conn: &Connection) -> Result<Vec<JobCount>, Error> {
+    let mut statement =
+        conn.prepare_cached("SELECT command, status, COUNT(*) FROM jobs GROUP BY command, status")?;
+    let rows = statement
+        .query_map([], |row| {
+            let command: String = row.get(0)?;
+            let status: String = row.get(1)?;
+            let count: i64 = row.get(2)?;
+            Ok((command, status, count))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut counts = rows
+        .into_iter()
+        .map(|(command, status, count)| {
+            let status = status
+                .parse()
+                .map_err(|err: UnknownStatus| StoreError::Corrupt {
+                    id: format!("(a job of {command})"),
+                    reason: err.to_string(),
+                })?;
+            Ok(JobCount {
+                command,
+                status,
+                count: u64::try_from(count).unwrap_or(0),
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    counts.sort_by_key(|count| (count.command.clone(), status_rank(count.status)));
+    Ok(counts)
+}
+
+/// The place of `status` in [`JobStatus::ALL`], for sorting.
+fn status_rank(status: JobStatus) -> usize {
+    JobStatus::ALL
+        .iter()
+        .position(|other| *other == status)
+        .unwrap_or(JobStatus::ALL.len())
 }
 
 /// The listing query for `filter`, naming only the filters it has, so that SQLite can

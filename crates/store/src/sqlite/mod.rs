@@ -40,8 +40,8 @@ use honeydew_core::job::{Job, JobId, JobStatus, QueuedJob};
 use honeydew_core::pause::Pause;
 use honeydew_core::schedule::Schedule;
 use honeydew_core::store::{
-    AfterInsert, AttemptReport, AttemptRow, BulkFilter, Claimed, CommitStats, JobFilter, JobPage,
-    JobStore, Outcome, RecoveredJobs, Settled, StoreError, UniqueInsert, Uniqueness,
+    AfterInsert, AttemptReport, AttemptRow, BulkFilter, Claimed, CommitStats, JobCount, JobFilter,
+    JobPage, JobStore, Outcome, RecoveredJobs, Settled, StoreError, UniqueInsert, Uniqueness,
 };
 use uuid::Uuid;
 
@@ -464,6 +464,10 @@ impl JobStore for SqliteStore {
 
     async fn attempts(&self, id: JobId) -> Result<Vec<AttemptRow>, StoreError> {
         self.read(move |conn| jobs::attempts(conn, id)).await
+    }
+
+    async fn count_jobs(&self) -> Result<Vec<JobCount>, StoreError> {
+        self.read(jobs::count_jobs).await
     }
 
     async fn insert_schedule(&self, schedule: Schedule) -> Result<(), StoreError> {
