@@ -176,6 +176,11 @@ CREATE TABLE unique_keys (
 );
 CREATE INDEX unique_keys_by_job ON unique_keys (job_id);
 "#,
+    // v5: a plugin may snooze its job (run again later without spending a retry); the
+    // job counts its snoozes, which the daemon caps.
+    r#"
+ALTER TABLE jobs ADD COLUMN snooze_count integer NOT NULL DEFAULT 0;
+"#,
 ];
 
 /// The schema version this binary writes.

@@ -143,6 +143,12 @@ CREATE TABLE unique_keys (
 ) WITHOUT ROWID;
 CREATE INDEX unique_keys_by_job ON unique_keys (job_id);
 "#,
+    // v7: a plugin may snooze its job (run again later without spending a retry); the
+    // job counts its snoozes, which the daemon caps. No index: the submit path does
+    // not grow.
+    r#"
+ALTER TABLE jobs ADD COLUMN snooze_count INTEGER NOT NULL DEFAULT 0;
+"#,
 ];
 
 /// The schema version this binary writes.
