@@ -44,6 +44,9 @@ mod lifecycle;
 mod listing;
 // Three daemons on one PostgreSQL: shared queue, each job once, kill -9, SIGSTOP.
 mod cluster;
+// Outcomes a plugin asks for, on both backends: snooze (no retry spent), cancel by the
+// plugin (never retried), the snooze cap; a 0.1.0 component beside.
+mod outcomes;
 // The daemon on PostgreSQL: --database-url, jobs done, psql reads them, a restart.
 mod postgres;
 // A typed proxy RPC end to end: `github.commits` against a local fake of GitHub.
