@@ -20,6 +20,7 @@
 //! shutdown_deadline_ms = 30000
 //! max_payload_bytes = 4194304
 //! max_database_mib = 10240        # submits are refused (RESOURCE_EXHAUSTED) past it
+//! max_snoozes = 100               # times one job may snooze; the next snooze fails it
 //!
 //! [limits]                        # defaults for plugins whose manifest says nothing
 //! fuel = 2000000000
@@ -131,6 +132,10 @@ pub struct DaemonArgs {
     /// Default retries of a job after retriable failures
     #[arg(long, value_name = "N")]
     pub max_retries: Option<u32>,
+    /// Times one job may snooze (its plugin asks to run it again later, spending no
+    /// retry); the snooze after that fails it (0 to 100000) [default: 100]
+    #[arg(long, env = "HONEYDEW_MAX_SNOOZES", value_name = "N")]
+    pub max_snoozes: Option<u32>,
     /// An environment variable that is a secret manifests may name (repeatable; also
     /// every HONEYDEW_SECRET_<NAME> variable, as <NAME>)
     #[arg(
@@ -332,6 +337,8 @@ pub struct DaemonConfig {
     pub limits: LimitOverrides,
     /// Retry timing.
     pub backoff: BackoffPolicy,
+    /// Times one job may snooze.
+    pub max_snoozes: u32,
     /// How long finished jobs are kept.
     pub retention: crate::retention::RetentionPolicy,
     /// Values for manifests' auth rules: only what the operator declared.
@@ -465,6 +472,16 @@ impl DaemonConfig {
                  bearer token required on every request"
             )));
         }
+        let max_snoozes = args
+            .max_snoozes
+            .or(file.max_snoozes)
+            .unwrap_or(crate::job_request::DEFAULT_MAX_SNOOZES);
+        if max_snoozes > crate::job_request::MAX_CONFIGURABLE_SNOOZES {
+            return Err(ConfigError::Invalid(format!(
+                "max_snoozes is {max_snoozes}: use 0 to {}",
+                crate::job_request::MAX_CONFIGURABLE_SNOOZES
+            )));
+        }
         Ok(Self {
             plugin_dir: args
                 .plugin_dir
@@ -488,6 +505,7 @@ impl DaemonConfig {
             max_result_bytes: file.max_result_bytes,
             limits,
             backoff,
+            max_snoozes,
             retention,
             secrets: Secrets(secrets),
             undeclared_env,
@@ -516,6 +534,7 @@ struct FileConfig {
     max_payload_bytes: Option<usize>,
     max_database_mib: Option<u64>,
     max_result_bytes: Option<usize>,
+    max_snoozes: Option<u32>,
     limits: Option<LimitOverrides>,
     retry: Option<BackoffPolicy>,
     retention: Option<crate::retention::RetentionPolicy>,
@@ -793,10 +812,32 @@ mod tests {
                 "[retry]\nmax_after_ms = 18446744073709551615",
                 "retry.max_after_ms",
             ),
+            (
+                "max_snoozes = 100001",
+                "max_snoozes is 100001: use 0 to 100000",
+            ),
         ] {
             let err = load(Some(file), DaemonArgs::default(), &[]).unwrap_err();
             assert!(err.to_string().contains(expected), "{file}: {err}");
         }
+    }
+
+    #[test]
+    fn max_snoozes_defaults_to_a_hundred_and_a_flag_beats_the_file() {
+        let default = load(None, DaemonArgs::default(), &[]).unwrap();
+        assert_eq!(default.max_snoozes, 100);
+        let from_file = load(Some("max_snoozes = 3"), DaemonArgs::default(), &[]).unwrap();
+        assert_eq!(from_file.max_snoozes, 3);
+        let args = DaemonArgs {
+            max_snoozes: Some(0),
+            ..DaemonArgs::default()
+        };
+        assert_eq!(
+            load(Some("max_snoozes = 3"), args, &[])
+                .unwrap()
+                .max_snoozes,
+            0
+        );
     }
 
     proptest::proptest! {

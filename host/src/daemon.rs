@@ -191,6 +191,7 @@ impl Daemon {
         let pool_config = PoolConfig {
             workers: config.workers,
             backoff: config.backoff,
+            max_snoozes: config.max_snoozes,
         };
         let pool = WorkerPool::start(Arc::clone(&manager), runtime.clone(), pool_config);
 

@@ -2,7 +2,7 @@
 //!
 //! A job is submitted through the [`queue::Manager`], persisted by the [`store`], run by
 //! a [`worker::WorkerPool`] through an [`worker::Executor`], and retried by the rules in
-//! [`retry`]. [`recovery`] makes a restart lose nothing. See `ARCHITECTURE.md` for the
+//! [`retry`] (or snoozed or cancelled by its own plugin, [`job_request`]). [`recovery`] makes a restart lose nothing. See `ARCHITECTURE.md` for the
 //! map of modules and the invariants they keep.
 
 pub use honeydew_core::{job, pause, schedule};
@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod config;
 pub mod daemon;
 pub mod http;
+pub mod job_request;
 pub mod metrics;
 pub mod queue;
 pub mod recovery;

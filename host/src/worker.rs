@@ -8,6 +8,11 @@
 //! dropped mid-flight and put back to `pending` (error kind `shutdown`), so nothing is
 //! lost. Workers are tasks, not threads: a job waiting on HTTP holds no thread.
 //!
+//! How an attempt ends is decided here from what the executor reports: a result, a
+//! classified failure ([`crate::retry::decide`]), or the plugin's own request to snooze
+//! or cancel its job ([`crate::job_request::decide`]), which wins over whatever `run`
+//! returned but not over a cancel on request (a snoozed job would only run again).
+//!
 //! The pool is supervised. A panic while a job runs (a host bug) is caught around that
 //! attempt: it is logged at `error` with the job id and ends the attempt as a retriable
 //! `host_panic`. A worker task that dies anyway is replaced by the pool's supervisor, so
@@ -29,6 +34,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::job::{ErrorKind, Job, PluginRef};
+use crate::job_request::{self, DEFAULT_MAX_SNOOZES, JobRequest};
 use crate::queue::Manager;
 use crate::retry::{self, BackoffPolicy, Failure};
 use crate::store::{AttemptReport, Claimed, Outcome, StoreError};
@@ -45,6 +51,9 @@ pub struct Execution {
     pub fuel_used: Option<u64>,
     /// The component that ran, when a plugin was involved.
     pub plugin: Option<PluginRef>,
+    /// What the plugin asked of its job (its last request), reported only when its
+    /// `run` returned: it then decides the outcome instead of `result`.
+    pub request: Option<JobRequest>,
 }
 
 impl Execution {
@@ -54,6 +63,7 @@ impl Execution {
             result,
             fuel_used: None,
             plugin: None,
+            request: None,
         }
     }
 }
@@ -79,6 +89,8 @@ pub struct PoolConfig {
     pub workers: usize,
     /// Retry timing.
     pub backoff: BackoffPolicy,
+    /// How many times one job may snooze; the snooze after that fails it.
+    pub max_snoozes: u32,
 }
 
 impl Default for PoolConfig {
@@ -86,6 +98,7 @@ impl Default for PoolConfig {
         Self {
             workers: DEFAULT_WORKERS,
             backoff: BackoffPolicy::default(),
+            max_snoozes: DEFAULT_MAX_SNOOZES,
         }
     }
 }
@@ -120,6 +133,7 @@ impl WorkerPool {
             manager,
             executor,
             backoff: config.backoff,
+            max_snoozes: config.max_snoozes,
             stop_taking: stop_taking.clone(),
             interrupt: interrupt.clone(),
         };
@@ -220,6 +234,7 @@ struct Worker {
     manager: Arc<Manager>,
     executor: Arc<dyn Executor>,
     backoff: BackoffPolicy,
+    max_snoozes: u32,
     stop_taking: CancellationToken,
     interrupt: CancellationToken,
 }
@@ -232,6 +247,7 @@ impl Worker {
             manager: Arc::clone(&self.manager),
             executor: Arc::clone(&self.executor),
             backoff: self.backoff,
+            max_snoozes: self.max_snoozes,
             stop_taking: self.stop_taking.clone(),
             interrupt: self.interrupt.clone(),
         }
@@ -310,6 +326,36 @@ impl Worker {
         }
     }
 
+    /// How an attempt of `job` that reported `result` and the plugin's `request` ends,
+    /// `cancelled` telling whether a cancel on request fired meanwhile.
+    fn outcome(
+        &self,
+        job: &Job,
+        result: Result<Vec<u8>, Failure>,
+        request: Option<JobRequest>,
+        cancelled: bool,
+        now: chrono::DateTime<Utc>,
+        rng: &mut SmallRng,
+    ) -> Outcome {
+        match (result, request) {
+            // A cancel on request beats a snooze, which would only run the job again.
+            (_, Some(JobRequest::Snooze { .. })) if cancelled => Outcome::Cancelled,
+            // The plugin's request stands for its attempt, whatever `run` returned.
+            (_, Some(request)) => job_request::decide(job, request, self.max_snoozes, now),
+            // A result that made it out counts, even if a cancel raced it.
+            (Ok(bytes), None) => Outcome::Completed(bytes),
+            (Err(_), None) if cancelled => Outcome::Cancelled,
+            // The command was valid at submit but no plugin serves it now: the job
+            // waits for its plugin instead of failing (a redeploy in progress).
+            (Err(failure), None) if failure.kind() == ErrorKind::PluginUnavailable => {
+                Outcome::Parked {
+                    reason: failure.message().to_owned(),
+                }
+            }
+            (Err(failure), None) => retry::decide(job, &failure, &self.backoff, now, rng),
+        }
+    }
+
     /// Runs one claimed job to its next state; true when the shutdown deadline cut it.
     async fn work(
         &self,
@@ -326,36 +372,15 @@ impl Worker {
         let now = Utc::now();
         let cancelled = cancel.is_cancelled();
         let (outcome, fuel_used, plugin) = match execution {
-            // A result that made it out counts, even if a cancel raced it.
-            Some(Execution {
-                result: Ok(bytes),
-                fuel_used,
-                plugin,
-            }) => (Outcome::Completed(bytes), fuel_used, plugin),
-            Some(execution) if cancelled => {
-                (Outcome::Cancelled, execution.fuel_used, execution.plugin)
-            }
             None if cancelled => (Outcome::Cancelled, None, None),
             None => (Outcome::Interrupted, None, None),
-            // The command was valid at submit but no plugin serves it now: the job
-            // waits for its plugin instead of failing (a redeploy in progress).
             Some(Execution {
-                result: Err(failure),
+                result,
                 fuel_used,
                 plugin,
-            }) if failure.kind() == ErrorKind::PluginUnavailable => (
-                Outcome::Parked {
-                    reason: failure.message().to_owned(),
-                },
-                fuel_used,
-                plugin,
-            ),
-            Some(Execution {
-                result: Err(failure),
-                fuel_used,
-                plugin,
+                request,
             }) => {
-                let outcome = retry::decide(&claimed.job, &failure, &self.backoff, now, rng);
+                let outcome = self.outcome(&claimed.job, result, request, cancelled, now, rng);
                 (outcome, fuel_used, plugin)
             }
         };

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use honeydew::job::{ErrorKind, Job, JobId, JobStatus};
+use honeydew::job_request::JobRequest;
 use honeydew::queue::{
     AnyCommand, CancelError, CancelOutcome, Manager, ManagerConfig, SubmitRequest,
 };
@@ -26,7 +27,11 @@ use tokio_util::sync::CancellationToken;
 /// - `test.block_then_retriable` waits for a permit, then fails retriably;
 /// - `test.stuck` never returns and ignores cancellation;
 /// - `test.panic` panics (a host bug, as far as the worker can tell);
-/// - `test.away` finds no plugin serving it until `plugin_back` is set, then succeeds.
+/// - `test.away` finds no plugin serving it until `plugin_back` is set, then succeeds;
+/// - `test.snooze` asks to snooze (10 ms) while the job has snoozed fewer times than
+///   the payload's number, returning bytes the worker must discard, then succeeds;
+/// - `test.snooze_when_cancelled` waits for its cancellation, then asks to snooze, as a
+///   plugin whose `run` returned just as it was cancelled.
 struct Scripted {
     attempts: Mutex<HashMap<JobId, usize>>,
     order: Mutex<Vec<JobId>>,
@@ -59,8 +64,27 @@ impl Executor for Scripted {
                 *count += 1;
                 *count
             };
+            let snooze = |reason: String| JobRequest::Snooze {
+                delay: Duration::from_millis(10),
+                reason,
+            };
+            let mut request = None;
             let result = match job.command.as_str() {
                 "test.ok" => Ok(job.payload.clone()),
+                "test.snooze" => {
+                    let times: u32 = String::from_utf8_lossy(&job.payload).parse().unwrap();
+                    if job.snooze_count < times {
+                        request = Some(snooze(format!("snooze {}", job.snooze_count + 1)));
+                        Ok(b"discarded".to_vec())
+                    } else {
+                        Ok(format!("done after {} snoozes", job.snooze_count).into_bytes())
+                    }
+                }
+                "test.snooze_when_cancelled" => {
+                    cancel.cancelled().await;
+                    request = Some(snooze("as it was cancelled".into()));
+                    Ok(b"discarded".to_vec())
+                }
                 "test.permanent" => {
                     Err(Failure::permanent(ErrorKind::PluginError, "404 not found"))
                 }
@@ -104,7 +128,10 @@ impl Executor for Scripted {
                 other => panic!("unscripted command {other}"),
             };
             self.inside.send_modify(|inside| *inside -= 1);
-            Execution::of(result)
+            Execution {
+                request,
+                ..Execution::of(result)
+            }
         })
     }
 }
@@ -156,14 +183,15 @@ impl Harness {
     }
 
     fn start(&self, workers: usize) -> WorkerPool {
-        WorkerPool::start(
-            Arc::clone(&self.manager),
-            self.executor.clone(),
-            PoolConfig {
-                workers,
-                backoff: fast_backoff(),
-            },
-        )
+        self.start_with(PoolConfig {
+            workers,
+            backoff: fast_backoff(),
+            ..PoolConfig::default()
+        })
+    }
+
+    fn start_with(&self, config: PoolConfig) -> WorkerPool {
+        WorkerPool::start(Arc::clone(&self.manager), self.executor.clone(), config)
     }
 
     async fn submit(&self, command: &str, payload: &str, priority: i64) -> JobId {
@@ -542,6 +570,7 @@ async fn restart_recovers_running_and_pending_jobs_in_priority_order_and_runs_th
         PoolConfig {
             workers: 1,
             backoff: fast_backoff(),
+            ..PoolConfig::default()
         },
     );
     let restarted = Harness {
@@ -865,5 +894,67 @@ async fn a_full_database_refuses_submits_clearly_loses_nothing_and_recovers() {
     }
     let after = harness.submit("test.ok", "after", 0).await;
     harness.wait_for(after, JobStatus::Completed).await;
+    pool.stop(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn a_snooze_runs_the_job_again_without_a_retry_until_the_cap_fails_it() {
+    let harness = Harness::new();
+    let pool = harness.start_with(PoolConfig {
+        workers: 1,
+        backoff: fast_backoff(),
+        max_snoozes: 2,
+    });
+    let submit = |times: &str| {
+        harness.manager.submit(SubmitRequest {
+            command: "test.snooze".into(),
+            payload: times.into(),
+            max_retries: Some(0),
+            ..SubmitRequest::default()
+        })
+    };
+    let twice = submit("2").await.unwrap().id();
+    let done = harness.wait_for(twice, JobStatus::Completed).await;
+    assert_eq!(done.result.as_deref(), Some(&b"done after 2 snoozes"[..]));
+    assert_eq!((done.retry_count, done.snooze_count), (0, 2));
+    let outcomes: Vec<Option<String>> = harness
+        .manager
+        .store()
+        .attempts(twice)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|attempt| attempt.outcome)
+        .collect();
+    assert_eq!(
+        outcomes,
+        [Some("snoozed"), Some("snoozed"), Some("completed")].map(|o| o.map(str::to_owned))
+    );
+
+    let thrice = submit("3").await.unwrap().id();
+    let failed = harness.wait_for(thrice, JobStatus::Failed).await;
+    assert_eq!(failed.error_kind, Some(ErrorKind::SnoozeLimit));
+    assert!(
+        failed.error.as_deref().unwrap().contains("(snooze 3)"),
+        "{:?}",
+        failed.error
+    );
+    assert_eq!((failed.retry_count, failed.snooze_count), (0, 2));
+    pool.stop(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn a_cancel_on_request_beats_a_snooze_asked_as_it_came() {
+    let harness = Harness::new();
+    let pool = harness.start(1);
+    let id = harness.submit("test.snooze_when_cancelled", "", 0).await;
+    harness.wait_for(id, JobStatus::Running).await;
+    assert_eq!(
+        harness.manager.cancel(id).await.unwrap(),
+        CancelOutcome::Cancelling
+    );
+    let job = harness.wait_for(id, JobStatus::Cancelled).await;
+    assert_eq!(job.error_kind, Some(ErrorKind::Cancelled));
+    assert_eq!(job.snooze_count, 0, "it did not snooze");
     pool.stop(Duration::from_secs(5)).await;
 }

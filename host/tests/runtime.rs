@@ -9,7 +9,9 @@
 //! - `reload`: add, replace under a running job, remove, garbage, without restart;
 //! - `cancel`: cancelling a running infinite loop;
 //! - `contract`: the WIT versions: a component built against the frozen 0.1.0
-//!   contract loads and runs, and what components of each version import.
+//!   contract loads and runs, and what components of each version import;
+//! - `job_requests`: what a plugin asks of its job (`honeydew:plugin/job`): the last
+//!   request stands, bounded, and only when `run` returned.
 //!
 //! Waiting is on runtime events or on the fake server, never on sleeps.
 
@@ -1068,6 +1070,27 @@ mod contract {
         );
     }
 
+    /// Likewise `job`: only a plugin that snoozes or cancels imports it.
+    #[test]
+    fn components_built_against_wit_0_2_0_import_the_job_only_when_they_use_it() {
+        let snoozer = imports(SNOOZER);
+        assert!(
+            snoozer
+                .iter()
+                .any(|name| name == "honeydew:plugin/job@0.2.0"),
+            "{snoozer:?}"
+        );
+        for fixture in [ECHO, DIGGER, LEGACY] {
+            let imported = imports(fixture);
+            assert!(
+                !imported
+                    .iter()
+                    .any(|name| name.starts_with("honeydew:plugin/job")),
+                "{fixture}: {imported:?}"
+            );
+        }
+    }
+
     /// A manifest that grants a workspace is refused by a runtime that has no
     /// workspace directory, saying so, rather than loading a plugin that cannot work.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1084,5 +1107,135 @@ mod contract {
             "{}",
             skipped[0].reason
         );
+    }
+}
+
+mod job_requests {
+    use super::*;
+    use honeydew::job_request::{JobRequest, MAX_SNOOZE, MIN_SNOOZE};
+    use honeydew::runtime::Runtime;
+    use honeydew::worker::Executor;
+    use serde_json::{Value, json};
+    use tokio_util::sync::CancellationToken;
+
+    /// Runs `snoozer.ask` with `requests`, ending as `then` says.
+    async fn ask(runtime: &Runtime, requests: Value, then: &str) -> Execution {
+        let payload = json!({"requests": requests, "then": then}).to_string();
+        run(runtime, "snoozer.ask", payload).await
+    }
+
+    async fn snoozer() -> (PluginDir, std::sync::Arc<Runtime>) {
+        let dir = PluginDir::with(&[SNOOZER]);
+        let runtime = dir.start().await;
+        (dir, runtime)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_last_request_stands_whatever_run_returns() {
+        let (_dir, runtime) = snoozer().await;
+        let snooze_then_cancel = ask(
+            &runtime,
+            json!([{"snooze_ms": 5000, "reason": "later"}, {"cancel": "pointless now"}]),
+            "ok",
+        )
+        .await;
+        assert_eq!(
+            snooze_then_cancel.request,
+            Some(JobRequest::Cancel {
+                reason: "pointless now".into()
+            })
+        );
+        // What `run` returned is reported too; the worker discards it.
+        assert_eq!(ok_text(&snooze_then_cancel), r#"{"asked":2}"#);
+        let cancel_then_snooze = ask(
+            &runtime,
+            json!([{"cancel": "pointless"}, {"snooze_ms": 5000, "reason": "no, later"}]),
+            "retriable",
+        )
+        .await;
+        assert_eq!(
+            cancel_then_snooze.request,
+            Some(JobRequest::Snooze {
+                delay: Duration::from_secs(5),
+                reason: "no, later".into()
+            })
+        );
+        assert!(matches!(
+            cancel_then_snooze.result,
+            Err(Failure::Retriable { .. })
+        ));
+        let none = ask(&runtime, json!([]), "ok").await;
+        assert_eq!(none.request, None);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn delays_and_reasons_are_bounded_where_they_enter() {
+        let (_dir, runtime) = snoozer().await;
+        let long_reason = "why ".repeat(10_000);
+        for (delay_ms, expected) in [(0, MIN_SNOOZE), (u64::MAX, MAX_SNOOZE)] {
+            let execution = ask(
+                &runtime,
+                json!([{"snooze_ms": delay_ms, "reason": long_reason}]),
+                "ok",
+            )
+            .await;
+            let Some(JobRequest::Snooze { delay, reason }) = execution.request else {
+                panic!("expected a snooze, got {:?}", execution.request);
+            };
+            assert_eq!(delay, expected, "{delay_ms} ms");
+            assert!(reason.len() <= 8 * 1024, "{}", reason.len());
+            assert!(
+                reason.ends_with("bytes in all)"),
+                "{}",
+                &reason[reason.len() - 40..]
+            );
+        }
+    }
+
+    /// A trap, the deadline or the fuel budget ends the attempt as it would have
+    /// without the request: the request is dropped.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_attempt_that_does_not_return_drops_its_request() {
+        let dir = PluginDir::empty();
+        dir.write_manifest(SNOOZER, "[limits]\ntimeout_ms = 500\n");
+        dir.write_wasm(SNOOZER, &std::fs::read(fixture_wasm(SNOOZER)).unwrap());
+        let runtime = dir.start().await;
+        let snooze = json!([{"snooze_ms": 5000, "reason": "later"}]);
+        let panicked = ask(&runtime, snooze.clone(), "panic").await;
+        assert_eq!(panicked.request, None);
+        assert!(
+            matches!(&panicked.result, Err(failure) if failure.kind() == ErrorKind::Trap),
+            "{:?}",
+            panicked.result
+        );
+        let spun = ask(&runtime, snooze, "spin").await;
+        assert_eq!(spun.request, None);
+        assert!(
+            matches!(&spun.result, Err(failure)
+                if matches!(failure.kind(), ErrorKind::Timeout | ErrorKind::FuelExhausted)),
+            "{:?}",
+            spun.result
+        );
+    }
+
+    /// The plugin sees how often its job snoozed before, and stops when told to.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_plugin_sees_the_jobs_snooze_count() {
+        let (_dir, runtime) = snoozer().await;
+        let payload = br#"{"snooze_ms": 1000, "times": 2}"#.to_vec();
+        for (snooze_count, snoozes_again) in [(0, true), (1, true), (2, false)] {
+            let mut job = job("snoozer.snooze", payload.clone());
+            job.snooze_count = snooze_count;
+            let execution = runtime.execute(&job, CancellationToken::new()).await;
+            assert_eq!(
+                execution.request.is_some(),
+                snoozes_again,
+                "after {snooze_count} snoozes: {:?}",
+                execution.request
+            );
+            if !snoozes_again {
+                assert_eq!(ok_text(&execution), r#"{"snoozes":2}"#);
+            }
+        }
     }
 }

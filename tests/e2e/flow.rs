@@ -7,103 +7,13 @@
 use std::collections::HashSet;
 
 use honeydew::api::pb::{self, JobStatus, OnConflict, SubmitOutcome};
-use honeydew_testkit::TestSchema;
 use tonic::Code;
 use tonic::transport::Channel;
 
+use crate::support::backend::{Backend, on_both_backends};
 use crate::support::{
-    Daemon, DataDir, finished, get, honeydew, queue, result_text, running, stderr, stdout, submit,
+    finished, get, honeydew, queue, result_text, running, stderr, stdout, submit,
 };
-
-/// A daemon on one backend: SQLite in its data directory, or a PostgreSQL schema.
-struct Backend {
-    data: DataDir,
-    daemon: Daemon,
-    args: Vec<String>,
-    _schema: Option<TestSchema>,
-}
-
-impl Backend {
-    async fn start(postgres: bool, plugins: &[&str], extra: &[&str]) -> Backend {
-        let data = DataDir::with_plugins(plugins);
-        let schema = if postgres {
-            Some(TestSchema::create().await)
-        } else {
-            None
-        };
-        let mut args: Vec<&str> = extra.to_vec();
-        if let Some(schema) = &schema {
-            args.extend(["--database-url", schema.url(), "--database-pool-size", "4"]);
-        }
-        let daemon = Daemon::start(&data, &args);
-        Backend {
-            data,
-            daemon,
-            args: args.iter().map(|arg| arg.to_string()).collect(),
-            _schema: schema,
-        }
-    }
-
-    /// Stops the daemon (SIGTERM, a clean stop) and starts it again on the same data
-    /// and database; the new daemon and a channel to it.
-    async fn restart(self) -> (Backend, Channel) {
-        let Backend {
-            data,
-            daemon,
-            args,
-            _schema,
-        } = self;
-        let (status, log) = daemon.terminate();
-        assert!(status.success(), "{status:?}: {log}");
-        let daemon = Daemon::start(&data, &args.iter().map(String::as_str).collect::<Vec<_>>());
-        let channel = daemon.connect().await;
-        let backend = Backend {
-            data,
-            daemon,
-            args,
-            _schema,
-        };
-        (backend, channel)
-    }
-
-    /// A daemon with one worker (plugins echo and spin), held by a `spin.sleep` of
-    /// `ms` that is running when this returns: whatever is submitted next stays pending
-    /// until it ends or is cancelled. The backend, a channel, the blocker's id.
-    async fn held(postgres: bool, ms: u64) -> (Backend, Channel, String) {
-        let backend = Backend::start(
-            postgres,
-            &["echo", "spin"],
-            &["--workers", "1", "--timeout-ms", "120000"],
-        )
-        .await;
-        let channel = backend.daemon.connect().await;
-        let blocker = submit(&channel, "spin.sleep", &format!(r#"{{"ms": {ms}}}"#)).await;
-        running(&channel, &blocker).await;
-        (backend, channel, blocker)
-    }
-}
-
-/// Runs each named behaviour on both backends.
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(false).await
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(true).await
-                }
-            )*
-        }
-    };
-}
 
 on_both_backends!(
     concurrent_duplicate_submits_give_one_job,

@@ -47,6 +47,9 @@ mod cluster;
 // Prometheus metrics on the HTTP listener: a scrape after known work counts it, on both
 // backends; a non-loopback address needs the opt-in, and then the token.
 mod metrics;
+// Outcomes a plugin asks for, on both backends: snooze (no retry spent), cancel by the
+// plugin (never retried), the snooze cap; a 0.1.0 component beside.
+mod outcomes;
 // The daemon on PostgreSQL: --database-url, jobs done, psql reads them, a restart.
 mod postgres;
 // A typed proxy RPC end to end: `github.commits` against a local fake of GitHub.

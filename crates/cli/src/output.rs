@@ -89,6 +89,7 @@ pub fn job_json(job: &pb::Job) -> Value {
         "error_kind": job.error_kind,
         "retry_count": job.retry_count,
         "max_retries": job.max_retries,
+        "snooze_count": job.snooze_count,
         "plugin": job.plugin.as_ref().map(|plugin| json!({
             "name": plugin.name,
             "version": plugin.version,
@@ -109,6 +110,11 @@ pub fn job_json(job: &pb::Job) -> Value {
 
 /// A job for people: one field a line, then the result.
 pub fn print_job(job: &pb::Job) {
+    let snoozes = match job.snooze_count {
+        0 => String::new(),
+        1 => ", snoozed once".to_owned(),
+        n => format!(", snoozed {n} times"),
+    };
     let mut lines = vec![
         ("id", job.id.clone()),
         ("command", job.command.clone()),
@@ -117,13 +123,13 @@ pub fn print_job(job: &pb::Job) {
         (
             "attempt",
             format!(
-                "{} (retries {} of {})",
+                "{} (retries {} of {}{snoozes})",
                 job.attempt, job.retry_count, job.max_retries
             ),
         ),
         ("created", local(job.created_at.as_ref())),
     ];
-    if job.status() == pb::JobStatus::Pending && job.retry_count > 0 {
+    if job.status() == pb::JobStatus::Pending && (job.retry_count > 0 || job.snooze_count > 0) {
         lines.push(("next run", local(job.run_at.as_ref())));
     }
     lines.push(("started", local(job.started_at.as_ref())));
@@ -151,6 +157,13 @@ pub fn print_job(job: &pb::Job) {
 /// What to say on stderr when a waited-for job did not complete.
 pub fn job_ending(job: &pb::Job, status: pb::JobStatus) -> String {
     match status {
+        pb::JobStatus::Cancelled if job.error_kind.as_deref() == Some("cancelled_by_plugin") => {
+            format!(
+                "job {} was cancelled by its plugin: {}",
+                job.id,
+                job.error.as_deref().unwrap_or("no reason given")
+            )
+        }
         pb::JobStatus::Cancelled => format!("job {} was cancelled", job.id),
         _ => format!(
             "job {} failed ({}): {}",
@@ -494,5 +507,25 @@ mod tests {
         assert_eq!(value["attempt"], 2);
         assert_eq!(value["created_at"], "1970-01-01T00:00:00.000Z");
         assert_eq!(value.get("result"), None);
+        assert_eq!(value["snooze_count"], 0);
+    }
+
+    #[test]
+    fn a_job_its_plugin_cancelled_ends_with_the_plugins_reason() {
+        let cancelled = |kind: &str| pb::Job {
+            id: "id-1".into(),
+            status: pb::JobStatus::Cancelled.into(),
+            error: Some("the issue is gone".into()),
+            error_kind: Some(kind.into()),
+            ..pb::Job::default()
+        };
+        assert_eq!(
+            job_ending(&cancelled("cancelled_by_plugin"), pb::JobStatus::Cancelled),
+            "job id-1 was cancelled by its plugin: the issue is gone"
+        );
+        assert_eq!(
+            job_ending(&cancelled("cancelled"), pb::JobStatus::Cancelled),
+            "job id-1 was cancelled"
+        );
     }
 }

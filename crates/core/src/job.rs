@@ -55,7 +55,8 @@ impl FromStr for JobId {
 /// Where a job is in its life. Terminal states never change again.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub enum JobStatus {
-    /// Waiting for a worker (possibly until `run_at`, after a failed attempt).
+    /// Waiting for a worker (possibly until `run_at`, after a failed attempt or a
+    /// snooze).
     Pending,
     /// A worker is running it.
     Running,
@@ -63,7 +64,7 @@ pub enum JobStatus {
     Completed,
     /// Finished with an error that retrying could not fix.
     Failed,
-    /// Stopped on request.
+    /// Stopped on request, or by its own plugin.
     Cancelled,
 }
 
@@ -174,11 +175,20 @@ pub enum ErrorKind {
     Internal,
     /// A job it depends on failed or was cancelled, so it never ran.
     DependencyFailed,
+    /// Not an error: the plugin snoozed the job, which waits, pending, until its
+    /// `run_at`; the job's error is the plugin's reason.
+    Snoozed,
+    /// The plugin cancelled its own job (final, never retried); the job's error is the
+    /// plugin's reason.
+    CancelledByPlugin,
+    /// The plugin asked to snooze a job that had already snoozed as often as the daemon
+    /// allows (`max_snoozes`): it failed instead, so no plugin keeps a job for ever.
+    SnoozeLimit,
 }
 
 impl ErrorKind {
     /// Every kind.
-    pub const ALL: [ErrorKind; 15] = [
+    pub const ALL: [ErrorKind; 18] = [
         ErrorKind::PluginError,
         ErrorKind::Timeout,
         ErrorKind::UpstreamTimeout,
@@ -194,6 +204,9 @@ impl ErrorKind {
         ErrorKind::PluginUnavailable,
         ErrorKind::Internal,
         ErrorKind::DependencyFailed,
+        ErrorKind::Snoozed,
+        ErrorKind::CancelledByPlugin,
+        ErrorKind::SnoozeLimit,
     ];
 
     /// The snake_case name stored in the database.
@@ -214,6 +227,9 @@ impl ErrorKind {
             ErrorKind::PluginUnavailable => "plugin_unavailable",
             ErrorKind::Internal => "internal",
             ErrorKind::DependencyFailed => "dependency_failed",
+            ErrorKind::Snoozed => "snoozed",
+            ErrorKind::CancelledByPlugin => "cancelled_by_plugin",
+            ErrorKind::SnoozeLimit => "snooze_limit",
         }
     }
 
@@ -258,7 +274,8 @@ pub struct Job {
     pub status: JobStatus,
     /// When it was submitted.
     pub created_at: DateTime<Utc>,
-    /// When it becomes eligible to run (later than `created_at` after a retriable failure).
+    /// When it becomes eligible to run (later than `created_at` after a retriable failure
+    /// or a snooze).
     pub run_at: DateTime<Utc>,
     /// When the latest attempt started.
     pub started_at: Option<DateTime<Utc>>,
@@ -274,6 +291,8 @@ pub struct Job {
     pub retry_count: u32,
     /// Retries allowed after the first attempt.
     pub max_retries: u32,
+    /// Times the plugin snoozed the job so far (a snooze spends no retry).
+    pub snooze_count: u32,
     /// The component that ran the latest attempt.
     pub plugin: Option<PluginRef>,
 }
@@ -314,6 +333,7 @@ impl Job {
             error_kind: None,
             retry_count: 0,
             max_retries,
+            snooze_count: 0,
             plugin: None,
         }
     }

@@ -68,8 +68,23 @@ pub enum Outcome {
         /// When the next attempt may start.
         run_at: DateTime<Utc>,
     },
+    /// Back to `pending`, eligible at `run_at`, with `snooze_count + 1` and no retry
+    /// spent: the plugin asked to run again later (kind `snoozed`, `reason` as the
+    /// job's error while it waits).
+    Snoozed {
+        /// The plugin's reason.
+        reason: String,
+        /// When the next attempt may start.
+        run_at: DateTime<Utc>,
+    },
     /// `cancelled` on request while running.
     Cancelled,
+    /// `cancelled` by the job's own plugin, for good (kind `cancelled_by_plugin`,
+    /// `reason` as the job's error).
+    CancelledByPlugin {
+        /// The plugin's reason.
+        reason: String,
+    },
     /// Back to `pending` unchanged: the daemon stopped before the attempt finished.
     Interrupted,
     /// Back to `pending`, no retry spent: no loaded plugin serves the command just now
@@ -86,10 +101,11 @@ impl Outcome {
         match self {
             Outcome::Completed(_) => JobStatus::Completed,
             Outcome::Failed { .. } => JobStatus::Failed,
-            Outcome::Cancelled => JobStatus::Cancelled,
-            Outcome::Retry { .. } | Outcome::Interrupted | Outcome::Parked { .. } => {
-                JobStatus::Pending
-            }
+            Outcome::Cancelled | Outcome::CancelledByPlugin { .. } => JobStatus::Cancelled,
+            Outcome::Retry { .. }
+            | Outcome::Snoozed { .. }
+            | Outcome::Interrupted
+            | Outcome::Parked { .. } => JobStatus::Pending,
         }
     }
 
@@ -99,7 +115,8 @@ impl Outcome {
             Outcome::Completed(_) => "completed",
             Outcome::Failed { .. } => "failed",
             Outcome::Retry { .. } => "retrying",
-            Outcome::Cancelled => "cancelled",
+            Outcome::Snoozed { .. } => "snoozed",
+            Outcome::Cancelled | Outcome::CancelledByPlugin { .. } => "cancelled",
             Outcome::Interrupted => "interrupted",
             Outcome::Parked { .. } => "parked",
         }
@@ -111,7 +128,9 @@ impl Outcome {
             Outcome::Failed { kind, error } | Outcome::Retry { kind, error, .. } => {
                 Some((*kind, error))
             }
+            Outcome::Snoozed { reason, .. } => Some((ErrorKind::Snoozed, reason)),
             Outcome::Cancelled => Some((ErrorKind::Cancelled, "cancelled on request")),
+            Outcome::CancelledByPlugin { reason } => Some((ErrorKind::CancelledByPlugin, reason)),
             Outcome::Interrupted => Some((ErrorKind::Shutdown, "interrupted by daemon shutdown")),
             Outcome::Parked { reason } => Some((ErrorKind::PluginUnavailable, reason)),
             Outcome::Completed(_) => None,
@@ -123,8 +142,14 @@ impl Outcome {
     pub fn retry(&self) -> (u32, Option<DateTime<Utc>>) {
         match self {
             Outcome::Retry { run_at, .. } => (1, Some(*run_at)),
+            Outcome::Snoozed { run_at, .. } => (0, Some(*run_at)),
             _ => (0, None),
         }
+    }
+
+    /// The snooze this outcome counts: 1 for [`Outcome::Snoozed`], else 0.
+    pub fn snoozes(&self) -> u32 {
+        u32::from(matches!(self, Outcome::Snoozed { .. }))
     }
 }
 
@@ -201,7 +226,8 @@ pub struct AttemptRow {
     pub attempt: u32,
     /// The worker that ran it.
     pub worker_id: Option<u32>,
-    /// `completed`, `failed`, `retrying`, `cancelled`, `interrupted`; `None` while open.
+    /// `completed`, `failed`, `retrying`, `snoozed`, `cancelled`, `interrupted`,
+    /// `parked`; `None` while open.
     pub outcome: Option<String>,
     /// The error's kind, if it failed.
     pub error_kind: Option<ErrorKind>,
@@ -403,7 +429,8 @@ pub trait JobStore: Send + Sync + 'static {
     -> Result<UniqueInsert, StoreError>;
 
     /// Puts a failed or cancelled job back to `pending`, due now, with a fresh retry
-    /// budget (`retry_count` 0, error cleared; its attempts so far are kept).
+    /// budget (`retry_count` and `snooze_count` 0, error cleared; its attempts so far
+    /// are kept).
     /// [`StoreError::StaleTransition`] when it is in another state.
     async fn retry_job(&self, id: JobId, now: DateTime<Utc>) -> Result<QueuedJob, StoreError>;
 
@@ -436,7 +463,9 @@ pub trait JobStore: Send + Sync + 'static {
     ) -> Result<Option<Claimed>, StoreError>;
 
     /// Ends attempt `attempt` of a running job with `outcome`. A job that is not running
-    /// that attempt any more is left alone: [`StoreError::StaleTransition`].
+    /// that attempt any more is left alone: [`StoreError::StaleTransition`]. A retry or
+    /// a snooze adds to `retry_count` or `snooze_count` ([`Outcome::retry`],
+    /// [`Outcome::snoozes`]); nothing else changes either.
     async fn finish(
         &self,
         id: JobId,
@@ -652,7 +681,7 @@ pub trait SharedQueue: Send + Sync {
 
     /// Asks the node running job `id` to cancel it: records the request on the job's
     /// current attempt (so that it holds even if the node misses the message, and an
-    /// attempt ending in a retry ends `cancelled` instead) and tells that node. The
+    /// attempt ending in a retry or a snooze ends `cancelled` instead) and tells that node. The
     /// node and attempt, or `None` when the job is not running.
     async fn request_cancel(&self, id: JobId) -> Result<Option<(String, u32)>, StoreError>;
 

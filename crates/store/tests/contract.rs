@@ -71,6 +71,8 @@ contract!(
     a_paused_schedule_triggers_no_job_until_resumed,
     a_dependent_waits_for_every_dependency_and_a_failure_cancels_its_chain,
     jobs_are_counted_by_command_and_state,
+    a_snooze_puts_the_job_back_later_without_spending_a_retry,
+    a_plugin_cancel_ends_the_job_for_good_with_its_reason,
 );
 
 fn job(command: &str, payload: &[u8], priority: i64) -> Job {
@@ -1453,4 +1455,150 @@ async fn jobs_are_counted_by_command_and_state(fx: Fixture) {
             count("permanent.fail", JobStatus::Cancelled, 1),
         ]
     );
+}
+
+async fn a_snooze_puts_the_job_back_later_without_spending_a_retry(fx: Fixture) {
+    let store = fx.open().await;
+    // No retries at all: a snooze must not need one.
+    let job = Job::new("snoozer.snooze", b"{}".to_vec(), 0, 0);
+    let first = insert_running(&store, &job).await;
+    let run_at = (Utc::now() + TimeDelta::seconds(30)).trunc_subsecs(3);
+    let snooze = |reason: &str, run_at| Outcome::Snoozed {
+        reason: reason.into(),
+        run_at,
+    };
+    store
+        .finish(job.id, first.attempt, snooze("not yet", run_at), report())
+        .await
+        .unwrap();
+    let (back, attempt) = store.get_job_with_attempt(job.id).await.unwrap();
+    assert_eq!(back.status, JobStatus::Pending);
+    assert_eq!((back.retry_count, back.snooze_count, attempt), (0, 1, 1));
+    assert_eq!(back.run_at, run_at);
+    assert_eq!(
+        (back.error_kind, back.error.as_deref(), back.completed_at),
+        (Some(ErrorKind::Snoozed), Some("not yet"), None)
+    );
+    let attempts = store.attempts(job.id).await.unwrap();
+    assert_eq!(attempts[0].outcome.as_deref(), Some("snoozed"));
+    assert_eq!(attempts[0].error_kind, Some(ErrorKind::Snoozed));
+    assert_eq!(attempts[0].error.as_deref(), Some("not yet"));
+    // Not before its time; then it runs again, as a new attempt.
+    assert!(store.claim(job.id, 1, Utc::now()).await.unwrap().is_none());
+    let second = store.claim(job.id, 1, run_at).await.unwrap().unwrap();
+    assert_eq!((second.attempt, second.job.snooze_count), (2, 1));
+    // The first attempt's late snooze is fenced out.
+    assert!(matches!(
+        store
+            .finish(job.id, first.attempt, snooze("stale", run_at), report())
+            .await,
+        Err(StoreError::StaleTransition { .. })
+    ));
+    store
+        .finish(
+            job.id,
+            second.attempt,
+            snooze("still not", run_at),
+            report(),
+        )
+        .await
+        .unwrap();
+    let third = store.claim(job.id, 1, run_at).await.unwrap().unwrap();
+    store
+        .finish(
+            job.id,
+            third.attempt,
+            Outcome::Completed(b"done".to_vec()),
+            report(),
+        )
+        .await
+        .unwrap();
+    let done = store.get_job(job.id).await.unwrap();
+    assert_eq!(done.status, JobStatus::Completed);
+    assert_eq!((done.retry_count, done.snooze_count), (0, 2));
+    assert_eq!((done.error, done.error_kind), (None, None));
+    let outcomes: Vec<Option<String>> = store
+        .attempts(job.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|attempt| attempt.outcome)
+        .collect();
+    assert_eq!(
+        outcomes,
+        [Some("snoozed"), Some("snoozed"), Some("completed")].map(|o| o.map(str::to_owned))
+    );
+
+    // A manual retry gives a fresh snooze budget along with the retry budget.
+    let snoozed_then_failed = job_of_snoozes(&store, 3).await;
+    store
+        .retry_job(snoozed_then_failed, Utc::now())
+        .await
+        .unwrap();
+    let retried = store.get_job(snoozed_then_failed).await.unwrap();
+    assert_eq!((retried.snooze_count, retried.retry_count), (0, 0));
+}
+
+/// A job that snoozed `times` times, then failed; its id.
+
+async fn job_of_snoozes(store: &Store, times: u32) -> JobId {
+    let job = job("snoozer.snooze", b"{}", 0);
+    store.insert_job(job.clone()).await.unwrap();
+    for _ in 0..times {
+        let claimed = store.claim(job.id, 1, Utc::now()).await.unwrap().unwrap();
+        let outcome = Outcome::Snoozed {
+            reason: "later".into(),
+            run_at: Utc::now().trunc_subsecs(3),
+        };
+        store
+            .finish(job.id, claimed.attempt, outcome, report())
+            .await
+            .unwrap();
+    }
+    let claimed = store.claim(job.id, 1, Utc::now()).await.unwrap().unwrap();
+    assert_eq!(claimed.job.snooze_count, times);
+    let failed = Outcome::Failed {
+        kind: ErrorKind::SnoozeLimit,
+        error: "too many".into(),
+    };
+    store
+        .finish(job.id, claimed.attempt, failed, report())
+        .await
+        .unwrap();
+    job.id
+}
+
+async fn a_plugin_cancel_ends_the_job_for_good_with_its_reason(fx: Fixture) {
+    let store = fx.open().await;
+    // Retries left: a plugin's cancel spends none and leaves none to spend.
+    let job = job("snoozer.ask", b"{}", 0);
+    let claimed = insert_running(&store, &job).await;
+    let outcome = Outcome::CancelledByPlugin {
+        reason: "the issue was deleted upstream".into(),
+    };
+    store
+        .finish(job.id, claimed.attempt, outcome, report())
+        .await
+        .unwrap();
+    let stored = store.get_job(job.id).await.unwrap();
+    assert_eq!(stored.status, JobStatus::Cancelled);
+    assert_eq!(stored.error_kind, Some(ErrorKind::CancelledByPlugin));
+    assert_eq!(
+        stored.error.as_deref(),
+        Some("the issue was deleted upstream")
+    );
+    assert!(stored.completed_at.is_some());
+    assert_eq!((stored.retry_count, stored.snooze_count), (0, 0));
+    let attempts = store.attempts(job.id).await.unwrap();
+    assert_eq!(attempts[0].outcome.as_deref(), Some("cancelled"));
+    assert_eq!(attempts[0].error_kind, Some(ErrorKind::CancelledByPlugin));
+    // Final: nothing claims it or cancels it again.
+    assert!(store.claim(job.id, 1, Utc::now()).await.unwrap().is_none());
+    assert!(matches!(
+        store.cancel_pending(job.id, Utc::now()).await,
+        Err(StoreError::StaleTransition {
+            actual: JobStatus::Cancelled,
+            ..
+        })
+    ));
 }

@@ -309,6 +309,36 @@ async fn an_attempt_ending_in_a_retry_after_a_cancel_was_asked_ends_cancelled() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempt_ending_in_a_snooze_after_a_cancel_was_asked_ends_cancelled() {
+    let schema = TestSchema::create().await;
+    let (a, b) = (node(&schema, "a").await, node(&schema, "b").await);
+    let job = Job::new("snoozer.snooze", vec![], 0, 3);
+    a.insert_job(job.clone()).await.unwrap();
+    let claimed = claim(&a, None).await.unwrap();
+    shared(&b).request_cancel(job.id).await.unwrap().unwrap();
+    // Node a's plugin snoozed before the cancel reached its sandbox.
+    let snoozed = Outcome::Snoozed {
+        reason: "later".into(),
+        run_at: Utc::now() + TimeDelta::hours(1),
+    };
+    let report = AttemptReport {
+        finished_at: Utc::now(),
+        ..AttemptReport::default()
+    };
+    a.finish(job.id, claimed.attempt, snoozed, report)
+        .await
+        .unwrap();
+    let stored = a.get_job(job.id).await.unwrap();
+    assert_eq!(stored.status, JobStatus::Cancelled);
+    assert_eq!(stored.error_kind, Some(ErrorKind::Cancelled));
+    assert_eq!(
+        stored.snooze_count, 0,
+        "no snooze counted on a cancelled job"
+    );
+    assert!(stored.completed_at.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_nodes_job_whose_cancel_was_asked_is_cancelled_not_rescued() {
     let schema = TestSchema::create().await;
     let (a, b) = (node(&schema, "a").await, node(&schema, "b").await);

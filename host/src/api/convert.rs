@@ -84,6 +84,7 @@ pub fn job_to_pb(job: Job, attempt: u32, full: bool) -> pb::Job {
         error_kind: job.error_kind.map(|kind| kind.as_str().to_owned()),
         retry_count: job.retry_count,
         max_retries: job.max_retries,
+        snooze_count: job.snooze_count,
         attempt,
         plugin: job.plugin.map(|plugin| pb::PluginRef {
             name: plugin.name,

@@ -897,8 +897,9 @@ impl Manager {
     /// The write is retried with backoff until it lands, or until `give_up` fires (the
     /// daemon's drain deadline): a locked, full or failing database delays the outcome
     /// but never loses it. Until the commit the job keeps its cancellation token. A
-    /// cancel that arrived while a retriable failure was being written is honoured once
-    /// the job is back to pending: it ends `cancelled` instead of running again.
+    /// cancel that arrived while a retriable failure or a snooze was being written is
+    /// honoured once the job is back to pending: it ends `cancelled` instead of running
+    /// again.
     pub async fn finish(
         &self,
         claimed: &Claimed,
@@ -930,7 +931,7 @@ impl Manager {
         }
         let cancel_requested = running.as_ref().is_some_and(|r| r.token.is_cancelled());
         let loads_at_claim = running.map_or(0, |r| r.plugin_loads);
-        if cancel_requested && matches!(outcome, Outcome::Retry { .. }) {
+        if cancel_requested && matches!(outcome, Outcome::Retry { .. } | Outcome::Snoozed { .. }) {
             let cancelled = self
                 .write_until_landed(job.id, "cancellation", give_up, || {
                     self.store.cancel_pending(job.id, Utc::now())
@@ -938,11 +939,11 @@ impl Manager {
                 .await;
             match cancelled {
                 Ok(()) => {
-                    tracing::info!(job_id = %job.id, command = %job.command, "job cancelled instead of retried: the cancel came as the attempt ended");
+                    tracing::info!(job_id = %job.id, command = %job.command, "job cancelled instead of run again: the cancel came as the attempt ended");
                     let _ = self.events.send(JobEvent {
                         id: job.id,
                         status: JobStatus::Cancelled,
-                        retry_count: job.retry_count + 1,
+                        retry_count: job.retry_count + outcome.retry().0,
                         attempt: claimed.attempt,
                         error: None,
                         at: Utc::now(),
@@ -984,9 +985,26 @@ impl Manager {
                 });
                 (JobStatus::Pending, retry_count, Some(error.clone()))
             }
+            Outcome::Snoozed { reason, run_at } => {
+                tracing::info!(
+                    job_id = %job.id, command = %job.command, reason = %reason,
+                    snooze_count = job.snooze_count + 1, duration_ms,
+                    next_run = %run_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                    "job snoozed by its plugin"
+                );
+                self.enqueue(QueuedJob {
+                    run_at: *run_at,
+                    ..QueuedJob::from(job)
+                });
+                (JobStatus::Pending, job.retry_count, Some(reason.clone()))
+            }
             Outcome::Cancelled => {
                 tracing::info!(job_id = %job.id, command = %job.command, duration_ms, "job cancelled");
                 (JobStatus::Cancelled, job.retry_count, None)
+            }
+            Outcome::CancelledByPlugin { reason } => {
+                tracing::info!(job_id = %job.id, command = %job.command, reason = %reason, duration_ms, "job cancelled by its plugin");
+                (JobStatus::Cancelled, job.retry_count, Some(reason.clone()))
             }
             Outcome::Parked { reason } => {
                 tracing::warn!(job_id = %job.id, command = %job.command, reason = %reason, "job waits for its plugin");

@@ -6,7 +6,8 @@
 //! The linker grants the WASI interfaces a component built by the Rust toolchain
 //! imports, all denying by default (no preopens but a granted workspace, no
 //! environment, no sockets), plus `wasi:http` through the egress hook,
-//! `wasi:config/store` and the contract's `honeydew:plugin/workspace`. This file decides
+//! `wasi:config/store` and the contract's `honeydew:plugin/workspace` and
+//! `honeydew:plugin/job`. This file decides
 //! what a guest can call; what a single job may use is `sandbox`'s business.
 
 use std::path::Path;
@@ -75,6 +76,12 @@ impl SandboxEngine {
         )
         .map_err(anyhow::Error::from)
         .context("cannot link honeydew:plugin/workspace")?;
+        bindings::honeydew::plugin::job::add_to_linker::<StoreData, HasSelf<StoreData>>(
+            &mut linker,
+            |data| data,
+        )
+        .map_err(anyhow::Error::from)
+        .context("cannot link honeydew:plugin/job")?;
 
         start_epoch_ticker(&engine)?;
         Ok(Self {

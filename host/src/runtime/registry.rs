@@ -129,9 +129,8 @@ impl Registry {
         sandbox::run_job(
             self.engine.engine(),
             plugin,
-            job.id,
+            job,
             command,
-            &job.payload,
             cancel,
             &self.caps,
             self.workspaces.as_ref(),

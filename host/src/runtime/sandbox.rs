@@ -15,7 +15,9 @@
 //! header maps, see [`host_handle_limit`]). [`run_job`] maps the outcome to the
 //! queue's [`Failure`], cutting any text that comes from the guest to
 //! [`MAX_GUEST_TEXT_BYTES`], and keeps the attempt's workspace only when the attempt
-//! completed (any other end discards it, a dropped future included). This file must
+//! completed (any other end discards it, a dropped future included). The store's data
+//! also records what the guest asks of its job through `honeydew:plugin/job` (see
+//! [`JobContext`]), reported only when `run` returned. This file must
 //! not decide policy (that is the manifest's and `egress`'s) nor keep anything between
 //! jobs.
 //!
@@ -56,7 +58,8 @@ use super::bindings::{Error as GuestError, PluginInfo, PluginPre};
 use super::egress::{EgressHooks, EgressPolicy, MAX_HEADER_MAP_BYTES};
 use super::loader::LoadedPlugin;
 use super::workspace::{self, GUEST_PATH, WorkspaceAccess};
-use crate::job::{ErrorKind, JobId};
+use crate::job::{ErrorKind, Job, JobId};
+use crate::job_request::JobRequest;
 use crate::retry::Failure;
 use crate::worker::Execution;
 use crate::workspace::{AttemptWorkspace, Workspaces};
@@ -110,6 +113,19 @@ pub(super) struct StoreData {
     plugin: String,
     /// The job's workspace, when the manifest grants one.
     workspace: Option<WorkspaceAccess>,
+    /// The job as the guest sees it through `honeydew:plugin/job`.
+    job: JobContext,
+}
+
+/// What `honeydew:plugin/job` shows of the job and what the guest asked of it: the
+/// last request, bounded as it enters (the delay clamped, the reason cut to
+/// [`MAX_GUEST_TEXT_BYTES`]).
+#[derive(Debug, Default)]
+struct JobContext {
+    /// Times the job snoozed before this attempt.
+    snooze_count: u32,
+    /// The guest's last request, if any.
+    request: Option<JobRequest>,
 }
 
 impl StoreData {
@@ -125,6 +141,20 @@ impl super::bindings::honeydew::plugin::workspace::Host for StoreData {
         request: ArchiveRequest,
     ) -> Result<ArchiveSummary, GuestError> {
         workspace::fetch_archive(&self.plugin, &self.hooks, self.workspace.as_ref(), request).await
+    }
+}
+
+impl super::bindings::honeydew::plugin::job::Host for StoreData {
+    async fn snooze(&mut self, delay_ms: u64, reason: String) {
+        self.job.request = Some(JobRequest::snooze(delay_ms, cap_guest_text(reason)));
+    }
+
+    async fn cancel(&mut self, reason: String) {
+        self.job.request = Some(JobRequest::cancel(cap_guest_text(reason)));
+    }
+
+    async fn snooze_count(&mut self) -> u32 {
+        self.job.snooze_count
     }
 }
 
@@ -483,6 +513,7 @@ impl Sandbox {
             handle_limit,
             plugin: plugin.to_owned(),
             workspace,
+            job: JobContext::default(),
         };
         let mut store = Store::new(engine, data);
         store.limiter(|data| &mut data.limiter);
@@ -556,6 +587,16 @@ impl Sandbox {
         };
         let ended = race(call, self.deadline, &self.cancel).await;
         self.classify(ended)
+    }
+
+    /// Shows the guest a job that has snoozed `snooze_count` times before this attempt.
+    pub(super) fn set_snooze_count(&mut self, snooze_count: u32) {
+        self.store.data_mut().job.snooze_count = snooze_count;
+    }
+
+    /// The guest's last request about its job, taken out of the store.
+    pub(super) fn take_request(&mut self) -> Option<JobRequest> {
+        self.store.data_mut().job.request.take()
     }
 
     /// Fuel burned so far.
@@ -687,20 +728,20 @@ pub(super) struct JobCaps {
     pub(super) max_retry_after: Duration,
 }
 
-/// Runs attempt of job `job_id`, `command` of `plugin` on `payload`, in a fresh
+/// Runs an attempt of `job`, `command` of `plugin` on the job's payload, in a fresh
 /// sandbox and reports it to the worker. A plugin granted a workspace gets a fresh one
-/// in `workspaces`, kept only if the attempt completes.
-#[allow(clippy::too_many_arguments)]
+/// in `workspaces`, kept only if the attempt completes. What the guest asked of its job
+/// is reported only when its `run` returned.
 pub(super) async fn run_job(
     engine: &Engine,
     plugin: &LoadedPlugin,
-    job_id: JobId,
+    job: &Job,
     command: &str,
-    payload: &[u8],
     cancel: CancellationToken,
     caps: &JobCaps,
     workspaces: Option<&Workspaces>,
 ) -> Execution {
+    let (job_id, payload) = (job.id, job.payload.as_slice());
     let max_result_bytes = caps.max_result_bytes;
     let name = plugin.info.name.as_str();
     // Declared before the sandbox, so dropped after it: the workspace goes only once
@@ -717,6 +758,7 @@ pub(super) async fn run_job(
                     result: Err(failure),
                     fuel_used: None,
                     plugin: Some(plugin.plugin_ref()),
+                    request: None,
                 };
             }
         },
@@ -741,10 +783,18 @@ pub(super) async fn run_job(
                 result: Err(failure(&stop, name)),
                 fuel_used: None,
                 plugin: Some(plugin.plugin_ref()),
+                request: None,
             };
         }
     };
+    sandbox.set_snooze_count(job.snooze_count);
     let outcome = sandbox.run(&plugin.pre, command, payload).await;
+    // A request stands only for an attempt whose `run` returned; one that trapped,
+    // timed out or was stopped ends as it would have without it.
+    let request = match &outcome {
+        Ok(_) => sandbox.take_request(),
+        Err(_) => None,
+    };
     let (stderr, stderr_bytes) = sandbox.stderr();
     if !stderr.is_empty() {
         tracing::debug!(job_id = %job_id, plugin = %name, stderr_bytes, stderr_tail = %stderr, "guest stderr");
@@ -776,8 +826,10 @@ pub(super) async fn run_job(
     };
     let fuel_used = sandbox.fuel_used();
     drop(sandbox);
+    // A snoozed or cancelled attempt did not complete, whatever `run` returned.
     if let Some((attempt, _)) = attempt
         && result.is_ok()
+        && request.is_none()
     {
         attempt.keep();
     }
@@ -785,6 +837,7 @@ pub(super) async fn run_job(
         result,
         fuel_used: Some(fuel_used),
         plugin: Some(plugin.plugin_ref()),
+        request,
     }
 }
 

@@ -37,6 +37,7 @@ pub const LEGACY: &str = "legacy";
 pub const PERMANENT: &str = "permanent";
 pub const SLOWLOAD: &str = "slowload";
 pub const SNOOP: &str = "snoop";
+pub const SNOOZER: &str = "snoozer";
 pub const SPIN: &str = "spin";
 pub const TRAP: &str = "trap";
 

@@ -3,6 +3,7 @@
 //! and a checker of the plugins' result schemas.
 
 pub mod archive;
+pub mod backend;
 mod daemon;
 mod http;
 mod schema;

@@ -19,18 +19,18 @@ use super::{Error, Result};
 
 const JOB_COLUMNS: &str = "id, command, payload, priority, status, created_at, run_at, \
      started_at, completed_at, result, error, error_kind, retry_count, max_retries, \
-     plugin_name, plugin_version, plugin_sha256, attempt";
+     plugin_name, plugin_version, plugin_sha256, attempt, snooze_count";
 
 /// [`JOB_COLUMNS`] qualified by the table, for statements that join another.
 pub(super) const JOB_COLUMNS_OF_JOBS: &str = "jobs.id, jobs.command, jobs.payload, jobs.priority, \
      jobs.status, jobs.created_at, jobs.run_at, jobs.started_at, jobs.completed_at, jobs.result, \
      jobs.error, jobs.error_kind, jobs.retry_count, jobs.max_retries, jobs.plugin_name, \
-     jobs.plugin_version, jobs.plugin_sha256, jobs.attempt";
+     jobs.plugin_version, jobs.plugin_sha256, jobs.attempt, jobs.snooze_count";
 
 /// [`JOB_COLUMNS`] without the payload and result, which a summary listing never reads.
 const SUMMARY_COLUMNS: &str = "id, command, NULL::bytea, priority, status, created_at, run_at, \
      started_at, completed_at, NULL::bytea, error, error_kind, retry_count, max_retries, \
-     plugin_name, plugin_version, plugin_sha256, attempt";
+     plugin_name, plugin_version, plugin_sha256, attempt, snooze_count";
 
 /// Inserts pending jobs, all in one statement (one commit).
 pub(super) async fn insert_jobs(client: &impl GenericClient, jobs: &[&Job]) -> Result<()> {
@@ -191,7 +191,9 @@ pub(super) async fn finish(
                  error_kind = CASE WHEN cancel_requested AND $3 = 'pending' \
                      THEN 'cancelled' ELSE $6 END, \
                  retry_count = retry_count + CASE WHEN cancel_requested AND $3 = 'pending' \
-                     THEN 0 ELSE $7 END, run_at = COALESCE($8, run_at), \
+                     THEN 0 ELSE $7 END, \
+                 snooze_count = snooze_count + CASE WHEN cancel_requested AND $3 = 'pending' \
+                     THEN 0 ELSE $17 END, run_at = COALESCE($8, run_at), \
                  completed_at = CASE WHEN cancel_requested AND $3 = 'pending' \
                      THEN $13::timestamptz ELSE $9::timestamptz END, plugin_name = COALESCE($10, plugin_name), \
                  plugin_version = COALESCE($11, plugin_version), \
@@ -226,6 +228,7 @@ pub(super) async fn finish(
                 &outcome.attempt_outcome(),
                 &big(report.duration_ms),
                 &report.fuel_used.map(big),
+                &int(outcome.snoozes()),
             ],
         )
         .await?;
@@ -268,11 +271,11 @@ pub(super) async fn cancel_pending(
     }
 }
 
-/// The reset of a retried job: pending, due now, a fresh retry budget.
-/// A retried job runs now: it no longer waits for dependencies.
-const RETRY_SET: &str = "status = 'pending', retry_count = 0, error = NULL, error_kind = NULL, \
-     result = NULL, completed_at = NULL, started_at = NULL, run_at = $1, updated_at = $1, \
-     node_id = NULL, cancel_requested = false, waiting_on = 0";
+/// The reset of a retried job: pending, due now, a fresh retry (and snooze) budget; it
+/// no longer waits for dependencies.
+const RETRY_SET: &str = "status = 'pending', retry_count = 0, snooze_count = 0, error = NULL, \
+     error_kind = NULL, result = NULL, completed_at = NULL, started_at = NULL, run_at = $1, \
+     updated_at = $1, node_id = NULL, cancel_requested = false, waiting_on = 0";
 
 /// The `WHERE` of a bulk action: `$2` status, `$3` command, `$4` since, `$5` after,
 /// `$6` limit, in id order, skipping rows another session holds.
@@ -646,6 +649,7 @@ pub(super) fn read_job(row: &Row) -> Result<(Job, u32)> {
             .map(|kind| ErrorKind::parse(&kind)),
         retry_count: unsigned(row.try_get(12)?),
         max_retries: unsigned(row.try_get(13)?),
+        snooze_count: unsigned(row.try_get(18)?),
         plugin: plugin_name
             .map(|name| -> Result<PluginRef> {
                 Ok(PluginRef {

@@ -251,6 +251,11 @@ CREATE TABLE job_dependencies (
 CREATE INDEX job_dependencies_by_dependency ON job_dependencies (depends_on);
 CREATE INDEX jobs_waiting ON jobs (id) WHERE waiting_on > 0;
 "#,
+    // v8: a plugin may snooze its job (run again later without spending a retry); the
+    // job counts its snoozes, which the daemon caps.
+    r#"
+ALTER TABLE jobs ADD COLUMN snooze_count integer NOT NULL DEFAULT 0;
+"#,
 ];
 
 /// The schema version this binary writes.

@@ -19,13 +19,13 @@ use super::Error;
 
 const JOB_COLUMNS: &str = "id, command, payload, priority, status, created_at, run_at, \
      started_at, completed_at, result, error, error_kind, retry_count, max_retries, \
-     plugin_name, plugin_version, plugin_sha256, attempt";
+     plugin_name, plugin_version, plugin_sha256, attempt, snooze_count";
 
 /// [`JOB_COLUMNS`] without the payload and result, which a summary listing never reads
 /// (they can be megabytes each): the same positions, filled with NULL.
 const SUMMARY_COLUMNS: &str = "id, command, NULL, priority, status, created_at, run_at, \
      started_at, completed_at, NULL, error, error_kind, retry_count, max_retries, \
-     plugin_name, plugin_version, plugin_sha256, attempt";
+     plugin_name, plugin_version, plugin_sha256, attempt, snooze_count";
 
 /// Cancels a pending job. [`StoreError::StaleTransition`] when it is not pending.
 pub(super) fn cancel_pending(
@@ -47,11 +47,11 @@ pub(super) fn cancel_pending(
     }
 }
 
-/// The reset of a retried job: pending, due now, a fresh retry budget.
-/// A retried job runs now: it no longer waits for dependencies.
-const RETRY_SET: &str = "status = 'pending', retry_count = 0, error = NULL, error_kind = NULL, \
-     result = NULL, completed_at = NULL, started_at = NULL, run_at = ?1, updated_at = ?1, \
-     waiting_on = 0";
+/// The reset of a retried job: pending, due now, a fresh retry (and snooze) budget; it
+/// no longer waits for dependencies.
+const RETRY_SET: &str = "status = 'pending', retry_count = 0, snooze_count = 0, error = NULL, \
+     error_kind = NULL, result = NULL, completed_at = NULL, started_at = NULL, run_at = ?1, \
+     updated_at = ?1, waiting_on = 0";
 
 /// Retries one failed or cancelled job.
 pub(super) fn retry_job(
@@ -501,7 +501,8 @@ pub(super) fn finish(
             "UPDATE jobs SET status = ?2, result = ?3, error = ?4, error_kind = ?5, \
              retry_count = retry_count + ?6, run_at = COALESCE(?7, run_at), completed_at = ?8, \
              plugin_name = COALESCE(?9, plugin_name), plugin_version = COALESCE(?10, plugin_version), \
-             plugin_sha256 = COALESCE(?11, plugin_sha256), updated_at = ?12 \
+             plugin_sha256 = COALESCE(?11, plugin_sha256), updated_at = ?12, \
+             snooze_count = snooze_count + ?14 \
              WHERE id = ?1 AND status = 'running' AND attempt = ?13 RETURNING has_dependents",
         )?
         .query_row(params![
@@ -518,6 +519,7 @@ pub(super) fn finish(
             plugin.map(|p| &p.sha256),
             Time(report.finished_at),
             attempt,
+            outcome.snoozes(),
         ], |row| row.get::<_, bool>(0))
         .optional()?;
     let Some(has_dependents) = changed else {
@@ -594,6 +596,7 @@ fn read_job(row: &Row<'_>) -> rusqlite::Result<Result<Job, StoreError>> {
     );
     let plugin_version: Option<String> = row.get(15)?;
     let plugin_sha256: Option<String> = row.get(16)?;
+    let snooze_count: u32 = row.get(18)?;
     Ok((|| {
         Ok(Job {
             id: parse_id(&id)?,
@@ -615,6 +618,7 @@ fn read_job(row: &Row<'_>) -> rusqlite::Result<Result<Job, StoreError>> {
             error_kind: error_kind.map(|kind| ErrorKind::parse(&kind)),
             retry_count,
             max_retries,
+            snooze_count,
             plugin: plugin_name.map(|name| PluginRef {
                 name,
                 version: plugin_version.unwrap_or_default(),

@@ -166,6 +166,12 @@ CREATE TABLE job_dependencies (
 CREATE INDEX job_dependencies_by_dependency ON job_dependencies (depends_on);
 CREATE INDEX jobs_waiting ON jobs (id) WHERE waiting_on > 0;
 "#,
+    // v9: a plugin may snooze its job (run again later without spending a retry); the
+    // job counts its snoozes, which the daemon caps. No index: the submit path does
+    // not grow.
+    r#"
+ALTER TABLE jobs ADD COLUMN snooze_count INTEGER NOT NULL DEFAULT 0;
+"#,
 ];
 
 /// The schema version this binary writes.
