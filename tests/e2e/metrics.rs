@@ -12,29 +12,8 @@ use honeydew_testkit::TestSchema;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::support::backend::on_both_backends;
 use crate::support::{Daemon, DataDir, HttpStub, PATIENCE, daemon_command, finished, submit};
-
-/// Runs each named behaviour on both backends.
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(false).await
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(true).await
-                }
-            )*
-        }
-    };
-}
 
 on_both_backends!(a_scrape_after_known_work_counts_what_was_done);
 

@@ -1540,7 +1540,6 @@ async fn a_snooze_puts_the_job_back_later_without_spending_a_retry(fx: Fixture) 
 }
 
 /// A job that snoozed `times` times, then failed; its id.
-
 async fn job_of_snoozes(store: &Store, times: u32) -> JobId {
     let job = job("snoozer.snooze", b"{}", 0);
     store.insert_job(job.clone()).await.unwrap();
