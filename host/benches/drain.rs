@@ -10,6 +10,11 @@
 //!    says how much of each job the queue's round trips cost.
 //! 2. First dispatch: with `BACKLOG_JOBS` pending, the time from opening the store to
 //!    the first job's `running` event (recovery reads the whole backlog first).
+//! 3. Metrics: the drain at the default workers with Prometheus metrics on (counted by
+//!    the manager, the runtime and the egress hook, and scraped every second, as
+//!    `--listen-http` does) against off, rounds alternated off, on, off, on.
+//!
+//! `HONEYDEW_BENCH_PART=metrics` runs part 3 alone.
 //!
 //! `synchronous=FULL`, fresh databases on the project's disk, `ROUNDS` rounds, medians.
 //! Run with `cargo bench -p honeydew --bench drain` after `scripts/build-plugins.sh`.
@@ -19,6 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use honeydew::job::{Job, JobStatus};
+use honeydew::metrics::Metrics;
 use honeydew::queue::{Manager, ManagerConfig};
 use honeydew::recovery;
 use honeydew::runtime::{Runtime, RuntimeConfig};
@@ -51,19 +57,30 @@ async fn run(
     workers: usize,
     count: usize,
     first_only: bool,
+    metrics: bool,
 ) -> Duration {
     let started = Instant::now();
     let store = SqliteStore::open(SqliteConfig::new(db))
         .map(Store::new)
         .expect("open store");
-    let runtime = Runtime::start(RuntimeConfig::new(plugins, cache))
-        .await
-        .expect("runtime");
-    let manager = Arc::new(Manager::new(
-        store,
-        runtime.clone(),
-        ManagerConfig::default(),
-    ));
+    let metrics = metrics.then(|| Metrics::new(workers));
+    let mut runtime_config = RuntimeConfig::new(plugins, cache);
+    runtime_config.metrics = metrics.clone();
+    let runtime = Runtime::start(runtime_config).await.expect("runtime");
+    let mut manager = Manager::new(store.clone(), runtime.clone(), ManagerConfig::default());
+    if let Some(metrics) = &metrics {
+        manager = manager.with_metrics(Arc::clone(metrics));
+    }
+    let manager = Arc::new(manager);
+    let scraper = metrics.map(|metrics| {
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                ticks.tick().await;
+                metrics.render(&store, 0).await.expect("scrape");
+            }
+        })
+    });
     let mut events = manager.subscribe();
     recovery::recover(&manager).await.expect("recover");
     let pool = WorkerPool::start(
@@ -88,6 +105,9 @@ async fn run(
         }
     }
     let elapsed = started.elapsed();
+    if let Some(scraper) = scraper {
+        scraper.abort();
+    }
     pool.stop(Duration::from_secs(10)).await;
     elapsed
 }
@@ -114,9 +134,46 @@ async fn sandbox_only(plugins: &Path, cache: &Path, workers: usize, count: usize
     count as f64 / started.elapsed().as_secs_f64()
 }
 
+/// Part 3: the drain at the default workers with metrics off and on, alternated.
+async fn metrics_overhead(scratch: &Path, plugins: &Path, cache: &Path) {
+    let (mut off, mut on) = (Vec::new(), Vec::new());
+    for round in 0..2 * ROUNDS {
+        let metrics = round % 2 == 1;
+        let dir = tempfile::TempDir::new_in(scratch).expect("db dir");
+        let db = dir.path().join("honeydew.db");
+        fill(&db, DRAIN_JOBS).await;
+        let elapsed = run(
+            &db,
+            plugins,
+            cache,
+            DEFAULT_WORKERS,
+            DRAIN_JOBS,
+            false,
+            metrics,
+        )
+        .await;
+        let rate = DRAIN_JOBS as f64 / elapsed.as_secs_f64();
+        if metrics {
+            on.push(rate)
+        } else {
+            off.push(rate)
+        }
+    }
+    let (off, on) = (median(off), median(on));
+    println!(
+        "metrics (drain, {DEFAULT_WORKERS} workers, median of {ROUNDS}): off {off:.0} jobs/s, \
+         on {on:.0} jobs/s, overhead {:.1}%",
+        (1.0 - on / off) * 100.0
+    );
+}
+
 async fn bench(scratch: PathBuf) {
     let plugins = plugin_dir(&scratch);
     let cache = tempfile::TempDir::new_in(&scratch).expect("cache dir");
+    if std::env::var("HONEYDEW_BENCH_PART").as_deref() == Ok("metrics") {
+        metrics_overhead(&scratch, plugins.path(), cache.path()).await;
+        return;
+    }
     println!("drain of {DRAIN_JOBS} pending echo.echo jobs after a start (median of {ROUNDS})");
     println!("  workers   drain jobs/s   sandbox alone jobs/s   drain / sandbox");
     for workers in WORKERS {
@@ -132,6 +189,7 @@ async fn bench(scratch: PathBuf) {
                 cache.path(),
                 workers,
                 DRAIN_JOBS,
+                false,
                 false,
             )
             .await;
@@ -154,13 +212,14 @@ async fn bench(scratch: PathBuf) {
         let dir = tempfile::TempDir::new_in(&scratch).expect("db dir");
         let db = dir.path().join("honeydew.db");
         fill(&db, BACKLOG_JOBS).await;
-        let elapsed = run(&db, plugins.path(), cache.path(), 4, 1, true).await;
+        let elapsed = run(&db, plugins.path(), cache.path(), 4, 1, true, false).await;
         firsts.push(elapsed.as_secs_f64());
     }
     println!(
         "start to first dispatch with {BACKLOG_JOBS} pending: {:.3} s (median of {ROUNDS})",
         median(firsts)
     );
+    metrics_overhead(&scratch, plugins.path(), cache.path()).await;
 }
 
 fn main() {
