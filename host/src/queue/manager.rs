@@ -681,17 +681,7 @@ impl Manager {
                 filter.clone(),
                 |filter| self.store.cancel_matching(filter, Utc::now(), BULK_BATCH),
                 |id: &JobId| *id,
-                |id| {
-                    self.queue.remove(id);
-                    let _ = self.events.send(JobEvent {
-                        id,
-                        status: JobStatus::Cancelled,
-                        retry_count: 0,
-                        attempt: 0,
-                        error: None,
-                        at: Utc::now(),
-                    });
-                },
+                |id| self.dequeued_as_cancelled(id),
             )
             .await?;
         if count > 0 {
@@ -1037,16 +1027,22 @@ impl Manager {
         }
         for id in settled.cancelled {
             tracing::info!(job_id = %id, "job cancelled: a job it depends on failed or was cancelled");
-            self.queue.remove(id);
-            let _ = self.events.send(JobEvent {
-                id,
-                status: JobStatus::Cancelled,
-                retry_count: 0,
-                attempt: 0,
-                error: None,
-                at: Utc::now(),
-            });
+            self.dequeued_as_cancelled(id);
         }
+    }
+
+    /// Takes a pending job that the store has just cancelled out of the queue, and
+    /// publishes the change.
+    fn dequeued_as_cancelled(&self, id: JobId) {
+        self.queue.remove(id);
+        let _ = self.events.send(JobEvent {
+            id,
+            status: JobStatus::Cancelled,
+            retry_count: 0,
+            attempt: 0,
+            error: None,
+            at: Utc::now(),
+        });
     }
 
     /// After cancels of pending jobs: whoever waited on them is cancelled too. A failure

@@ -17,8 +17,9 @@ use uuid::Uuid;
 use super::Result;
 use super::jobs::{insert_jobs, queued_of};
 
-/// A recount of `waiting_on`, for an `UPDATE jobs` whose rows are waiting jobs.
-const RECOUNT: &str = "waiting_on = (SELECT count(*) FROM job_dependencies AS d \
+/// The dependencies of the `jobs` row at hand not yet completed: what its
+/// `waiting_on` should be.
+const UNFINISHED: &str = "(SELECT count(*) FROM job_dependencies AS d \
      JOIN jobs AS dependency ON dependency.id = d.depends_on \
      WHERE d.job_id = jobs.id AND dependency.status <> 'completed')";
 
@@ -100,7 +101,7 @@ pub(super) async fn settle_after(
         JobStatus::Completed => {
             let statement = client
                 .prepare_cached(&format!(
-                    "UPDATE jobs SET {RECOUNT} WHERE status = 'pending' \
+                    "UPDATE jobs SET waiting_on = {UNFINISHED} WHERE status = 'pending' \
                      AND id IN (SELECT job_id FROM job_dependencies WHERE depends_on = $1) \
                      RETURNING id, priority, created_at, run_at, command, waiting_on"
                 ))
@@ -119,12 +120,15 @@ pub(super) async fn settle_after(
     }
 }
 
-/// Every waiting job's settling.
+/// Every waiting job's settling. Only rows whose count changed are written, so the
+/// sweep each node runs at every beat writes nothing, and wakes no one, when nothing
+/// moved.
 pub(super) async fn settle_all(client: &impl GenericClient, now: DateTime<Utc>) -> Result<Settled> {
     let cancelled = cancel_dependents(client, None, now).await?;
     let statement = client
         .prepare_cached(&format!(
-            "UPDATE jobs SET {RECOUNT} WHERE waiting_on > 0 AND status = 'pending' \
+            "UPDATE jobs SET waiting_on = {UNFINISHED} WHERE waiting_on > 0 AND status = 'pending' \
+             AND waiting_on <> {UNFINISHED} \
              RETURNING id, priority, created_at, run_at, command, waiting_on"
         ))
         .await?;

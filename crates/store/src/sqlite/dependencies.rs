@@ -14,8 +14,9 @@ use honeydew_core::store::{AfterInsert, Settled, StoreError};
 use super::Error;
 use super::jobs::{Text, Time, insert_job, parse_id, queued_of};
 
-/// A recount of `waiting_on`, for an `UPDATE jobs` whose rows are waiting jobs.
-const RECOUNT: &str = "waiting_on = (SELECT count(*) FROM job_dependencies AS d \
+/// The dependencies of the `jobs` row at hand not yet completed: what its
+/// `waiting_on` should be.
+const UNFINISHED: &str = "(SELECT count(*) FROM job_dependencies AS d \
      JOIN jobs AS dependency ON dependency.id = d.depends_on \
      WHERE d.job_id = jobs.id AND dependency.status <> 'completed')";
 
@@ -87,7 +88,7 @@ pub(super) fn settle_after(
     match status {
         JobStatus::Completed => {
             let mut statement = conn.prepare_cached(&format!(
-                "UPDATE jobs SET {RECOUNT} WHERE status = 'pending' \
+                "UPDATE jobs SET waiting_on = {UNFINISHED} WHERE status = 'pending' \
                  AND id IN (SELECT job_id FROM job_dependencies WHERE depends_on = ?1) \
                  RETURNING id, priority, created_at, run_at, command, waiting_on"
             ))?;
@@ -107,10 +108,12 @@ pub(super) fn settle_after(
 
 /// Every waiting job's settling (see
 /// [`JobStore::settle_dependents`](honeydew_core::store::JobStore::settle_dependents)).
+/// Only rows whose count changed are written.
 pub(super) fn settle_all(conn: &Connection, now: DateTime<Utc>) -> Result<Settled, Error> {
     let cancelled = cancel_dependents(conn, None, now)?;
     let mut statement = conn.prepare_cached(&format!(
-        "UPDATE jobs SET {RECOUNT} WHERE waiting_on > 0 AND status = 'pending' \
+        "UPDATE jobs SET waiting_on = {UNFINISHED} WHERE waiting_on > 0 AND status = 'pending' \
+             AND waiting_on <> {UNFINISHED} \
          RETURNING id, priority, created_at, run_at, command, waiting_on"
     ))?;
     let released = released(statement.query([])?)?;
