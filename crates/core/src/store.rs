@@ -250,6 +250,20 @@ pub struct JobCount {
     pub count: u64,
 }
 
+/// How many jobs reached each final state within one minute, as
+/// [`JobStore::finished_per_minute`] reads it (the dashboard's throughput and failures).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FinishedMinute {
+    /// The minute's first instant (seconds and below zero, UTC).
+    pub minute: DateTime<Utc>,
+    /// Jobs that completed in it.
+    pub completed: u64,
+    /// Jobs that failed for good in it.
+    pub failed: u64,
+    /// Jobs cancelled in it.
+    pub cancelled: u64,
+}
+
 /// What a backend's group commit has done since it was opened.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CommitStats {
@@ -526,6 +540,15 @@ pub trait JobStore: Send + Sync + 'static {
     /// [`JobStatus::ALL`] order); pairs with no job are left out. One read, so the
     /// counts belong to one moment; it reads every job row (the metrics scrape).
     async fn count_jobs(&self) -> Result<Vec<JobCount>, StoreError>;
+
+    /// How many jobs reached a final state (by `completed_at`) at or after `since`, by
+    /// minute, oldest first; minutes when none did are left out. One
+    /// read over the jobs (no index covers `completed_at`): meant for the dashboard's
+    /// charts of the last hour, not for a hot path.
+    async fn finished_per_minute(
+        &self,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<FinishedMinute>, StoreError>;
 
     /// Adds a schedule; [`StoreError::DuplicateSchedule`] when its name is taken.
     async fn insert_schedule(&self, schedule: Schedule) -> Result<(), StoreError>;

@@ -11,7 +11,7 @@ use chrono::{SubsecRound, TimeDelta, Utc};
 use honeydew_core::job::{ErrorKind, Job, JobId, JobStatus, PluginRef};
 use honeydew_core::schedule::{MisfirePolicy, Schedule};
 use honeydew_core::store::{
-    AttemptReport, BulkFilter, Claimed, JobCount, JobFilter, Outcome, Store, StoreError,
+    AttemptReport, BulkFilter, Claimed, FinishedMinute, JobCount, JobFilter, Outcome, Store, StoreError,
     UniqueInsert, Uniqueness,
 };
 use support::Fixture;
@@ -71,6 +71,7 @@ contract!(
     a_paused_schedule_triggers_no_job_until_resumed,
     a_dependent_waits_for_every_dependency_and_a_failure_cancels_its_chain,
     jobs_are_counted_by_command_and_state,
+    finished_jobs_are_counted_by_minute_and_final_state,
     a_snooze_puts_the_job_back_later_without_spending_a_retry,
     a_plugin_cancel_ends_the_job_for_good_with_its_reason,
 );
@@ -1454,6 +1455,80 @@ async fn jobs_are_counted_by_command_and_state(fx: Fixture) {
             count("permanent.fail", JobStatus::Failed, 1),
             count("permanent.fail", JobStatus::Cancelled, 1),
         ]
+    );
+}
+
+async fn finished_jobs_are_counted_by_minute_and_final_state(fx: Fixture) {
+    let store = fx.open().await;
+    let minute = |at: chrono::DateTime<Utc>| at.trunc_subsecs(0) - TimeDelta::seconds(at.timestamp() % 60);
+    let now = Utc::now();
+    let this_minute = minute(now);
+    let earlier = this_minute - TimeDelta::minutes(7);
+    let long_ago = this_minute - TimeDelta::hours(3);
+    // Each job ends at a chosen instant: its report's `finished_at`.
+    let end = |store: &Store, outcome: Outcome, at: chrono::DateTime<Utc>| {
+        let store = store.clone();
+        async move {
+            let job = job("echo.echo", b"{}", 0);
+            let claimed = insert_running(&store, &job).await;
+            let report = AttemptReport {
+                finished_at: at,
+                ..report()
+            };
+            store.finish(job.id, claimed.attempt, outcome, report).await.unwrap();
+        }
+    };
+    let completed = || Outcome::Completed(b"{}".to_vec());
+    let failed = || Outcome::Failed {
+        kind: ErrorKind::PluginError,
+        error: "boom".into(),
+    };
+    end(&store, completed(), earlier + TimeDelta::seconds(5)).await;
+    end(&store, completed(), earlier + TimeDelta::milliseconds(59_999)).await;
+    end(&store, failed(), earlier + TimeDelta::seconds(30)).await;
+    end(&store, completed(), this_minute + TimeDelta::seconds(1)).await;
+    end(&store, Outcome::Cancelled, this_minute + TimeDelta::seconds(2)).await;
+    end(&store, completed(), long_ago).await;
+    // Neither a retry (pending again) nor a job still running is counted.
+    let retried = job("echo.echo", b"{}", 0);
+    let claimed = insert_running(&store, &retried).await;
+    let retry = Outcome::Retry {
+        kind: ErrorKind::PluginError,
+        error: "again".into(),
+        run_at: now,
+    };
+    store.finish(retried.id, claimed.attempt, retry, report()).await.unwrap();
+    insert_running(&store, &job("echo.echo", b"{}", 0)).await;
+
+    let since = this_minute - TimeDelta::hours(1);
+    assert_eq!(
+        store.finished_per_minute(since).await.unwrap(),
+        [
+            FinishedMinute {
+                minute: earlier,
+                completed: 2,
+                failed: 1,
+                cancelled: 0,
+            },
+            FinishedMinute {
+                minute: this_minute,
+                completed: 1,
+                failed: 0,
+                cancelled: 1,
+            },
+        ],
+        "the last hour, by minute, the job of three hours ago left out"
+    );
+    assert_eq!(
+        store
+            .finished_per_minute(this_minute + TimeDelta::seconds(2))
+            .await
+            .unwrap()
+            .iter()
+            .map(|minute| (minute.completed, minute.cancelled))
+            .collect::<Vec<_>>(),
+        [(0, 1)],
+        "only jobs that ended at or after `since`"
     );
 }
 

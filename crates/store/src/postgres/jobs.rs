@@ -8,7 +8,8 @@ use chrono::{DateTime, Datelike, Utc};
 use deadpool_postgres::GenericClient;
 use honeydew_core::job::{ErrorKind, Job, JobId, JobStatus, PluginRef, QueuedJob};
 use honeydew_core::store::{
-    AttemptReport, AttemptRow, BulkFilter, Claimed, DIED_DURING_ATTEMPT, JobCount, JobFilter,
+    AttemptReport, AttemptRow, BulkFilter, Claimed, DIED_DURING_ATTEMPT, FinishedMinute, JobCount,
+    JobFilter,
     JobPage, Outcome, RecoveredJobs, Settled, StoreError, UniqueInsert, Uniqueness,
 };
 use tokio_postgres::Row;
@@ -563,6 +564,37 @@ pub(super) async fn attempts(client: &impl GenericClient, id: JobId) -> Result<V
             fuel_used: row.get::<_, Option<i64>>(6).map(unsigned_big),
         })
         .collect())
+}
+
+/// Jobs that reached a final state at or after `since`, by minute (`date_trunc` in UTC,
+/// whatever the session's time zone).
+pub(super) async fn finished_per_minute(
+    client: &impl GenericClient,
+    since: DateTime<Utc>,
+) -> Result<Vec<FinishedMinute>> {
+    let statement = client
+        .prepare_cached(
+            "SELECT date_trunc('minute', completed_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' \
+             AS minute, count(*) FILTER (WHERE status = 'completed'), \
+             count(*) FILTER (WHERE status = 'failed'), \
+             count(*) FILTER (WHERE status = 'cancelled') FROM jobs \
+             WHERE completed_at >= $1 AND status IN ('completed', 'failed', 'cancelled') \
+             GROUP BY minute ORDER BY minute",
+        )
+        .await?;
+    client
+        .query(&statement, &[&since])
+        .await?
+        .iter()
+        .map(|row| -> Result<FinishedMinute> {
+            Ok(FinishedMinute {
+                minute: row.try_get(0)?,
+                completed: unsigned_big(row.try_get(1)?),
+                failed: unsigned_big(row.try_get(2)?),
+                cancelled: unsigned_big(row.try_get(3)?),
+            })
+        })
+        .collect()
 }
 
 /// How many jobs each command has in each state: one grouped scan of `jobs`, sorted

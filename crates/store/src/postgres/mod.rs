@@ -31,7 +31,7 @@ use honeydew_core::pause::Pause;
 use honeydew_core::schedule::Schedule;
 use honeydew_core::store::{
     AfterInsert, AttemptReport, AttemptRow, BulkFilter, ClaimNext, Claimed, ClusterSignal,
-    CommitStats, JobChange, JobCount, JobFilter, JobPage, JobStore, Outcome, RecoveredJobs,
+    CommitStats, JobChange, FinishedMinute, JobCount, JobFilter, JobPage, JobStore, Outcome, RecoveredJobs,
     Rescued, Settled, SharedQueue, StoreError, UniqueInsert, Uniqueness,
 };
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -496,6 +496,14 @@ impl JobStore for PostgresStore {
     async fn count_jobs(&self) -> Result<Vec<JobCount>, StoreError> {
         let client = self.client().await?;
         Ok(jobs::count_jobs(&client).await?)
+    }
+
+    async fn finished_per_minute(
+        &self,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<FinishedMinute>, StoreError> {
+        let client = self.client().await?;
+        Ok(jobs::finished_per_minute(&client, since).await?)
     }
 
     async fn insert_schedule(&self, schedule: Schedule) -> Result<(), StoreError> {

@@ -11,7 +11,8 @@ use rusqlite::{Connection, OptionalExtension, Row, ToSql, params};
 
 use honeydew_core::job::{ErrorKind, Job, JobId, JobStatus, PluginRef, QueuedJob, UnknownStatus};
 use honeydew_core::store::{
-    AttemptReport, AttemptRow, BulkFilter, Claimed, DIED_DURING_ATTEMPT, JobCount, JobFilter,
+    AttemptReport, AttemptRow, BulkFilter, Claimed, DIED_DURING_ATTEMPT, FinishedMinute, JobCount,
+    JobFilter,
     JobPage, Outcome, RecoveredJobs, Settled, StoreError, UniqueInsert, Uniqueness,
 };
 
@@ -305,6 +306,45 @@ pub(super) fn attempts(conn: &Connection, id: JobId) -> Result<Vec<AttemptRow>, 
         })?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(rows)
+}
+
+/// Jobs that reached a final state at or after `since`, by minute: one scan of `jobs`
+/// grouped on the minute prefix of `completed_at` (RFC 3339 text, so the first 16
+/// characters are the minute, and text order is time order).
+pub(super) fn finished_per_minute(
+    conn: &Connection,
+    since: DateTime<Utc>,
+) -> Result<Vec<FinishedMinute>, Error> {
+    let mut statement = conn.prepare_cached(
+        "SELECT substr(completed_at, 1, 16) AS minute, SUM(status = 'completed'), \
+         SUM(status = 'failed'), SUM(status = 'cancelled') FROM jobs \
+         WHERE completed_at >= ?1 AND status IN ('completed', 'failed', 'cancelled') \
+         GROUP BY minute ORDER BY minute",
+    )?;
+    let rows = statement
+        .query_map([Time(since)], |row| {
+            let minute: String = row.get(0)?;
+            let counts: [i64; 3] = [row.get(1)?, row.get(2)?, row.get(3)?];
+            Ok((minute, counts))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    rows.into_iter()
+        .map(|(minute, [completed, failed, cancelled])| {
+            let minute = DateTime::parse_from_rfc3339(&format!("{minute}:00Z"))
+                .map_err(|err| StoreError::Corrupt {
+                    id: format!("(a job finished at {minute})"),
+                    reason: err.to_string(),
+                })?
+                .with_timezone(&Utc);
+            Ok(FinishedMinute {
+                minute,
+                completed: u64::try_from(completed).unwrap_or(0),
+                failed: u64::try_from(failed).unwrap_or(0),
+                cancelled: u64::try_from(cancelled).unwrap_or(0),
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()
+        .map_err(Error::from)
 }
 
 /// How many jobs each command has in each state: one grouped scan of `jobs`, sorted

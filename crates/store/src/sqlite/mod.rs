@@ -40,7 +40,8 @@ use honeydew_core::job::{Job, JobId, JobStatus, QueuedJob};
 use honeydew_core::pause::Pause;
 use honeydew_core::schedule::Schedule;
 use honeydew_core::store::{
-    AfterInsert, AttemptReport, AttemptRow, BulkFilter, Claimed, CommitStats, JobCount, JobFilter,
+    AfterInsert, AttemptReport, AttemptRow, BulkFilter, Claimed, CommitStats, FinishedMinute, JobCount,
+    JobFilter,
     JobPage, JobStore, Outcome, RecoveredJobs, Settled, StoreError, UniqueInsert, Uniqueness,
 };
 use uuid::Uuid;
@@ -468,6 +469,14 @@ impl JobStore for SqliteStore {
 
     async fn count_jobs(&self) -> Result<Vec<JobCount>, StoreError> {
         self.read(jobs::count_jobs).await
+    }
+
+    async fn finished_per_minute(
+        &self,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<FinishedMinute>, StoreError> {
+        self.read(move |conn| jobs::finished_per_minute(conn, since))
+            .await
     }
 
     async fn insert_schedule(&self, schedule: Schedule) -> Result<(), StoreError> {
