@@ -37,6 +37,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ApiConfig, RequireToken, RunningServer, Token};
 use crate::config::{DaemonArgs, DaemonConfig};
+use crate::dashboard::Dashboard;
 use crate::http::{self, HttpState, RunningHttp};
 use crate::metrics::Metrics;
 use crate::queue::{Manager, ManagerConfig};
@@ -227,14 +228,27 @@ impl Daemon {
                     metrics,
                 });
                 let token_file = Token::path_in(&config.data_dir);
-                let router =
-                    http::router(state, token.clone(), &token_file, config.listen_http_public);
+                let dashboard = Dashboard::new(
+                    Arc::clone(&manager),
+                    Arc::clone(&scheduler),
+                    runtime.clone(),
+                    token.clone(),
+                    config.workers,
+                );
+                let router = http::router(
+                    state,
+                    Some(Arc::clone(&dashboard)),
+                    token.clone(),
+                    &token_file,
+                    config.listen_http_public,
+                );
                 let running = http::serve(listener, router)
-                    .with_context(|| format!("cannot serve http on {address}"))?;
+                    .with_context(|| format!("cannot serve http on {address}"))?
+                    .with_dashboard(dashboard);
                 tracing::info!(
                     address = %running.address(),
                     token_required = config.listen_http_public,
-                    "http listener started: metrics at /metrics"
+                    "http listener started: metrics at /metrics, the dashboard at /dashboard/"
                 );
                 Some(running)
             }

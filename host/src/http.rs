@@ -1,5 +1,5 @@
-//! The daemon's HTTP listener (`--listen-http`): `/metrics` today, the dashboard's pages
-//! later, on one axum router. It owns the listener, the routes and who may use them;
+//! The daemon's HTTP listener (`--listen-http`): `/metrics` and the dashboard
+//! ([`crate::dashboard`], at `/dashboard/`), on one axum router. It owns the listener, the routes and who may use them;
 //! what a scrape says is [`crate::metrics`]'s, the token itself [`crate::api`]'s.
 //!
 //! Who may use it: on a loopback address (the default, and all the configuration
@@ -7,8 +7,10 @@
 //! Prometheus scrapers expect; on any other address every request, unknown paths
 //! included, must carry the daemon's bearer token (`Authorization: Bearer <token>`,
 //! the token of `<data-dir>/token`) or gets 401. [`Access`] names that choice per group
-//! of routes, so pages that must always require the token (a dashboard with actions)
-//! are added as [`Access::Token`] whatever the address.
+//! of routes, so routes that must always require the token are added as
+//! [`Access::Token`] whatever the address. The dashboard's routes keep their own rule
+//! on every address, loopback included: a browser session opened with the token (or
+//! the token itself), never nothing.
 //!
 //! Shutdown: [`RunningHttp::stop`] stops accepting, lets requests in flight finish
 //! within a grace period, then drops what is left.
@@ -29,6 +31,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::Token;
+use crate::dashboard::Dashboard;
 use crate::metrics::{self, Metrics};
 use crate::queue::Manager;
 
@@ -58,19 +61,31 @@ struct TokenCheck {
 }
 
 /// The routes: `/metrics` with [`Access::Listener`]; with `public` (a non-loopback
-/// address) every request must carry the token.
-pub fn router(state: Arc<HttpState>, token: Token, token_file: &Path, public: bool) -> Router {
+/// address) every request must carry the token, but the dashboard's, which require
+/// its login on every address.
+pub fn router(
+    state: Arc<HttpState>,
+    dashboard: Option<Arc<Dashboard>>,
+    token: Token,
+    token_file: &Path,
+    public: bool,
+) -> Router {
     let check = TokenCheck {
         token,
         token_file: token_file.into(),
     };
-    let scrape = Router::new().route("/metrics", get(scrape));
-    // A dashboard's routes join here with `with_access(routes, Access::Token, &check)`.
+    let scrape = Router::new()
+        .route("/metrics", get(scrape))
+        .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") });
     let routes = with_access(scrape, Access::Listener, &check);
     let routes = if public {
         routes.layer(middleware::from_fn_with_state(check, require_token))
     } else {
         routes
+    };
+    let routes = match dashboard {
+        Some(dashboard) => routes.merge(crate::dashboard::router(dashboard)),
+        None => routes,
     };
     routes.with_state(state)
 }
@@ -141,6 +156,8 @@ pub struct RunningHttp {
     address: SocketAddr,
     stop: CancellationToken,
     task: JoinHandle<std::io::Result<()>>,
+    /// Its event streams never end by themselves: closed first at stop.
+    dashboard: Option<Arc<Dashboard>>,
 }
 
 /// Serves `router` on `listener` until [`RunningHttp::stop`].
@@ -156,6 +173,7 @@ pub fn serve(listener: TcpListener, router: Router) -> std::io::Result<RunningHt
         address,
         stop,
         task,
+        dashboard: None,
     })
 }
 
@@ -165,8 +183,17 @@ impl RunningHttp {
         self.address
     }
 
+    /// This listener, ending `dashboard`'s event streams when it stops.
+    pub fn with_dashboard(mut self, dashboard: Arc<Dashboard>) -> Self {
+        self.dashboard = Some(dashboard);
+        self
+    }
+
     /// Stops accepting; requests in flight get `grace` to finish, then are dropped.
     pub async fn stop(mut self, grace: Duration) {
+        if let Some(dashboard) = &self.dashboard {
+            dashboard.close();
+        }
         self.stop.cancel();
         match tokio::time::timeout(grace, &mut self.task).await {
             Ok(Ok(Ok(()))) => {}

@@ -11,6 +11,7 @@ pub mod api;
 pub mod cluster;
 pub mod config;
 pub mod daemon;
+pub mod dashboard;
 pub mod http;
 pub mod job_request;
 pub mod metrics;

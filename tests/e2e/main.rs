@@ -20,6 +20,9 @@ mod clone;
 // The `honeydew` command line: output and exit codes, `honeydew daemon`, and that it
 // links none of the daemon.
 mod cli;
+// The dashboard in a real headless Chromium on both backends (login, live updates,
+// cancel, a screenshot of each page), and its login on a public listener.
+mod dashboard;
 // kill -9 at random moments: no acknowledged job lost or stuck, duplicates bounded.
 mod crash;
 // Flow control on both backends: unique jobs, bulk submits.
