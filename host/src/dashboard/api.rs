@@ -20,7 +20,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chrono::{DateTime, TimeDelta, Utc};
-use futures_util::Stream;
+use futures_util::stream::Stream;
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 

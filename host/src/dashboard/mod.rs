@@ -172,10 +172,10 @@ fn session_id(headers: &HeaderMap) -> Option<&str> {
 /// Why a browser's action is refused as cross-site, if it is.
 fn cross_site(headers: &HeaderMap, need_csrf_header: bool) -> Option<&'static str> {
     let host = host(headers)?;
-    if let Some(site) = headers.get("sec-fetch-site") {
-        if site.as_bytes() != b"same-origin" {
-            return Some("the request did not come from the dashboard's own pages");
-        }
+    if let Some(site) = headers.get("sec-fetch-site")
+        && site.as_bytes() != b"same-origin"
+    {
+        return Some("the request did not come from the dashboard's own pages");
     }
     if let Some(origin) = headers.get(header::ORIGIN) {
         let origin = origin.to_str().unwrap_or_default();
@@ -300,9 +300,8 @@ async fn login(
                 "{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
                 session::SESSION_LIFETIME.as_secs()
             );
-            let mut response = Redirect::to("/dashboard/").into_response();
             // A 303: the browser follows it with a GET.
-            *response.status_mut() = StatusCode::SEE_OTHER;
+            let mut response = Redirect::to("/dashboard/").into_response();
             if let Ok(value) = HeaderValue::from_str(&cookie) {
                 response.headers_mut().insert(header::SET_COOKIE, value);
             }
@@ -327,7 +326,6 @@ async fn logout(State(dashboard): State<Arc<Dashboard>>, headers: HeaderMap) -> 
         dashboard.sessions.logout(id);
     }
     let mut response = Redirect::to("/dashboard/login").into_response();
-    *response.status_mut() = StatusCode::SEE_OTHER;
     response.headers_mut().insert(
         header::SET_COOKIE,
         HeaderValue::from_static("honeydew_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),

@@ -412,7 +412,7 @@ async function pluginsView(root) {
         el("td", {}, el("strong", { text: plugin.name }), ` ${plugin.version}`,
           el("div", { class: "mono muted", title: plugin.sha256, text: `sha256 ${plugin.sha256.slice(0, 16)}…` })),
         el("td", {}, el("div", { class: "tags" }, plugin.commands.map((command) => el("span", { class: "tag", text: command })))),
-        el("td", { class: "muted" },
+        el("td", { class: "muted nowrap" },
           `fuel ${number(plugin.limits.fuel)}`, el("br"),
           `memory ${plugin.limits.memory_mib} MiB`, el("br"),
           `timeout ${duration(plugin.limits.timeout_ms)}`, el("br"),
