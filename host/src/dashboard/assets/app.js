@@ -508,16 +508,18 @@ function follow(current) {
 function startLogin() {
   const form = document.getElementById("login-form");
   const input = document.getElementById("token");
-  const fragment = new URLSearchParams(location.hash.slice(1));
-  const token = fragment.get("token");
-  if (token) {
+  const fromFragment = () => {
+    const token = new URLSearchParams(location.hash.slice(1)).get("token");
+    if (!token) return false;
     // Out of the address bar and the history before anything else happens.
     history.replaceState(null, "", location.pathname);
     input.value = token;
     form.submit();
-    return;
-  }
-  input.focus();
+    return true;
+  };
+  // A link opened in a tab already on this page changes only the fragment.
+  window.addEventListener("hashchange", fromFragment);
+  if (!fromFragment()) input.focus();
 }
 
 document.addEventListener("DOMContentLoaded", () => {
