@@ -142,7 +142,7 @@ function chart(title, data, key) {
   const since = new Date(data.since).getTime();
   const width = 600;
   const height = 140;
-  const bottom = 18;
+  const bottom = 2;
   const slots = 60;
   const values = new Array(slots).fill(0);
   for (const minute of data.minutes) {
@@ -170,12 +170,12 @@ function chart(title, data, key) {
     bar.append(svg("title", { text: `${value} ${key}` }));
     plot.append(bar);
   });
-  plot.append(svg("text", { class: "axis", x: 2, y: height - 4, text: "−60 min" }));
-  plot.append(svg("text", { class: "axis", x: width - 2, y: height - 4, "text-anchor": "end", text: "now" }));
-  plot.append(svg("text", { class: "axis", x: 2, y: 10, text: `${max}/min` }));
+  // Labels in HTML, not in the stretched SVG, so they stay legible at any width.
   return el("div", { class: "panel chart", "data-chart": key },
     el("div", { class: "caption" }, el("strong", { text: title }), el("span", { text: `${number(total)} in all` })),
-    plot);
+    plot,
+    el("div", { class: "caption axis-row" },
+      el("span", { text: "−60 min" }), el("span", { text: `top ${number(max)}/min` }), el("span", { text: "now" })));
 }
 
 function commandTable(data) {
