@@ -17,7 +17,7 @@ use honeydew::api::pb::JobStatus;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::backend::{Backend, on_both_backends};
-use crate::support::{DataDir, Daemon, PATIENCE, get, honeydew, stderr, stdout};
+use crate::support::{Daemon, DataDir, PATIENCE, get, honeydew, stderr, stdout};
 
 on_both_backends!(the_dashboard_works_in_a_real_browser);
 
@@ -54,7 +54,8 @@ fn target_dir() -> PathBuf {
 async fn the_dashboard_works_in_a_real_browser(postgres: bool) {
     let browser = root().join("tests/browser");
     assert!(
-        browser.join("node_modules/playwright-core").is_dir() && Path::new("/usr/bin/chromium").exists(),
+        browser.join("node_modules/playwright-core").is_dir()
+            && Path::new("/usr/bin/chromium").exists(),
         "the browser test needs Debian's chromium and `npm ci` in tests/browser: run scripts/setup.sh"
     );
     let data = DataDir::with_plugins(&["echo", "spin"]);
@@ -91,7 +92,9 @@ async fn the_dashboard_works_in_a_real_browser(postgres: bool) {
     assert!(added.status.success(), "{}", stderr(&added));
 
     let backend_name = if postgres { "postgres" } else { "sqlite" };
-    let screenshots = target_dir().join("dashboard-screenshots").join(backend_name);
+    let screenshots = target_dir()
+        .join("dashboard-screenshots")
+        .join(backend_name);
     let _ = std::fs::remove_dir_all(&screenshots);
     let token = std::fs::read_to_string(Token::path_in(backend.data.path())).unwrap();
     let mut command = Command::new("node");
@@ -108,7 +111,9 @@ async fn the_dashboard_works_in_a_real_browser(postgres: bool) {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let child = command.spawn().expect("run node (scripts/setup.sh installs it)");
+    let child = command
+        .spawn()
+        .expect("run node (scripts/setup.sh installs it)");
     let (done, outcome) = std::sync::mpsc::channel();
     std::thread::spawn(move || done.send(child.wait_with_output().expect("run node")));
     let output = outcome
@@ -119,7 +124,12 @@ async fn the_dashboard_works_in_a_real_browser(postgres: bool) {
         .lines()
         .last()
         .and_then(|line| serde_json::from_str(line).ok())
-        .unwrap_or_else(|| panic!("no result from the browser test:\n{printed}\n{}", stderr(&output)));
+        .unwrap_or_else(|| {
+            panic!(
+                "no result from the browser test:\n{printed}\n{}",
+                stderr(&output)
+            )
+        });
     assert_eq!(
         result["ok"],
         true,
@@ -161,7 +171,9 @@ async fn the_dashboard_works_in_a_real_browser(postgres: bool) {
 /// One HTTP/1.1 exchange: the status, the headers (names lowercase) and the body.
 async fn exchange(address: &str, request: String) -> (u16, Vec<(String, String)>, String) {
     let talk = async {
-        let mut socket = tokio::net::TcpStream::connect(address).await.expect("connect");
+        let mut socket = tokio::net::TcpStream::connect(address)
+            .await
+            .expect("connect");
         socket.write_all(request.as_bytes()).await.expect("send");
         let mut answer = Vec::new();
         socket.read_to_end(&mut answer).await.expect("read");
@@ -222,12 +234,20 @@ async fn on_a_public_listener_the_dashboard_still_requires_a_login() {
     let (status, headers, _) = exchange(host, request("GET", "/dashboard/", host, &[], "")).await;
     assert_eq!(status, 303);
     assert_eq!(header(&headers, "location"), Some("/dashboard/login"));
-    let (status, headers, page) = exchange(host, request("GET", "/dashboard/login", host, &[], "")).await;
+    let (status, headers, page) =
+        exchange(host, request("GET", "/dashboard/login", host, &[], "")).await;
     assert_eq!(status, 200);
     assert!(page.contains("login-form"), "{page}");
     let policy = header(&headers, "content-security-policy").unwrap_or_default();
-    assert!(policy.contains("script-src 'self'") && !policy.contains("unsafe-inline"), "{policy}");
-    let (status, _, body) = exchange(host, request("GET", "/dashboard/api/overview", host, &[], "")).await;
+    assert!(
+        policy.contains("script-src 'self'") && !policy.contains("unsafe-inline"),
+        "{policy}"
+    );
+    let (status, _, body) = exchange(
+        host,
+        request("GET", "/dashboard/api/overview", host, &[], ""),
+    )
+    .await;
     assert_eq!(status, 401, "{body}");
     let (status, _, _) = exchange(host, request("GET", "/metrics", host, &[], "")).await;
     assert_eq!(status, 401, "/metrics still needs the bearer token");
@@ -243,27 +263,50 @@ async fn on_a_public_listener_the_dashboard_still_requires_a_login() {
     let form = ["Content-Type: application/x-www-form-urlencoded"];
     let (status, headers, body) = exchange(
         host,
-        request("POST", "/dashboard/login", host, &form, &format!("token={}", "0".repeat(64))),
+        request(
+            "POST",
+            "/dashboard/login",
+            host,
+            &form,
+            &format!("token={}", "0".repeat(64)),
+        ),
     )
     .await;
     assert_eq!(status, 401);
     assert!(header(&headers, "set-cookie").is_none());
     assert!(body.contains("not the daemon"), "{body}");
-    let evil_origin = ["Content-Type: application/x-www-form-urlencoded", "Origin: http://evil.example"];
+    let evil_origin = [
+        "Content-Type: application/x-www-form-urlencoded",
+        "Origin: http://evil.example",
+    ];
     let (status, headers, _) = exchange(
         host,
-        request("POST", "/dashboard/login", host, &evil_origin, &format!("token={token}")),
+        request(
+            "POST",
+            "/dashboard/login",
+            host,
+            &evil_origin,
+            &format!("token={token}"),
+        ),
     )
     .await;
     assert_eq!(status, 403, "a login posted from another site");
     assert!(header(&headers, "set-cookie").is_none());
     let (status, headers, _) = exchange(
         host,
-        request("POST", "/dashboard/login", host, &form, &format!("token={token}")),
+        request(
+            "POST",
+            "/dashboard/login",
+            host,
+            &form,
+            &format!("token={token}"),
+        ),
     )
     .await;
     assert_eq!(status, 303);
-    let cookie = header(&headers, "set-cookie").expect("a session cookie").to_owned();
+    let cookie = header(&headers, "set-cookie")
+        .expect("a session cookie")
+        .to_owned();
     assert!(
         cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
         "{cookie}"
@@ -282,10 +325,19 @@ async fn on_a_public_listener_the_dashboard_still_requires_a_login() {
     let other_host = format!("localhost:{port}");
     let (status, _, _) = exchange(
         host,
-        request("GET", "/dashboard/api/overview", &other_host, &[&with_session], ""),
+        request(
+            "GET",
+            "/dashboard/api/overview",
+            &other_host,
+            &[&with_session],
+            "",
+        ),
     )
     .await;
-    assert_eq!(status, 401, "a session is bound to the host it was opened through");
+    assert_eq!(
+        status, 401,
+        "a session is bound to the host it was opened through"
+    );
 
     // Actions: the CSRF header and the page's own origin.
     let pause = "/dashboard/api/pauses/echo/pause";
@@ -295,19 +347,37 @@ async fn on_a_public_listener_the_dashboard_still_requires_a_login() {
     let csrf = "X-Honeydew-Csrf: 1";
     let (status, _, _) = exchange(
         host,
-        request("POST", pause, host, &[&with_session, csrf, "Origin: http://evil.example"], ""),
+        request(
+            "POST",
+            pause,
+            host,
+            &[&with_session, csrf, "Origin: http://evil.example"],
+            "",
+        ),
     )
     .await;
     assert_eq!(status, 403, "another origin");
     let (status, _, _) = exchange(
         host,
-        request("POST", pause, host, &[&with_session, csrf, "Sec-Fetch-Site: cross-site"], ""),
+        request(
+            "POST",
+            pause,
+            host,
+            &[&with_session, csrf, "Sec-Fetch-Site: cross-site"],
+            "",
+        ),
     )
     .await;
     assert_eq!(status, 403, "a cross-site fetch");
     let (status, _, body) = exchange(
         host,
-        request("POST", pause, host, &[&with_session, csrf, &origin, "Sec-Fetch-Site: same-origin"], ""),
+        request(
+            "POST",
+            pause,
+            host,
+            &[&with_session, csrf, &origin, "Sec-Fetch-Site: same-origin"],
+            "",
+        ),
     )
     .await;
     assert_eq!(status, 200, "{body}");
@@ -317,7 +387,13 @@ async fn on_a_public_listener_the_dashboard_still_requires_a_login() {
     // Logging out ends the session.
     let (status, _, _) = exchange(
         host,
-        request("POST", "/dashboard/logout", host, &[&with_session, &origin], ""),
+        request(
+            "POST",
+            "/dashboard/logout",
+            host,
+            &[&with_session, &origin],
+            "",
+        ),
     )
     .await;
     assert_eq!(status, 303);

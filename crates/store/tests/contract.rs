@@ -11,8 +11,8 @@ use chrono::{SubsecRound, TimeDelta, Utc};
 use honeydew_core::job::{ErrorKind, Job, JobId, JobStatus, PluginRef};
 use honeydew_core::schedule::{MisfirePolicy, Schedule};
 use honeydew_core::store::{
-    AttemptReport, BulkFilter, Claimed, FinishedMinute, JobCount, JobFilter, Outcome, Store, StoreError,
-    UniqueInsert, Uniqueness,
+    AttemptReport, BulkFilter, Claimed, FinishedMinute, JobCount, JobFilter, Outcome, Store,
+    StoreError, UniqueInsert, Uniqueness,
 };
 use support::Fixture;
 
@@ -1460,7 +1460,8 @@ async fn jobs_are_counted_by_command_and_state(fx: Fixture) {
 
 async fn finished_jobs_are_counted_by_minute_and_final_state(fx: Fixture) {
     let store = fx.open().await;
-    let minute = |at: chrono::DateTime<Utc>| at.trunc_subsecs(0) - TimeDelta::seconds(at.timestamp() % 60);
+    let minute =
+        |at: chrono::DateTime<Utc>| at.trunc_subsecs(0) - TimeDelta::seconds(at.timestamp() % 60);
     let now = Utc::now();
     let this_minute = minute(now);
     let earlier = this_minute - TimeDelta::minutes(7);
@@ -1475,7 +1476,10 @@ async fn finished_jobs_are_counted_by_minute_and_final_state(fx: Fixture) {
                 finished_at: at,
                 ..report()
             };
-            store.finish(job.id, claimed.attempt, outcome, report).await.unwrap();
+            store
+                .finish(job.id, claimed.attempt, outcome, report)
+                .await
+                .unwrap();
         }
     };
     let completed = || Outcome::Completed(b"{}".to_vec());
@@ -1484,10 +1488,20 @@ async fn finished_jobs_are_counted_by_minute_and_final_state(fx: Fixture) {
         error: "boom".into(),
     };
     end(&store, completed(), earlier + TimeDelta::seconds(5)).await;
-    end(&store, completed(), earlier + TimeDelta::milliseconds(59_999)).await;
+    end(
+        &store,
+        completed(),
+        earlier + TimeDelta::milliseconds(59_999),
+    )
+    .await;
     end(&store, failed(), earlier + TimeDelta::seconds(30)).await;
     end(&store, completed(), this_minute + TimeDelta::seconds(1)).await;
-    end(&store, Outcome::Cancelled, this_minute + TimeDelta::seconds(2)).await;
+    end(
+        &store,
+        Outcome::Cancelled,
+        this_minute + TimeDelta::seconds(2),
+    )
+    .await;
     end(&store, completed(), long_ago).await;
     // Neither a retry (pending again) nor a job still running is counted.
     let retried = job("echo.echo", b"{}", 0);
@@ -1497,7 +1511,10 @@ async fn finished_jobs_are_counted_by_minute_and_final_state(fx: Fixture) {
         error: "again".into(),
         run_at: now,
     };
-    store.finish(retried.id, claimed.attempt, retry, report()).await.unwrap();
+    store
+        .finish(retried.id, claimed.attempt, retry, report())
+        .await
+        .unwrap();
     insert_running(&store, &job("echo.echo", b"{}", 0)).await;
 
     let since = this_minute - TimeDelta::hours(1);

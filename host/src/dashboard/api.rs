@@ -166,9 +166,14 @@ fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
         .collect()
 }
 
-fn parse_id(text: &str) -> Result<JobId, Response> {
-    text.parse()
-        .map_err(|_| error(StatusCode::BAD_REQUEST, &format!("{text:?} is not a job id")))
+/// A job id from the path or the query; the 400 answer when it is none.
+fn parse_id(text: &str) -> Result<JobId, Box<Response>> {
+    text.parse().map_err(|_| {
+        Box::new(error(
+            StatusCode::BAD_REQUEST,
+            &format!("{text:?} is not a job id"),
+        ))
+    })
 }
 
 /// `GET /dashboard/api/overview`: counts by state and command, this daemon's workers,
@@ -250,7 +255,7 @@ async fn jobs(State(dashboard): State<Arc<Dashboard>>, RawQuery(query): RawQuery
             "command" => filter.command = Some(cut(&value, 200)),
             "cursor" => match parse_id(&value) {
                 Ok(id) => filter.cursor = Some(id),
-                Err(response) => return response,
+                Err(response) => return *response,
             },
             "limit" => match value.parse::<usize>() {
                 Ok(limit) => filter.limit = limit.clamp(1, PAGE_MAX),
@@ -274,7 +279,7 @@ async fn jobs(State(dashboard): State<Arc<Dashboard>>, RawQuery(query): RawQuery
 async fn job(State(dashboard): State<Arc<Dashboard>>, Path(id): Path<String>) -> Response {
     let id = match parse_id(&id) {
         Ok(id) => id,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let store = dashboard.manager.store();
     let (job, attempt) = match store.get_job_with_attempt(id).await {
@@ -323,7 +328,7 @@ async fn job(State(dashboard): State<Arc<Dashboard>>, Path(id): Path<String>) ->
 async fn cancel(State(dashboard): State<Arc<Dashboard>>, Path(id): Path<String>) -> Response {
     let id = match parse_id(&id) {
         Ok(id) => id,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     match dashboard.manager.cancel(id).await {
         Ok(outcome) => {
@@ -348,7 +353,7 @@ async fn cancel(State(dashboard): State<Arc<Dashboard>>, Path(id): Path<String>)
 async fn retry(State(dashboard): State<Arc<Dashboard>>, Path(id): Path<String>) -> Response {
     let id = match parse_id(&id) {
         Ok(id) => id,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     match dashboard.manager.retry(id).await {
         Ok(()) => {
@@ -492,25 +497,22 @@ fn event_stream(
     receiver: broadcast::Receiver<JobEvent>,
     closing: tokio_util::sync::CancellationToken,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
-    futures_util::stream::unfold(
-        (receiver, closing),
-        |(mut receiver, closing)| async move {
-            let received = tokio::select! {
-                () = closing.cancelled() => return None,
-                received = receiver.recv() => received,
-            };
-            let event = match received {
-                Ok(event) => Event::default()
-                    .event("job")
-                    .data(event_json(&event).to_string()),
-                Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    Event::default().event("lagged").data(missed.to_string())
-                }
-                Err(broadcast::error::RecvError::Closed) => return None,
-            };
-            Some((Ok(event), (receiver, closing)))
-        },
-    )
+    futures_util::stream::unfold((receiver, closing), |(mut receiver, closing)| async move {
+        let received = tokio::select! {
+            () = closing.cancelled() => return None,
+            received = receiver.recv() => received,
+        };
+        let event = match received {
+            Ok(event) => Event::default()
+                .event("job")
+                .data(event_json(&event).to_string()),
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                Event::default().event("lagged").data(missed.to_string())
+            }
+            Err(broadcast::error::RecvError::Closed) => return None,
+        };
+        Some((Ok(event), (receiver, closing)))
+    })
 }
 
 #[cfg(test)]

@@ -313,7 +313,9 @@ async fn login(
             tracing::warn!("dashboard login refused: wrong token");
             login_form(
                 StatusCode::UNAUTHORIZED,
-                Some("that is not the daemon's token: it is in the file `token` of the data directory"),
+                Some(
+                    "that is not the daemon's token: it is in the file `token` of the data directory",
+                ),
             )
         }
     }
@@ -391,7 +393,10 @@ mod tests {
         }
         // The login form needs no custom header, only the same origin.
         assert_eq!(
-            cross_site(&headers(&[host, ("origin", "http://127.0.0.1:8080")]), false),
+            cross_site(
+                &headers(&[host, ("origin", "http://127.0.0.1:8080")]),
+                false
+            ),
             None
         );
     }
@@ -400,6 +405,9 @@ mod tests {
     fn the_session_cookie_is_found_among_others() {
         let map = headers(&[("cookie", "a=1; honeydew_session=abc; b=2")]);
         assert_eq!(session_id(&map), Some("abc"));
-        assert_eq!(session_id(&headers(&[("cookie", "honeydew_sessionx=1")])), None);
+        assert_eq!(
+            session_id(&headers(&[("cookie", "honeydew_sessionx=1")])),
+            None
+        );
     }
 }

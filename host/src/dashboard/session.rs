@@ -149,7 +149,10 @@ mod tests {
         assert_eq!(id.len(), 64);
         assert!(sessions.check(&id, "127.0.0.1:80"));
         assert!(!sessions.check(&id, "evil.example:80"), "another host name");
-        assert!(!sessions.check(TOKEN, "127.0.0.1:80"), "the token is no session");
+        assert!(
+            !sessions.check(TOKEN, "127.0.0.1:80"),
+            "the token is no session"
+        );
         let other = sessions.login(TOKEN, "127.0.0.1:80").unwrap();
         assert_ne!(id, other, "each login its own id");
         sessions.logout(&id);

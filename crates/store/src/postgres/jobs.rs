@@ -9,8 +9,7 @@ use deadpool_postgres::GenericClient;
 use honeydew_core::job::{ErrorKind, Job, JobId, JobStatus, PluginRef, QueuedJob};
 use honeydew_core::store::{
     AttemptReport, AttemptRow, BulkFilter, Claimed, DIED_DURING_ATTEMPT, FinishedMinute, JobCount,
-    JobFilter,
-    JobPage, Outcome, RecoveredJobs, Settled, StoreError, UniqueInsert, Uniqueness,
+    JobFilter, JobPage, Outcome, RecoveredJobs, Settled, StoreError, UniqueInsert, Uniqueness,
 };
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;

@@ -31,8 +31,8 @@ use honeydew_core::pause::Pause;
 use honeydew_core::schedule::Schedule;
 use honeydew_core::store::{
     AfterInsert, AttemptReport, AttemptRow, BulkFilter, ClaimNext, Claimed, ClusterSignal,
-    CommitStats, JobChange, FinishedMinute, JobCount, JobFilter, JobPage, JobStore, Outcome, RecoveredJobs,
-    Rescued, Settled, SharedQueue, StoreError, UniqueInsert, Uniqueness,
+    CommitStats, FinishedMinute, JobChange, JobCount, JobFilter, JobPage, JobStore, Outcome,
+    RecoveredJobs, Rescued, Settled, SharedQueue, StoreError, UniqueInsert, Uniqueness,
 };
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_postgres::NoTls;

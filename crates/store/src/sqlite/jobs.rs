@@ -12,8 +12,7 @@ use rusqlite::{Connection, OptionalExtension, Row, ToSql, params};
 use honeydew_core::job::{ErrorKind, Job, JobId, JobStatus, PluginRef, QueuedJob, UnknownStatus};
 use honeydew_core::store::{
     AttemptReport, AttemptRow, BulkFilter, Claimed, DIED_DURING_ATTEMPT, FinishedMinute, JobCount,
-    JobFilter,
-    JobPage, Outcome, RecoveredJobs, Settled, StoreError, UniqueInsert, Uniqueness,
+    JobFilter, JobPage, Outcome, RecoveredJobs, Settled, StoreError, UniqueInsert, Uniqueness,
 };
 
 use super::Error;

@@ -40,9 +40,9 @@ use honeydew_core::job::{Job, JobId, JobStatus, QueuedJob};
 use honeydew_core::pause::Pause;
 use honeydew_core::schedule::Schedule;
 use honeydew_core::store::{
-    AfterInsert, AttemptReport, AttemptRow, BulkFilter, Claimed, CommitStats, FinishedMinute, JobCount,
-    JobFilter,
-    JobPage, JobStore, Outcome, RecoveredJobs, Settled, StoreError, UniqueInsert, Uniqueness,
+    AfterInsert, AttemptReport, AttemptRow, BulkFilter, Claimed, CommitStats, FinishedMinute,
+    JobCount, JobFilter, JobPage, JobStore, Outcome, RecoveredJobs, Settled, StoreError,
+    UniqueInsert, Uniqueness,
 };
 use uuid::Uuid;
 
