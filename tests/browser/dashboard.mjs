@@ -5,8 +5,8 @@
 // with the token, the CLI, the data directory and the screenshot directory in the
 // environment (HONEYDEW_TOKEN, HONEYDEW_CLI, HONEYDEW_DATA_DIR, HONEYDEW_SCREENSHOTS).
 // It checks that the pages refuse a browser without the token, log it in with the
-// token, show a submitted job without a reload until it completes, cancel a running
-// job from its page, and refuse an action without the CSRF header; it keeps a
+// token, pause a plugin from its page, show a submitted job without a reload from
+// pending until it completes, cancel a running job from its page, and refuse an action without the CSRF header; it keeps a
 // screenshot of each page. Its last line on stdout is one JSON object: {"ok": true,
 // ...} with the ids of the jobs it submitted, or {"ok": false, "error": ...}.
 // Every wait is on something the page shows, bounded by TIMEOUT_MS.
@@ -35,9 +35,12 @@ function check(condition, what) {
   checks.push(what);
 }
 
+function cliOut(args) {
+  return execFileSync(cli, ["--data-dir", dataDir, ...args], { encoding: "utf8" });
+}
+
 function submit(command, payload) {
-  const out = execFileSync(cli, ["--data-dir", dataDir, "submit", command, "--payload", payload], { encoding: "utf8" });
-  return out.trim().split(/\s+/).pop();
+  return cliOut(["submit", command, "--payload", payload]).trim().split(/\s+/).pop();
 }
 
 async function shot(page, name) {
@@ -104,15 +107,25 @@ try {
   check(!(await page.evaluate(() => document.cookie)).includes("honeydew_session"), "scripts cannot read the session");
   check(!(await page.content()).includes(token), "the page never shows the token");
 
-  // The jobs list follows a submitted job to completed without a reload.
+  // Pause the echo plugin from its page, so that the job submitted next waits.
+  await page.goto(`${base}/dashboard/plugins`);
+  await ready();
+  await page.click("tr[data-plugin='echo'] button[data-action='pause']");
+  await page.waitForSelector("tr[data-plugin='echo'] button[data-action='resume']");
+  check(cliOut(["pause"]).includes("echo"), "the plugin was paused from the page");
+
+  // The jobs list shows a submitted job without a reload, and follows it from pending
+  // (held by the pause) to completed once the plugin is resumed.
   await page.goto(`${base}/dashboard/jobs`);
   await ready();
   await page.waitForSelector("#live.on");
   await page.evaluate(() => { window.stillTheSamePage = true; });
   const echo = submit("echo.echo", JSON.stringify({ hello: "dashboard" }));
-  await page.waitForSelector(`tr[data-job-id='${echo}']`);
+  await page.waitForSelector(`tr[data-job-id='${echo}'][data-status='pending']`);
+  screenshots.push(await shot(page, "jobs-pending"));
+  cliOut(["resume", "echo"]);
   await page.waitForSelector(`tr[data-job-id='${echo}'][data-status='completed']`);
-  check(await page.evaluate(() => window.stillTheSamePage === true), "the job appeared and completed without a reload");
+  check(await page.evaluate(() => window.stillTheSamePage === true), "the job appeared, then completed, without a reload");
   screenshots.push(await shot(page, "jobs"));
 
   // Its page: payload, result, the attempt with its duration and fuel.

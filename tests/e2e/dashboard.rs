@@ -1,7 +1,7 @@
 //! The dashboard, end to end: the daemon serves it on `--listen-http`, and a real
 //! headless Chromium (Debian's `chromium`, driven by `tests/browser/dashboard.mjs`
-//! through playwright-core) logs in with the token, watches a submitted job complete
-//! without a reload, cancels a running job from its page and keeps a screenshot of
+//! through playwright-core) logs in with the token, pauses a plugin, watches a
+//! submitted job go from pending to completed without a reload, cancels a running job from its page and keeps a screenshot of
 //! each page in `target/dashboard-screenshots/<backend>/`; on SQLite and PostgreSQL.
 //! Then, over plain HTTP, who may use it on a non-loopback listener: only a session
 //! opened with the token (bound to the host it was opened through) or the token
@@ -149,6 +149,7 @@ async fn the_dashboard_works_in_a_real_browser(postgres: bool) {
 
     for page in [
         "login",
+        "jobs-pending",
         "jobs",
         "job",
         "job-running",

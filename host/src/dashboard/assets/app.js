@@ -435,18 +435,42 @@ async function pluginsView(root) {
 
 let refreshCurrent = null;
 let refreshTimer = null;
+let refreshDue = Infinity;
+let refreshing = false;
+let refreshAgain = false;
 
+// Reads the page's data again within `delay` ms. A refresh already due sooner stands
+// (so a steady stream of events refreshes at that pace instead of never), and one
+// asked for while another is in flight runs once it is done.
 function scheduleRefresh(delay) {
   if (!refreshCurrent) return;
+  const due = Date.now() + delay;
+  if (refreshTimer !== null && due >= refreshDue) return;
   clearTimeout(refreshTimer);
-  refreshTimer = setTimeout(async () => {
-    try {
-      await refreshCurrent();
-    } catch (err) {
-      if (err instanceof Unauthorized) return toLogin();
-      notice(err.message, true);
+  refreshDue = due;
+  refreshTimer = setTimeout(runRefresh, delay);
+}
+
+async function runRefresh() {
+  refreshTimer = null;
+  refreshDue = Infinity;
+  if (refreshing) {
+    refreshAgain = true;
+    return;
+  }
+  refreshing = true;
+  try {
+    await refreshCurrent();
+  } catch (err) {
+    if (err instanceof Unauthorized) return toLogin();
+    notice(err.message, true);
+  } finally {
+    refreshing = false;
+    if (refreshAgain) {
+      refreshAgain = false;
+      scheduleRefresh(250);
     }
-  }, delay);
+  }
 }
 
 function toLogin() {
@@ -500,7 +524,7 @@ function follow(current) {
   events.addEventListener("job", (message) => {
     const event = JSON.parse(message.data);
     if (current.jobId && event.id !== current.jobId) return;
-    scheduleRefresh(current.nav === "overview" ? 1000 : 150);
+    scheduleRefresh(current.jobId ? 100 : current.nav === "overview" ? 1000 : 300);
   });
   events.addEventListener("lagged", () => scheduleRefresh(0));
 }
