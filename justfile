@@ -29,6 +29,10 @@ build:
 test:
     scripts/test.sh
 
+# The dashboard in headless chromium on both backends (screenshots in target/dashboard-screenshots/).
+dashboard-test: setup plugins
+    HONEYDEW_TEST_DATABASE_URL="${HONEYDEW_TEST_DATABASE_URL:-$(scripts/test-postgres.sh start)}" cargo test -p honeydew --test e2e dashboard
+
 # The crash test at full size: N jobs, K kill -9 at random moments, a restart after each.
 crash-test jobs="5000" kills="20":
     HONEYDEW_CRASH_JOBS={{jobs}} HONEYDEW_CRASH_KILLS={{kills}} cargo test -p honeydew --test e2e crash:: -- --nocapture

@@ -93,7 +93,8 @@ function duration(ms) {
   if (ms === null || ms === undefined) return "—";
   if (ms < 1000) return `${ms} ms`;
   if (ms < 60000) return `${(ms / 1000).toFixed(1)} s`;
-  return `${Math.floor(ms / 60000)} min ${Math.round((ms % 60000) / 1000)} s`;
+  const seconds = Math.round((ms % 60000) / 1000);
+  return `${Math.floor(ms / 60000)} min${seconds ? ` ${seconds} s` : ""}`;
 }
 
 function number(n) {
@@ -427,7 +428,7 @@ async function pluginsView(root) {
       el("thead", {}, el("tr", {}, el("th", { text: "file" }), el("th", { text: "why" }))),
       el("tbody", {}, data.skipped.map((skipped) => el("tr", { "data-skipped": skipped.name || "" },
         el("td", {}, el("code", { text: skipped.path })),
-        el("td", { class: "error", text: skipped.reason }))))))
+        el("td", { class: "error reason", text: skipped.reason }))))))
       : el("p", { class: "muted", text: "Every file of the plugin directory loaded." }));
 }
 
