@@ -140,6 +140,13 @@ async fn the_dashboard_works_in_a_real_browser(postgres: bool) {
     );
     assert!(output.status.success());
 
+    let log = backend.daemon.stderr();
+    assert!(log.contains("dashboard login"), "{log}");
+    assert!(
+        !log.contains(token.trim()),
+        "the token reaches no log, though the browser logged in with it"
+    );
+
     // What the browser did, as the daemon records it.
     let echo = get(&channel, result["echo"].as_str().unwrap()).await;
     assert_eq!(echo.status(), JobStatus::Completed);
