@@ -411,4 +411,44 @@ async fn on_a_public_listener_the_dashboard_still_requires_a_login() {
     )
     .await;
     assert_eq!(status, 401);
+    // An open event stream ends at shutdown instead of holding the listener for its
+    // grace period (5 s): the daemon stops at once.
+    let mut events = tokio::net::TcpStream::connect(host).await.expect("connect");
+    events
+        .write_all(request("GET", "/dashboard/api/events", host, &[&bearer], "").as_bytes())
+        .await
+        .expect("send");
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(PATIENCE, events.read(&mut byte))
+            .await
+            .expect("the stream's head in time")
+            .expect("read");
+        assert_eq!(
+            read,
+            1,
+            "the stream ended early: {}",
+            String::from_utf8_lossy(&head)
+        );
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    assert!(
+        head.starts_with("HTTP/1.1 200") && head.contains("text/event-stream"),
+        "{head}"
+    );
+    let stopping = std::time::Instant::now();
+    let (status, log) = daemon.terminate();
+    assert!(status.success(), "{log}");
+    let mut rest = Vec::new();
+    tokio::time::timeout(PATIENCE, events.read_to_end(&mut rest))
+        .await
+        .expect("the stream ended")
+        .expect("read");
+    assert!(
+        stopping.elapsed() < std::time::Duration::from_secs(4),
+        "shutdown took {:?} with a dashboard open",
+        stopping.elapsed()
+    );
 }
