@@ -268,9 +268,17 @@ async function jobsView(root) {
     const fresh = seen ? data.jobs.filter((job) => !seen.has(job.id)).map((job) => job.id) : [];
     seen = new Set(data.jobs.map((job) => job.id));
     table.replaceChildren(jobsTable(data.jobs, new Set(fresh)));
-    more.replaceChildren(data.next_cursor
-      ? el("span", { class: "muted", text: `Showing the newest ${data.jobs.length}; narrow the filters to see others.` })
-      : "");
+    const page = (cursor) => () => {
+      const next = new URLSearchParams(location.search);
+      if (cursor) next.set("cursor", cursor);
+      else next.delete("cursor");
+      history.replaceState(null, "", `/dashboard/jobs${next.toString() ? `?${next}` : ""}`);
+      seen = null;
+      scheduleRefresh(0);
+    };
+    more.replaceChildren(
+      query.get("cursor") ? el("button", { type: "button", id: "newest", text: "← Newest", onclick: page(null) }) : "",
+      data.next_cursor ? el("button", { type: "button", id: "older", text: "Older →", onclick: page(data.next_cursor) }) : "");
   };
   await refresh();
   return refresh;
