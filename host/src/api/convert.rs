@@ -132,6 +132,7 @@ pub async fn submit(
     payload: Vec<u8>,
     priority: i64,
     retries: Option<u32>,
+    trace_parent: Option<String>,
 ) -> Result<pb::SubmitJobResponse, Status> {
     let request = SubmitRequest {
         command,
@@ -140,7 +141,7 @@ pub async fn submit(
         max_retries: max_retries(retries)?,
         unique: None,
         after: Vec::new(),
-        trace_parent: None,
+        trace_parent,
     };
     submit_one(manager, request).await
 }
