@@ -256,6 +256,11 @@ CREATE INDEX jobs_waiting ON jobs (id) WHERE waiting_on > 0;
     r#"
 ALTER TABLE jobs ADD COLUMN snooze_count integer NOT NULL DEFAULT 0;
 "#,
+    // v9: a job keeps the W3C `traceparent` its attempts continue (NULL when it was
+    // submitted untraced).
+    r#"
+ALTER TABLE jobs ADD COLUMN trace_parent text;
+"#,
 ];
 
 /// The schema version this binary writes.

@@ -172,6 +172,11 @@ CREATE INDEX jobs_waiting ON jobs (id) WHERE waiting_on > 0;
     r#"
 ALTER TABLE jobs ADD COLUMN snooze_count INTEGER NOT NULL DEFAULT 0;
 "#,
+    // v10: a job keeps the W3C `traceparent` its attempts continue (NULL when it was
+    // submitted untraced). No index: the submit path does not grow.
+    r#"
+ALTER TABLE jobs ADD COLUMN trace_parent TEXT;
+"#,
 ];
 
 /// The schema version this binary writes.
