@@ -16,6 +16,7 @@ mod dependencies;
 mod jobs;
 mod nodes;
 mod pauses;
+mod rate_limits;
 mod schedules;
 mod schema;
 
@@ -28,6 +29,7 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use honeydew_core::job::{Job, JobId, JobStatus, QueuedJob};
 use honeydew_core::pause::Pause;
+use honeydew_core::rate_limit::RateLimitHold;
 use honeydew_core::schedule::Schedule;
 use honeydew_core::store::{
     AfterInsert, AttemptReport, AttemptRow, BulkFilter, ClaimNext, Claimed, ClusterSignal,
@@ -595,6 +597,21 @@ impl JobStore for PostgresStore {
     async fn count_ahead(&self, id: JobId, now: DateTime<Utc>) -> Result<u64, StoreError> {
         let client = self.client().await?;
         Ok(pauses::count_ahead(&client, id, now).await?)
+    }
+
+    async fn hold_rate_limit(&self, hold: RateLimitHold) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        rate_limits::hold(&client, &hold).await?;
+        self.committed();
+        Ok(())
+    }
+
+    async fn rate_limit_holds(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<RateLimitHold>, StoreError> {
+        let client = self.client().await?;
+        Ok(rate_limits::holds(&client, now).await?)
     }
 
     fn commit_stats(&self) -> CommitStats {

@@ -61,9 +61,20 @@ fn hostname() -> String {
 const NOT_PAUSED: &str = "NOT EXISTS (SELECT 1 FROM pauses \
      WHERE pauses.target IN (jobs.command, split_part(jobs.command, '.', 1)))";
 
+/// The condition on `jobs` that no live rate-limit hold (`$1` is now) holds the row's
+/// plugin.
+const NOT_RATE_LIMITED: &str = "NOT EXISTS (SELECT 1 FROM rate_limit_holds \
+     WHERE rate_limit_holds.plugin = split_part(jobs.command, '.', 1) \
+     AND rate_limit_holds.until > $1)";
+
+/// When a pending job becomes eligible: its `run_at`, or the end of the latest hold of
+/// its plugin when that is later.
+const ELIGIBLE_AT: &str = "GREATEST(run_at, COALESCE((SELECT max(until) FROM rate_limit_holds \
+     WHERE rate_limit_holds.plugin = split_part(jobs.command, '.', 1)), run_at))";
+
 /// Claims the best eligible pending job among `commands` for `worker_id` on `node`,
-/// skipping rows another node holds and jobs a pause holds back; says when the next
-/// one is due otherwise.
+/// skipping rows another node holds, jobs a pause holds back and jobs of a plugin a
+/// rate limit holds; says when the next one is due otherwise.
 pub(super) async fn claim_next(
     client: &impl GenericClient,
     commands: Option<&[String]>,
@@ -76,7 +87,7 @@ pub(super) async fn claim_next(
             "WITH next AS (\
                  SELECT id FROM jobs WHERE status = 'pending' AND run_at <= $1 \
                  AND waiting_on = 0 AND ($2::text[] IS NULL OR command = ANY($2)) \
-                 AND {NOT_PAUSED} \
+                 AND {NOT_PAUSED} AND {NOT_RATE_LIMITED} \
                  ORDER BY priority DESC, created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED), \
              claimed AS (\
                  UPDATE jobs SET status = 'running', started_at = $1, updated_at = $1, \
@@ -98,7 +109,7 @@ pub(super) async fn claim_next(
     }
     let statement = client
         .prepare_cached(&format!(
-            "SELECT min(run_at) FROM jobs WHERE status = 'pending' AND waiting_on = 0 \
+            "SELECT min({ELIGIBLE_AT}) FROM jobs WHERE status = 'pending' AND waiting_on = 0 \
              AND ($1::text[] IS NULL OR command = ANY($1)) AND {NOT_PAUSED}"
         ))
         .await?;
