@@ -40,6 +40,7 @@ use crate::config::{DaemonArgs, DaemonConfig};
 use crate::http::{self, HttpState, RunningHttp};
 use crate::metrics::Metrics;
 use crate::queue::{Manager, ManagerConfig};
+use crate::rate_limits::RateLimits;
 use crate::recovery;
 use crate::retention::{self, Sweep};
 use crate::runtime::{Limits, PluginEvent, Runtime, RuntimeConfig};
@@ -127,6 +128,12 @@ impl Daemon {
         runtime_config.undeclared_env = std::mem::take(&mut config.undeclared_env);
         runtime_config.max_retry_after = config.backoff.max_after;
         runtime_config.metrics = metrics.clone();
+        let rate_limits = Arc::new(RateLimits::new(
+            store.clone(),
+            store.shared().map(|shared| shared.node_id().to_owned()),
+            config.backoff.max_after,
+        ));
+        runtime_config.rate_limits = Some(Arc::clone(&rate_limits));
         if let Some(max_result_bytes) = config.max_result_bytes {
             runtime_config.max_result_bytes = max_result_bytes;
         }
@@ -153,6 +160,21 @@ impl Daemon {
             manager = manager.with_metrics(Arc::clone(metrics));
         }
         let manager = Arc::new(manager);
+        // On SQLite the in-memory queue holds a rate-limited plugin's jobs back; on a
+        // shared store every claim consults the stored holds itself.
+        let holding = Arc::downgrade(&manager);
+        rate_limits.on_hold(move |plugin, until| {
+            if let Some(manager) = holding.upgrade() {
+                manager.queue().hold_until(plugin, until);
+            }
+        });
+        for hold in store
+            .rate_limit_holds(chrono::Utc::now())
+            .await
+            .context("cannot read the rate-limit holds from the database")?
+        {
+            rate_limits.restore(&hold);
+        }
         tokio::spawn(crate::cluster::follow(
             Arc::clone(&manager),
             config.lease,

@@ -352,6 +352,11 @@ impl Worker {
                     reason: failure.message().to_owned(),
                 }
             }
+            // A rate limit of the plugin's API held the attempt: pending again at the
+            // reset, spending no retry (see `rate_limits`).
+            (Err(failure), None) if failure.kind() == ErrorKind::RateLimited => {
+                crate::rate_limits::outcome(&failure, now)
+            }
             (Err(failure), None) => retry::decide(job, &failure, &self.backoff, now, rng),
         }
     }
