@@ -98,10 +98,16 @@ impl Daemon {
             node_id = store.shared().map(|shared| shared.node_id()),
             "job database open"
         );
+        let rate_limits = Arc::new(RateLimits::new(
+            store.clone(),
+            store.shared().map(|shared| shared.node_id().to_owned()),
+            config.backoff.max_after,
+        ));
         let cluster_stop = CancellationToken::new();
         tokio::spawn(crate::cluster::run(
             store.clone(),
             config.lease,
+            Some(Arc::clone(&rate_limits)),
             cluster_stop.clone(),
         ));
 
@@ -128,11 +134,6 @@ impl Daemon {
         runtime_config.undeclared_env = std::mem::take(&mut config.undeclared_env);
         runtime_config.max_retry_after = config.backoff.max_after;
         runtime_config.metrics = metrics.clone();
-        let rate_limits = Arc::new(RateLimits::new(
-            store.clone(),
-            store.shared().map(|shared| shared.node_id().to_owned()),
-            config.backoff.max_after,
-        ));
         runtime_config.rate_limits = Some(Arc::clone(&rate_limits));
         if let Some(max_result_bytes) = config.max_result_bytes {
             runtime_config.max_result_bytes = max_result_bytes;

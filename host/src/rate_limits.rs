@@ -10,6 +10,8 @@
 //! **declares** (`[[rate_limit]] host, requests, per`): a sliding window of the last
 //! `requests` sends, so that no `per`-long span ever holds more; a request that would
 //! exceed it is held like a spent quota, until the oldest send in the window ages out.
+//! On a shared store each live node keeps its share, `requests / live nodes` (at least
+//! one; the cluster's beat counts the nodes), so that together they stay within it.
 //!
 //! A hold is written to the store before the response that taught it reaches the
 //! guest, so it holds every node of a shared store (whose claims consult the table)
@@ -21,6 +23,7 @@
 //! The clock is always a parameter; the only I/O is the store write of a new hold.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
@@ -64,6 +67,9 @@ pub struct DeclaredState {
     pub requests: u32,
     /// ...per this long.
     pub per: Duration,
+    /// This daemon's share of `requests`: all of them, or on a shared store
+    /// `requests / live nodes` (at least 1).
+    pub share: u32,
     /// Requests sent within the last `per`, by this daemon.
     pub used: u32,
     /// When the next request may go out, if the window is full now.
@@ -79,6 +85,11 @@ struct Window {
 }
 
 impl Window {
+    /// How many of its requests one of `nodes` live nodes may send.
+    fn share(&self, nodes: u32) -> u32 {
+        (self.requests / nodes.max(1)).max(1)
+    }
+
     fn expire(&mut self, now: DateTime<Utc>) {
         let per = TimeDelta::from_std(self.per).unwrap_or(TimeDelta::MAX);
         while self.sent.front().is_some_and(|at| *at + per <= now) {
@@ -86,14 +97,19 @@ impl Window {
         }
     }
 
-    /// When the window has room again, if it is full at `now`.
-    fn full_until(&mut self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    /// When the window has room again for one of `nodes` live nodes, if it is full at
+    /// `now`.
+    fn full_until(&mut self, now: DateTime<Utc>, nodes: u32) -> Option<DateTime<Utc>> {
         self.expire(now);
-        if self.sent.len() < self.requests as usize {
+        let share = self.share(nodes) as usize;
+        if self.sent.len() < share {
             return None;
         }
         let per = TimeDelta::from_std(self.per).unwrap_or(TimeDelta::MAX);
-        self.sent.front().map(|oldest| *oldest + per)
+        // The send whose ageing out makes room for one more.
+        self.sent
+            .get(self.sent.len() - share)
+            .map(|oldest| *oldest + per)
     }
 }
 
@@ -109,6 +125,8 @@ pub struct RateLimits {
     max_hold: Duration,
     holds: Mutex<HashMap<HoldKey, DateTime<Utc>>>,
     declared: Mutex<HashMap<(String, String), Window>>,
+    /// Live nodes sharing each declared limit (1 on a store one daemon opens).
+    nodes: AtomicU32,
     on_hold: OnceLock<OnHold>,
 }
 
@@ -132,6 +150,7 @@ impl RateLimits {
             max_hold: max_hold.max(MIN_HOLD),
             holds: Mutex::default(),
             declared: Mutex::default(),
+            nodes: AtomicU32::new(1),
             on_hold: OnceLock::new(),
         }
     }
@@ -221,6 +240,12 @@ impl RateLimits {
         window.per = per;
     }
 
+    /// Shares each declared limit among `nodes` live nodes (this one included) from now
+    /// on.
+    pub fn share_among(&self, nodes: u32) {
+        self.nodes.store(nodes.max(1), Ordering::Relaxed);
+    }
+
     /// Counts a request of `plugin` to the declared `host` about to go out at `now`;
     /// `Err(until)` when the window is full: then it must not go out before `until`.
     pub fn take_declared(
@@ -233,7 +258,7 @@ impl RateLimits {
         let Some(window) = declared.get_mut(&(plugin.to_owned(), host.to_owned())) else {
             return Ok(());
         };
-        if let Some(until) = window.full_until(now) {
+        if let Some(until) = window.full_until(now, self.nodes.load(Ordering::Relaxed)) {
             return Err(until);
         }
         window.sent.push_back(now);
@@ -242,16 +267,18 @@ impl RateLimits {
 
     /// The declared limits and how full each window is at `now`, by plugin and host.
     pub fn declared(&self, now: DateTime<Utc>) -> Vec<DeclaredState> {
+        let nodes = self.nodes.load(Ordering::Relaxed);
         let mut declared = self.lock_declared();
         let mut states: Vec<DeclaredState> = declared
             .iter_mut()
             .map(|((plugin, host), window)| {
-                let full_until = window.full_until(now);
+                let full_until = window.full_until(now, nodes);
                 DeclaredState {
                     plugin: plugin.clone(),
                     host: host.clone(),
                     requests: window.requests,
                     per: window.per,
+                    share: window.share(nodes),
                     used: u32::try_from(window.sent.len()).unwrap_or(u32::MAX),
                     full_until,
                 }
@@ -397,6 +424,21 @@ mod tests {
         let states = limits.declared(at(13));
         assert_eq!(states[0].used, 2);
         assert_eq!(states[0].full_until, Some(at(20)));
+    }
+
+    #[tokio::test]
+    async fn live_nodes_share_a_declared_limit() {
+        let (limits, _dir) = limits().await;
+        limits.declare("github", "https://api.github.com", 5, Duration::from_secs(10));
+        limits.share_among(2);
+        let take = |seconds| limits.take_declared("github", "https://api.github.com", at(seconds));
+        assert_eq!((take(0), take(1)), (Ok(()), Ok(())));
+        assert_eq!(take(2), Err(at(10)), "two of five is this node's share");
+        limits.share_among(1);
+        assert_eq!(take(2), Ok(()), "alone again, all five");
+        limits.share_among(9);
+        assert_eq!(take(3), Err(at(12)), "at least one each");
+        assert_eq!(limits.declared(at(3))[0].share, 1);
     }
 
     #[test]

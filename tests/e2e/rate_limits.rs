@@ -562,6 +562,7 @@ async fn a_declared_limit_is_never_exceeded(postgres: bool) {
     assert_eq!(declared["plugin"], "fetch", "{limits}");
     assert_eq!(declared["requests"], REQUESTS);
     assert_eq!(declared["per_ms"], 2000);
+    assert_eq!(declared["share"], REQUESTS, "one daemon: all of it");
 }
 
 /// Two daemons on one PostgreSQL: the hold one of them learns keeps the other's jobs

@@ -399,6 +399,7 @@ pub fn print_limits(limits: &pb::ListLimitsResponse, json: bool) {
                     "requests": limit.requests,
                     "per_ms": limit.per_ms,
                     "used": limit.used,
+                    "share": limit.share,
                     "full_until": rfc3339(limit.full_until.as_ref()),
                 })
             })
@@ -440,7 +441,7 @@ pub fn print_limits(limits: &pb::ListLimitsResponse, json: bool) {
                 limit.plugin.clone(),
                 limit.host.clone(),
                 format!("{} per {} ms", limit.requests, limit.per_ms),
-                limit.used.to_string(),
+                format!("{} of {}", limit.used, limit.share),
                 match &limit.full_until {
                     Some(until) => format!("full until {}", local(Some(until))),
                     None => "open".to_owned(),

@@ -675,6 +675,10 @@ pub trait SharedQueue: Send + Sync {
         worker_id: usize,
     ) -> Result<ClaimNext, StoreError>;
 
+    /// How many nodes (this one included) heartbeat within `lease_ms`, by the
+    /// database's clock: the live ones, which share a declared rate limit.
+    async fn live_nodes(&self, lease_ms: u64) -> Result<u32, StoreError>;
+
     /// Puts back the running jobs of every other node whose heartbeat is older than
     /// `lease_ms` (by the database's clock, so nodes' clocks need not agree).
     async fn rescue_expired(&self, lease_ms: u64) -> Result<Rescued, StoreError>;

@@ -84,6 +84,7 @@ impl Plugins for PluginsService {
                 requests: limit.requests,
                 per_ms: u64::try_from(limit.per.as_millis()).unwrap_or(u64::MAX),
                 used: limit.used,
+                share: limit.share,
                 full_until: limit.full_until.map(timestamp),
             })
             .collect();

@@ -643,6 +643,11 @@ impl SharedQueue for PostgresStore {
         Ok(())
     }
 
+    async fn live_nodes(&self, lease_ms: u64) -> Result<u32, StoreError> {
+        let client = self.client().await?;
+        Ok(nodes::live_nodes(&client, lease_ms).await?)
+    }
+
     async fn claim_next(
         &self,
         commands: Option<Vec<String>>,

@@ -50,6 +50,19 @@ pub(super) async fn heartbeat(client: &impl GenericClient, node: &str) -> Result
     Ok(())
 }
 
+/// How many nodes heartbeat within `lease_ms` (by the database's clock).
+pub(super) async fn live_nodes(client: &impl GenericClient, lease_ms: u64) -> Result<u32> {
+    let statement = client
+        .prepare_cached(
+            "SELECT count(*) FROM nodes \
+             WHERE heartbeat_at >= now() - make_interval(secs => $1::float8 / 1000)",
+        )
+        .await?;
+    let lease_ms = i64::try_from(lease_ms).unwrap_or(i64::MAX) as f64;
+    let count: i64 = client.query_one(&statement, &[&lease_ms]).await?.get(0);
+    Ok(u32::try_from(count).unwrap_or(u32::MAX))
+}
+
 /// The machine's name, for people reading `nodes`.
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")

@@ -10,11 +10,13 @@ use honeydew_core::rate_limit::RateLimitHold;
 use super::Result;
 
 /// Records `hold`, keeping the later end of a hold of the same key, and drops the
-/// holds that ended by its `learned_at`; one statement.
+/// other holds that ended by its `learned_at`; one statement (which must not touch the
+/// upserted row twice, so its own key is left to the upsert).
 pub(super) async fn hold(client: &impl GenericClient, hold: &RateLimitHold) -> Result<()> {
     let statement = client
         .prepare_cached(
-            "WITH expired AS (DELETE FROM rate_limit_holds WHERE until <= $5) \
+            "WITH expired AS (DELETE FROM rate_limit_holds WHERE until <= $5 \
+                 AND (plugin, host, credential) <> ($1, $2, $3)) \
              INSERT INTO rate_limit_holds (plugin, host, credential, until, learned_at, node) \
              VALUES ($1, $2, $3, $4, $5, $6) \
              ON CONFLICT (plugin, host, credential) DO UPDATE SET \
