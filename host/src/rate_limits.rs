@@ -319,6 +319,26 @@ pub fn outcome(failure: &Failure, now: DateTime<Utc>) -> Outcome {
     }
 }
 
+/// The most attempts a job may have before a rate limit that holds it once more fails
+/// it instead (kind `rate_limited`): an API that refuses for ever must not keep a job,
+/// and its attempt rows, growing for ever.
+pub const MAX_HELD_ATTEMPTS: u32 = 1000;
+
+/// `outcome` of attempt number `attempt`, failed instead once a job held by rate limits
+/// reaches [`MAX_HELD_ATTEMPTS`].
+pub fn bounded(outcome: Outcome, attempt: u32) -> Outcome {
+    match outcome {
+        Outcome::RateLimited { reason, .. } if attempt >= MAX_HELD_ATTEMPTS => Outcome::Failed {
+            kind: crate::job::ErrorKind::RateLimited,
+            error: format!(
+                "{reason}; the job has made {attempt} attempts, as many as a job held by rate \
+                 limits may ({MAX_HELD_ATTEMPTS})"
+            ),
+        },
+        outcome => outcome,
+    }
+}
+
 /// `text` within [`MAX_KEY_BYTES`], cut on a char boundary.
 fn cut(mut text: String) -> String {
     let end = text.floor_char_boundary(MAX_KEY_BYTES);
@@ -439,6 +459,31 @@ mod tests {
         limits.share_among(9);
         assert_eq!(take(3), Err(at(12)), "at least one each");
         assert_eq!(limits.declared(at(3))[0].share, 1);
+    }
+
+    #[test]
+    fn a_held_attempt_spends_no_retry_until_the_attempt_cap() {
+        let failure = Failure::Retriable {
+            kind: crate::job::ErrorKind::RateLimited,
+            message: "held".into(),
+            after: Some(Duration::from_secs(30)),
+        };
+        let held = outcome(&failure, at(0));
+        assert!(
+            matches!(&held, Outcome::RateLimited { run_at, .. } if *run_at == at(30)),
+            "{held:?}"
+        );
+        assert!(matches!(
+            bounded(held.clone(), MAX_HELD_ATTEMPTS - 1),
+            Outcome::RateLimited { .. }
+        ));
+        assert!(matches!(
+            bounded(held, MAX_HELD_ATTEMPTS),
+            Outcome::Failed {
+                kind: crate::job::ErrorKind::RateLimited,
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -386,6 +386,7 @@ impl Worker {
                 request,
             }) => {
                 let outcome = self.outcome(&claimed.job, result, request, cancelled, now, rng);
+                let outcome = crate::rate_limits::bounded(outcome, claimed.attempt);
                 (outcome, fuel_used, plugin)
             }
         };
