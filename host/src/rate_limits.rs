@@ -290,12 +290,17 @@ impl RateLimits {
 
     /// Every hold live at `now`, as the store has them (every node's, on a shared
     /// store).
-    pub async fn holds(&self, now: DateTime<Utc>) -> Result<Vec<RateLimitHold>, crate::store::StoreError> {
+    pub async fn holds(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<RateLimitHold>, crate::store::StoreError> {
         self.store.rate_limit_holds(now).await
     }
 
     fn lock_holds(&self) -> std::sync::MutexGuard<'_, HashMap<HoldKey, DateTime<Utc>>> {
-        self.holds.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.holds
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn lock_declared(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Window>> {
@@ -369,9 +374,7 @@ pub fn parse_per(text: &str) -> Result<Duration, String> {
     };
     let per = Duration::from_millis(number.saturating_mul(unit_ms));
     if !(Duration::from_secs(1)..=MAX_DECLARED_PER).contains(&per) {
-        return Err(format!(
-            "per = {text:?}: a window is between 1s and 7d"
-        ));
+        return Err(format!("per = {text:?}: a window is between 1s and 7d"));
     }
     Ok(per)
 }
@@ -409,7 +412,9 @@ mod tests {
         // A reset already passed still holds a second; one too far holds the maximum.
         assert_eq!(limits.learn(key("A"), Duration::ZERO, now).await, at(1));
         assert_eq!(
-            limits.learn(key("A"), Duration::from_secs(86_400), now).await,
+            limits
+                .learn(key("A"), Duration::from_secs(86_400), now)
+                .await,
             at(60)
         );
         assert_eq!(
@@ -419,7 +424,11 @@ mod tests {
         );
         assert_eq!(limits.held_until(&key("A"), at(59)), Some(at(60)));
         assert_eq!(limits.held_until(&key("A"), at(60)), None, "ended");
-        assert_eq!(limits.held_until(&key("B"), now), None, "another credential");
+        assert_eq!(
+            limits.held_until(&key("B"), now),
+            None,
+            "another credential"
+        );
         let stored = limits.holds(now).await.unwrap();
         assert_eq!(stored.len(), 1);
         assert_eq!(stored[0].until, at(60));
@@ -428,7 +437,12 @@ mod tests {
     #[tokio::test]
     async fn a_declared_window_never_holds_more_than_its_requests() {
         let (limits, _dir) = limits().await;
-        limits.declare("github", "https://api.github.com", 2, Duration::from_secs(10));
+        limits.declare(
+            "github",
+            "https://api.github.com",
+            2,
+            Duration::from_secs(10),
+        );
         let take = |seconds| limits.take_declared("github", "https://api.github.com", at(seconds));
         assert_eq!(take(0), Ok(()));
         assert_eq!(take(3), Ok(()));
@@ -449,7 +463,12 @@ mod tests {
     #[tokio::test]
     async fn live_nodes_share_a_declared_limit() {
         let (limits, _dir) = limits().await;
-        limits.declare("github", "https://api.github.com", 5, Duration::from_secs(10));
+        limits.declare(
+            "github",
+            "https://api.github.com",
+            5,
+            Duration::from_secs(10),
+        );
         limits.share_among(2);
         let take = |seconds| limits.take_declared("github", "https://api.github.com", at(seconds));
         assert_eq!((take(0), take(1)), (Ok(()), Ok(())));
@@ -492,7 +511,16 @@ mod tests {
         assert_eq!(parse_per("3s"), Ok(Duration::from_secs(3)));
         assert_eq!(parse_per("15m"), Ok(Duration::from_secs(900)));
         assert_eq!(parse_per("1d"), Ok(Duration::from_secs(86_400)));
-        for bad in ["", "h", "1", "1w", "500ms", "8d", "-1h", "99999999999999999999d"] {
+        for bad in [
+            "",
+            "h",
+            "1",
+            "1w",
+            "500ms",
+            "8d",
+            "-1h",
+            "99999999999999999999d",
+        ] {
             assert!(parse_per(bad).is_err(), "{bad:?}");
         }
     }

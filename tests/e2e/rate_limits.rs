@@ -236,7 +236,10 @@ async fn github_secondary_limit_without_retry_after_waits_a_minute() {
         retry.error
     );
     // Its quota has room: not a hold, a retry at the plugin's minute.
-    assert_eq!((retry.error_kind.as_str(), retry.retry_count), ("plugin_error", 1));
+    assert_eq!(
+        (retry.error_kind.as_str(), retry.retry_count),
+        ("plugin_error", 1)
+    );
     retry.assert_put_off(Duration::from_secs(60), Duration::from_secs(60));
 }
 
@@ -345,7 +348,10 @@ impl Quota {
                 Reply {
                     status: if spent { 403 } else { 200 },
                     headers: headers(&[
-                        ("x-ratelimit-remaining", if spent { "0" } else { "4999" }.into()),
+                        (
+                            "x-ratelimit-remaining",
+                            if spent { "0" } else { "4999" }.into(),
+                        ),
                         ("x-ratelimit-reset", at.timestamp().to_string()),
                     ]),
                     body: br#"{"ok":true}"#.to_vec(),
@@ -432,7 +438,10 @@ async fn all_complete_in_one_attempt(channel: &Channel, ids: &[String]) {
         let job = finished(channel, id).await;
         assert_eq!(job.status(), JobStatus::Completed, "{id}: {:?}", job.error);
         assert_eq!(job.retry_count, 0, "{id}: no retry spent");
-        assert_eq!(job.attempt, 1, "{id}: held jobs never started before the reset");
+        assert_eq!(
+            job.attempt, 1,
+            "{id}: held jobs never started before the reset"
+        );
     }
 }
 
@@ -460,7 +469,11 @@ async fn a_spent_quota_holds_every_job_of_the_plugin_until_its_reset(postgres: b
     assert_eq!(holds[0]["plugin"], "fetch");
     assert_eq!(holds[0]["host"], base_url.as_str());
     let until: DateTime<Utc> = holds[0]["until"].as_str().unwrap().parse().unwrap();
-    assert!(until >= api.reset(), "held until {until}, reset {}", api.reset());
+    assert!(
+        until >= api.reset(),
+        "held until {until}, reset {}",
+        api.reset()
+    );
     if Utc::now() < api.reset() {
         let explained = honeydew(backend.data.path(), &["explain", &held[0]], "");
         assert!(
@@ -471,7 +484,11 @@ async fn a_spent_quota_holds_every_job_of_the_plugin_until_its_reset(postgres: b
     }
 
     all_complete_in_one_attempt(&channel, &held).await;
-    assert_eq!(api.before_reset(), 1, "no request but the first before the reset");
+    assert_eq!(
+        api.before_reset(),
+        1,
+        "no request but the first before the reset"
+    );
     assert_eq!(api.requests(), 1 + HELD_JOBS, "one request per job");
 }
 
@@ -494,9 +511,17 @@ async fn a_429_with_retry_after_holds_the_plugins_jobs_without_spending_a_retry(
 
     let done = finished(&channel, &first).await;
     assert_eq!(done.status(), JobStatus::Completed, "{:?}", done.error);
-    assert_eq!((done.retry_count, done.attempt), (0, 2), "run again, no retry spent");
+    assert_eq!(
+        (done.retry_count, done.attempt),
+        (0, 2),
+        "run again, no retry spent"
+    );
     all_complete_in_one_attempt(&channel, &held).await;
-    assert_eq!(api.before_reset(), 1, "no request but the first before the reset");
+    assert_eq!(
+        api.before_reset(),
+        1,
+        "no request but the first before the reset"
+    );
 }
 
 async fn a_hold_survives_a_restart(postgres: bool) {
@@ -531,9 +556,8 @@ async fn a_declared_limit_is_never_exceeded(postgres: bool) {
     })
     .await;
     let base_url = stub.base_url.clone();
-    let declared = format!(
-        "\n[[rate_limit]]\nhost = \"{base_url}\"\nrequests = {REQUESTS}\nper = \"2s\"\n"
-    );
+    let declared =
+        format!("\n[[rate_limit]]\nhost = \"{base_url}\"\nrequests = {REQUESTS}\nper = \"2s\"\n");
     let backend = Backend::start_in(postgres, fetching(&base_url, &declared), &[]).await;
     let channel = backend.daemon.connect().await;
 
@@ -541,7 +565,10 @@ async fn a_declared_limit_is_never_exceeded(postgres: bool) {
     for id in &ids {
         let job = finished(&channel, id).await;
         assert_eq!(job.status(), JobStatus::Completed, "{id}: {:?}", job.error);
-        assert_eq!(job.retry_count, 0, "{id}: waiting for the window spends no retry");
+        assert_eq!(
+            job.retry_count, 0,
+            "{id}: waiting for the window spends no retry"
+        );
     }
     let mut arrivals = arrivals.lock().unwrap().clone();
     arrivals.sort();
@@ -587,5 +614,9 @@ async fn a_hold_learned_by_one_daemon_holds_another_daemons_jobs() {
     let limits = limits_json(&data_b);
     assert_eq!(limits["holds"][0]["plugin"], "fetch", "{limits}");
     all_complete_in_one_attempt(&channel, &held).await;
-    assert_eq!(api.before_reset(), 1, "the other daemon sent nothing before the reset");
+    assert_eq!(
+        api.before_reset(),
+        1,
+        "the other daemon sent nothing before the reset"
+    );
 }

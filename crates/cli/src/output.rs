@@ -427,7 +427,10 @@ pub fn print_limits(limits: &pb::ListLimitsResponse, json: bool) {
             .collect();
         println!(
             "{}",
-            table(&["HELD", "HOST", "CREDENTIAL", "UNTIL", "LEARNED BY"], &rows)
+            table(
+                &["HELD", "HOST", "CREDENTIAL", "UNTIL", "LEARNED BY"],
+                &rows
+            )
         );
     }
     if limits.declared.is_empty() {

@@ -74,7 +74,9 @@ pub fn wait_from_response<'a>(
         .unwrap_or(now)
         .timestamp_millis();
     let now = u64::try_from(now).unwrap_or(0);
-    let structured = header("ratelimit").map(structured_field).unwrap_or_default();
+    let structured = header("ratelimit")
+        .map(structured_field)
+        .unwrap_or_default();
     let mut spent = false;
     let mut waits = Vec::new();
     let pairs = [
@@ -216,7 +218,9 @@ mod tests {
     }
 
     fn epoch_in(seconds: i64) -> String {
-        (now() + TimeDelta::seconds(seconds)).timestamp().to_string()
+        (now() + TimeDelta::seconds(seconds))
+            .timestamp()
+            .to_string()
     }
 
     #[test]
@@ -224,12 +228,18 @@ mod tests {
         let reset = epoch_in(90);
         check(
             200,
-            &[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", &reset)],
+            &[
+                ("x-ratelimit-remaining", "0"),
+                ("x-ratelimit-reset", &reset),
+            ],
             Some(90),
         );
         check(
             403,
-            &[("x-ratelimit-remaining", "12"), ("x-ratelimit-reset", &reset)],
+            &[
+                ("x-ratelimit-remaining", "12"),
+                ("x-ratelimit-reset", &reset),
+            ],
             None,
         );
         // A delay rather than an instant.
@@ -290,7 +300,9 @@ mod tests {
 
     #[test]
     fn linear_millisecond_reset() {
-        let reset = (now() + TimeDelta::seconds(90)).timestamp_millis().to_string();
+        let reset = (now() + TimeDelta::seconds(90))
+            .timestamp_millis()
+            .to_string();
         check(
             400,
             &[
@@ -321,7 +333,11 @@ mod tests {
     #[test]
     fn outside_numbers_are_clamped_or_ignored() {
         let week = MAX_WAIT.as_secs();
-        check(429, &[("retry-after", "99999999999999999999999")], Some(week));
+        check(
+            429,
+            &[("retry-after", "99999999999999999999999")],
+            Some(week),
+        );
         check(429, &[("retry-after", "-5")], None);
         check(429, &[("retry-after", "soon")], None);
         check(429, &[("retry-after", "1e9")], None);

@@ -608,8 +608,7 @@ pub trait JobStore: Send + Sync + 'static {
     async fn hold_rate_limit(&self, hold: RateLimitHold) -> Result<(), StoreError>;
 
     /// Every hold still live at `now`, by plugin, host and credential.
-    async fn rate_limit_holds(&self, now: DateTime<Utc>)
-    -> Result<Vec<RateLimitHold>, StoreError>;
+    async fn rate_limit_holds(&self, now: DateTime<Utc>) -> Result<Vec<RateLimitHold>, StoreError>;
 
     /// How many pending jobs a claim at `now` would take before job `id`: eligible,
     /// not held by a pause, and of higher priority, or of its priority and older.

@@ -663,7 +663,10 @@ async fn a_rate_limit_hold_keeps_its_plugins_jobs_from_every_nodes_claims_until_
     match shared(&b).claim_next(None, 1).await.unwrap() {
         ClaimNext::NothingUntil(due) => {
             let due = due.expect("a due time: the hold's end");
-            assert!((due - until).num_milliseconds().abs() <= 1, "{due} vs {until}");
+            assert!(
+                (due - until).num_milliseconds().abs() <= 1,
+                "{due} vs {until}"
+            );
         }
         ClaimNext::Claimed(claimed) => panic!("claimed {:?} while held", claimed.job.id),
     }

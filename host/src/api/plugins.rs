@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
+use super::convert::timestamp;
 use super::pb::{self, plugins_server::Plugins};
 use super::{ApiState, PluginInventory};
-use super::convert::timestamp;
 use crate::rate_limits::RateLimits;
 use crate::runtime::{PluginSummary, Runtime, SkippedPlugin};
 

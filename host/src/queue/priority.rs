@@ -108,7 +108,8 @@ impl PriorityQueue {
             if let Some(until) = self.rate_limited_until(&job.command, now) {
                 // Out of line until the hold ends, under the same generation.
                 if let Some(Ready(job, generation)) = self.ready.pop() {
-                    self.delayed.push(Reverse(Delayed(until, job.id, generation)));
+                    self.delayed
+                        .push(Reverse(Delayed(until, job.id, generation)));
                 }
                 continue;
             }
@@ -128,7 +129,9 @@ impl PriorityQueue {
             return None;
         }
         self.rate_limited.retain(|_, until| *until > now);
-        let plugin = command.split_once('.').map_or(command, |(plugin, _)| plugin);
+        let plugin = command
+            .split_once('.')
+            .map_or(command, |(plugin, _)| plugin);
         self.rate_limited.get(plugin).copied()
     }
 
@@ -270,9 +273,17 @@ mod tests {
         queue.enqueue(other.clone(), at(10));
         queue.hold_until("github", at(100));
         queue.hold_until("github", at(50));
-        assert_eq!(queue.dequeue(at(20)), Some(other), "the held plugin's job waits");
+        assert_eq!(
+            queue.dequeue(at(20)),
+            Some(other),
+            "the held plugin's job waits"
+        );
         assert_eq!(queue.dequeue(at(99)), None);
-        assert_eq!(queue.next_due(), Some(at(100)), "workers sleep until the end");
+        assert_eq!(
+            queue.next_due(),
+            Some(at(100)),
+            "workers sleep until the end"
+        );
         assert_eq!(queue.len(), 1);
         assert_eq!(queue.dequeue(at(100)), Some(held));
     }

@@ -73,8 +73,8 @@ use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpH
 
 use super::egress_limits::{EgressLimits, RateLimited};
 use super::redirect::{Hop, MAX_RESENT_BODY_BYTES, Next, Redirects, without_query};
-use crate::rate_limits::HoldKey;
 use crate::metrics::EgressMetrics;
+use crate::rate_limits::HoldKey;
 
 /// The most bytes one header map may take, counted as wasmtime-wasi-http counts them
 /// (each name and value plus its in-memory overhead): a guest's `fields` (its default
@@ -601,7 +601,10 @@ async fn send_following_redirects(
                 .await
         {
             tracing::info!(plugin = %plugin, url = %shortened(&url), "request held by a rate limit");
-            return Ok((refusal, Box::new(async { Ok::<(), HttpError>(()) }) as IoFuture));
+            return Ok((
+                refusal,
+                Box::new(async { Ok::<(), HttpError>(()) }) as IoFuture,
+            ));
         }
         policy.count_request(&hop.uri);
         let (response, io) =

@@ -40,16 +40,19 @@ impl std::fmt::Debug for EgressLimits {
     }
 }
 
+/// The end of a limit met, and a sentence naming the limit.
+type Met = Option<(DateTime<Utc>, String)>;
+
 /// What one job's attempt met: the latest end of a rate limit that held or refused one
 /// of its requests, and which.
 #[derive(Clone, Default)]
 pub(super) struct RateLimited {
-    latest: Arc<Mutex<Option<(DateTime<Utc>, String)>>>,
+    latest: Arc<Mutex<Met>>,
 }
 
 impl RateLimited {
     /// The latest end met, with a sentence naming the limit.
-    pub(super) fn get(&self) -> Option<(DateTime<Utc>, String)> {
+    pub(super) fn get(&self) -> Met {
         self.lock().clone()
     }
 
@@ -60,7 +63,7 @@ impl RateLimited {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(DateTime<Utc>, String)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Met> {
         self.latest
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -107,7 +110,14 @@ impl EgressLimits {
             return;
         };
         let until = self.limits.learn(key.clone(), wait, now).await;
-        met.record(until, reason(&key, until, &format!("it answered {status} with its quota spent")));
+        met.record(
+            until,
+            reason(
+                &key,
+                until,
+                &format!("it answered {status} with its quota spent"),
+            ),
+        );
     }
 }
 

@@ -606,10 +606,7 @@ impl JobStore for PostgresStore {
         Ok(())
     }
 
-    async fn rate_limit_holds(
-        &self,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<RateLimitHold>, StoreError> {
+    async fn rate_limit_holds(&self, now: DateTime<Utc>) -> Result<Vec<RateLimitHold>, StoreError> {
         let client = self.client().await?;
         Ok(rate_limits::holds(&client, now).await?)
     }

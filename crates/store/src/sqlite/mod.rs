@@ -555,14 +555,10 @@ impl JobStore for SqliteStore {
     }
 
     async fn hold_rate_limit(&self, hold: RateLimitHold) -> Result<(), StoreError> {
-        self.write(move |conn| rate_limits::hold(conn, &hold))
-            .await
+        self.write(move |conn| rate_limits::hold(conn, &hold)).await
     }
 
-    async fn rate_limit_holds(
-        &self,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<RateLimitHold>, StoreError> {
+    async fn rate_limit_holds(&self, now: DateTime<Utc>) -> Result<Vec<RateLimitHold>, StoreError> {
         self.read(move |conn| rate_limits::holds(conn, now)).await
     }
 
