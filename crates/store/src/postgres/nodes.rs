@@ -80,10 +80,11 @@ const NOT_RATE_LIMITED: &str = "NOT EXISTS (SELECT 1 FROM rate_limit_holds \
      WHERE rate_limit_holds.plugin = split_part(jobs.command, '.', 1) \
      AND rate_limit_holds.until > $1)";
 
-/// When a pending job becomes eligible: its `run_at`, or the end of the latest hold of
-/// its plugin when that is later.
-const ELIGIBLE_AT: &str = "GREATEST(run_at, COALESCE((SELECT max(until) FROM rate_limit_holds \
-     WHERE rate_limit_holds.plugin = split_part(jobs.command, '.', 1)), run_at))";
+/// The latest hold of each plugin, joined to `jobs` by the row's plugin: a join, not a
+/// subquery per row (on 100k pending jobs the subquery took 50 to 230 ms, the join the
+/// 30 ms of `min(run_at)` alone).
+const HOLD_ENDS: &str = "LEFT JOIN (SELECT plugin, max(until) AS until FROM rate_limit_holds \
+     GROUP BY plugin) AS holds ON holds.plugin = split_part(jobs.command, '.', 1)";
 
 /// Claims the best eligible pending job among `commands` for `worker_id` on `node`,
 /// skipping rows another node holds, jobs a pause holds back and jobs of a plugin a
@@ -122,7 +123,8 @@ pub(super) async fn claim_next(
     }
     let statement = client
         .prepare_cached(&format!(
-            "SELECT min({ELIGIBLE_AT}) FROM jobs WHERE status = 'pending' AND waiting_on = 0 \
+            "SELECT min(GREATEST(run_at, COALESCE(holds.until, run_at))) FROM jobs {HOLD_ENDS} \
+             WHERE status = 'pending' AND waiting_on = 0 \
              AND ($1::text[] IS NULL OR command = ANY($1)) AND {NOT_PAUSED}"
         ))
         .await?;
