@@ -33,7 +33,7 @@ pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 /// waiting (the database is the queue: a released job needs no more than its row).
 /// Started before recovery, so that no other node takes this one for dead while it
 /// starts. It also tells `rate_limits` how many nodes are live, which share each
-/// declared limit.
+/// declared limit, and the holds the other nodes learned.
 pub async fn run(
     store: Store,
     lease: Duration,
@@ -56,12 +56,7 @@ pub async fn run(
             continue;
         }
         if let Some(limits) = &rate_limits {
-            match shared.live_nodes(lease_ms).await {
-                Ok(nodes) => limits.share_among(nodes),
-                Err(err) => {
-                    tracing::warn!(node_id = shared.node_id(), error = %err, "cannot count the live nodes")
-                }
-            }
+            share_rate_limits(&store, shared, limits, lease_ms).await;
         }
         match shared.rescue_expired(lease_ms).await {
             Ok(rescued) if rescued.reset + rescued.failed + rescued.cancelled > 0 => {
@@ -81,6 +76,28 @@ pub async fn run(
         }
         if let Err(err) = store.settle_dependents(chrono::Utc::now()).await {
             tracing::warn!(node_id = shared.node_id(), error = %err, "cannot settle the jobs waiting on others");
+        }
+    }
+}
+
+/// Tells `limits` how many nodes are live, and the holds other nodes learned, so that
+/// this node's requests in flight keep them too (its claims read them anyway).
+async fn share_rate_limits(
+    store: &Store,
+    shared: &dyn SharedQueue,
+    limits: &RateLimits,
+    lease_ms: u64,
+) {
+    match shared.live_nodes(lease_ms).await {
+        Ok(nodes) => limits.share_among(nodes),
+        Err(err) => {
+            tracing::warn!(node_id = shared.node_id(), error = %err, "cannot count the live nodes")
+        }
+    }
+    match store.rate_limit_holds(chrono::Utc::now()).await {
+        Ok(holds) => holds.iter().for_each(|hold| limits.restore(hold)),
+        Err(err) => {
+            tracing::warn!(node_id = shared.node_id(), error = %err, "cannot read the rate-limit holds")
         }
     }
 }

@@ -474,6 +474,11 @@ async fn a_spent_quota_holds_every_job_of_the_plugin_until_its_reset(postgres: b
         "held until {until}, reset {}",
         api.reset()
     );
+    let table = stdout(&honeydew(backend.data.path(), &["limits"], ""));
+    assert!(
+        table.starts_with("HELD") && table.contains(&format!("fetch  {base_url}")),
+        "{table}"
+    );
     if Utc::now() < api.reset() {
         let explained = honeydew(backend.data.path(), &["explain", &held[0]], "");
         assert!(
