@@ -7,9 +7,11 @@
 //! without any connection: the guest gets a `429` with `retry-after` and a body that
 //! says why, made here. After a response, its status and headers are read
 //! (`honeydew_core::rate_limit`) and a spent quota becomes a hold, stored before the
-//! guest sees the response. Either way the job's [`RateLimited`] keeps the latest end,
-//! so that the sandbox ends a failed attempt `rate_limited` (pending again at the
-//! reset, no retry spent) instead of as the plugin's error. This file logs no header
+//! guest sees the response. A held request, or a refusal (a 4xx or 5xx saying the
+//! quota is spent; not a success that spent its last), is noted in the job's
+//! [`RateLimited`], which keeps the latest end, so that the sandbox ends a failed
+//! attempt `rate_limited` (pending again at the reset, no retry spent) instead of as
+//! the plugin's error. This file logs no header
 //! value (auth values are secrets): only names of secrets and host entries.
 
 use std::sync::{Arc, Mutex};
@@ -96,7 +98,8 @@ impl EgressLimits {
     }
 
     /// After a response with `status` and `headers` to a hop under `key`: learns the
-    /// hold it asks for, if any.
+    /// hold it asks for, if any, and when the response refused the request, notes it
+    /// in the job's `met`.
     pub(super) async fn after_response(
         &self,
         key: HoldKey,
@@ -110,6 +113,11 @@ impl EgressLimits {
             return;
         };
         let until = self.limits.learn(key.clone(), wait, now).await;
+        // A success that spent the last of the quota served the job: only a refusal
+        // makes its attempt one that a rate limit held.
+        if status < 400 {
+            return;
+        }
         met.record(
             until,
             reason(
