@@ -10,7 +10,7 @@ use super::convert::{self, LIST_LIMIT_MAX};
 use super::pb::{self, queue_server::Queue};
 use super::watch;
 use crate::job::{Job, JobId, JobStatus};
-use crate::queue::{CancelOutcome, Holdup, MAX_BATCH_JOBS, PauseError, SubmitError};
+use crate::queue::{CancelOutcome, Holdup, MAX_BATCH_JOBS, PauseError, SubmitError, SubmitRequest};
 use crate::store::{JobFilter, StoreError};
 
 /// Per job of a full `ListJobs` page, what the message costs besides payload and result.
@@ -44,7 +44,11 @@ impl Queue for QueueService {
         &self,
         request: Request<pb::SubmitJobRequest>,
     ) -> Result<Response<pb::SubmitJobResponse>, Status> {
-        let request = convert::submit_request(request.into_inner())?;
+        let trace_parent = convert::trace_parent(request.metadata());
+        let request = SubmitRequest {
+            trace_parent,
+            ..convert::submit_request(request.into_inner())?
+        };
         let response = convert::submit_one(&self.state.manager, request).await?;
         Ok(Response::new(response))
     }
@@ -53,6 +57,7 @@ impl Queue for QueueService {
         &self,
         request: Request<pb::SubmitJobsRequest>,
     ) -> Result<Response<pb::SubmitJobsResponse>, Status> {
+        let trace_parent = convert::trace_parent(request.metadata());
         let jobs = request.into_inner().jobs;
         if jobs.is_empty() || jobs.len() > MAX_BATCH_JOBS {
             return Err(convert::submit_status(SubmitError::BatchSize(jobs.len())));
@@ -62,7 +67,10 @@ impl Queue for QueueService {
             let request = convert::submit_request(job).map_err(|status| {
                 Status::invalid_argument(format!("job {index} of the batch: {}", status.message()))
             })?;
-            requests.push(request);
+            requests.push(SubmitRequest {
+                trace_parent: trace_parent.clone(),
+                ..request
+            });
         }
         let ids = self
             .state

@@ -256,7 +256,12 @@ CREATE INDEX jobs_waiting ON jobs (id) WHERE waiting_on > 0;
     r#"
 ALTER TABLE jobs ADD COLUMN snooze_count integer NOT NULL DEFAULT 0;
 "#,
-    // v9: rate-limit holds. A row says that a plugin's quota on one host with one
+    // v9: a job keeps the W3C `traceparent` its attempts continue (NULL when it was
+    // submitted untraced).
+    r#"
+ALTER TABLE jobs ADD COLUMN trace_parent text;
+"#,
+    // v10: rate-limit holds. A row says that a plugin's quota on one host with one
     // credential is spent until `until`: no node claims a job of that plugin before
     // then. Rows that ended are dropped as new ones come.
     r#"

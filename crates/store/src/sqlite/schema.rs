@@ -172,7 +172,12 @@ CREATE INDEX jobs_waiting ON jobs (id) WHERE waiting_on > 0;
     r#"
 ALTER TABLE jobs ADD COLUMN snooze_count INTEGER NOT NULL DEFAULT 0;
 "#,
-    // v10: rate-limit holds. A row says that a plugin's quota on one host with one
+    // v10: a job keeps the W3C `traceparent` its attempts continue (NULL when it was
+    // submitted untraced). No index: the submit path does not grow.
+    r#"
+ALTER TABLE jobs ADD COLUMN trace_parent TEXT;
+"#,
+    // v11: rate-limit holds. A row says that a plugin's quota on one host with one
     // credential is spent until `until`: its jobs wait, pending, until then. Kept so
     // that a hold survives a restart; rows that ended are dropped as new ones come.
     r#"
