@@ -21,6 +21,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
 use crate::queue::Manager;
+use crate::rate_limits::RateLimits;
 use crate::store::{ClusterSignal, SharedQueue, Store};
 
 /// The lease when the configuration names none.
@@ -31,8 +32,14 @@ pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 /// died between an outcome and its settling, or a rescue that failed a job, left
 /// waiting (the database is the queue: a released job needs no more than its row).
 /// Started before recovery, so that no other node takes this one for dead while it
-/// starts.
-pub async fn run(store: Store, lease: Duration, stop: CancellationToken) {
+/// starts. It also tells `rate_limits` how many nodes are live, which share each
+/// declared limit, and the holds the other nodes learned.
+pub async fn run(
+    store: Store,
+    lease: Duration,
+    rate_limits: Option<Arc<RateLimits>>,
+    stop: CancellationToken,
+) {
     let Some(shared) = store.shared() else {
         return;
     };
@@ -47,6 +54,9 @@ pub async fn run(store: Store, lease: Duration, stop: CancellationToken) {
         if let Err(err) = shared.heartbeat().await {
             tracing::warn!(node_id = shared.node_id(), error = %err, "cannot renew this node's lease");
             continue;
+        }
+        if let Some(limits) = &rate_limits {
+            share_rate_limits(&store, shared, limits, lease_ms).await;
         }
         match shared.rescue_expired(lease_ms).await {
             Ok(rescued) if rescued.reset + rescued.failed + rescued.cancelled > 0 => {
@@ -66,6 +76,28 @@ pub async fn run(store: Store, lease: Duration, stop: CancellationToken) {
         }
         if let Err(err) = store.settle_dependents(chrono::Utc::now()).await {
             tracing::warn!(node_id = shared.node_id(), error = %err, "cannot settle the jobs waiting on others");
+        }
+    }
+}
+
+/// Tells `limits` how many nodes are live, and the holds other nodes learned, so that
+/// this node's requests in flight keep them too (its claims read them anyway).
+async fn share_rate_limits(
+    store: &Store,
+    shared: &dyn SharedQueue,
+    limits: &RateLimits,
+    lease_ms: u64,
+) {
+    match shared.live_nodes(lease_ms).await {
+        Ok(nodes) => limits.share_among(nodes),
+        Err(err) => {
+            tracing::warn!(node_id = shared.node_id(), error = %err, "cannot count the live nodes")
+        }
+    }
+    match store.rate_limit_holds(chrono::Utc::now()).await {
+        Ok(holds) => holds.iter().for_each(|hold| limits.restore(hold)),
+        Err(err) => {
+            tracing::warn!(node_id = shared.node_id(), error = %err, "cannot read the rate-limit holds")
         }
     }
 }

@@ -41,6 +41,7 @@ use crate::dashboard::Dashboard;
 use crate::http::{self, HttpState, RunningHttp};
 use crate::metrics::Metrics;
 use crate::queue::{Manager, ManagerConfig};
+use crate::rate_limits::RateLimits;
 use crate::recovery;
 use crate::retention::{self, Sweep};
 use crate::runtime::{Limits, PluginEvent, Runtime, RuntimeConfig};
@@ -107,10 +108,16 @@ impl Daemon {
             node_id = store.shared().map(|shared| shared.node_id()),
             "job database open"
         );
+        let rate_limits = Arc::new(RateLimits::new(
+            store.clone(),
+            store.shared().map(|shared| shared.node_id().to_owned()),
+            config.backoff.max_after,
+        ));
         let cluster_stop = CancellationToken::new();
         tokio::spawn(crate::cluster::run(
             store.clone(),
             config.lease,
+            Some(Arc::clone(&rate_limits)),
             cluster_stop.clone(),
         ));
 
@@ -137,6 +144,7 @@ impl Daemon {
         runtime_config.undeclared_env = std::mem::take(&mut config.undeclared_env);
         runtime_config.max_retry_after = config.backoff.max_after;
         runtime_config.metrics = metrics.clone();
+        runtime_config.rate_limits = Some(Arc::clone(&rate_limits));
         if let Some(max_result_bytes) = config.max_result_bytes {
             runtime_config.max_result_bytes = max_result_bytes;
         }
@@ -163,6 +171,21 @@ impl Daemon {
             manager = manager.with_metrics(Arc::clone(metrics));
         }
         let manager = Arc::new(manager);
+        // On SQLite the in-memory queue holds a rate-limited plugin's jobs back; on a
+        // shared store every claim consults the stored holds itself.
+        let holding = Arc::downgrade(&manager);
+        rate_limits.on_hold(move |plugin, until| {
+            if let Some(manager) = holding.upgrade() {
+                manager.queue().hold_until(plugin, until);
+            }
+        });
+        for hold in store
+            .rate_limit_holds(chrono::Utc::now())
+            .await
+            .context("cannot read the rate-limit holds from the database")?
+        {
+            rate_limits.restore(&hold);
+        }
         tokio::spawn(crate::cluster::follow(
             Arc::clone(&manager),
             config.lease,

@@ -5,7 +5,7 @@
 //! [`retry`] (or snoozed or cancelled by its own plugin, [`job_request`]). [`recovery`] makes a restart lose nothing. See `ARCHITECTURE.md` for the
 //! map of modules and the invariants they keep.
 
-pub use honeydew_core::{job, pause, schedule};
+pub use honeydew_core::{job, pause, rate_limit, schedule};
 
 pub mod api;
 pub mod cluster;
@@ -16,6 +16,7 @@ pub mod http;
 pub mod job_request;
 pub mod metrics;
 pub mod queue;
+pub mod rate_limits;
 pub mod recovery;
 pub mod retention;
 pub mod retry;

@@ -353,6 +353,11 @@ impl Worker {
                     reason: failure.message().to_owned(),
                 }
             }
+            // A rate limit of the plugin's API held the attempt: pending again at the
+            // reset, spending no retry (see `rate_limits`).
+            (Err(failure), None) if failure.kind() == ErrorKind::RateLimited => {
+                crate::rate_limits::outcome(&failure, now)
+            }
             (Err(failure), None) => retry::decide(job, &failure, &self.backoff, now, rng),
         }
     }
@@ -385,6 +390,7 @@ impl Worker {
                 request,
             }) => {
                 let outcome = self.outcome(&claimed.job, result, request, cancelled, now, rng);
+                let outcome = crate::rate_limits::bounded(outcome, claimed.attempt);
                 (outcome, fuel_used, plugin)
             }
         };

@@ -57,8 +57,10 @@ mod outcomes;
 mod postgres;
 // A typed proxy RPC end to end: `github.commits` against a local fake of GitHub.
 mod proxy;
-// Rate limits: the wait an API asks for (reset headers, HTTP dates, GitHub's secondary
-// limit) becomes the retry's run_at, cut to retry.max_after.
+// Rate limits on both backends: a spent quota or a 429 holds every job of the plugin
+// until the reset (no request before it, no attempt lost), across a restart and across
+// daemons; a declared limit is never exceeded; the waits APIs ask for, cut to
+// retry.max_after.
 mod rate_limits;
 // Redirects followed by the host: each hop checked and given its own host's credential.
 mod redirects;

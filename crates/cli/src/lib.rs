@@ -156,6 +156,9 @@ enum ClientCommand {
     Schedule(ScheduleCommand),
     /// List the loaded plugins, and the files of the plugin directory that were refused
     Plugins,
+    /// Show the rate limits: holds learned from APIs' answers (until their reset) and
+    /// the limits manifests declare, with how full each is
+    Limits,
     /// GitHub jobs (plugin `github`)
     #[command(subcommand, name = "github")]
     GitHub(proxies::GitHubCommand),
@@ -759,6 +762,14 @@ async fn run(
                 .await?
                 .into_inner();
             output::print_plugins(&listed.plugins, &listed.skipped, json);
+            Ok(())
+        }
+        ClientCommand::Limits => {
+            let listed = PluginsClient::new(channel.clone())
+                .list_limits(pb::ListLimitsRequest {})
+                .await?
+                .into_inner();
+            output::print_limits(&listed, json);
             Ok(())
         }
         ClientCommand::GitHub(command) => {

@@ -357,6 +357,7 @@ pub fn print_explanation(explained: &pb::ExplainJobResponse, json: bool) {
         pb::Holdup::NotYetDue => "not_yet_due",
         pb::Holdup::Queued => "queued",
         pb::Holdup::Dependencies => "dependencies",
+        pb::Holdup::RateLimited => "rate_limited",
     };
     print_json(&json!({
         "status": status_name(explained.status()),
@@ -366,7 +367,96 @@ pub fn print_explanation(explained: &pb::ExplainJobResponse, json: bool) {
         "ahead": explained.ahead,
         "paused_by": explained.paused_by,
         "waiting_for": explained.waiting_for,
+        "rate_limited_host": explained.rate_limited_host,
     }));
+}
+
+/// The rate limits: the live holds and the declared limits, as two tables (times in
+/// local time) or one JSON object.
+pub fn print_limits(limits: &pb::ListLimitsResponse, json: bool) {
+    if json {
+        let holds: Vec<Value> = limits
+            .holds
+            .iter()
+            .map(|hold| {
+                json!({
+                    "plugin": hold.plugin,
+                    "host": hold.host,
+                    "credential": hold.credential,
+                    "until": rfc3339(hold.until.as_ref()),
+                    "learned_at": rfc3339(hold.learned_at.as_ref()),
+                    "node": hold.node,
+                })
+            })
+            .collect();
+        let declared: Vec<Value> = limits
+            .declared
+            .iter()
+            .map(|limit| {
+                json!({
+                    "plugin": limit.plugin,
+                    "host": limit.host,
+                    "requests": limit.requests,
+                    "per_ms": limit.per_ms,
+                    "used": limit.used,
+                    "share": limit.share,
+                    "full_until": rfc3339(limit.full_until.as_ref()),
+                })
+            })
+            .collect();
+        print_json(&json!({"holds": holds, "declared": declared}));
+        return;
+    }
+    if limits.holds.is_empty() {
+        println!("no rate limit holds any plugin");
+    } else {
+        let rows: Vec<Vec<String>> = limits
+            .holds
+            .iter()
+            .map(|hold| {
+                vec![
+                    hold.plugin.clone(),
+                    hold.host.clone(),
+                    Some(hold.credential.clone())
+                        .filter(|credential| !credential.is_empty())
+                        .unwrap_or_else(|| "-".to_owned()),
+                    local(hold.until.as_ref()),
+                    hold.node.clone().unwrap_or_else(|| "-".to_owned()),
+                ]
+            })
+            .collect();
+        println!(
+            "{}",
+            table(
+                &["HELD", "HOST", "CREDENTIAL", "UNTIL", "LEARNED BY"],
+                &rows
+            )
+        );
+    }
+    if limits.declared.is_empty() {
+        return;
+    }
+    let rows: Vec<Vec<String>> = limits
+        .declared
+        .iter()
+        .map(|limit| {
+            vec![
+                limit.plugin.clone(),
+                limit.host.clone(),
+                format!("{} per {} ms", limit.requests, limit.per_ms),
+                format!("{} of {}", limit.used, limit.share),
+                match &limit.full_until {
+                    Some(until) => format!("full until {}", local(Some(until))),
+                    None => "open".to_owned(),
+                },
+            ]
+        })
+        .collect();
+    println!();
+    println!(
+        "{}",
+        table(&["DECLARED", "HOST", "LIMIT", "USED", "STATE"], &rows)
+    );
 }
 
 /// The pauses, as a table (target and since when, in local time) or a JSON array.

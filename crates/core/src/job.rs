@@ -184,11 +184,14 @@ pub enum ErrorKind {
     /// The plugin asked to snooze a job that had already snoozed as often as the daemon
     /// allows (`max_snoozes`): it failed instead, so no plugin keeps a job for ever.
     SnoozeLimit,
+    /// Not an error: a rate limit of its plugin's API holds the job, which waits,
+    /// pending, until the quota resets, spending no retry.
+    RateLimited,
 }
 
 impl ErrorKind {
     /// Every kind.
-    pub const ALL: [ErrorKind; 18] = [
+    pub const ALL: [ErrorKind; 19] = [
         ErrorKind::PluginError,
         ErrorKind::Timeout,
         ErrorKind::UpstreamTimeout,
@@ -207,6 +210,7 @@ impl ErrorKind {
         ErrorKind::Snoozed,
         ErrorKind::CancelledByPlugin,
         ErrorKind::SnoozeLimit,
+        ErrorKind::RateLimited,
     ];
 
     /// The snake_case name stored in the database.
@@ -230,6 +234,7 @@ impl ErrorKind {
             ErrorKind::Snoozed => "snoozed",
             ErrorKind::CancelledByPlugin => "cancelled_by_plugin",
             ErrorKind::SnoozeLimit => "snooze_limit",
+            ErrorKind::RateLimited => "rate_limited",
         }
     }
 

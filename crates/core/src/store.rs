@@ -23,6 +23,7 @@ use uuid::Uuid;
 
 use crate::job::{ErrorKind, Job, JobId, JobStatus, PluginRef, QueuedJob};
 use crate::pause::Pause;
+use crate::rate_limit::RateLimitHold;
 use crate::schedule::Schedule;
 
 /// A job a worker has just moved to `running`, with the number of this attempt.
@@ -77,6 +78,15 @@ pub enum Outcome {
         /// When the next attempt may start.
         run_at: DateTime<Utc>,
     },
+    /// Back to `pending`, eligible at `run_at`, no retry and no snooze spent: a rate
+    /// limit of the plugin's API held the attempt (kind `rate_limited`, `reason` as the
+    /// job's error while it waits).
+    RateLimited {
+        /// Which limit, and until when.
+        reason: String,
+        /// When the quota resets.
+        run_at: DateTime<Utc>,
+    },
     /// `cancelled` on request while running.
     Cancelled,
     /// `cancelled` by the job's own plugin, for good (kind `cancelled_by_plugin`,
@@ -104,6 +114,7 @@ impl Outcome {
             Outcome::Cancelled | Outcome::CancelledByPlugin { .. } => JobStatus::Cancelled,
             Outcome::Retry { .. }
             | Outcome::Snoozed { .. }
+            | Outcome::RateLimited { .. }
             | Outcome::Interrupted
             | Outcome::Parked { .. } => JobStatus::Pending,
         }
@@ -116,6 +127,7 @@ impl Outcome {
             Outcome::Failed { .. } => "failed",
             Outcome::Retry { .. } => "retrying",
             Outcome::Snoozed { .. } => "snoozed",
+            Outcome::RateLimited { .. } => "rate_limited",
             Outcome::Cancelled | Outcome::CancelledByPlugin { .. } => "cancelled",
             Outcome::Interrupted => "interrupted",
             Outcome::Parked { .. } => "parked",
@@ -129,6 +141,7 @@ impl Outcome {
                 Some((*kind, error))
             }
             Outcome::Snoozed { reason, .. } => Some((ErrorKind::Snoozed, reason)),
+            Outcome::RateLimited { reason, .. } => Some((ErrorKind::RateLimited, reason)),
             Outcome::Cancelled => Some((ErrorKind::Cancelled, "cancelled on request")),
             Outcome::CancelledByPlugin { reason } => Some((ErrorKind::CancelledByPlugin, reason)),
             Outcome::Interrupted => Some((ErrorKind::Shutdown, "interrupted by daemon shutdown")),
@@ -142,7 +155,9 @@ impl Outcome {
     pub fn retry(&self) -> (u32, Option<DateTime<Utc>>) {
         match self {
             Outcome::Retry { run_at, .. } => (1, Some(*run_at)),
-            Outcome::Snoozed { run_at, .. } => (0, Some(*run_at)),
+            Outcome::Snoozed { run_at, .. } | Outcome::RateLimited { run_at, .. } => {
+                (0, Some(*run_at))
+            }
             _ => (0, None),
         }
     }
@@ -226,8 +241,8 @@ pub struct AttemptRow {
     pub attempt: u32,
     /// The worker that ran it.
     pub worker_id: Option<u32>,
-    /// `completed`, `failed`, `retrying`, `snoozed`, `cancelled`, `interrupted`,
-    /// `parked`; `None` while open.
+    /// `completed`, `failed`, `retrying`, `snoozed`, `rate_limited`, `cancelled`,
+    /// `interrupted`, `parked`; `None` while open.
     pub outcome: Option<String>,
     /// The error's kind, if it failed.
     pub error_kind: Option<ErrorKind>,
@@ -610,6 +625,14 @@ pub trait JobStore: Send + Sync + 'static {
     /// Every pause, by target.
     async fn pauses(&self) -> Result<Vec<Pause>, StoreError>;
 
+    /// Records a spent quota (see [`crate::rate_limit`]): from the commit on, no node
+    /// claims a job of `hold.plugin` before `hold.until`. A hold of the same plugin,
+    /// host and credential keeps the later end. Holds that ended are dropped.
+    async fn hold_rate_limit(&self, hold: RateLimitHold) -> Result<(), StoreError>;
+
+    /// Every hold still live at `now`, by plugin, host and credential.
+    async fn rate_limit_holds(&self, now: DateTime<Utc>) -> Result<Vec<RateLimitHold>, StoreError>;
+
     /// How many pending jobs a claim at `now` would take before job `id`: eligible,
     /// not held by a pause, and of higher priority, or of its priority and older.
     async fn count_ahead(&self, id: JobId, now: DateTime<Utc>) -> Result<u64, StoreError>;
@@ -673,6 +696,10 @@ pub trait SharedQueue: Send + Sync {
         commands: Option<Vec<String>>,
         worker_id: usize,
     ) -> Result<ClaimNext, StoreError>;
+
+    /// How many nodes (this one included) heartbeat within `lease_ms`, by the
+    /// database's clock: the live ones, which share a declared rate limit.
+    async fn live_nodes(&self, lease_ms: u64) -> Result<u32, StoreError>;
 
     /// Puts back the running jobs of every other node whose heartbeat is older than
     /// `lease_ms` (by the database's clock, so nodes' clocks need not agree).

@@ -9,6 +9,7 @@ use std::collections::HashSet;
 
 use chrono::{SubsecRound, TimeDelta, Utc};
 use honeydew_core::job::{ErrorKind, Job, JobId, JobStatus, PluginRef};
+use honeydew_core::rate_limit::RateLimitHold;
 use honeydew_core::schedule::{MisfirePolicy, Schedule};
 use honeydew_core::store::{
     AttemptReport, BulkFilter, Claimed, FinishedMinute, JobCount, JobFilter, Outcome, Store,
@@ -74,6 +75,8 @@ contract!(
     finished_jobs_are_counted_by_minute_and_final_state,
     a_snooze_puts_the_job_back_later_without_spending_a_retry,
     a_plugin_cancel_ends_the_job_for_good_with_its_reason,
+    rate_limit_holds_are_shared_keep_the_later_end_and_expire,
+    a_rate_limited_attempt_waits_for_the_reset_without_spending_a_retry,
     a_jobs_trace_context_is_kept_from_its_submit_to_its_claims,
 );
 
@@ -1693,6 +1696,85 @@ async fn a_plugin_cancel_ends_the_job_for_good_with_its_reason(fx: Fixture) {
             ..
         })
     ));
+}
+
+fn hold(plugin: &str, credential: &str, until: chrono::DateTime<Utc>) -> RateLimitHold {
+    RateLimitHold {
+        plugin: plugin.into(),
+        host: "https://api.github.com".into(),
+        credential: credential.into(),
+        until,
+        learned_at: until - TimeDelta::seconds(60),
+        node: Some("a".into()),
+    }
+}
+
+async fn rate_limit_holds_are_shared_keep_the_later_end_and_expire(fx: Fixture) {
+    let (one, two) = (fx.open().await, fx.open().await);
+    let now = Utc::now().trunc_subsecs(3);
+    let later = now + TimeDelta::seconds(300);
+    one.hold_rate_limit(hold("github", "GITHUB_TOKEN", later))
+        .await
+        .unwrap();
+    // An earlier end for the same key does not shorten the hold.
+    two.hold_rate_limit(hold("github", "GITHUB_TOKEN", now + TimeDelta::seconds(60)))
+        .await
+        .unwrap();
+    two.hold_rate_limit(hold("github", "", now + TimeDelta::seconds(30)))
+        .await
+        .unwrap();
+    let live = two.rate_limit_holds(now).await.unwrap();
+    let ends: Vec<(&str, _)> = live
+        .iter()
+        .map(|hold| (hold.credential.as_str(), hold.until))
+        .collect();
+    assert_eq!(
+        ends,
+        [("", now + TimeDelta::seconds(30)), ("GITHUB_TOKEN", later)],
+        "by key, the later end kept, seen from the other handle"
+    );
+    assert_eq!(live[1], hold("github", "GITHUB_TOKEN", later));
+    // A hold is live until its end only.
+    let after_the_short_one = one
+        .rate_limit_holds(now + TimeDelta::seconds(31))
+        .await
+        .unwrap();
+    assert_eq!(after_the_short_one.len(), 1);
+    assert!(
+        one.rate_limit_holds(later).await.unwrap().is_empty(),
+        "ended at its reset"
+    );
+    // A later end replaces the stored one.
+    let latest = later + TimeDelta::seconds(10);
+    one.hold_rate_limit(hold("github", "GITHUB_TOKEN", latest))
+        .await
+        .unwrap();
+    let live = two.rate_limit_holds(now).await.unwrap();
+    assert_eq!(live.last().map(|hold| hold.until), Some(latest));
+}
+
+async fn a_rate_limited_attempt_waits_for_the_reset_without_spending_a_retry(fx: Fixture) {
+    let store = fx.open().await;
+    let job = job("github.commits", b"{}", 0);
+    store.insert_job(job.clone()).await.unwrap();
+    let claimed = store.claim(job.id, 1, Utc::now()).await.unwrap().unwrap();
+    let reset = Utc::now().trunc_subsecs(3) + TimeDelta::seconds(90);
+    let outcome = Outcome::RateLimited {
+        reason: "held by a rate limit".into(),
+        run_at: reset,
+    };
+    store
+        .finish(job.id, claimed.attempt, outcome, report())
+        .await
+        .unwrap();
+    let stored = store.get_job(job.id).await.unwrap();
+    assert_eq!(stored.status, JobStatus::Pending);
+    assert_eq!(stored.retry_count, 0, "no retry spent");
+    assert_eq!(stored.snooze_count, 0, "no snooze spent");
+    assert_eq!(stored.run_at, reset);
+    assert_eq!(stored.error_kind, Some(ErrorKind::RateLimited));
+    let attempts = store.attempts(job.id).await.unwrap();
+    assert_eq!(attempts[0].outcome.as_deref(), Some("rate_limited"));
 }
 
 async fn a_jobs_trace_context_is_kept_from_its_submit_to_its_claims(fx: Fixture) {

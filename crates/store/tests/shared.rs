@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
 use honeydew_core::job::{ErrorKind, Job, JobId, JobStatus};
+use honeydew_core::rate_limit::RateLimitHold;
 use honeydew_core::store::{
     AttemptReport, ClaimNext, Claimed, ClusterSignal, JobChange, Outcome, Rescued, SharedQueue,
     Store, StoreError, UniqueInsert, Uniqueness,
@@ -633,5 +634,43 @@ async fn a_pause_holds_jobs_back_from_every_nodes_claims() {
         .await
         .expect("the resume wakes the other node within 5 s")
         .unwrap();
+    assert_eq!(claim(&b, None).await.unwrap().job.id, held.id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limit_hold_keeps_its_plugins_jobs_from_every_nodes_claims_until_it_ends() {
+    let schema = TestSchema::create().await;
+    let (a, b) = (node(&schema, "a").await, node(&schema, "b").await);
+    let held = Job::new("github.commits", vec![], 9, 0);
+    let other = Job::new("echo.echo", vec![], 0, 0);
+    for job in [&held, &other] {
+        a.insert_job(job.clone()).await.unwrap();
+    }
+    let until = Utc::now() + TimeDelta::milliseconds(1500);
+    a.hold_rate_limit(RateLimitHold {
+        plugin: "github".into(),
+        host: "https://api.github.com".into(),
+        credential: String::new(),
+        until,
+        learned_at: Utc::now(),
+        node: Some("a".into()),
+    })
+    .await
+    .unwrap();
+    let first = claim(&b, None).await.unwrap();
+    assert_eq!(first.job.id, other.id, "the held plugin's job is skipped");
+    // Idle workers sleep until the hold ends rather than spin on the held job.
+    match shared(&b).claim_next(None, 1).await.unwrap() {
+        ClaimNext::NothingUntil(due) => {
+            let due = due.expect("a due time: the hold's end");
+            assert!(
+                (due - until).num_milliseconds().abs() <= 1,
+                "{due} vs {until}"
+            );
+        }
+        ClaimNext::Claimed(claimed) => panic!("claimed {:?} while held", claimed.job.id),
+    }
+    // The hold's end is the behaviour under test: wait for it to pass.
+    tokio::time::sleep((until - Utc::now()).to_std().unwrap_or_default()).await;
     assert_eq!(claim(&b, None).await.unwrap().job.id, held.id);
 }

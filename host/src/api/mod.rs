@@ -52,6 +52,11 @@ pub trait PluginInventory: Send + Sync + 'static {
     fn skipped(&self) -> Vec<crate::runtime::SkippedPlugin> {
         Vec::new()
     }
+
+    /// The rate limits plugins' requests keep, when any are kept.
+    fn rate_limits(&self) -> Option<Arc<crate::rate_limits::RateLimits>> {
+        None
+    }
 }
 
 /// What every service shares.

@@ -5,8 +5,10 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
+use super::convert::timestamp;
 use super::pb::{self, plugins_server::Plugins};
 use super::{ApiState, PluginInventory};
+use crate::rate_limits::RateLimits;
 use crate::runtime::{PluginSummary, Runtime, SkippedPlugin};
 
 impl PluginInventory for Runtime {
@@ -16,6 +18,10 @@ impl PluginInventory for Runtime {
 
     fn skipped(&self) -> Vec<SkippedPlugin> {
         Runtime::skipped(self)
+    }
+
+    fn rate_limits(&self) -> Option<Arc<RateLimits>> {
+        Runtime::rate_limits(self)
     }
 }
 
@@ -47,6 +53,44 @@ fn plugin_to_pb(plugin: PluginSummary) -> pb::Plugin {
 
 #[tonic::async_trait]
 impl Plugins for PluginsService {
+    async fn list_limits(
+        &self,
+        _request: Request<pb::ListLimitsRequest>,
+    ) -> Result<Response<pb::ListLimitsResponse>, Status> {
+        let Some(limits) = self.state.plugins.rate_limits() else {
+            return Ok(Response::new(pb::ListLimitsResponse::default()));
+        };
+        let now = chrono::Utc::now();
+        let holds = limits
+            .holds(now)
+            .await
+            .map_err(|err| Status::unavailable(err.to_string()))?
+            .into_iter()
+            .map(|hold| pb::RateLimitHold {
+                plugin: hold.plugin,
+                host: hold.host,
+                credential: hold.credential,
+                until: Some(timestamp(hold.until)),
+                learned_at: Some(timestamp(hold.learned_at)),
+                node: hold.node,
+            })
+            .collect();
+        let declared = limits
+            .declared(now)
+            .into_iter()
+            .map(|limit| pb::DeclaredLimit {
+                plugin: limit.plugin,
+                host: limit.host,
+                requests: limit.requests,
+                per_ms: u64::try_from(limit.per.as_millis()).unwrap_or(u64::MAX),
+                used: limit.used,
+                share: limit.share,
+                full_until: limit.full_until.map(timestamp),
+            })
+            .collect();
+        Ok(Response::new(pb::ListLimitsResponse { holds, declared }))
+    }
+
     async fn list_plugins(
         &self,
         _request: Request<pb::ListPluginsRequest>,

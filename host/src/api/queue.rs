@@ -220,6 +220,11 @@ impl Queue for QueueService {
                 response.ahead = ahead;
                 pb::Holdup::Queued
             }
+            Holdup::RateLimited { host, until } => {
+                response.rate_limited_host = Some(host);
+                response.until = Some(convert::timestamp(until));
+                pb::Holdup::RateLimited
+            }
         };
         response.holdup = holdup.into();
         Ok(Response::new(response))

@@ -1,7 +1,8 @@
 //! `explain`: why a job is not running now, and when it next can, in one paragraph.
 //!
 //! The answer is read from what decides dispatch, in the order it decides: a pause of
-//! the job's plugin or command holds it first; then the jobs it depends on; then
+//! the job's plugin or command holds it first; then a rate limit of its plugin's API
+//! (a stored hold, live now); then the jobs it depends on; then
 //! whether a loaded plugin serves its command; then its `run_at` (a retry's backoff);
 //! then its place in line, counted in the store among the eligible jobs that would be
 //! claimed before it. A running or finished job is explained too, so that the question
@@ -25,6 +26,13 @@ pub enum Holdup {
         target: String,
         /// Since when.
         since: DateTime<Utc>,
+    },
+    /// A rate limit of its plugin's API holds it until `until`.
+    RateLimited {
+        /// The `allowed_hosts` entry whose quota is spent.
+        host: String,
+        /// When the quota resets.
+        until: DateTime<Utc>,
     },
     /// It waits for these jobs it depends on to complete.
     Dependencies(Vec<JobId>),
@@ -92,6 +100,36 @@ impl Manager {
             let holdup = Holdup::Paused {
                 target: pause.target.clone(),
                 since: pause.paused_at,
+            };
+            return Ok((holdup, text));
+        }
+        let plugin = job
+            .command
+            .split_once('.')
+            .map_or(&*job.command, |(plugin, _)| plugin);
+        let holds = self.store().rate_limit_holds(now).await?;
+        if let Some(hold) = holds
+            .iter()
+            .filter(|hold| hold.plugin == plugin)
+            .max_by_key(|hold| hold.until)
+        {
+            let credential = if hold.credential.is_empty() {
+                String::new()
+            } else {
+                format!(" with credential {}", hold.credential)
+            };
+            let text = format!(
+                "Job {} ({}) is pending: held by a rate limit until {}. The quota of {}{credential} \
+                 is spent, so no worker claims a job of {plugin} before it resets; waiting \
+                 spends no retry.",
+                job.id,
+                job.command,
+                when(hold.until),
+                hold.host,
+            );
+            let holdup = Holdup::RateLimited {
+                host: hold.host.clone(),
+                until: hold.until,
             };
             return Ok((holdup, text));
         }

@@ -968,7 +968,12 @@ impl Manager {
         }
         let cancel_requested = running.as_ref().is_some_and(|r| r.token.is_cancelled());
         let loads_at_claim = running.map_or(0, |r| r.plugin_loads);
-        if cancel_requested && matches!(outcome, Outcome::Retry { .. } | Outcome::Snoozed { .. }) {
+        if cancel_requested
+            && matches!(
+                outcome,
+                Outcome::Retry { .. } | Outcome::Snoozed { .. } | Outcome::RateLimited { .. }
+            )
+        {
             let cancelled = self
                 .write_until_landed(job.id, "cancellation", give_up, || {
                     self.store.cancel_pending(job.id, Utc::now())
@@ -1028,6 +1033,18 @@ impl Manager {
                     snooze_count = job.snooze_count + 1, duration_ms,
                     next_run = %run_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
                     "job snoozed by its plugin"
+                );
+                self.enqueue(QueuedJob {
+                    run_at: *run_at,
+                    ..QueuedJob::from(job)
+                });
+                (JobStatus::Pending, job.retry_count, Some(reason.clone()))
+            }
+            Outcome::RateLimited { reason, run_at } => {
+                tracing::info!(
+                    job_id = %job.id, command = %job.command, reason = %reason, duration_ms,
+                    next_run = %run_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                    "job held by a rate limit; pending until the reset, no retry spent"
                 );
                 self.enqueue(QueuedJob {
                     run_at: *run_at,

@@ -73,6 +73,12 @@ impl JobQueue {
         }
     }
 
+    /// Holds back the jobs of `plugin` until `until` (a rate limit of its API): they
+    /// stay queued, and run once it ends.
+    pub fn hold_until(&self, plugin: &str, until: chrono::DateTime<Utc>) {
+        self.lock().hold_until(plugin, until);
+    }
+
     /// Queued jobs a pause holds aside.
     pub fn held(&self) -> usize {
         self.lock().held()

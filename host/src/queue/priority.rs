@@ -6,7 +6,10 @@
 //! job stays in its heap as a stale entry until it surfaces, so every operation is
 //! O(log n). Jobs of a paused plugin or command are taken out of line as they surface
 //! and held aside until the pause ends, when they go back where they belong; so a
-//! pause costs nothing until its jobs reach the front. The clock is always a
+//! pause costs nothing until its jobs reach the front. A rate-limit hold of a plugin
+//! works the same way, but ends by itself: a job of a held plugin that reaches the
+//! front moves to the delayed heap until the hold's end, its stored `run_at` untouched,
+//! and is looked at again then. The clock is always a
 //! parameter; this module does no I/O and no locking (the [`super::JobQueue`] wraps it
 //! in a mutex and a wake-up signal).
 
@@ -59,6 +62,8 @@ pub struct PriorityQueue {
     paused: HashSet<Box<str>>,
     /// Jobs a pause took out of line, until it ends.
     held: HashMap<JobId, QueuedJob>,
+    /// The plugins a rate limit holds, until when.
+    rate_limited: HashMap<Box<str>, DateTime<Utc>>,
 }
 
 impl PriorityQueue {
@@ -94,13 +99,40 @@ impl PriorityQueue {
         self.promote_due(now);
         loop {
             let job = self.peek_ready()?;
-            if !self.is_paused(&job.command) {
-                return Some(job);
+            if self.is_paused(&job.command) {
+                self.ready.pop();
+                self.members.remove(&job.id);
+                self.held.insert(job.id, job);
+                continue;
             }
-            self.ready.pop();
-            self.members.remove(&job.id);
-            self.held.insert(job.id, job);
+            if let Some(until) = self.rate_limited_until(&job.command, now) {
+                // Out of line until the hold ends, under the same generation.
+                if let Some(Ready(job, generation)) = self.ready.pop() {
+                    self.delayed
+                        .push(Reverse(Delayed(until, job.id, generation)));
+                }
+                continue;
+            }
+            return Some(job);
         }
+    }
+
+    /// Holds back the jobs of `plugin` until `until` (a later end already known stays).
+    pub fn hold_until(&mut self, plugin: &str, until: DateTime<Utc>) {
+        let end = self.rate_limited.entry(plugin.into()).or_insert(until);
+        *end = (*end).max(until);
+    }
+
+    /// The end of the rate-limit hold on `command`'s plugin, if it is live at `now`.
+    fn rate_limited_until(&mut self, command: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        if self.rate_limited.is_empty() {
+            return None;
+        }
+        self.rate_limited.retain(|_, until| *until > now);
+        let plugin = command
+            .split_once('.')
+            .map_or(command, |(plugin, _)| plugin);
+        self.rate_limited.get(plugin).copied()
     }
 
     /// Holds back the jobs of `target`, a plugin or a command, from now on.
@@ -230,6 +262,30 @@ mod tests {
             created_at: at(created_ms),
             run_at: at(created_ms),
         }
+    }
+
+    #[test]
+    fn a_rate_limit_holds_its_plugins_jobs_until_it_ends_and_others_pass() {
+        let mut queue = PriorityQueue::new();
+        let held = queued_for("github.commits", 9, 1);
+        let other = queued_for("echo.echo", 0, 2);
+        queue.enqueue(held.clone(), at(10));
+        queue.enqueue(other.clone(), at(10));
+        queue.hold_until("github", at(100));
+        queue.hold_until("github", at(50));
+        assert_eq!(
+            queue.dequeue(at(20)),
+            Some(other),
+            "the held plugin's job waits"
+        );
+        assert_eq!(queue.dequeue(at(99)), None);
+        assert_eq!(
+            queue.next_due(),
+            Some(at(100)),
+            "workers sleep until the end"
+        );
+        assert_eq!(queue.len(), 1);
+        assert_eq!(queue.dequeue(at(100)), Some(held));
     }
 
     #[test]

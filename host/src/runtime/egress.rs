@@ -48,6 +48,10 @@
 //! ([`MAX_RESENT_BODY_BYTES`]). This file must not log header values: auth values
 //! are secrets.
 //!
+//! Rate limits (`egress_limits`) are asked before each hop goes out and told of each
+//! response: a hop that a learned hold or a declared limit keeps in gets a `429` made
+//! by the host, and never reaches the network.
+//!
 //! When the daemon serves metrics, each request that goes out (each hop) is counted
 //! under the `allowed_hosts` entry that granted it, and each refusal under its host
 //! alone ([`EgressMetrics`]; no user, path or query ever becomes a label).
@@ -67,8 +71,10 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
+use super::egress_limits::{EgressLimits, RateLimited};
 use super::redirect::{Hop, MAX_RESENT_BODY_BYTES, Next, Redirects, without_query};
 use crate::metrics::EgressMetrics;
+use crate::rate_limits::HoldKey;
 use crate::traces::{RequestParent, RequestSpan, TRACEPARENT};
 
 /// The most bytes one header map may take, counted as wasmtime-wasi-http counts them
@@ -202,7 +208,7 @@ impl HostPattern {
     }
 
     /// Whether a request to `uri` matches this entry.
-    fn matches(&self, uri: &Uri) -> bool {
+    pub(super) fn matches(&self, uri: &Uri) -> bool {
         let Some(scheme) = uri.scheme_str().and_then(Scheme::parse) else {
             return false;
         };
@@ -263,11 +269,24 @@ pub(super) struct AuthHeader {
     host: HostPattern,
     name: HeaderName,
     value: HeaderValue,
+    /// The names of the secrets in the value (never the value): which credential.
+    credential: String,
 }
 
 impl AuthHeader {
     pub(super) fn new(host: HostPattern, name: HeaderName, value: HeaderValue) -> Self {
-        Self { host, name, value }
+        Self {
+            host,
+            name,
+            value,
+            credential: String::new(),
+        }
+    }
+
+    /// This header, naming the secrets its value holds (`GITHUB_TOKEN`).
+    pub(super) fn with_credential(mut self, secret_names: String) -> Self {
+        self.credential = secret_names;
+        self
     }
 
     #[cfg(test)]
@@ -295,6 +314,8 @@ pub(super) struct EgressPolicy {
     max_response_body_bytes: usize,
     /// Counts requests by grant and denials by host, when metrics are on.
     metrics: Option<EgressMetrics>,
+    /// The rate limits its requests keep, when the daemon keeps any.
+    limits: Option<EgressLimits>,
 }
 
 impl EgressPolicy {
@@ -310,6 +331,37 @@ impl EgressPolicy {
             auth,
             max_response_body_bytes,
             metrics: None,
+            limits: None,
+        }
+    }
+
+    /// This policy, keeping `limits`.
+    pub(super) fn limited_by(mut self, limits: Option<EgressLimits>) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The rate-limit key of a request to `uri`: this plugin, the entry that grants
+    /// it, the secrets of the `[[auth]]` headers it gets.
+    fn hold_key(&self, uri: &Uri) -> HoldKey {
+        let host = self
+            .allowed
+            .iter()
+            .find(|pattern| pattern.matches(uri))
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        let mut secrets: Vec<&str> = self
+            .auth
+            .iter()
+            .filter(|auth| auth.host.matches(uri) && !auth.credential.is_empty())
+            .map(|auth| auth.credential.as_str())
+            .collect();
+        secrets.sort_unstable();
+        secrets.dedup();
+        HoldKey {
+            plugin: self.plugin.clone(),
+            host,
+            credential: secrets.join(","),
         }
     }
 
@@ -365,6 +417,7 @@ pub(super) struct EgressHooks {
     deadline: Instant,
     denied: Denied,
     in_flight: InFlight,
+    rate_limited: RateLimited,
     /// The attempt's trace context, which each hop's client span continues.
     trace: RequestParent,
 }
@@ -378,8 +431,15 @@ impl EgressHooks {
             deadline,
             denied: Denied::default(),
             in_flight: InFlight::default(),
+            rate_limited: RateLimited::default(),
             trace: RequestParent::current(),
         }
+    }
+
+    /// The latest end of a rate limit that held or refused one of this job's
+    /// requests, with a sentence naming it.
+    pub(super) fn rate_limited(&self) -> Option<(chrono::DateTime<chrono::Utc>, String)> {
+        self.rate_limited.get()
     }
 
     /// The first URL this job was refused, if any: one the guest asked for, or a
@@ -425,6 +485,7 @@ impl EgressHooks {
             deadline: self.deadline,
             options,
             body_limit,
+            rate_limited: self.rate_limited.clone(),
             // Lives in the exchange, then in the response's body until it is over.
             guard: self.in_flight.start(),
             trace: self.trace.clone(),
@@ -498,6 +559,7 @@ struct Exchange {
     options: Option<RequestOptions>,
     /// The most bytes of the response body delivered.
     body_limit: usize,
+    rate_limited: RateLimited,
     guard: InFlightGuard,
     trace: RequestParent,
 }
@@ -517,6 +579,7 @@ async fn send_following_redirects(
         deadline,
         options,
         body_limit,
+        rate_limited,
         guard,
         trace,
     } = exchange;
@@ -540,6 +603,17 @@ async fn send_following_redirects(
         *request.headers_mut() = hop.headers.clone();
         // For the log and the trace only, so without the query (see below).
         let url = without_query(&hop.uri);
+        if let Some(limits) = &policy.limits
+            && let Some(refusal) = limits
+                .before_send(policy.hold_key(&hop.uri), &hop.uri, &rate_limited)
+                .await
+        {
+            tracing::info!(plugin = %plugin, url = %shortened(&url), "request held by a rate limit");
+            return Ok((
+                refusal,
+                Box::new(async { Ok::<(), HttpError>(()) }) as IoFuture,
+            ));
+        }
         policy.count_request(&hop.uri);
         // Each hop is a client span of its own, its context in the hop's header (in
         // place of any the guest set: only the host knows the attempt's trace).
@@ -570,6 +644,13 @@ async fn send_following_redirects(
             return Err(HttpError::HttpResponseHeaderSectionSize(
                 u32::try_from(header_bytes).ok(),
             ));
+        }
+        if let Some(limits) = &policy.limits {
+            let key = policy.hold_key(&hop.uri);
+            let status = response.status().as_u16();
+            limits
+                .after_response(key, status, response.headers(), &rate_limited)
+                .await;
         }
         let location = response.headers().get(http::header::LOCATION);
         let response = match redirects.next(&hop, response.status(), location, &host_added) {

@@ -21,6 +21,7 @@ use wasmtime_wasi_config::WasiConfigVariables;
 
 use super::bindings::{PluginInfo, PluginPre};
 use super::egress::EgressPolicy;
+use super::egress_limits::EgressLimits;
 use super::engine::SandboxEngine;
 use super::manifest::{Manifest, Secrets};
 use super::sandbox::{Sandbox, StoreData};
@@ -47,6 +48,8 @@ pub(super) struct LoadSettings {
     pub(super) has_workspaces: bool,
     /// Where loads, refusals and egress are counted, if anywhere.
     pub(super) metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// The daemon's rate limits, which every plugin's requests keep.
+    pub(super) rate_limits: Option<Arc<crate::rate_limits::RateLimits>>,
 }
 
 /// A plugin ready to run jobs. Immutable: a reload builds a new one.
@@ -279,7 +282,21 @@ pub(super) async fn load(
         auth,
         settings.max_response_body_bytes,
     )
-    .counted_by(egress_metrics);
+    .counted_by(egress_metrics)
+    .limited_by(settings.rate_limits.as_ref().map(|limits| {
+        for declared in manifest.rate_limits() {
+            let host = declared.host.to_string();
+            limits.declare(&info.name, &host, declared.requests, declared.per);
+        }
+        EgressLimits {
+            limits: Arc::clone(limits),
+            declared: manifest
+                .rate_limits()
+                .iter()
+                .map(|declared| declared.host.clone())
+                .collect(),
+        }
+    }));
     let plugin = LoadedPlugin {
         info,
         sha256,

@@ -16,6 +16,11 @@
 //! header = "Authorization"
 //! value = "Bearer ${GITHUB_TOKEN}"
 //!
+//! [[rate_limit]]           # a limit the API documents: never more than this
+//! host = "https://api.github.com"
+//! requests = 5000
+//! per = "1h"               # ms, s, m, h or d; 1s to 7d
+//!
 //! [config]                 # strings, readable through wasi:config/store
 //! base_url = "https://api.github.com"
 //!
@@ -44,6 +49,7 @@ use super::workspace::{
 };
 
 use crate::config::{MAX_MEMORY_MIB, MAX_RETRIES_LIMIT, MAX_TIMEOUT_MS};
+use crate::rate_limits::{MAX_DECLARED_REQUESTS, parse_per};
 
 /// What `${NAME}` placeholders may resolve to: the secrets the operator declared, and
 /// the names (only) of environment variables that are set but were not declared.
@@ -70,6 +76,23 @@ pub(super) struct Manifest {
     auth: Vec<AuthRule>,
     config: BTreeMap<String, String>,
     workspace: Option<WorkspaceGrant>,
+    rate_limits: Vec<DeclaredLimit>,
+}
+
+/// A `[[rate_limit]]`: at most `requests` per `per` to `host`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct DeclaredLimit {
+    pub(super) host: HostPattern,
+    pub(super) requests: u32,
+    pub(super) per: Duration,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRateLimit {
+    host: String,
+    requests: u32,
+    per: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -84,6 +107,8 @@ struct RawManifest {
     #[serde(default)]
     config: BTreeMap<String, String>,
     workspace: Option<RawWorkspace>,
+    #[serde(default)]
+    rate_limit: Vec<RawRateLimit>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -168,6 +193,35 @@ impl Manifest {
                 })
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
+        let rate_limits = raw
+            .rate_limit
+            .iter()
+            .map(|limit| {
+                let context = || format!("[[rate_limit]] for {:?}", limit.host);
+                let host = host_entry(&limit.host, &raw.config).with_context(context)?;
+                let host = HostPattern::parse(&host).with_context(context)?;
+                if !allowed_hosts.iter().any(|allowed| host.is_within(allowed)) {
+                    bail!(
+                        "{}: the host is not in network.allowed_hosts, so no request could go there",
+                        context()
+                    );
+                }
+                if !(1..=MAX_DECLARED_REQUESTS).contains(&limit.requests) {
+                    bail!(
+                        "{}: requests must be between 1 and {MAX_DECLARED_REQUESTS}, not {}",
+                        context(),
+                        limit.requests
+                    );
+                }
+                let per = parse_per(&limit.per)
+                    .map_err(|reason| anyhow::anyhow!("{}: {reason}", context()))?;
+                Ok(DeclaredLimit {
+                    host,
+                    requests: limit.requests,
+                    per,
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let workspace = raw
             .workspace
             .as_ref()
@@ -180,7 +234,13 @@ impl Manifest {
             auth,
             config: raw.config,
             workspace,
+            rate_limits,
         })
+    }
+
+    /// The `[[rate_limit]]`s declared.
+    pub(super) fn rate_limits(&self) -> &[DeclaredLimit] {
+        &self.rate_limits
     }
 
     /// The workspace the plugin is granted, if any.
@@ -227,7 +287,10 @@ impl Manifest {
                     )
                 })?;
                 value.set_sensitive(true);
-                Ok(AuthHeader::new(rule.host.clone(), rule.header.clone(), value))
+                Ok(
+                    AuthHeader::new(rule.host.clone(), rule.header.clone(), value)
+                        .with_credential(rule.value.secret_names()),
+                )
             })
             .collect()
     }
@@ -349,6 +412,19 @@ impl Template {
             pieces.push(Piece::Text(rest.to_owned()));
         }
         Ok(Template(pieces))
+    }
+
+    /// The names of the secrets it refers to, comma-separated (never their values).
+    fn secret_names(&self) -> String {
+        let names: Vec<&str> = self
+            .0
+            .iter()
+            .filter_map(|piece| match piece {
+                Piece::Secret(name) => Some(name.as_str()),
+                Piece::Text(_) => None,
+            })
+            .collect();
+        names.join(",")
     }
 
     fn resolve(&self, secrets: &Secrets) -> anyhow::Result<String> {
@@ -476,6 +552,41 @@ mod tests {
             )
         );
         assert!(error_of("[workspace]\nenabled = true\nmax_file = 1").contains("unknown field"));
+    }
+
+    #[test]
+    fn declared_rate_limits_name_an_allowed_host_a_count_and_a_window() {
+        let manifest = Manifest::parse(
+            "[network]\nallowed_hosts = [\"https://api.github.com\"]\n\
+             [[rate_limit]]\nhost = \"https://api.github.com\"\nrequests = 5000\nper = \"1h\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            manifest.rate_limits(),
+            [DeclaredLimit {
+                host: HostPattern::parse("https://api.github.com").unwrap(),
+                requests: 5000,
+                per: Duration::from_secs(3600),
+            }]
+        );
+        let with = |limit: &str| {
+            let text = format!(
+                "[network]\nallowed_hosts = [\"https://api.github.com\"]\n[[rate_limit]]\n{limit}\n"
+            );
+            format!("{:#}", Manifest::parse(&text).unwrap_err())
+        };
+        assert!(
+            with("host = \"https://x.com\"\nrequests = 1\nper = \"1h\"")
+                .contains("not in network.allowed_hosts")
+        );
+        assert!(
+            with("host = \"https://api.github.com\"\nrequests = 0\nper = \"1h\"")
+                .contains("requests must be between 1 and")
+        );
+        assert!(
+            with("host = \"https://api.github.com\"\nrequests = 5\nper = \"1w\"")
+                .contains("unknown unit")
+        );
     }
 
     #[test]

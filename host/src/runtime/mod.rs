@@ -18,6 +18,7 @@ mod bindings;
 mod cache;
 mod catalog;
 mod egress;
+mod egress_limits;
 mod engine;
 mod loader;
 mod manifest;
@@ -72,6 +73,9 @@ pub struct RuntimeConfig {
     /// Where plugin loads and refusals and each plugin's egress are counted, when the
     /// daemon serves metrics.
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// The rate limits plugins' requests keep (learned from responses, declared in
+    /// manifests); without it, none is kept.
+    pub rate_limits: Option<Arc<crate::rate_limits::RateLimits>>,
 }
 
 impl RuntimeConfig {
@@ -88,6 +92,7 @@ impl RuntimeConfig {
             max_response_body_bytes: 16 * 1024 * 1024,
             workspaces: None,
             metrics: None,
+            rate_limits: None,
         }
     }
 }
@@ -106,6 +111,7 @@ impl fmt::Debug for RuntimeConfig {
             .field("max_response_body_bytes", &self.max_response_body_bytes)
             .field("workspaces", &self.workspaces)
             .field("metrics", &self.metrics.is_some())
+            .field("rate_limits", &self.rate_limits.is_some())
             .finish()
     }
 }
@@ -216,6 +222,11 @@ impl Runtime {
     /// The plugins serving jobs now, sorted by name.
     pub fn plugins(&self) -> Vec<PluginSummary> {
         self.registry.summaries()
+    }
+
+    /// The rate limits plugins' requests keep, when the daemon keeps any.
+    pub fn rate_limits(&self) -> Option<Arc<crate::rate_limits::RateLimits>> {
+        self.registry.rate_limits()
     }
 
     /// Plugin files that are currently skipped, with the reason, sorted by path.

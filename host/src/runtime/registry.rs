@@ -64,6 +64,7 @@ impl Registry {
                 max_response_body_bytes: config.max_response_body_bytes,
                 has_workspaces: config.workspaces.is_some(),
                 metrics: config.metrics,
+                rate_limits: config.rate_limits,
             },
             caps: sandbox::JobCaps {
                 max_result_bytes: config.max_result_bytes,
@@ -75,6 +76,10 @@ impl Registry {
             reloading: tokio::sync::Mutex::new(()),
             events: broadcast::channel(256).0,
         })
+    }
+
+    pub(super) fn rate_limits(&self) -> Option<Arc<crate::rate_limits::RateLimits>> {
+        self.settings.rate_limits.clone()
     }
 
     pub(super) fn plugin_dir(&self) -> &Path {

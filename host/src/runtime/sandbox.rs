@@ -599,6 +599,12 @@ impl Sandbox {
         self.store.data_mut().job.request.take()
     }
 
+    /// The latest end of a rate limit that held or refused one of the job's requests,
+    /// with a sentence naming it.
+    pub(super) fn rate_limited(&self) -> Option<(chrono::DateTime<chrono::Utc>, String)> {
+        self.store.data().hooks.rate_limited()
+    }
+
     /// Fuel burned so far.
     pub(super) fn fuel_used(&self) -> u64 {
         let left = self.store.get_fuel().unwrap_or(0);
@@ -795,6 +801,12 @@ pub(super) async fn run_job(
         Ok(_) => sandbox.take_request(),
         Err(_) => None,
     };
+    // The guest's own error after a rate limit held or refused one of its requests:
+    // the job waits for the reset (see `rate_limits`), not for a retry.
+    let rate_limited = match &outcome {
+        Ok(Err(_)) => sandbox.rate_limited(),
+        _ => None,
+    };
     let (stderr, stderr_bytes) = sandbox.stderr();
     if !stderr.is_empty() {
         tracing::debug!(job_id = %job_id, plugin = %name, stderr_bytes, stderr_tail = %stderr, "guest stderr");
@@ -823,6 +835,14 @@ pub(super) async fn run_job(
                 .map(|ms| Duration::from_millis(ms).min(caps.max_retry_after)),
         }),
         Err(stop) => Err(failure(&stop, name)),
+    };
+    let result = match (rate_limited, result) {
+        (Some((until, reason)), Err(failure)) => Err(Failure::Retriable {
+            kind: ErrorKind::RateLimited,
+            message: cap_guest_text(format!("{reason}; the plugin said: {}", failure.message())),
+            after: Some((until - chrono::Utc::now()).to_std().unwrap_or_default()),
+        }),
+        (_, result) => result,
     };
     let fuel_used = sandbox.fuel_used();
     drop(sandbox);

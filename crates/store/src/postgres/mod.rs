@@ -16,6 +16,7 @@ mod dependencies;
 mod jobs;
 mod nodes;
 mod pauses;
+mod rate_limits;
 mod schedules;
 mod schema;
 
@@ -28,6 +29,7 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use honeydew_core::job::{Job, JobId, JobStatus, QueuedJob};
 use honeydew_core::pause::Pause;
+use honeydew_core::rate_limit::RateLimitHold;
 use honeydew_core::schedule::Schedule;
 use honeydew_core::store::{
     AfterInsert, AttemptReport, AttemptRow, BulkFilter, ClaimNext, Claimed, ClusterSignal,
@@ -605,6 +607,18 @@ impl JobStore for PostgresStore {
         Ok(pauses::count_ahead(&client, id, now).await?)
     }
 
+    async fn hold_rate_limit(&self, hold: RateLimitHold) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        rate_limits::hold(&client, &hold).await?;
+        self.committed();
+        Ok(())
+    }
+
+    async fn rate_limit_holds(&self, now: DateTime<Utc>) -> Result<Vec<RateLimitHold>, StoreError> {
+        let client = self.client().await?;
+        Ok(rate_limits::holds(&client, now).await?)
+    }
+
     fn commit_stats(&self) -> CommitStats {
         CommitStats {
             commits: self.stats.commits.load(Relaxed),
@@ -632,6 +646,11 @@ impl SharedQueue for PostgresStore {
         let client = self.client().await?;
         nodes::heartbeat(&client, &self.node_id).await?;
         Ok(())
+    }
+
+    async fn live_nodes(&self, lease_ms: u64) -> Result<u32, StoreError> {
+        let client = self.client().await?;
+        Ok(nodes::live_nodes(&client, lease_ms).await?)
     }
 
     async fn claim_next(

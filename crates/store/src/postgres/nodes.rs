@@ -50,6 +50,19 @@ pub(super) async fn heartbeat(client: &impl GenericClient, node: &str) -> Result
     Ok(())
 }
 
+/// How many nodes heartbeat within `lease_ms` (by the database's clock).
+pub(super) async fn live_nodes(client: &impl GenericClient, lease_ms: u64) -> Result<u32> {
+    let statement = client
+        .prepare_cached(
+            "SELECT count(*) FROM nodes \
+             WHERE heartbeat_at >= now() - make_interval(secs => $1::float8 / 1000)",
+        )
+        .await?;
+    let lease_ms = i64::try_from(lease_ms).unwrap_or(i64::MAX) as f64;
+    let count: i64 = client.query_one(&statement, &[&lease_ms]).await?.get(0);
+    Ok(u32::try_from(count).unwrap_or(u32::MAX))
+}
+
 /// The machine's name, for people reading `nodes`.
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -61,9 +74,21 @@ fn hostname() -> String {
 const NOT_PAUSED: &str = "NOT EXISTS (SELECT 1 FROM pauses \
      WHERE pauses.target IN (jobs.command, split_part(jobs.command, '.', 1)))";
 
+/// The condition on `jobs` that no live rate-limit hold (`$1` is now) holds the row's
+/// plugin.
+const NOT_RATE_LIMITED: &str = "NOT EXISTS (SELECT 1 FROM rate_limit_holds \
+     WHERE rate_limit_holds.plugin = split_part(jobs.command, '.', 1) \
+     AND rate_limit_holds.until > $1)";
+
+/// The latest hold of each plugin, joined to `jobs` by the row's plugin: a join, not a
+/// subquery per row (on 100k pending jobs the subquery took 50 to 230 ms, the join the
+/// 30 ms of `min(run_at)` alone).
+const HOLD_ENDS: &str = "LEFT JOIN (SELECT plugin, max(until) AS until FROM rate_limit_holds \
+     GROUP BY plugin) AS holds ON holds.plugin = split_part(jobs.command, '.', 1)";
+
 /// Claims the best eligible pending job among `commands` for `worker_id` on `node`,
-/// skipping rows another node holds and jobs a pause holds back; says when the next
-/// one is due otherwise.
+/// skipping rows another node holds, jobs a pause holds back and jobs of a plugin a
+/// rate limit holds; says when the next one is due otherwise.
 pub(super) async fn claim_next(
     client: &impl GenericClient,
     commands: Option<&[String]>,
@@ -76,7 +101,7 @@ pub(super) async fn claim_next(
             "WITH next AS (\
                  SELECT id FROM jobs WHERE status = 'pending' AND run_at <= $1 \
                  AND waiting_on = 0 AND ($2::text[] IS NULL OR command = ANY($2)) \
-                 AND {NOT_PAUSED} \
+                 AND {NOT_PAUSED} AND {NOT_RATE_LIMITED} \
                  ORDER BY priority DESC, created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED), \
              claimed AS (\
                  UPDATE jobs SET status = 'running', started_at = $1, updated_at = $1, \
@@ -98,7 +123,8 @@ pub(super) async fn claim_next(
     }
     let statement = client
         .prepare_cached(&format!(
-            "SELECT min(run_at) FROM jobs WHERE status = 'pending' AND waiting_on = 0 \
+            "SELECT min(GREATEST(run_at, COALESCE(holds.until, run_at))) FROM jobs {HOLD_ENDS} \
+             WHERE status = 'pending' AND waiting_on = 0 \
              AND ($1::text[] IS NULL OR command = ANY($1)) AND {NOT_PAUSED}"
         ))
         .await?;

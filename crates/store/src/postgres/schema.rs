@@ -261,6 +261,20 @@ ALTER TABLE jobs ADD COLUMN snooze_count integer NOT NULL DEFAULT 0;
     r#"
 ALTER TABLE jobs ADD COLUMN trace_parent text;
 "#,
+    // v10: rate-limit holds. A row says that a plugin's quota on one host with one
+    // credential is spent until `until`: no node claims a job of that plugin before
+    // then. Rows that ended are dropped as new ones come.
+    r#"
+CREATE TABLE rate_limit_holds (
+    plugin     text NOT NULL,
+    host       text NOT NULL,
+    credential text NOT NULL,
+    until      timestamptz NOT NULL,
+    learned_at timestamptz NOT NULL,
+    node       text,
+    PRIMARY KEY (plugin, host, credential)
+);
+"#,
 ];
 
 /// The schema version this binary writes.

@@ -14,12 +14,13 @@
 //! Every state change is one guarded `UPDATE ... WHERE id = ? AND status = ?`; a
 //! transition whose guard does not hold changes nothing and comes back as
 //! [`StoreError::StaleTransition`]. `jobs.rs`, `dependencies.rs`, `schedules.rs` and
-//! `pauses.rs` hold the statements, as functions of a connection; this file says which
+//! `pauses.rs`, `rate_limits.rs` hold the statements, as functions of a connection; this file says which
 //! kind of write each one is.
 
 mod dependencies;
 mod jobs;
 mod pauses;
+mod rate_limits;
 mod schedules;
 mod schema;
 #[cfg(test)]
@@ -38,6 +39,7 @@ use tokio::sync::oneshot;
 use chrono::{DateTime, Utc};
 use honeydew_core::job::{Job, JobId, JobStatus, QueuedJob};
 use honeydew_core::pause::Pause;
+use honeydew_core::rate_limit::RateLimitHold;
 use honeydew_core::schedule::Schedule;
 use honeydew_core::store::{
     AfterInsert, AttemptReport, AttemptRow, BulkFilter, Claimed, CommitStats, FinishedMinute,
@@ -559,6 +561,14 @@ impl JobStore for SqliteStore {
     async fn count_ahead(&self, id: JobId, now: DateTime<Utc>) -> Result<u64, StoreError> {
         self.read(move |conn| pauses::count_ahead(conn, id, now))
             .await
+    }
+
+    async fn hold_rate_limit(&self, hold: RateLimitHold) -> Result<(), StoreError> {
+        self.write(move |conn| rate_limits::hold(conn, &hold)).await
+    }
+
+    async fn rate_limit_holds(&self, now: DateTime<Utc>) -> Result<Vec<RateLimitHold>, StoreError> {
+        self.read(move |conn| rate_limits::holds(conn, now)).await
     }
 
     fn commit_stats(&self) -> CommitStats {

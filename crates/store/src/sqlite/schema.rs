@@ -177,6 +177,20 @@ ALTER TABLE jobs ADD COLUMN snooze_count INTEGER NOT NULL DEFAULT 0;
     r#"
 ALTER TABLE jobs ADD COLUMN trace_parent TEXT;
 "#,
+    // v11: rate-limit holds. A row says that a plugin's quota on one host with one
+    // credential is spent until `until`: its jobs wait, pending, until then. Kept so
+    // that a hold survives a restart; rows that ended are dropped as new ones come.
+    r#"
+CREATE TABLE rate_limit_holds (
+    plugin     TEXT NOT NULL,
+    host       TEXT NOT NULL,
+    credential TEXT NOT NULL,
+    until      TEXT NOT NULL,
+    learned_at TEXT NOT NULL,
+    node       TEXT,
+    PRIMARY KEY (plugin, host, credential)
+) WITHOUT ROWID;
+"#,
 ];
 
 /// The schema version this binary writes.
