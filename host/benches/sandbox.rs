@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use honeydew::output::OutputSink;
 use honeydew::job::Job;
 use honeydew::runtime::{Runtime, RuntimeConfig};
 use honeydew::worker::Executor;
@@ -174,7 +175,7 @@ async fn per_job_overhead() -> anyhow::Result<()> {
     let job = Job::new("echo.echo", PAYLOAD.to_vec(), 0, 0);
 
     let run_runtime = async || {
-        let execution = runtime.execute(&job, CancellationToken::new()).await;
+        let execution = runtime.execute(&job, CancellationToken::new(), OutputSink::discard()).await;
         assert_eq!(
             execution.result.as_deref(),
             Ok(PAYLOAD),

@@ -14,6 +14,7 @@ pub mod daemon;
 pub mod http;
 pub mod job_request;
 pub mod metrics;
+pub mod output;
 pub mod queue;
 pub mod recovery;
 pub mod retention;

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use honeydew::output::OutputSink;
 use honeydew::job::{ErrorKind, Job, JobId, JobStatus};
 use honeydew::job_request::JobRequest;
 use honeydew::queue::{
@@ -54,7 +55,12 @@ impl Default for Scripted {
 }
 
 impl Executor for Scripted {
-    fn execute<'a>(&'a self, job: &'a Job, cancel: CancellationToken) -> BoxFuture<'a, Execution> {
+    fn execute<'a>(
+        &'a self,
+        job: &'a Job,
+        cancel: CancellationToken,
+        _output: OutputSink,
+    ) -> BoxFuture<'a, Execution> {
         Box::pin(async move {
             self.inside.send_modify(|inside| *inside += 1);
             self.order.lock().unwrap().push(job.id);

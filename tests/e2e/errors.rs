@@ -106,6 +106,7 @@ async fn unknown_jobs_bad_ids_and_out_of_range_fields() {
     let status = queue(&channel)
         .get_job_status(pb::GetJobStatusRequest {
             job_id: unknown.clone(),
+            ..Default::default()
         })
         .await
         .unwrap_err();

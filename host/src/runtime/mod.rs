@@ -39,6 +39,7 @@ use tokio_util::sync::CancellationToken;
 use crate::job::{ErrorKind, Job};
 use crate::queue::{CommandCatalog, CommandDefaults, SubmitError};
 use crate::retry::Failure;
+use crate::output::OutputSink;
 use crate::worker::{BoxFuture, Execution, Executor};
 
 use self::registry::Registry;
@@ -235,7 +236,12 @@ impl Runtime {
 }
 
 impl Executor for Runtime {
-    fn execute<'a>(&'a self, job: &'a Job, cancel: CancellationToken) -> BoxFuture<'a, Execution> {
+    fn execute<'a>(
+        &'a self,
+        job: &'a Job,
+        cancel: CancellationToken,
+        output: OutputSink,
+    ) -> BoxFuture<'a, Execution> {
         Box::pin(async move {
             let plugin = match self.resolve_plugin(&job.command) {
                 Ok(plugin) => plugin,
@@ -250,7 +256,7 @@ impl Executor for Runtime {
                     return Execution::of(Err(failure));
                 }
             };
-            self.registry.run(&plugin, job, cancel).await
+            self.registry.run(&plugin, job, cancel, output).await
         })
     }
 }

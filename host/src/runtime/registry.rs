@@ -121,6 +121,7 @@ impl Registry {
         plugin: &LoadedPlugin,
         job: &Job,
         cancel: CancellationToken,
+        output: OutputSink,
     ) -> Execution {
         let command = job
             .command
@@ -132,6 +133,7 @@ impl Registry {
             job,
             command,
             cancel,
+            output,
             &self.caps,
             self.workspaces.as_ref(),
         )

@@ -15,6 +15,7 @@
 mod dependencies;
 mod jobs;
 mod nodes;
+mod output;
 mod pauses;
 mod schedules;
 mod schema;
@@ -27,6 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use honeydew_core::job::{Job, JobId, JobStatus, QueuedJob};
+use honeydew_core::output::{AttemptOutput, JobOutput, LogQuery};
 use honeydew_core::pause::Pause;
 use honeydew_core::schedule::Schedule;
 use honeydew_core::store::{
@@ -496,6 +498,21 @@ impl JobStore for PostgresStore {
     async fn count_jobs(&self) -> Result<Vec<JobCount>, StoreError> {
         let client = self.client().await?;
         Ok(jobs::count_jobs(&client).await?)
+    }
+
+    async fn append_output(&self, id: JobId, output: AttemptOutput) -> Result<(), StoreError> {
+        if output.is_empty() {
+            return Ok(());
+        }
+        let mut client = self.client().await?;
+        output::append_output(&mut client, id, &output).await?;
+        self.stats.relaxed_commits.fetch_add(1, Relaxed);
+        Ok(())
+    }
+
+    async fn job_output(&self, id: JobId, query: LogQuery) -> Result<JobOutput, StoreError> {
+        let client = self.client().await?;
+        Ok(output::job_output(&client, id, query).await?)
     }
 
     async fn insert_schedule(&self, schedule: Schedule) -> Result<(), StoreError> {

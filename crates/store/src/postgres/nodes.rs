@@ -19,6 +19,7 @@ use tokio_postgres::{AsyncMessage, NoTls};
 use uuid::Uuid;
 
 use super::Result;
+use super::output::OUTPUT_CHANNEL;
 use super::jobs::{JOB_COLUMNS_OF_JOBS, read_job};
 
 /// The channel every statement that leaves a job pending notifies (a trigger does it).
@@ -278,6 +279,11 @@ impl Listeners {
             SCHEDULES_CHANNEL => {
                 let _ = self.signals.send(ClusterSignal::SchedulesChanged);
             }
+            OUTPUT_CHANNEL => {
+                if let Ok(id) = payload.parse() {
+                    let _ = self.signals.send(ClusterSignal::OutputWritten { id });
+                }
+            }
             _ => {}
         }
     }
@@ -323,6 +329,7 @@ pub(super) async fn listen(url: String, to: Listeners) {
                 JOBS_CHANNEL,
                 CANCEL_CHANNEL,
                 SCHEDULES_CHANNEL,
+                OUTPUT_CHANNEL,
             ]
             .map(|channel| format!("LISTEN {channel};"))
             .concat();

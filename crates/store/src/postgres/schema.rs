@@ -256,6 +256,30 @@ CREATE INDEX jobs_waiting ON jobs (id) WHERE waiting_on > 0;
     r#"
 ALTER TABLE jobs ADD COLUMN snooze_count integer NOT NULL DEFAULT 0;
 "#,
+    // v9: what a plugin says while it runs. Each attempt keeps the tail of its log
+    // (the store trims it as it appends) and its latest progress; both go with the job.
+    // A change of either is announced on `honeydew_output` (job id and attempt), for
+    // the watchers of other nodes.
+    r#"
+CREATE TABLE attempt_logs (
+    job_id   uuid NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+    attempt  integer NOT NULL,
+    seq      bigint NOT NULL,
+    at       timestamptz NOT NULL,
+    level    text NOT NULL,
+    line     text NOT NULL,
+    PRIMARY KEY (job_id, attempt, seq)
+);
+CREATE TABLE job_progress (
+    job_id     uuid NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+    attempt    integer NOT NULL,
+    done       bigint NOT NULL,
+    total      bigint,
+    message    text,
+    updated_at timestamptz NOT NULL,
+    PRIMARY KEY (job_id, attempt)
+);
+"#,
 ];
 
 /// The schema version this binary writes.

@@ -13,12 +13,13 @@
 //!
 //! Every state change is one guarded `UPDATE ... WHERE id = ? AND status = ?`; a
 //! transition whose guard does not hold changes nothing and comes back as
-//! [`StoreError::StaleTransition`]. `jobs.rs`, `dependencies.rs`, `schedules.rs` and
-//! `pauses.rs` hold the statements, as functions of a connection; this file says which
+//! [`StoreError::StaleTransition`]. `jobs.rs`, `dependencies.rs`, `schedules.rs`,
+//! `output.rs` and `pauses.rs` hold the statements, as functions of a connection; this file says which
 //! kind of write each one is.
 
 mod dependencies;
 mod jobs;
+mod output;
 mod pauses;
 mod schedules;
 mod schema;
@@ -37,6 +38,7 @@ use tokio::sync::oneshot;
 
 use chrono::{DateTime, Utc};
 use honeydew_core::job::{Job, JobId, JobStatus, QueuedJob};
+use honeydew_core::output::{AttemptOutput, JobOutput, LogQuery};
 use honeydew_core::pause::Pause;
 use honeydew_core::schedule::Schedule;
 use honeydew_core::store::{
@@ -468,6 +470,20 @@ impl JobStore for SqliteStore {
 
     async fn count_jobs(&self) -> Result<Vec<JobCount>, StoreError> {
         self.read(jobs::count_jobs).await
+    }
+
+    async fn append_output(&self, id: JobId, output: AttemptOutput) -> Result<(), StoreError> {
+        if output.is_empty() {
+            return Ok(());
+        }
+        // A log line lost to a power cut costs no job: no fsync of its own.
+        self.write_relaxed(move |conn| output::append_output(conn, id, &output))
+            .await
+    }
+
+    async fn job_output(&self, id: JobId, query: LogQuery) -> Result<JobOutput, StoreError> {
+        self.read(move |conn| output::job_output(conn, id, query))
+            .await
     }
 
     async fn insert_schedule(&self, schedule: Schedule) -> Result<(), StoreError> {
