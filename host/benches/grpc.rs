@@ -18,10 +18,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use honeydew::output::OutputSink;
 use honeydew::api::pb::{SubmitJobRequest, SubmitJobsRequest, queue_client::QueueClient};
 use honeydew::api::{self, Address, ApiConfig, PluginInventory, RunningServer};
 use honeydew::job::{Job, JobStatus};
+use honeydew::output::OutputSink;
 use honeydew::queue::{AnyCommand, Manager, ManagerConfig};
 use honeydew::runtime::PluginSummary;
 use honeydew::scheduler::Scheduler;

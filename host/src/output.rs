@@ -85,9 +85,14 @@ impl OutputSink {
         self.with_buffer(|attempt, buffer| {
             let seq = buffer.next_seq;
             buffer.next_seq = seq.saturating_add(1);
-            buffer
-                .tail
-                .push(LogLine::new(attempt, seq, Utc::now(), level, context, message));
+            buffer.tail.push(LogLine::new(
+                attempt,
+                seq,
+                Utc::now(),
+                level,
+                context,
+                message,
+            ));
         });
     }
 

@@ -370,7 +370,8 @@ impl Worker {
         rng: &mut SmallRng,
     ) -> bool {
         let started = Instant::now();
-        let output = AttemptOutputs::start(Arc::clone(&self.manager), claimed.job.id, claimed.attempt);
+        let output =
+            AttemptOutputs::start(Arc::clone(&self.manager), claimed.job.id, claimed.attempt);
         let execution = tokio::select! {
             execution = self.executor.execute(&claimed.job, cancel.clone(), output.sink()) => Some(execution),
             () = cancel.cancelled() => None,

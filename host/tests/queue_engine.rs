@@ -6,9 +6,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use honeydew::output::OutputSink;
 use honeydew::job::{ErrorKind, Job, JobId, JobStatus};
 use honeydew::job_request::JobRequest;
+use honeydew::output::OutputSink;
 use honeydew::queue::{
     AnyCommand, CancelError, CancelOutcome, Manager, ManagerConfig, SubmitRequest,
 };

@@ -22,8 +22,8 @@ use std::pin::Pin;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use honeydew::output::OutputSink;
 use honeydew::job::ErrorKind;
+use honeydew::output::OutputSink;
 use honeydew::retry::Failure;
 use honeydew::worker::Execution;
 use runtime_support::*;
@@ -854,7 +854,11 @@ mod reload {
         let running = {
             let runtime = runtime.clone();
             let job = job("fetch.get", json!({"url": server.url("/hold")}).to_string());
-            tokio::spawn(async move { runtime.execute(&job, CancellationToken::new(), OutputSink::discard()).await })
+            tokio::spawn(async move {
+                runtime
+                    .execute(&job, CancellationToken::new(), OutputSink::discard())
+                    .await
+            })
         };
         server.held().await;
 
@@ -970,7 +974,11 @@ mod cancel {
         let token = CancellationToken::new();
         let mut running = Box::pin({
             let (runtime, token) = (runtime.clone(), token.clone());
-            async move { runtime.execute(&job("spin.loop", ""), token, OutputSink::discard()).await }
+            async move {
+                runtime
+                    .execute(&job("spin.loop", ""), token, OutputSink::discard())
+                    .await
+            }
         });
         // The first poll instantiates the guest and enters its loop, which yields at
         // the next epoch tick; from then on it spins on a worker thread.
@@ -1060,11 +1068,17 @@ mod contract {
                 .any(|name| name == "honeydew:plugin/job@0.2.0"),
             "{imports:?}"
         );
-        assert!(!imports.iter().any(|name| name.contains("logging")), "{imports:?}");
+        assert!(
+            !imports.iter().any(|name| name.contains("logging")),
+            "{imports:?}"
+        );
         let dir = PluginDir::with(&[ELDER]);
         let runtime = dir.start().await;
         assert_eq!(runtime.plugins().len(), 1, "{:?}", runtime.skipped());
-        assert_eq!(ok_text(&run(&runtime, "elder.echo", "as it was").await), "as it was");
+        assert_eq!(
+            ok_text(&run(&runtime, "elder.echo", "as it was").await),
+            "as it was"
+        );
         assert_eq!(
             ok_text(&run(&runtime, "elder.snoozes", "").await),
             r#"{"snooze_count":0}"#
@@ -1286,7 +1300,9 @@ mod job_requests {
         for (snooze_count, snoozes_again) in [(0, true), (1, true), (2, false)] {
             let mut job = job("snoozer.snooze", payload.clone());
             job.snooze_count = snooze_count;
-            let execution = runtime.execute(&job, CancellationToken::new(), OutputSink::discard()).await;
+            let execution = runtime
+                .execute(&job, CancellationToken::new(), OutputSink::discard())
+                .await;
             assert_eq!(
                 execution.request.is_some(),
                 snoozes_again,

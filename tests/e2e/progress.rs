@@ -133,7 +133,10 @@ async fn read_until(
                 return;
             }
         }
-        assert!(enough.is_none(), "the watch ended before the output awaited");
+        assert!(
+            enough.is_none(),
+            "the watch ended before the output awaited"
+        );
     };
     tokio::time::timeout(PATIENCE, read)
         .await
@@ -159,7 +162,11 @@ impl Reading {
         std::thread::spawn(move || {
             let mut buffer = [0u8; 4096];
             while let Ok(n) = out.read(&mut buffer) {
-                if n == 0 || sender.send(String::from_utf8_lossy(&buffer[..n]).into_owned()).is_err() {
+                if n == 0
+                    || sender
+                        .send(String::from_utf8_lossy(&buffer[..n]).into_owned())
+                        .is_err()
+                {
                     break;
                 }
             }
@@ -211,14 +218,22 @@ async fn a_plugins_progress_and_log_lines_reach_watch_job_and_honeydew_logs(post
     let honeydew_bin = env!("CARGO_BIN_EXE_honeydew");
     let mut pty = std::process::Command::new("script");
     pty.args(["-q", "-f", "-e", "-c"])
-        .arg(format!("{honeydew_bin} --data-dir {} wait {id}", data.display()))
+        .arg(format!(
+            "{honeydew_bin} --data-dir {} wait {id}",
+            data.display()
+        ))
         .arg("/dev/null")
         .env("TERM", "xterm");
     let mut wait = Reading::spawn(pty);
 
     // Held halfway: every line so far and the progress, while the job runs.
     let mut seen = Seen::default();
-    read_until(&mut stream, &mut seen, Some(&|seen: &Seen| seen.halfway(25))).await;
+    read_until(
+        &mut stream,
+        &mut seen,
+        Some(&|seen: &Seen| seen.halfway(25)),
+    )
+    .await;
     assert_eq!(
         seen.last.as_ref().unwrap().status(),
         JobStatus::Running,
@@ -263,27 +278,40 @@ async fn a_plugins_progress_and_log_lines_reach_watch_job_and_honeydew_logs(post
         "the whole log before the terminal update"
     );
     assert_eq!(seen.lines.len(), 26);
-    assert_eq!(
-        seen.progress.last(),
-        Some(&(2, Some(2), "done".to_owned()))
-    );
+    assert_eq!(seen.progress.last(), Some(&(2, Some(2), "done".to_owned())));
 
     let (followed, ok) = followed.finish();
     assert!(ok, "logs --follow ends with the job: {followed}");
     let followed_lines: Vec<&str> = followed.lines().collect();
     assert_eq!(followed_lines.len(), 26, "{followed}");
-    assert!(followed_lines[0].ends_with("INFO  [attempt 1] line 1"), "{followed}");
-    assert!(followed_lines[9].ends_with("WARN  [attempt 1] line 10"), "{followed}");
+    assert!(
+        followed_lines[0].ends_with("INFO  [attempt 1] line 1"),
+        "{followed}"
+    );
+    assert!(
+        followed_lines[9].ends_with("WARN  [attempt 1] line 10"),
+        "{followed}"
+    );
     assert!(followed_lines[25].ends_with("[attempt 1] finished after 25 lines"));
     let (waited, ok) = waiting.finish();
     assert!(ok, "wait succeeds: {waited}");
-    assert!(waited.contains("[##########----------] 1/2 halfway"), "{waited:?}");
-    assert!(waited.contains(r#""lines": 25"#), "the result on stdout: {waited:?}");
+    assert!(
+        waited.contains("[##########----------] 1/2 halfway"),
+        "{waited:?}"
+    );
+    assert!(
+        waited.contains(r#""lines": 25"#),
+        "the result on stdout: {waited:?}"
+    );
 
     // After the end: the whole log, as text and as JSON, and by attempt.
     let printed = honeydew(&data, &["logs", &id], "");
     assert!(printed.status.success(), "{printed:?}");
-    assert_eq!(stdout(&printed), followed, "logs prints what --follow printed");
+    assert_eq!(
+        stdout(&printed),
+        followed,
+        "logs prints what --follow printed"
+    );
     let printed = honeydew(&data, &["--json", "logs", &id, "--attempt", "1"], "");
     let records: Vec<serde_json::Value> = stdout(&printed)
         .lines()
@@ -370,10 +398,23 @@ async fn a_component_built_against_wit_0_2_0_still_runs(postgres: bool) {
     assert_eq!(echo.status(), JobStatus::Completed, "{:?}", echo.error);
     assert_eq!(result_text(&echo), r#"{"from": "0.2.0"}"#);
     let snoozes = finished(&channel, &snoozes).await;
-    assert_eq!(snoozes.status(), JobStatus::Completed, "{:?}", snoozes.error);
-    assert_eq!(result_text(&snoozes), r#"{"snooze_count":0}"#, "0.2.0's job import");
+    assert_eq!(
+        snoozes.status(),
+        JobStatus::Completed,
+        "{:?}",
+        snoozes.error
+    );
+    assert_eq!(
+        result_text(&snoozes),
+        r#"{"snooze_count":0}"#,
+        "0.2.0's job import"
+    );
     let talk = finished(&channel, &talk).await;
-    assert_eq!(talk.status(), JobStatus::Completed, "a 0.2.1 component beside it");
+    assert_eq!(
+        talk.status(),
+        JobStatus::Completed,
+        "a 0.2.1 component beside it"
+    );
     assert!(whole_log(&channel, &echo.id).await.is_empty());
 }
 

@@ -121,6 +121,9 @@ mod tests {
             level: "warn".into(),
             line: "page 3 was slow".into(),
         };
-        assert_eq!(human_line(&line, None), " WARN  [attempt 2] page 3 was slow");
+        assert_eq!(
+            human_line(&line, None),
+            " WARN  [attempt 2] page 3 was slow"
+        );
     }
 }

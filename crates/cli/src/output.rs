@@ -157,7 +157,11 @@ pub fn print_job(job: &pb::Job) {
     if let Some(progress) = &job.progress {
         lines.push((
             "progress",
-            format!("{} (attempt {})", super::wait::bar(progress), progress.attempt),
+            format!(
+                "{} (attempt {})",
+                super::wait::bar(progress),
+                progress.attempt
+            ),
         ));
     }
     for (name, value) in lines.iter().filter(|(_, value)| !value.is_empty()) {

@@ -191,9 +191,17 @@ pub fn bar(reported: &pb::JobProgress) -> String {
         }
         None => format!("{} done", reported.done),
     };
-    if let Some(message) = reported.message.as_deref().filter(|message| !message.is_empty()) {
+    if let Some(message) = reported
+        .message
+        .as_deref()
+        .filter(|message| !message.is_empty())
+    {
         // One line: a message cannot move the cursor.
-        let message: String = message.chars().filter(|c| !c.is_control()).take(80).collect();
+        let message: String = message
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(80)
+            .collect();
         text.push(' ');
         text.push_str(&message);
     }

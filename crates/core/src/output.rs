@@ -105,9 +105,8 @@ impl LogLine {
         context: &str,
         message: &str,
     ) -> LogLine {
-        let mut line = String::with_capacity(
-            (context.len() + message.len() + 2).min(MAX_LOG_LINE_BYTES + 4),
-        );
+        let mut line =
+            String::with_capacity((context.len() + message.len() + 2).min(MAX_LOG_LINE_BYTES + 4));
         if !context.is_empty() {
             line.push_str(cut(context, MAX_LOG_LINE_BYTES));
             line.push_str(": ");
@@ -295,7 +294,14 @@ mod tests {
     use super::*;
 
     fn line(seq: u64, text: &str) -> LogLine {
-        LogLine::new(1, seq, DateTime::<Utc>::UNIX_EPOCH, LogLevel::Info, "", text)
+        LogLine::new(
+            1,
+            seq,
+            DateTime::<Utc>::UNIX_EPOCH,
+            LogLevel::Info,
+            "",
+            text,
+        )
     }
 
     #[test]
@@ -332,7 +338,10 @@ mod tests {
             None,
             "a blank message is no message"
         );
-        assert_eq!(JobProgress::new(1, 0, Some(0), None, at).fraction(), Some(1.0));
+        assert_eq!(
+            JobProgress::new(1, 0, Some(0), None, at).fraction(),
+            Some(1.0)
+        );
     }
 
     #[test]
@@ -359,7 +368,9 @@ mod tests {
     fn tail_start_names_the_first_line_kept() {
         let few: Vec<(u64, usize)> = (1..=10).map(|seq| (seq, 10)).collect();
         assert_eq!(tail_start(&few), None);
-        let many: Vec<(u64, usize)> = (1..=(MAX_LOG_LINES as u64 + 3)).map(|seq| (seq, 1)).collect();
+        let many: Vec<(u64, usize)> = (1..=(MAX_LOG_LINES as u64 + 3))
+            .map(|seq| (seq, 1))
+            .collect();
         assert_eq!(tail_start(&many), Some(4));
         let big: Vec<(u64, usize)> = (1..=200).map(|seq| (seq, MAX_LOG_LINE_BYTES)).collect();
         assert_eq!(tail_start(&big), Some(200 - 128 + 1));

@@ -9,14 +9,14 @@ use std::collections::HashSet;
 
 use chrono::{SubsecRound, TimeDelta, Utc};
 use honeydew_core::job::{ErrorKind, Job, JobId, JobStatus, PluginRef};
+use honeydew_core::output::{
+    AttemptOutput, JobProgress, LogLevel, LogLine, LogQuery, MAX_LOG_BYTES, MAX_LOG_LINE_BYTES,
+    MAX_LOG_LINES,
+};
 use honeydew_core::schedule::{MisfirePolicy, Schedule};
 use honeydew_core::store::{
     AttemptReport, BulkFilter, Claimed, JobCount, JobFilter, Outcome, Store, StoreError,
     UniqueInsert, Uniqueness,
-};
-use honeydew_core::output::{
-    AttemptOutput, JobProgress, LogLevel, LogLine, LogQuery, MAX_LOG_BYTES, MAX_LOG_LINE_BYTES,
-    MAX_LOG_LINES,
 };
 use support::Fixture;
 
@@ -1609,8 +1609,17 @@ async fn a_plugin_cancel_ends_the_job_for_good_with_its_reason(fx: Fixture) {
 
 fn log_lines(attempt: u32, seqs: std::ops::RangeInclusive<u64>, text: &str) -> Vec<LogLine> {
     let at = Utc::now().trunc_subsecs(3);
-    seqs.map(|seq| LogLine::new(attempt, seq, at, LogLevel::Info, "", &format!("{text} {seq}")))
-        .collect()
+    seqs.map(|seq| {
+        LogLine::new(
+            attempt,
+            seq,
+            at,
+            LogLevel::Info,
+            "",
+            &format!("{text} {seq}"),
+        )
+    })
+    .collect()
 }
 
 async fn attempt_output_keeps_its_tail_reads_in_order_and_goes_with_its_job(fx: Fixture) {
@@ -1643,9 +1652,17 @@ async fn attempt_output_keeps_its_tail_reads_in_order_and_goes_with_its_job(fx: 
     assert_eq!(output.lines.len(), MAX_LOG_LINES, "the line cap holds");
     assert_eq!(output.lines.first().unwrap().seq, 701, "the tail is kept");
     assert_eq!(output.lines.last().unwrap().line, format!("line {total}"));
-    assert!(output.lines.windows(2).all(|pair| pair[0].seq < pair[1].seq));
+    assert!(
+        output
+            .lines
+            .windows(2)
+            .all(|pair| pair[0].seq < pair[1].seq)
+    );
     let progress = output.progress.expect("progress is stored");
-    assert_eq!((progress.attempt, progress.done, progress.total), (attempt, total, Some(total)));
+    assert_eq!(
+        (progress.attempt, progress.done, progress.total),
+        (attempt, total, Some(total))
+    );
     assert_eq!(progress.message.as_deref(), Some("paging"));
 
     // Following: only the lines after the last one read; a repeated line is not doubled.
@@ -1683,7 +1700,10 @@ async fn attempt_output_keeps_its_tail_reads_in_order_and_goes_with_its_job(fx: 
         error: "again".into(),
         run_at: Utc::now() - TimeDelta::seconds(1),
     };
-    store.finish(job.id, attempt, retry, report()).await.unwrap();
+    store
+        .finish(job.id, attempt, retry, report())
+        .await
+        .unwrap();
     let second = store.claim(job.id, 1, Utc::now()).await.unwrap().unwrap();
     let long = "x".repeat(MAX_LOG_LINE_BYTES * 2);
     store
@@ -1705,11 +1725,24 @@ async fn attempt_output_keeps_its_tail_reads_in_order_and_goes_with_its_job(fx: 
     assert!(bytes <= MAX_LOG_BYTES, "{bytes} bytes kept");
     assert_eq!(output.lines.len(), MAX_LOG_BYTES / MAX_LOG_LINE_BYTES);
     assert_eq!(output.lines.last().unwrap().seq, 300);
-    assert!(output.lines.iter().all(|line| line.attempt == second.attempt));
+    assert!(
+        output
+            .lines
+            .iter()
+            .all(|line| line.attempt == second.attempt)
+    );
     assert_eq!(output.progress, None, "the second attempt reported none");
     let first_too = store.job_output(job.id, everything).await.unwrap();
-    assert_eq!(first_too.lines.first().unwrap().attempt, attempt, "each attempt keeps its own");
-    assert_eq!(first_too.progress.unwrap().attempt, attempt, "the latest progress reported");
+    assert_eq!(
+        first_too.lines.first().unwrap().attempt,
+        attempt,
+        "each attempt keeps its own"
+    );
+    assert_eq!(
+        first_too.progress.unwrap().attempt,
+        attempt,
+        "the latest progress reported"
+    );
 
     // Retention: the output goes with its job, and output of a gone job is dropped.
     store

@@ -9,12 +9,12 @@ use tonic::Status;
 
 use super::pb;
 use crate::job::{Job, JobId, JobStatus};
-use honeydew_core::output::{JobProgress, LogLine};
 use crate::queue::{
     CancelError, Manager, OnConflict, SubmitError, SubmitRequest, Submitted, UniqueRequest,
 };
 use crate::scheduler::{MisfirePolicy, Schedule, ScheduleError};
 use crate::store::{MAX_DEPENDENCIES, StoreError};
+use honeydew_core::output::{JobProgress, LogLine};
 
 /// The most retries a submitter may ask for.
 pub use crate::config::MAX_RETRIES_LIMIT;

@@ -95,7 +95,11 @@ impl OutputFollower {
             after: None,
             progress: None,
             local: state.manager.subscribe_output(),
-            shared: state.manager.store().shared().map(|shared| shared.signals()),
+            shared: state
+                .manager
+                .store()
+                .shared()
+                .map(|shared| shared.signals()),
         }
     }
 
@@ -107,7 +111,8 @@ impl OutputFollower {
                 match shared.as_mut() {
                     Some(signals) => match signals.recv().await {
                         Ok(ClusterSignal::OutputWritten { id: written }) => written == id,
-                        Ok(ClusterSignal::Resynced) | Err(broadcast::error::RecvError::Lagged(_)) => true,
+                        Ok(ClusterSignal::Resynced)
+                        | Err(broadcast::error::RecvError::Lagged(_)) => true,
                         Ok(_) => false,
                         Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
                     },

@@ -37,9 +37,9 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::job::{ErrorKind, Job};
+use crate::output::OutputSink;
 use crate::queue::{CommandCatalog, CommandDefaults, SubmitError};
 use crate::retry::Failure;
-use crate::output::OutputSink;
 use crate::worker::{BoxFuture, Execution, Executor};
 
 use self::registry::Registry;

@@ -24,6 +24,7 @@ use super::{
     CompileStats, PluginEvent, PluginSummary, RuntimeConfig, SkippedPlugin, cache, sandbox,
 };
 use crate::job::Job;
+use crate::output::OutputSink;
 use crate::worker::Execution;
 use crate::workspace::Workspaces;
 

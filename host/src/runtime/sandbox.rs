@@ -64,10 +64,10 @@ use super::workspace::{self, GUEST_PATH, WorkspaceAccess};
 use crate::job::{ErrorKind, Job, JobId};
 use crate::job_request::JobRequest;
 use crate::output::OutputSink;
-use honeydew_core::output::LogLevel;
 use crate::retry::Failure;
 use crate::worker::Execution;
 use crate::workspace::{AttemptWorkspace, Workspaces};
+use honeydew_core::output::LogLevel;
 
 /// How much of a guest's stderr is kept: the last this many bytes.
 const STDERR_CAPTURE_BYTES: usize = 4096;

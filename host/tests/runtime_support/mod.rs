@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use honeydew::output::OutputSink;
 use honeydew::job::Job;
+use honeydew::output::OutputSink;
 use honeydew::runtime::{PluginEvent, Runtime, RuntimeConfig};
 use honeydew::worker::{Execution, Executor};
 use sha2::{Digest, Sha256};

@@ -19,8 +19,8 @@ use tokio_postgres::{AsyncMessage, NoTls};
 use uuid::Uuid;
 
 use super::Result;
-use super::output::OUTPUT_CHANNEL;
 use super::jobs::{JOB_COLUMNS_OF_JOBS, read_job};
+use super::output::OUTPUT_CHANNEL;
 
 /// The channel every statement that leaves a job pending notifies (a trigger does it).
 pub(super) const WORK_CHANNEL: &str = "honeydew_work";

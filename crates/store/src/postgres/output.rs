@@ -38,7 +38,8 @@ pub(super) async fn append_output(
     output: &AttemptOutput,
 ) -> Result<()> {
     let tx = client.transaction().await?;
-    tx.batch_execute("SET LOCAL synchronous_commit = off").await?;
+    tx.batch_execute("SET LOCAL synchronous_commit = off")
+        .await?;
     let uuid = id.as_uuid();
     let exists = tx
         .query_opt("SELECT 1 FROM jobs WHERE id = $1 FOR KEY SHARE", &[&uuid])
@@ -53,9 +54,17 @@ pub(super) async fn append_output(
             .iter()
             .map(|line| i32::try_from(line.attempt).unwrap_or(i32::MAX))
             .collect();
-        let seqs: Vec<i64> = output.lines.iter().map(|line| to_sql_u64(line.seq)).collect();
+        let seqs: Vec<i64> = output
+            .lines
+            .iter()
+            .map(|line| to_sql_u64(line.seq))
+            .collect();
         let ats: Vec<DateTime<Utc>> = output.lines.iter().map(|line| line.at).collect();
-        let levels: Vec<&str> = output.lines.iter().map(|line| line.level.as_str()).collect();
+        let levels: Vec<&str> = output
+            .lines
+            .iter()
+            .map(|line| line.level.as_str())
+            .collect();
         let texts: Vec<&str> = output.lines.iter().map(|line| line.line.as_str()).collect();
         let insert = tx
             .prepare_cached(
@@ -158,7 +167,13 @@ pub(super) async fn job_output(
     let lines = client
         .query(
             &lines,
-            &[&uuid, &attempt, &after_attempt, &to_sql_u64(after_seq), &limit],
+            &[
+                &uuid,
+                &attempt,
+                &after_attempt,
+                &to_sql_u64(after_seq),
+                &limit,
+            ],
         )
         .await?
         .iter()

@@ -90,7 +90,11 @@ pub(super) fn append_output(
 }
 
 /// The lines and progress of job `id` that `query` asks for.
-pub(super) fn job_output(conn: &Connection, id: JobId, query: LogQuery) -> Result<JobOutput, Error> {
+pub(super) fn job_output(
+    conn: &Connection,
+    id: JobId,
+    query: LogQuery,
+) -> Result<JobOutput, Error> {
     let exists = conn
         .prepare_cached("SELECT 1 FROM jobs WHERE id = ?1")?
         .query_row(params![Text(id)], |_| Ok(()))
@@ -165,4 +169,3 @@ pub(super) fn job_output(conn: &Connection, id: JobId, query: LogQuery) -> Resul
     };
     Ok(JobOutput { lines, progress })
 }
-
