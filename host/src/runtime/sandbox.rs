@@ -764,6 +764,8 @@ pub(super) struct JobCaps {
 /// sandbox and reports it to the worker. A plugin granted a workspace gets a fresh one
 /// in `workspaces`, kept only if the attempt completes. What the guest asked of its job
 /// is reported only when its `run` returned.
+// What one attempt needs, each from its own owner; a struct would only rename them.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn run_job(
     engine: &Engine,
     plugin: &LoadedPlugin,
