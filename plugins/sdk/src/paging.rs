@@ -189,7 +189,10 @@ impl Paging {
             crate::job::progress(
                 pages,
                 None,
-                Some(&format!("{pages} {noun} fetched, {} items", items.len() + page.len())),
+                Some(&format!(
+                    "{pages} {noun} fetched, {} items",
+                    items.len() + page.len()
+                )),
             );
             if let (Some(next), Some(base_url)) = (&next, &self.base_url)
                 && !is_under(next, base_url)
