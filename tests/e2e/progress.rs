@@ -272,6 +272,11 @@ async fn a_plugins_progress_and_log_lines_reach_watch_job_and_honeydew_logs(post
     assert_eq!(last.status(), JobStatus::Completed);
     let job = last.job.expect("the terminal update carries the job");
     assert_eq!(result_text(&job), r#"{"lines":25}"#);
+    let reported = job
+        .progress
+        .as_ref()
+        .expect("the last job carries its progress");
+    assert_eq!((reported.done, reported.message()), (2, "done"));
     assert_eq!(
         seen.texts().last().copied(),
         Some("finished after 25 lines"),

@@ -26,7 +26,7 @@ use tonic::Status;
 use super::ApiState;
 use super::convert;
 use super::pb;
-use super::queue::job_with_attempt;
+use super::queue::{job_with_attempt, latest_progress};
 use crate::job::{Job, JobId, JobStatus};
 use crate::queue::JobEvent;
 use crate::store::{ClusterSignal, Store};
@@ -257,10 +257,16 @@ async fn follow(
         {
             return;
         }
-        let _ = updates.send(Ok(snapshot(job, attempt))).await;
+        let _ = updates
+            .send(Ok(snapshot_of(&state, job, attempt).await))
+            .await;
         return;
     }
-    if updates.send(Ok(snapshot(job, attempt))).await.is_err() {
+    if updates
+        .send(Ok(snapshot_of(&state, job, attempt).await))
+        .await
+        .is_err()
+    {
         return;
     }
     if let Some(output) = output.as_mut()
@@ -357,7 +363,11 @@ async fn follow(
         if progress > sent {
             sent = progress;
             current = (job.status, attempt, job.retry_count);
-            if updates.send(Ok(snapshot(job, attempt))).await.is_err() {
+            if updates
+                .send(Ok(snapshot_of(&state, job, attempt).await))
+                .await
+                .is_err()
+            {
                 return;
             }
         }
@@ -365,6 +375,16 @@ async fn follow(
             return;
         }
     }
+}
+
+/// [`snapshot`] with the job's latest progress, as `GetJobStatus` shows it.
+async fn snapshot_of(state: &ApiState, job: Job, attempt: u32) -> pb::JobUpdate {
+    let id = job.id;
+    let mut update = snapshot(job, attempt);
+    if let Some(job) = update.job.as_mut() {
+        job.progress = latest_progress(state, id).await;
+    }
+    update
 }
 
 fn snapshot(job: Job, attempt: u32) -> pb::JobUpdate {
