@@ -10,9 +10,11 @@
 //!    says how much of each job the queue's round trips cost.
 //! 2. First dispatch: with `BACKLOG_JOBS` pending, the time from opening the store to
 //!    the first job's `running` event (recovery reads the whole backlog first).
-//! 3. Metrics: the drain at the default workers with Prometheus metrics on (counted by
-//!    the manager, the runtime and the egress hook, and scraped every second, as
-//!    `--listen-http` does) against off, rounds alternated off, on, off, on.
+//! 3. Observability: the drain at the default workers with Prometheus metrics on
+//!    (counted by the manager, the runtime and the egress hook, and scraped every
+//!    second, as `--listen-http` does), and with metrics and traces on (a span per
+//!    attempt exported over OTLP/gRPC to a collector in this process, which counts
+//!    them), against both off; rounds alternated off, metrics, metrics and traces.
 //!
 //! `HONEYDEW_BENCH_PART=metrics` runs part 3 alone.
 //!
@@ -21,6 +23,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use honeydew::job::{Job, JobStatus};
@@ -30,7 +33,14 @@ use honeydew::queue::{Manager, ManagerConfig};
 use honeydew::recovery;
 use honeydew::runtime::{Runtime, RuntimeConfig};
 use honeydew::store::{SqliteConfig, SqliteStore, Store};
+use honeydew::traces::Traces;
 use honeydew::worker::{DEFAULT_WORKERS, Executor, PoolConfig, WorkerPool};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 use tokio_util::sync::CancellationToken;
 
 mod support;
@@ -40,6 +50,8 @@ const DRAIN_JOBS: usize = 20_000;
 const BACKLOG_JOBS: usize = 100_000;
 const WORKERS: [usize; 5] = [2, 4, 8, 16, 32];
 const ROUNDS: usize = 3;
+/// Part 3 compares figures a few percent apart on noisy cores: more rounds.
+const OBSERVABILITY_ROUNDS: usize = 5;
 
 /// A fresh database at `path` with `count` pending echo jobs.
 async fn fill(path: &Path, count: usize) {
@@ -47,6 +59,13 @@ async fn fill(path: &Path, count: usize) {
         .map(Store::new)
         .expect("open store");
     support::fill(&store, count).await;
+}
+
+/// What a run observes besides the jobs: metrics, and traces to this collector.
+#[derive(Clone, Copy, Default)]
+struct Observe<'a> {
+    metrics: bool,
+    traces: Option<&'a str>,
 }
 
 /// Starts the daemon's parts on `db` and returns when `count` jobs completed (or, with
@@ -58,13 +77,16 @@ async fn run(
     workers: usize,
     count: usize,
     first_only: bool,
-    metrics: bool,
+    observe: Observe<'_>,
 ) -> Duration {
+    let traces = observe
+        .traces
+        .map(|endpoint| Traces::start(endpoint).expect("traces"));
     let started = Instant::now();
     let store = SqliteStore::open(SqliteConfig::new(db))
         .map(Store::new)
         .expect("open store");
-    let metrics = metrics.then(|| Metrics::new(workers));
+    let metrics = observe.metrics.then(|| Metrics::new(workers));
     let mut runtime_config = RuntimeConfig::new(plugins, cache);
     runtime_config.metrics = metrics.clone();
     let runtime = Runtime::start(runtime_config).await.expect("runtime");
@@ -110,6 +132,9 @@ async fn run(
         scraper.abort();
     }
     pool.stop(Duration::from_secs(10)).await;
+    if let Some(traces) = traces {
+        traces.shutdown().await;
+    }
     elapsed
 }
 
@@ -137,11 +162,54 @@ async fn sandbox_only(plugins: &Path, cache: &Path, workers: usize, count: usize
     count as f64 / started.elapsed().as_secs_f64()
 }
 
-/// Part 3: the drain at the default workers with metrics off and on, alternated.
-async fn metrics_overhead(scratch: &Path, plugins: &Path, cache: &Path) {
-    let (mut off, mut on) = (Vec::new(), Vec::new());
-    for round in 0..2 * ROUNDS {
-        let metrics = round % 2 == 1;
+/// An OTLP/gRPC trace collector that only counts the spans it is sent.
+#[derive(Clone, Default)]
+struct CountingCollector {
+    spans: Arc<AtomicUsize>,
+}
+
+#[tonic::async_trait]
+impl TraceService for CountingCollector {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let spans: usize = request
+            .into_inner()
+            .resource_spans
+            .iter()
+            .flat_map(|resource| &resource.scope_spans)
+            .map(|scope| scope.spans.len())
+            .sum();
+        self.spans.fetch_add(spans, Ordering::Relaxed);
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+impl CountingCollector {
+    /// Serves on a free loopback port; its `http://` URL.
+    async fn start(&self) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("address"));
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(TraceServiceServer::new(self.clone()))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        url
+    }
+}
+
+/// Part 3: the drain at the default workers with metrics, and metrics and traces, off
+/// and on, alternated.
+async fn observability_overhead(scratch: &Path, plugins: &Path, cache: &Path) {
+    let collector = CountingCollector::default();
+    let endpoint = collector.start().await;
+    let mut rates: [Vec<f64>; 3] = Default::default();
+    for round in 0..3 * OBSERVABILITY_ROUNDS {
+        let mode = round % 3;
         let dir = tempfile::TempDir::new_in(scratch).expect("db dir");
         let db = dir.path().join("honeydew.db");
         fill(&db, DRAIN_JOBS).await;
@@ -152,21 +220,22 @@ async fn metrics_overhead(scratch: &Path, plugins: &Path, cache: &Path) {
             DEFAULT_WORKERS,
             DRAIN_JOBS,
             false,
-            metrics,
+            Observe {
+                metrics: mode >= 1,
+                traces: (mode == 2).then_some(endpoint.as_str()),
+            },
         )
         .await;
-        let rate = DRAIN_JOBS as f64 / elapsed.as_secs_f64();
-        if metrics {
-            on.push(rate)
-        } else {
-            off.push(rate)
-        }
+        rates[mode].push(DRAIN_JOBS as f64 / elapsed.as_secs_f64());
     }
-    let (off, on) = (median(off), median(on));
+    let [off, metrics, traced] = rates.map(median);
     println!(
-        "metrics (drain, {DEFAULT_WORKERS} workers, median of {ROUNDS}): off {off:.0} jobs/s, \
-         on {on:.0} jobs/s, overhead {:.1}%",
-        (1.0 - on / off) * 100.0
+        "observability (drain, {DEFAULT_WORKERS} workers, median of {OBSERVABILITY_ROUNDS}): off {off:.0} \
+         jobs/s, metrics {metrics:.0} jobs/s (overhead {:.1}%), metrics and traces \
+         {traced:.0} jobs/s (overhead {:.1}%); {} spans exported",
+        (1.0 - metrics / off) * 100.0,
+        (1.0 - traced / off) * 100.0,
+        collector.spans.load(Ordering::Relaxed)
     );
 }
 
@@ -174,7 +243,7 @@ async fn bench(scratch: PathBuf) {
     let plugins = plugin_dir(&scratch);
     let cache = tempfile::TempDir::new_in(&scratch).expect("cache dir");
     if std::env::var("HONEYDEW_BENCH_PART").as_deref() == Ok("metrics") {
-        metrics_overhead(&scratch, plugins.path(), cache.path()).await;
+        observability_overhead(&scratch, plugins.path(), cache.path()).await;
         return;
     }
     println!("drain of {DRAIN_JOBS} pending echo.echo jobs after a start (median of {ROUNDS})");
@@ -193,7 +262,7 @@ async fn bench(scratch: PathBuf) {
                 workers,
                 DRAIN_JOBS,
                 false,
-                false,
+                Observe::default(),
             )
             .await;
             drains.push(DRAIN_JOBS as f64 / elapsed.as_secs_f64());
@@ -215,14 +284,23 @@ async fn bench(scratch: PathBuf) {
         let dir = tempfile::TempDir::new_in(&scratch).expect("db dir");
         let db = dir.path().join("honeydew.db");
         fill(&db, BACKLOG_JOBS).await;
-        let elapsed = run(&db, plugins.path(), cache.path(), 4, 1, true, false).await;
+        let elapsed = run(
+            &db,
+            plugins.path(),
+            cache.path(),
+            4,
+            1,
+            true,
+            Observe::default(),
+        )
+        .await;
         firsts.push(elapsed.as_secs_f64());
     }
     println!(
         "start to first dispatch with {BACKLOG_JOBS} pending: {:.3} s (median of {ROUNDS})",
         median(firsts)
     );
-    metrics_overhead(&scratch, plugins.path(), cache.path()).await;
+    observability_overhead(&scratch, plugins.path(), cache.path()).await;
 }
 
 fn main() {

@@ -17,6 +17,7 @@
 //! listen_tcp = "127.0.0.1:7070"   # off unless set
 //! listen_http = "127.0.0.1:9464"  # Prometheus /metrics; off unless set, loopback only
 //! listen_http_public = false      # true: any address, every request needs the token
+//! otlp_endpoint = "http://127.0.0.1:4317"  # export traces over OTLP/gRPC; off unless set
 //! shutdown_deadline_ms = 30000
 //! max_payload_bytes = 4194304
 //! max_database_mib = 10240        # submits are refused (RESOURCE_EXHAUSTED) past it
@@ -116,6 +117,10 @@ pub struct DaemonArgs {
     /// carry the bearer token in <data-dir>/token
     #[arg(long, env = "HONEYDEW_LISTEN_HTTP_PUBLIC")]
     pub listen_http_public: bool,
+    /// Export OpenTelemetry traces (submits, attempts, plugins' HTTP requests) to
+    /// the OTLP/gRPC collector at this plain http:// URL, such as http://127.0.0.1:4317
+    #[arg(long, env = "HONEYDEW_OTLP_ENDPOINT", value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
     /// How long SIGINT/SIGTERM lets running jobs finish before putting them back
     /// to pending [default: 30000]
     #[arg(long, env = "HONEYDEW_SHUTDOWN_DEADLINE_MS", value_name = "MS")]
@@ -325,6 +330,8 @@ pub struct DaemonConfig {
     /// Whether the HTTP listener may be on a non-loopback address; it then requires
     /// the bearer token on every request.
     pub listen_http_public: bool,
+    /// Where traces are exported (OTLP/gRPC over plain HTTP/2); none: not exported.
+    pub otlp_endpoint: Option<String>,
     /// How long a shutdown waits for running jobs.
     pub shutdown_deadline: Duration,
     /// The largest payload accepted.
@@ -472,6 +479,10 @@ impl DaemonConfig {
                  bearer token required on every request"
             )));
         }
+        let otlp_endpoint = args.otlp_endpoint.or(file.otlp_endpoint);
+        if let Some(endpoint) = &otlp_endpoint {
+            check_otlp_endpoint(endpoint)?;
+        }
         let max_snoozes = args
             .max_snoozes
             .or(file.max_snoozes)
@@ -499,6 +510,7 @@ impl DaemonConfig {
             listen_tcp: args.listen_tcp.or(file.listen_tcp),
             listen_http,
             listen_http_public,
+            otlp_endpoint,
             shutdown_deadline: Duration::from_millis(shutdown_deadline_ms),
             max_payload_bytes: file.max_payload_bytes.unwrap_or(4 * 1024 * 1024),
             max_database_mib: file.max_database_mib,
@@ -516,6 +528,27 @@ impl DaemonConfig {
     }
 }
 
+/// Checks that `endpoint` is a URL the trace exporter can reach: `http://HOST:PORT`
+/// (the exporter speaks plain HTTP/2; a TLS collector is reached through a local one).
+fn check_otlp_endpoint(endpoint: &str) -> Result<(), ConfigError> {
+    let invalid = |why: &str| {
+        ConfigError::Invalid(format!(
+            "otlp_endpoint is {endpoint:?}: {why}; use a plain http:// URL such as \
+             http://127.0.0.1:4317"
+        ))
+    };
+    let uri: http::Uri = endpoint.parse().map_err(|_| invalid("not a URL"))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => return Err(invalid("https is not supported")),
+        _ => return Err(invalid("it has no http:// scheme")),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(invalid("it names no host"));
+    }
+    Ok(())
+}
+
 /// The config file's shape.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -530,6 +563,7 @@ struct FileConfig {
     listen_tcp: Option<SocketAddr>,
     listen_http: Option<SocketAddr>,
     listen_http_public: Option<bool>,
+    otlp_endpoint: Option<String>,
     shutdown_deadline_ms: Option<u64>,
     max_payload_bytes: Option<usize>,
     max_database_mib: Option<u64>,
@@ -717,6 +751,38 @@ mod tests {
         let config = load(Some(file), DaemonArgs::default(), &[]).unwrap();
         assert_eq!(config.listen_http, Some("0.0.0.0:9464".parse().unwrap()));
         assert!(config.listen_http_public);
+    }
+
+    #[test]
+    fn an_otlp_endpoint_must_be_a_plain_http_url() {
+        assert_eq!(
+            load(None, DaemonArgs::default(), &[])
+                .unwrap()
+                .otlp_endpoint,
+            None
+        );
+        let file = "otlp_endpoint = \"http://127.0.0.1:4317\"";
+        let config = load(Some(file), DaemonArgs::default(), &[]).unwrap();
+        assert_eq!(
+            config.otlp_endpoint.as_deref(),
+            Some("http://127.0.0.1:4317")
+        );
+        for bad in [
+            "https://collector:4317",
+            "127.0.0.1:4317",
+            "http://",
+            "not a url",
+        ] {
+            let args = DaemonArgs {
+                otlp_endpoint: Some(bad.to_owned()),
+                ..DaemonArgs::default()
+            };
+            let err = load(None, args, &[]).unwrap_err().to_string();
+            assert!(
+                err.contains("otlp_endpoint") && err.contains("http://"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -46,6 +46,7 @@ use crate::runtime::{Limits, PluginEvent, Runtime, RuntimeConfig};
 use crate::scheduler::Scheduler;
 use crate::store::{PostgresConfig, PostgresStore, SqliteConfig, SqliteStore, Store};
 use crate::telemetry;
+use crate::traces::Traces;
 use crate::worker::{PoolConfig, ShutdownReport, WorkerPool};
 use crate::workspace::Workspaces;
 
@@ -67,6 +68,8 @@ pub struct Daemon {
     pruner_stop: tokio_util::sync::CancellationToken,
     /// Ends this node's heartbeats (shared stores), once the daemon has drained.
     cluster_stop: CancellationToken,
+    /// The trace exporter, when configured; flushed last.
+    traces: Option<Traces>,
     /// Held for the daemon's life; the OS releases it even on `kill -9`.
     _lock: File,
 }
@@ -90,6 +93,12 @@ impl Daemon {
         let token = api::load_or_create_token(&config.data_dir)
             .context("cannot set up the bearer token for tcp clients")?;
 
+        // Before anything that may submit or run a job, so that every span is exported.
+        let traces = config
+            .otlp_endpoint
+            .as_deref()
+            .map(Traces::start)
+            .transpose()?;
         let store = open_store(&config).await?;
         let metrics = config.listen_http.map(|_| Metrics::new(config.workers));
         tracing::info!(
@@ -277,6 +286,7 @@ impl Daemon {
             shutdown_deadline: config.shutdown_deadline,
             pruner_stop,
             cluster_stop,
+            traces,
             _lock: lock,
         })
     }
@@ -327,6 +337,10 @@ impl Daemon {
         self.cluster_stop.cancel();
         if let Err(err) = fs::remove_file(&self.socket) {
             tracing::warn!(socket = %self.socket.display(), error = %err, "cannot remove the socket");
+        }
+        // Last, so the spans of the drained attempts go out too.
+        if let Some(traces) = self.traces {
+            traces.shutdown().await;
         }
         tracing::info!(
             drained = report.drained,

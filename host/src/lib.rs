@@ -23,5 +23,6 @@ pub mod runtime;
 pub mod scheduler;
 pub mod store;
 pub mod telemetry;
+pub mod traces;
 pub mod worker;
 pub mod workspace;

@@ -39,6 +39,7 @@ use crate::output::{AttemptOutputs, OutputSink};
 use crate::queue::Manager;
 use crate::retry::{self, BackoffPolicy, Failure};
 use crate::store::{AttemptReport, Claimed, Outcome, StoreError};
+use crate::traces::AttemptSpan;
 
 /// A boxed future, as [`Executor::execute`] returns.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -370,10 +371,15 @@ impl Worker {
         rng: &mut SmallRng,
     ) -> bool {
         let started = Instant::now();
+        // The attempt's span: its plugin's requests run in its context.
+        let span = AttemptSpan::start(&claimed.job, claimed.attempt);
         let output =
             AttemptOutputs::start(Arc::clone(&self.manager), claimed.job.id, claimed.attempt);
+        let run = self
+            .executor
+            .execute(&claimed.job, cancel.clone(), output.sink());
         let execution = tokio::select! {
-            execution = self.executor.execute(&claimed.job, cancel.clone(), output.sink()) => Some(execution),
+            execution = opentelemetry::context::FutureExt::with_context(run, span.context()) => Some(execution),
             () = cancel.cancelled() => None,
             () = self.interrupt.cancelled() => None,
         };
@@ -396,6 +402,7 @@ impl Worker {
             }
         };
         let was_interrupted = matches!(outcome, Outcome::Interrupted);
+        span.end(&outcome, fuel_used);
         let report = AttemptReport {
             finished_at: now,
             duration_ms,

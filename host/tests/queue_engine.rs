@@ -354,6 +354,7 @@ async fn job_fails_after_max_retries() {
             max_retries: Some(2),
             unique: None,
             after: Vec::new(),
+            trace_parent: None,
         })
         .await
         .unwrap()

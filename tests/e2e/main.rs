@@ -71,6 +71,9 @@ mod soak;
 mod services;
 // Submit, wait, result; the job record as the API reports it.
 mod submit;
+// OpenTelemetry traces to a collector in the test: submit, attempt and the plugin's
+// request spans in the client's trace, the request's traceparent; a pass-through without.
+mod traces;
 // WatchJob follows every transition, retries included.
 mod watch;
 // The job's workspace: the grant, hostile archives, kept, failed, cancelled, pruned,

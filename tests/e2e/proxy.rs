@@ -39,6 +39,12 @@ async fn github_commits_runs_against_a_local_fake_with_the_token_added_by_the_ho
         per_page: 2,
         ..Default::default()
     };
+    // A client's trace context reaches the API through the typed RPC too.
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let mut request = tonic::Request::new(request);
+    request
+        .metadata_mut()
+        .insert("traceparent", traceparent.parse().unwrap());
     let id = GitHubClient::new(channel.clone())
         .get_commits(request)
         .await
@@ -74,6 +80,7 @@ async fn github_commits_runs_against_a_local_fake_with_the_token_added_by_the_ho
         received[0].header("authorization"),
         Some("Bearer t0ken-for-tests")
     );
+    assert_eq!(received[0].header("traceparent"), Some(traceparent));
 
     // The same through the CLI shortcut.
     let data_dir = data.path().to_path_buf();

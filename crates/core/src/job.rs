@@ -295,6 +295,9 @@ pub struct Job {
     pub snooze_count: u32,
     /// The component that ran the latest attempt.
     pub plugin: Option<PluginRef>,
+    /// The W3C `traceparent` its attempts continue: the submit's span when the daemon
+    /// exports traces, else the submitting client's own, else none.
+    pub trace_parent: Option<String>,
 }
 
 impl Job {
@@ -334,6 +337,7 @@ impl Job {
             retry_count: 0,
             max_retries,
             snooze_count: 0,
+            trace_parent: None,
             plugin: None,
         }
     }

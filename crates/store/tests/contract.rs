@@ -77,6 +77,7 @@ contract!(
     jobs_are_counted_by_command_and_state,
     a_snooze_puts_the_job_back_later_without_spending_a_retry,
     a_plugin_cancel_ends_the_job_for_good_with_its_reason,
+    a_jobs_trace_context_is_kept_from_its_submit_to_its_claims,
     attempt_output_keeps_its_tail_reads_in_order_and_goes_with_its_job,
 );
 
@@ -1605,6 +1606,43 @@ async fn a_plugin_cancel_ends_the_job_for_good_with_its_reason(fx: Fixture) {
             ..
         })
     ));
+}
+
+async fn a_jobs_trace_context_is_kept_from_its_submit_to_its_claims(fx: Fixture) {
+    // The attempt span of a job continues the trace of its submit, however long later
+    // and on whichever node: the traceparent travels in the row.
+    let store = fx.open().await;
+    let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let traced = Job {
+        trace_parent: Some(parent.to_owned()),
+        ..job("echo.echo", b"{}", 0)
+    };
+    let untraced = job("echo.echo", b"{}", 0);
+    store.insert_job(traced.clone()).await.unwrap();
+    store.insert_job(untraced.clone()).await.unwrap();
+    let batch: Vec<Job> = (0..3)
+        .map(|n| Job {
+            trace_parent: (n % 2 == 0).then(|| parent.to_owned()),
+            ..job("echo.echo", b"{}", 0)
+        })
+        .collect();
+    store.insert_jobs(batch.clone()).await.unwrap();
+    for expected in batch.iter().chain([&traced, &untraced]) {
+        let claimed = store
+            .claim(expected.id, 1, Utc::now())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            claimed.job.trace_parent, expected.trace_parent,
+            "{}",
+            expected.id
+        );
+        assert_eq!(
+            store.get_job(expected.id).await.unwrap().trace_parent,
+            expected.trace_parent
+        );
+    }
 }
 
 fn log_lines(attempt: u32, seqs: std::ops::RangeInclusive<u64>, text: &str) -> Vec<LogLine> {

@@ -154,6 +154,7 @@ pub async fn submit(
     payload: Vec<u8>,
     priority: i64,
     retries: Option<u32>,
+    trace_parent: Option<String>,
 ) -> Result<pb::SubmitJobResponse, Status> {
     let request = SubmitRequest {
         command,
@@ -162,6 +163,7 @@ pub async fn submit(
         max_retries: max_retries(retries)?,
         unique: None,
         after: Vec::new(),
+        trace_parent,
     };
     submit_one(manager, request).await
 }
@@ -222,7 +224,15 @@ pub fn submit_request(request: pb::SubmitJobRequest) -> Result<SubmitRequest, St
         max_retries: max_retries(request.max_retries)?,
         unique,
         after,
+        trace_parent: None,
     })
+}
+
+/// The W3C `traceparent` a client sent in its request's metadata, if it is one: a
+/// malformed value is ignored (the submit is not refused for its tracing).
+pub fn trace_parent(metadata: &tonic::metadata::MetadataMap) -> Option<String> {
+    let value = metadata.get(crate::traces::TRACEPARENT)?.to_str().ok()?;
+    crate::traces::valid_traceparent(value)
 }
 
 /// Submits a checked request; the answer says whether a new job was stored.

@@ -38,6 +38,7 @@ impl ProxyService {
         &self,
         payload: Payload,
         options: Option<pb::JobOptions>,
+        trace_parent: Option<String>,
     ) -> Result<Response<pb::SubmitJobResponse>, Status> {
         let options = options.unwrap_or_default();
         let bytes = serde_json::to_vec(&Value::Object(payload.fields))
@@ -48,10 +49,18 @@ impl ProxyService {
             bytes,
             options.priority,
             options.max_retries,
+            trace_parent,
         )
         .await?;
         Ok(Response::new(response))
     }
+}
+
+/// A typed request's message and the W3C `traceparent` its metadata carries, which
+/// the submitted job's trace continues as with `SubmitJob`.
+fn traced<T>(request: Request<T>) -> (T, Option<String>) {
+    let trace_parent = convert::trace_parent(request.metadata());
+    (request.into_inner(), trace_parent)
 }
 
 /// A command's JSON payload under construction.
@@ -155,16 +164,16 @@ impl GitHub for ProxyService {
         &self,
         request: Request<pb::GitHubListRepositoriesRequest>,
     ) -> Submitted {
-        let r = request.into_inner();
+        let (r, trace_parent) = traced(request);
         let payload = Payload::new("github.repositories")
             .optional("owner", r.owner)
             .count("per_page", r.per_page, 100)?
             .page(r.page);
-        self.submit(payload, r.options).await
+        self.submit(payload, r.options, trace_parent).await
     }
 
     async fn get_commits(&self, request: Request<pb::GitHubGetCommitsRequest>) -> Submitted {
-        let r = request.into_inner();
+        let (r, trace_parent) = traced(request);
         let payload = Payload::new("github.commits")
             .required("owner", r.owner)?
             .required("repo", r.repo)?
@@ -175,14 +184,14 @@ impl GitHub for ProxyService {
             .optional("author", r.author)
             .count("per_page", r.per_page, 100)?
             .page(r.page);
-        self.submit(payload, r.options).await
+        self.submit(payload, r.options, trace_parent).await
     }
 
     async fn get_pull_requests(
         &self,
         request: Request<pb::GitHubGetPullRequestsRequest>,
     ) -> Submitted {
-        let r = request.into_inner();
+        let (r, trace_parent) = traced(request);
         let payload = Payload::new("github.pullRequests")
             .required("owner", r.owner)?
             .required("repo", r.repo)?
@@ -191,36 +200,36 @@ impl GitHub for ProxyService {
             .optional("direction", r.direction)
             .count("per_page", r.per_page, 100)?
             .page(r.page);
-        self.submit(payload, r.options).await
+        self.submit(payload, r.options, trace_parent).await
     }
 
     async fn clone_repository(
         &self,
         request: Request<pb::GitHubCloneRepositoryRequest>,
     ) -> Submitted {
-        let r = request.into_inner();
+        let (r, trace_parent) = traced(request);
         let payload = Payload::new("github.clone")
             .required("owner", r.owner)?
             .required("repo", r.repo)?
             .optional("ref", r.r#ref);
-        self.submit(payload, r.options).await
+        self.submit(payload, r.options, trace_parent).await
     }
 }
 
 #[tonic::async_trait]
 impl GitLab for ProxyService {
     async fn list_projects(&self, request: Request<pb::GitLabListProjectsRequest>) -> Submitted {
-        let r = request.into_inner();
+        let (r, trace_parent) = traced(request);
         let payload = Payload::new("gitlab.projects")
             .optional("group", r.group)
             .flag("include_subgroups", r.include_subgroups)
             .count("per_page", r.per_page, 100)?
             .page(r.page);
-        self.submit(payload, r.options).await
+        self.submit(payload, r.options, trace_parent).await
     }
 
     async fn get_commits(&self, request: Request<pb::GitLabGetCommitsRequest>) -> Submitted {
-        let r = request.into_inner();
+        let (r, trace_parent) = traced(request);
         let payload = Payload::new("gitlab.commits")
             .required("project", r.project)?
             .optional("ref", r.r#ref)
@@ -230,14 +239,14 @@ impl GitLab for ProxyService {
             .optional("author", r.author)
             .count("per_page", r.per_page, 100)?
             .page(r.page);
-        self.submit(payload, r.options).await
+        self.submit(payload, r.options, trace_parent).await
     }
 
     async fn get_merge_requests(
         &self,
         request: Request<pb::GitLabGetMergeRequestsRequest>,
     ) -> Submitted {
-        let r = request.into_inner();
+        let (r, trace_parent) = traced(request);
         let payload = Payload::new("gitlab.mergeRequests")
             .required("project", r.project)?
             .optional("state", r.state)
@@ -245,11 +254,11 @@ impl GitLab for ProxyService {
             .optional("updated_before", r.updated_before)
             .count("per_page", r.per_page, 100)?
             .page(r.page);
-        self.submit(payload, r.options).await
+        self.submit(payload, r.options, trace_parent).await
     }
 
     async fn get_issues(&self, request: Request<pb::GitLabGetIssuesRequest>) -> Submitted {
-        let r = request.into_inner();
+        let (r, trace_parent) = traced(request);
         let payload = Payload::new("gitlab.issues")
             .required("project", r.project)?
             .optional("state", r.state)
@@ -258,33 +267,33 @@ impl GitLab for ProxyService {
             .optional("labels", r.labels)
             .count("per_page", r.per_page, 100)?
             .page(r.page);
-        self.submit(payload, r.options).await
+        self.submit(payload, r.options, trace_parent).await
     }
 
     async fn clone_repository(
         &self,
         request: Request<pb::GitLabCloneRepositoryRequest>,
     ) -> Submitted {
-        let r = request.into_inner();
+        let (r, trace_parent) = traced(request);
         let payload = Payload::new("gitlab.clone")
             .required("project", r.project)?
             .optional("ref", r.r#ref);
-        self.submit(payload, r.options).await
+        self.submit(payload, r.options, trace_parent).await
     }
 }
 
 #[tonic::async_trait]
 impl Jira for ProxyService {
     async fn list_projects(&self, request: Request<pb::JiraListProjectsRequest>) -> Submitted {
-        let r = request.into_inner();
+        let (r, trace_parent) = traced(request);
         let payload = Payload::new("jira.projects")
             .count("max_results", r.max_results, 100)?
             .page(r.page);
-        self.submit(payload, r.options).await
+        self.submit(payload, r.options, trace_parent).await
     }
 
     async fn search_issues(&self, request: Request<pb::JiraSearchIssuesRequest>) -> Submitted {
-        let r = request.into_inner();
+        let (r, trace_parent) = traced(request);
         let payload = match (r.jql.trim().is_empty(), r.project.trim().is_empty()) {
             (false, true) => Payload::new("jira.issues").required("jql", r.jql)?,
             (true, false) => Payload::new("jira.issues").required("project", r.project)?,
@@ -296,28 +305,28 @@ impl Jira for ProxyService {
         }
         .count("max_results", r.max_results, 100)?
         .page(r.page);
-        self.submit(payload, r.options).await
+        self.submit(payload, r.options, trace_parent).await
     }
 
     async fn get_issue(&self, request: Request<pb::JiraGetIssueRequest>) -> Submitted {
-        let r = request.into_inner();
+        let (r, trace_parent) = traced(request);
         let payload = Payload::new("jira.issue").required("key", r.key)?;
-        self.submit(payload, r.options).await
+        self.submit(payload, r.options, trace_parent).await
     }
 }
 
 #[tonic::async_trait]
 impl Linear for ProxyService {
     async fn list_teams(&self, request: Request<pb::LinearListTeamsRequest>) -> Submitted {
-        let r = request.into_inner();
+        let (r, trace_parent) = traced(request);
         let payload = Payload::new("linear.teams")
             .count("first", r.first, 250)?
             .page(r.page);
-        self.submit(payload, r.options).await
+        self.submit(payload, r.options, trace_parent).await
     }
 
     async fn list_issues(&self, request: Request<pb::LinearListIssuesRequest>) -> Submitted {
-        let r = request.into_inner();
+        let (r, trace_parent) = traced(request);
         let payload = Payload::new("linear.issues")
             .optional("team", r.team)
             .optional("state", r.state)
@@ -328,7 +337,7 @@ impl Linear for ProxyService {
             .optional("created_before", r.created_before)
             .count("first", r.first, 250)?
             .page(r.page);
-        self.submit(payload, r.options).await
+        self.submit(payload, r.options, trace_parent).await
     }
 }
 
@@ -338,31 +347,31 @@ impl Bitbucket for ProxyService {
         &self,
         request: Request<pb::BitbucketListRepositoriesRequest>,
     ) -> Submitted {
-        let r = request.into_inner();
+        let (r, trace_parent) = traced(request);
         let payload = Payload::new("bitbucket.repositories")
             .required("workspace", r.workspace)?
             .optional("q", r.q)
             .count("per_page", r.per_page, 50)?
             .page(r.page);
-        self.submit(payload, r.options).await
+        self.submit(payload, r.options, trace_parent).await
     }
 
     async fn get_commits(&self, request: Request<pb::BitbucketGetCommitsRequest>) -> Submitted {
-        let r = request.into_inner();
+        let (r, trace_parent) = traced(request);
         let payload = Payload::new("bitbucket.commits")
             .required("workspace", r.workspace)?
             .required("repo", r.repo)?
             .optional("branch", r.branch)
             .count("per_page", r.per_page, 50)?
             .page(r.page);
-        self.submit(payload, r.options).await
+        self.submit(payload, r.options, trace_parent).await
     }
 
     async fn get_pull_requests(
         &self,
         request: Request<pb::BitbucketGetPullRequestsRequest>,
     ) -> Submitted {
-        let r = request.into_inner();
+        let (r, trace_parent) = traced(request);
         let payload = Payload::new("bitbucket.pullRequests")
             .required("workspace", r.workspace)?
             .required("repo", r.repo)?
@@ -370,19 +379,19 @@ impl Bitbucket for ProxyService {
             .optional("q", r.q)
             .count("per_page", r.per_page, 50)?
             .page(r.page);
-        self.submit(payload, r.options).await
+        self.submit(payload, r.options, trace_parent).await
     }
 
     async fn clone_repository(
         &self,
         request: Request<pb::BitbucketCloneRepositoryRequest>,
     ) -> Submitted {
-        let r = request.into_inner();
+        let (r, trace_parent) = traced(request);
         let payload = Payload::new("bitbucket.clone")
             .required("workspace", r.workspace)?
             .required("repo", r.repo)?
             .optional("ref", r.r#ref);
-        self.submit(payload, r.options).await
+        self.submit(payload, r.options, trace_parent).await
     }
 }
 

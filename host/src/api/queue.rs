@@ -11,7 +11,7 @@ use super::convert::{self, LIST_LIMIT_MAX};
 use super::pb::{self, queue_server::Queue};
 use super::watch;
 use crate::job::{Job, JobId, JobStatus};
-use crate::queue::{CancelOutcome, Holdup, MAX_BATCH_JOBS, PauseError, SubmitError};
+use crate::queue::{CancelOutcome, Holdup, MAX_BATCH_JOBS, PauseError, SubmitError, SubmitRequest};
 use crate::store::{JobFilter, StoreError};
 use honeydew_core::output::LogQuery;
 
@@ -63,7 +63,11 @@ impl Queue for QueueService {
         &self,
         request: Request<pb::SubmitJobRequest>,
     ) -> Result<Response<pb::SubmitJobResponse>, Status> {
-        let request = convert::submit_request(request.into_inner())?;
+        let trace_parent = convert::trace_parent(request.metadata());
+        let request = SubmitRequest {
+            trace_parent,
+            ..convert::submit_request(request.into_inner())?
+        };
         let response = convert::submit_one(&self.state.manager, request).await?;
         Ok(Response::new(response))
     }
@@ -72,6 +76,7 @@ impl Queue for QueueService {
         &self,
         request: Request<pb::SubmitJobsRequest>,
     ) -> Result<Response<pb::SubmitJobsResponse>, Status> {
+        let trace_parent = convert::trace_parent(request.metadata());
         let jobs = request.into_inner().jobs;
         if jobs.is_empty() || jobs.len() > MAX_BATCH_JOBS {
             return Err(convert::submit_status(SubmitError::BatchSize(jobs.len())));
@@ -81,7 +86,10 @@ impl Queue for QueueService {
             let request = convert::submit_request(job).map_err(|status| {
                 Status::invalid_argument(format!("job {index} of the batch: {}", status.message()))
             })?;
-            requests.push(request);
+            requests.push(SubmitRequest {
+                trace_parent: trace_parent.clone(),
+                ..request
+            });
         }
         let ids = self
             .state

@@ -32,6 +32,7 @@ use crate::store::{
     AfterInsert, AttemptReport, BulkFilter, ClaimNext, Claimed, JobChange, JobFilter, JobPage,
     MAX_DEPENDENCIES, Outcome, Settled, Store, StoreError, UniqueInsert, Uniqueness,
 };
+use crate::traces::SubmitSpan;
 
 /// What a command's plugin asks for by default.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -95,6 +96,9 @@ pub struct SubmitRequest {
     pub unique: Option<UniqueRequest>,
     /// Jobs this one waits for (see [`JobStore::insert_after`](crate::store::JobStore::insert_after)).
     pub after: Vec<JobId>,
+    /// The submitting client's W3C `traceparent`, already checked
+    /// ([`crate::traces::valid_traceparent`]): the submit's span continues its trace.
+    pub trace_parent: Option<String>,
 }
 
 /// A unique key on a submit: while a job holding the key blocks (it is in one of
@@ -400,9 +404,27 @@ impl Manager {
         self: &Arc<Self>,
         request: SubmitRequest,
     ) -> Result<Submitted, SubmitError> {
+        let span = SubmitSpan::start(request.trace_parent.as_deref(), Some(&request.command), 1);
+        let submitted = self.submit_in(request, span.trace_parent()).await;
+        match &submitted {
+            Ok(submitted) => span.end(Ok(&submitted.id().to_string())),
+            Err(err) => span.end(Err(&err.to_string())),
+        }
+        submitted
+    }
+
+    /// [`Manager::submit`] of a job whose attempts continue `trace_parent`.
+    async fn submit_in(
+        self: &Arc<Self>,
+        request: SubmitRequest,
+        trace_parent: Option<String>,
+    ) -> Result<Submitted, SubmitError> {
         let unique = request.unique.clone().map(uniqueness).transpose()?;
         let after = dependencies(&request.after, unique.is_some())?;
-        let job = self.new_job(request)?;
+        let job = Job {
+            trace_parent,
+            ..self.new_job(request)?
+        };
         let this = Arc::clone(self);
         complete_once_started(async move {
             if !after.is_empty() {
@@ -468,6 +490,24 @@ impl Manager {
         self: &Arc<Self>,
         requests: Vec<SubmitRequest>,
     ) -> Result<Vec<JobId>, SubmitError> {
+        // One span for the batch (its one commit), under the first job's traceparent:
+        // a batch comes from one client call, which sends one.
+        let client = requests.first().and_then(|r| r.trace_parent.clone());
+        let span = SubmitSpan::start(client.as_deref(), None, requests.len());
+        let submitted = self.submit_batch_in(requests, span.trace_parent()).await;
+        match &submitted {
+            Ok(ids) => span.end(Ok(&ids.first().map(JobId::to_string).unwrap_or_default())),
+            Err(err) => span.end(Err(&err.to_string())),
+        }
+        submitted
+    }
+
+    /// [`Manager::submit_batch`] of jobs whose attempts continue `trace_parent`.
+    async fn submit_batch_in(
+        self: &Arc<Self>,
+        requests: Vec<SubmitRequest>,
+        trace_parent: Option<String>,
+    ) -> Result<Vec<JobId>, SubmitError> {
         if requests.is_empty() || requests.len() > MAX_BATCH_JOBS {
             return Err(SubmitError::BatchSize(requests.len()));
         }
@@ -487,7 +527,10 @@ impl Manager {
                     "dependencies are not taken in a batch: submit that job on its own".into(),
                 )));
             }
-            jobs.push(self.new_job(request).map_err(refused)?);
+            jobs.push(Job {
+                trace_parent: trace_parent.clone(),
+                ..self.new_job(request).map_err(refused)?
+            });
         }
         let this = Arc::clone(self);
         complete_once_started(async move {
@@ -532,6 +575,7 @@ impl Manager {
             max_retries,
             unique: _,
             after: _,
+            trace_parent,
         } = request;
         if !is_well_formed(&command) {
             return Err(SubmitError::MalformedCommand(command));
@@ -546,7 +590,10 @@ impl Manager {
         let max_retries = max_retries
             .or(defaults.max_retries)
             .unwrap_or(self.config.default_max_retries);
-        Ok(Job::new(command, payload, priority, max_retries))
+        Ok(Job {
+            trace_parent,
+            ..Job::new(command, payload, priority, max_retries)
+        })
     }
 
     /// Cancels a job: a pending one at once, a running one by interrupting its sandbox.
@@ -1382,6 +1429,7 @@ mod tests {
                 max_retries: retries,
                 unique: None,
                 after: Vec::new(),
+                trace_parent: None,
             };
             match manager.new_job(request) {
                 Ok(job) => {

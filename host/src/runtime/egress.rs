@@ -69,6 +69,7 @@ use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpH
 
 use super::redirect::{Hop, MAX_RESENT_BODY_BYTES, Next, Redirects, without_query};
 use crate::metrics::EgressMetrics;
+use crate::traces::{RequestParent, RequestSpan, TRACEPARENT};
 
 /// The most bytes one header map may take, counted as wasmtime-wasi-http counts them
 /// (each name and value plus its in-memory overhead): a guest's `fields` (its default
@@ -364,16 +365,20 @@ pub(super) struct EgressHooks {
     deadline: Instant,
     denied: Denied,
     in_flight: InFlight,
+    /// The attempt's trace context, which each hop's client span continues.
+    trace: RequestParent,
 }
 
 impl EgressHooks {
-    /// Hooks for a job that must be over by `deadline`.
+    /// Hooks for a job that must be over by `deadline`, made inside its attempt's span
+    /// (whose context its requests continue).
     pub(super) fn new(policy: Arc<EgressPolicy>, deadline: Instant) -> Self {
         Self {
             policy,
             deadline,
             denied: Denied::default(),
             in_flight: InFlight::default(),
+            trace: RequestParent::current(),
         }
     }
 
@@ -422,6 +427,7 @@ impl EgressHooks {
             body_limit,
             // Lives in the exchange, then in the response's body until it is over.
             guard: self.in_flight.start(),
+            trace: self.trace.clone(),
         })
     }
 
@@ -493,6 +499,7 @@ struct Exchange {
     /// The most bytes of the response body delivered.
     body_limit: usize,
     guard: InFlightGuard,
+    trace: RequestParent,
 }
 
 /// Sends `request` (whose first hop the policy allowed), following redirects as the
@@ -511,6 +518,7 @@ async fn send_following_redirects(
         options,
         body_limit,
         guard,
+        trace,
     } = exchange;
     let plugin = policy.plugin.as_str();
     let (parts, body) = request.into_parts();
@@ -530,12 +538,32 @@ async fn send_following_redirects(
         *request.method_mut() = hop.method.clone();
         *request.uri_mut() = hop.uri.clone();
         *request.headers_mut() = hop.headers.clone();
-        // For the log only, so without the query (see below).
+        // For the log and the trace only, so without the query (see below).
         let url = without_query(&hop.uri);
         policy.count_request(&hop.uri);
-        let (response, io) =
-            wasmtime_wasi_http::default_send_request(request, Some(clamp(options, deadline)))
-                .await?;
+        // Each hop is a client span of its own, its context in the hop's header (in
+        // place of any the guest set: only the host knows the attempt's trace).
+        let span = trace.request(
+            hop.method.as_str(),
+            &url,
+            hop.uri.host().unwrap_or_default(),
+        );
+        if let Some(value) = span
+            .traceparent()
+            .and_then(|v| HeaderValue::from_str(v).ok())
+        {
+            request.headers_mut().insert(TRACEPARENT, value);
+        }
+        let sent =
+            wasmtime_wasi_http::default_send_request(request, Some(clamp(options, deadline))).await;
+        let (response, io) = match sent {
+            Ok(answered) => answered,
+            Err(err) => {
+                span.failed(&format!("{err:?}"));
+                return Err(err);
+            }
+        };
+        span.answered(response.status().as_u16());
         let header_bytes = header_map_bytes(response.headers());
         if header_bytes > MAX_HEADER_MAP_BYTES {
             tracing::warn!(plugin = %plugin, url = %shortened(&url), header_bytes, "response headers over the cap");
@@ -589,6 +617,7 @@ async fn send_following_redirects(
             TrackedBody {
                 inner: cap_body(body, limit, plugin, url),
                 guard: Some(guard),
+                span: Some(span),
             }
             .boxed_unsync()
         });
@@ -735,11 +764,12 @@ impl Drop for InFlightGuard {
     }
 }
 
-/// A response body that keeps its request counted in flight until it ends or fails
-/// (or is dropped, with the guard).
+/// A response body that keeps its request counted in flight, and its client span
+/// open, until it ends or fails (or is dropped, with the guard and the span).
 struct TrackedBody {
     inner: WasiBody,
     guard: Option<InFlightGuard>,
+    span: Option<RequestSpan>,
 }
 
 impl Body for TrackedBody {
@@ -751,8 +781,14 @@ impl Body for TrackedBody {
         context: &mut TaskContext<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, HttpError>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(context);
+        if let Poll::Ready(Some(Err(err))) = &polled
+            && let Some(span) = &self.span
+        {
+            span.failed(&format!("{err:?}"));
+        }
         if matches!(polled, Poll::Ready(None | Some(Err(_)))) {
             self.guard = None;
+            self.span = None;
         }
         polled
     }
@@ -965,10 +1001,12 @@ mod tests {
         let mut finished = TrackedBody {
             inner: body_of("12345"),
             guard: Some(in_flight.start()),
+            span: None,
         };
         let abandoned = TrackedBody {
             inner: body_of("678"),
             guard: Some(in_flight.start()),
+            span: None,
         };
         assert_eq!(in_flight.count(), 2);
         let frame = finished.frame().await.unwrap().unwrap();

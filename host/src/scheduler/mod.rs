@@ -182,6 +182,7 @@ impl Scheduler {
             max_retries: new.max_retries,
             unique: None,
             after: Vec::new(),
+            trace_parent: None,
         })?;
         // The store keeps milliseconds: answer with what it keeps.
         let now = Utc::now().trunc_subsecs(3);
@@ -337,6 +338,7 @@ impl Scheduler {
             max_retries: schedule.max_retries,
             unique: None,
             after: Vec::new(),
+            trace_parent: None,
         })?;
         let fresh = self
             .manager

@@ -19,18 +19,19 @@ use super::{Error, Result};
 
 const JOB_COLUMNS: &str = "id, command, payload, priority, status, created_at, run_at, \
      started_at, completed_at, result, error, error_kind, retry_count, max_retries, \
-     plugin_name, plugin_version, plugin_sha256, attempt, snooze_count";
+     plugin_name, plugin_version, plugin_sha256, attempt, snooze_count, trace_parent";
 
 /// [`JOB_COLUMNS`] qualified by the table, for statements that join another.
 pub(super) const JOB_COLUMNS_OF_JOBS: &str = "jobs.id, jobs.command, jobs.payload, jobs.priority, \
      jobs.status, jobs.created_at, jobs.run_at, jobs.started_at, jobs.completed_at, jobs.result, \
      jobs.error, jobs.error_kind, jobs.retry_count, jobs.max_retries, jobs.plugin_name, \
-     jobs.plugin_version, jobs.plugin_sha256, jobs.attempt, jobs.snooze_count";
+     jobs.plugin_version, jobs.plugin_sha256, jobs.attempt, jobs.snooze_count, \
+     jobs.trace_parent";
 
 /// [`JOB_COLUMNS`] without the payload and result, which a summary listing never reads.
 const SUMMARY_COLUMNS: &str = "id, command, NULL::bytea, priority, status, created_at, run_at, \
      started_at, completed_at, NULL::bytea, error, error_kind, retry_count, max_retries, \
-     plugin_name, plugin_version, plugin_sha256, attempt, snooze_count";
+     plugin_name, plugin_version, plugin_sha256, attempt, snooze_count, trace_parent";
 
 /// Inserts pending jobs, all in one statement (one commit).
 pub(super) async fn insert_jobs(client: &impl GenericClient, jobs: &[&Job]) -> Result<()> {
@@ -43,15 +44,17 @@ pub(super) async fn insert_jobs(client: &impl GenericClient, jobs: &[&Job]) -> R
     let run_at: Vec<DateTime<Utc>> = jobs.iter().map(|job| job.run_at).collect();
     let retries: Vec<i32> = jobs.iter().map(|job| int(job.retry_count)).collect();
     let max_retries: Vec<i32> = jobs.iter().map(|job| int(job.max_retries)).collect();
+    let trace_parents: Vec<Option<&str>> =
+        jobs.iter().map(|job| job.trace_parent.as_deref()).collect();
     let statement = client
         .prepare_cached(
             "INSERT INTO jobs (id, command, payload, priority, status, created_at, run_at, \
-             retry_count, max_retries, updated_at) \
+             retry_count, max_retries, updated_at, trace_parent) \
              SELECT id, command, payload, priority, status, created_at, run_at, retry_count, \
-             max_retries, created_at FROM unnest($1::uuid[], $2::text[], $3::bytea[], \
-             $4::int8[], $5::text[], $6::timestamptz[], $7::timestamptz[], $8::int4[], \
-             $9::int4[]) AS t (id, command, payload, priority, status, created_at, run_at, \
-             retry_count, max_retries)",
+             max_retries, created_at, trace_parent FROM unnest($1::uuid[], $2::text[], \
+             $3::bytea[], $4::int8[], $5::text[], $6::timestamptz[], $7::timestamptz[], \
+             $8::int4[], $9::int4[], $10::text[]) AS t (id, command, payload, priority, \
+             status, created_at, run_at, retry_count, max_retries, trace_parent)",
         )
         .await?;
     client
@@ -67,6 +70,7 @@ pub(super) async fn insert_jobs(client: &impl GenericClient, jobs: &[&Job]) -> R
                 &run_at,
                 &retries,
                 &max_retries,
+                &trace_parents,
             ],
         )
         .await?;
@@ -650,6 +654,7 @@ pub(super) fn read_job(row: &Row) -> Result<(Job, u32)> {
         retry_count: unsigned(row.try_get(12)?),
         max_retries: unsigned(row.try_get(13)?),
         snooze_count: unsigned(row.try_get(18)?),
+        trace_parent: row.try_get(19)?,
         plugin: plugin_name
             .map(|name| -> Result<PluginRef> {
                 Ok(PluginRef {

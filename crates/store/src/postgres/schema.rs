@@ -256,9 +256,14 @@ CREATE INDEX jobs_waiting ON jobs (id) WHERE waiting_on > 0;
     r#"
 ALTER TABLE jobs ADD COLUMN snooze_count integer NOT NULL DEFAULT 0;
 "#,
-    // v9: what a plugin says while it runs. Each attempt keeps the tail of its log
+    // v9: a job keeps the W3C `traceparent` its attempts continue (NULL when it was
+    // submitted untraced).
+    r#"
+ALTER TABLE jobs ADD COLUMN trace_parent text;
+"#,
+    // v10: what a plugin says while it runs. Each attempt keeps the tail of its log
     // (the store trims it as it appends) and its latest progress; both go with the job.
-    // A change of either is announced on `honeydew_output` (job id and attempt), for
+    // An append of a watched job is announced on `honeydew_output` (its id), for
     // the watchers of other nodes.
     r#"
 CREATE TABLE attempt_logs (

@@ -19,13 +19,13 @@ use super::Error;
 
 const JOB_COLUMNS: &str = "id, command, payload, priority, status, created_at, run_at, \
      started_at, completed_at, result, error, error_kind, retry_count, max_retries, \
-     plugin_name, plugin_version, plugin_sha256, attempt, snooze_count";
+     plugin_name, plugin_version, plugin_sha256, attempt, snooze_count, trace_parent";
 
 /// [`JOB_COLUMNS`] without the payload and result, which a summary listing never reads
 /// (they can be megabytes each): the same positions, filled with NULL.
 const SUMMARY_COLUMNS: &str = "id, command, NULL, priority, status, created_at, run_at, \
      started_at, completed_at, NULL, error, error_kind, retry_count, max_retries, \
-     plugin_name, plugin_version, plugin_sha256, attempt, snooze_count";
+     plugin_name, plugin_version, plugin_sha256, attempt, snooze_count, trace_parent";
 
 /// Cancels a pending job. [`StoreError::StaleTransition`] when it is not pending.
 pub(super) fn cancel_pending(
@@ -391,8 +391,8 @@ pub(super) fn list_sql(filter: &JobFilter) -> String {
 
 /// The submit path's one statement.
 pub(super) const INSERT_JOB: &str = "INSERT INTO jobs (id, command, payload, priority, status, \
-     created_at, run_at, retry_count, max_retries, updated_at) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?6)";
+     created_at, run_at, retry_count, max_retries, updated_at, trace_parent) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?6, ?10)";
 
 pub(super) fn insert_job(conn: &Connection, job: &Job) -> Result<(), Error> {
     conn.prepare_cached(INSERT_JOB)?.execute(params![
@@ -405,6 +405,7 @@ pub(super) fn insert_job(conn: &Connection, job: &Job) -> Result<(), Error> {
         Time(job.run_at),
         job.retry_count,
         job.max_retries,
+        job.trace_parent,
     ])?;
     Ok(())
 }
@@ -597,6 +598,7 @@ fn read_job(row: &Row<'_>) -> rusqlite::Result<Result<Job, StoreError>> {
     let plugin_version: Option<String> = row.get(15)?;
     let plugin_sha256: Option<String> = row.get(16)?;
     let snooze_count: u32 = row.get(18)?;
+    let trace_parent: Option<String> = row.get(19)?;
     Ok((|| {
         Ok(Job {
             id: parse_id(&id)?,
@@ -619,6 +621,7 @@ fn read_job(row: &Row<'_>) -> rusqlite::Result<Result<Job, StoreError>> {
             retry_count,
             max_retries,
             snooze_count,
+            trace_parent,
             plugin: plugin_name.map(|name| PluginRef {
                 name,
                 version: plugin_version.unwrap_or_default(),

@@ -172,7 +172,12 @@ CREATE INDEX jobs_waiting ON jobs (id) WHERE waiting_on > 0;
     r#"
 ALTER TABLE jobs ADD COLUMN snooze_count INTEGER NOT NULL DEFAULT 0;
 "#,
-    // v10: what a plugin says while it runs. Each attempt keeps the tail of its log
+    // v10: a job keeps the W3C `traceparent` its attempts continue (NULL when it was
+    // submitted untraced). No index: the submit path does not grow.
+    r#"
+ALTER TABLE jobs ADD COLUMN trace_parent TEXT;
+"#,
+    // v11: what a plugin says while it runs. Each attempt keeps the tail of its log
     // (the store trims it as it appends) and its latest progress; both go with the job.
     r#"
 CREATE TABLE attempt_logs (

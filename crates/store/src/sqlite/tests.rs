@@ -136,7 +136,18 @@ async fn inserting_a_job_builds_no_temporary_btree() {
         .prepare(&format!("EXPLAIN {}", jobs::INSERT_JOB))
         .unwrap()
         .query_map(
-            rusqlite::params!["id", "command", "{}", 0, "pending", "t", "t", 0, 3],
+            rusqlite::params![
+                "id",
+                "command",
+                "{}",
+                0,
+                "pending",
+                "t",
+                "t",
+                0,
+                3,
+                None::<String>
+            ],
             |row| row.get(1),
         )
         .unwrap()
