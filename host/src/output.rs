@@ -4,7 +4,8 @@
 //!
 //! The sink keeps only what the store would keep (the tail of the log, within the caps
 //! of [`honeydew_core::output`], and the latest progress), so a plugin that floods its
-//! log costs a bounded buffer. The flusher writes whatever is new as soon as something
+//! log costs a bounded buffer. The flusher starts at the attempt's first write (an
+//! attempt that says nothing costs no task), writes whatever is new as soon as something
 //! is, then waits [`FLUSH_INTERVAL`] before the next write (at most four writes a
 //! second per attempt), and flushes a last time when the attempt ends, before the
 //! worker records its outcome: a watcher that sees the job finished has seen its whole
@@ -40,6 +41,21 @@ struct Shared {
     buffer: Mutex<Buffer>,
     /// Told whenever the buffer gains something.
     written: Notify,
+    /// The flusher, started by the first write: an attempt that says nothing (most
+    /// do) costs no task.
+    flusher: Mutex<Flusher>,
+}
+
+/// A task started at the first write, given the sink.
+type StartFlusher = Box<dyn FnOnce(OutputSink) -> JoinHandle<()> + Send>;
+
+enum Flusher {
+    /// No sink to flush into (a sink for tests), or the attempt has ended.
+    None,
+    /// Nothing written yet.
+    Waiting(StartFlusher),
+    /// Flushing.
+    Running(JoinHandle<()>),
 }
 
 #[derive(Default)]
@@ -67,6 +83,7 @@ impl OutputSink {
                     ..Buffer::default()
                 }),
                 written: Notify::new(),
+                flusher: Mutex::new(Flusher::None),
             })),
         }
     }
@@ -77,6 +94,15 @@ impl OutputSink {
             change(shared.attempt, &mut buffer);
             drop(buffer);
             shared.written.notify_one();
+            let mut flusher = shared
+                .flusher
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if matches!(*flusher, Flusher::Waiting(_))
+                && let Flusher::Waiting(start) = std::mem::replace(&mut *flusher, Flusher::None)
+            {
+                *flusher = Flusher::Running(start(self.clone()));
+            }
         }
     }
 
@@ -125,11 +151,11 @@ impl OutputSink {
     }
 }
 
-/// The flusher of one attempt's output, running beside it.
+/// The flusher of one attempt's output, running beside it from the attempt's first
+/// write on.
 pub struct AttemptOutputs {
     sink: OutputSink,
     stop: CancellationToken,
-    task: JoinHandle<()>,
     manager: Arc<Manager>,
     job_id: JobId,
 }
@@ -139,16 +165,24 @@ impl AttemptOutputs {
     pub fn start(manager: Arc<Manager>, job_id: JobId, attempt: u32) -> Self {
         let sink = OutputSink::for_attempt(attempt);
         let stop = CancellationToken::new();
-        let task = tokio::spawn(flush_until_stopped(
-            Arc::clone(&manager),
-            job_id,
-            sink.clone(),
-            stop.clone(),
-        ));
+        let (flusher_manager, flusher_stop) = (Arc::clone(&manager), stop.clone());
+        let start: StartFlusher = Box::new(move |sink| {
+            tokio::spawn(flush_until_stopped(
+                flusher_manager,
+                job_id,
+                sink,
+                flusher_stop,
+            ))
+        });
+        if let Some(shared) = &sink.shared {
+            *shared
+                .flusher
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Flusher::Waiting(start);
+        }
         Self {
             sink,
             stop,
-            task,
             manager,
             job_id,
         }
@@ -161,9 +195,25 @@ impl AttemptOutputs {
 
     /// Stops the flusher and writes what is left: call it before recording the
     /// attempt's outcome.
-    pub async fn finish(mut self) {
+    pub async fn finish(self) {
         self.stop.cancel();
-        let _ = (&mut self.task).await;
+        let flusher = match &self.sink.shared {
+            Some(shared) => std::mem::replace(
+                &mut *shared
+                    .flusher
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner),
+                Flusher::None,
+            ),
+            None => Flusher::None,
+        };
+        match flusher {
+            Flusher::Running(task) => {
+                let _ = task.await;
+            }
+            // Nothing was ever written: nothing to store.
+            Flusher::Waiting(_) | Flusher::None => return,
+        }
         flush(&self.manager, self.job_id, &self.sink).await;
     }
 }
@@ -171,6 +221,13 @@ impl AttemptOutputs {
 impl Drop for AttemptOutputs {
     fn drop(&mut self) {
         self.stop.cancel();
+        // A sink the guest still holds must not start a flusher after the attempt.
+        if let Some(shared) = &self.sink.shared {
+            *shared
+                .flusher
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Flusher::None;
+        }
     }
 }
 
