@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use honeydew::job::{Job, JobStatus};
 use honeydew::metrics::Metrics;
+use honeydew::output::OutputSink;
 use honeydew::queue::{Manager, ManagerConfig};
 use honeydew::recovery;
 use honeydew::runtime::{Runtime, RuntimeConfig};
@@ -150,7 +151,9 @@ async fn sandbox_only(plugins: &Path, cache: &Path, workers: usize, count: usize
         let job = Arc::clone(&job);
         tasks.spawn(async move {
             for _ in 0..count / workers {
-                let execution = runtime.execute(&job, CancellationToken::new()).await;
+                let execution = runtime
+                    .execute(&job, CancellationToken::new(), OutputSink::discard())
+                    .await;
                 assert!(execution.result.is_ok());
             }
         });

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use honeydew::api::pb::{SubmitJobRequest, SubmitJobsRequest, queue_client::QueueClient};
 use honeydew::api::{self, Address, ApiConfig, PluginInventory, RunningServer};
 use honeydew::job::{Job, JobStatus};
+use honeydew::output::OutputSink;
 use honeydew::queue::{AnyCommand, Manager, ManagerConfig};
 use honeydew::runtime::PluginSummary;
 use honeydew::scheduler::Scheduler;
@@ -46,7 +47,12 @@ impl PluginInventory for NoPlugins {
 struct Instant0;
 
 impl Executor for Instant0 {
-    fn execute<'a>(&'a self, job: &'a Job, _cancel: CancellationToken) -> BoxFuture<'a, Execution> {
+    fn execute<'a>(
+        &'a self,
+        job: &'a Job,
+        _cancel: CancellationToken,
+        _output: OutputSink,
+    ) -> BoxFuture<'a, Execution> {
         Box::pin(async move { Execution::of(Ok(job.payload.clone())) })
     }
 }

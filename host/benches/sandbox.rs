@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use honeydew::job::Job;
+use honeydew::output::OutputSink;
 use honeydew::runtime::{Runtime, RuntimeConfig};
 use honeydew::worker::Executor;
 use tokio_util::sync::CancellationToken;
@@ -174,7 +175,9 @@ async fn per_job_overhead() -> anyhow::Result<()> {
     let job = Job::new("echo.echo", PAYLOAD.to_vec(), 0, 0);
 
     let run_runtime = async || {
-        let execution = runtime.execute(&job, CancellationToken::new()).await;
+        let execution = runtime
+            .execute(&job, CancellationToken::new(), OutputSink::discard())
+            .await;
         assert_eq!(
             execution.result.as_deref(),
             Ok(PAYLOAD),

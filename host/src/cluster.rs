@@ -186,7 +186,8 @@ async fn follow_signals(
             Ok(ClusterSignal::Resynced) | Err(RecvError::Lagged(_)) => {
                 deliver_requested_cancels(manager, shared).await;
             }
-            Ok(ClusterSignal::SchedulesChanged) => {}
+            // Schedules are the scheduler's, output the watchers'.
+            Ok(ClusterSignal::SchedulesChanged | ClusterSignal::OutputWritten { .. }) => {}
             Err(RecvError::Closed) => return,
         }
     }

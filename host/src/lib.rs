@@ -15,6 +15,7 @@ pub mod dashboard;
 pub mod http;
 pub mod job_request;
 pub mod metrics;
+pub mod output;
 pub mod queue;
 pub mod rate_limits;
 pub mod recovery;

@@ -35,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::job::{ErrorKind, Job, PluginRef};
 use crate::job_request::{self, DEFAULT_MAX_SNOOZES, JobRequest};
+use crate::output::{AttemptOutputs, OutputSink};
 use crate::queue::Manager;
 use crate::retry::{self, BackoffPolicy, Failure};
 use crate::store::{AttemptReport, Claimed, Outcome, StoreError};
@@ -71,8 +72,14 @@ impl Execution {
 
 /// Runs one attempt of a job. The plugin runtime is the production executor.
 pub trait Executor: Send + Sync + 'static {
-    /// Runs `job`, stopping as soon as `cancel` fires (the job was cancelled).
-    fn execute<'a>(&'a self, job: &'a Job, cancel: CancellationToken) -> BoxFuture<'a, Execution>;
+    /// Runs `job`, stopping as soon as `cancel` fires (the job was cancelled), writing
+    /// what its plugin logs and reports as progress into `output`.
+    fn execute<'a>(
+        &'a self,
+        job: &'a Job,
+        cancel: CancellationToken,
+        output: OutputSink,
+    ) -> BoxFuture<'a, Execution>;
 }
 
 /// How many jobs run at once unless configured. Jobs are mostly waiting on HTTP, and
@@ -371,12 +378,18 @@ impl Worker {
         let started = Instant::now();
         // The attempt's span: its plugin's requests run in its context.
         let span = AttemptSpan::start(&claimed.job, claimed.attempt);
-        let run = self.executor.execute(&claimed.job, cancel.clone());
+        let output =
+            AttemptOutputs::start(Arc::clone(&self.manager), claimed.job.id, claimed.attempt);
+        let run = self
+            .executor
+            .execute(&claimed.job, cancel.clone(), output.sink());
         let execution = tokio::select! {
             execution = opentelemetry::context::FutureExt::with_context(run, span.context()) => Some(execution),
             () = cancel.cancelled() => None,
             () = self.interrupt.cancelled() => None,
         };
+        // The whole log is stored before the outcome, which a watcher may be waiting for.
+        output.finish().await;
         let duration_ms = started.elapsed().as_millis() as u64;
         let now = Utc::now();
         let cancelled = cancel.is_cancelled();

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use honeydew::job::{ErrorKind, Job, JobId, JobStatus};
 use honeydew::job_request::JobRequest;
+use honeydew::output::OutputSink;
 use honeydew::queue::{
     AnyCommand, CancelError, CancelOutcome, Manager, ManagerConfig, SubmitRequest,
 };
@@ -54,7 +55,12 @@ impl Default for Scripted {
 }
 
 impl Executor for Scripted {
-    fn execute<'a>(&'a self, job: &'a Job, cancel: CancellationToken) -> BoxFuture<'a, Execution> {
+    fn execute<'a>(
+        &'a self,
+        job: &'a Job,
+        cancel: CancellationToken,
+        _output: OutputSink,
+    ) -> BoxFuture<'a, Execution> {
         Box::pin(async move {
             self.inside.send_modify(|inside| *inside += 1);
             self.order.lock().unwrap().push(job.id);

@@ -23,6 +23,7 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use honeydew::job::ErrorKind;
+use honeydew::output::OutputSink;
 use honeydew::retry::Failure;
 use honeydew::worker::Execution;
 use runtime_support::*;
@@ -853,7 +854,11 @@ mod reload {
         let running = {
             let runtime = runtime.clone();
             let job = job("fetch.get", json!({"url": server.url("/hold")}).to_string());
-            tokio::spawn(async move { runtime.execute(&job, CancellationToken::new()).await })
+            tokio::spawn(async move {
+                runtime
+                    .execute(&job, CancellationToken::new(), OutputSink::discard())
+                    .await
+            })
         };
         server.held().await;
 
@@ -969,7 +974,11 @@ mod cancel {
         let token = CancellationToken::new();
         let mut running = Box::pin({
             let (runtime, token) = (runtime.clone(), token.clone());
-            async move { runtime.execute(&job("spin.loop", ""), token).await }
+            async move {
+                runtime
+                    .execute(&job("spin.loop", ""), token, OutputSink::discard())
+                    .await
+            }
         });
         // The first poll instantiates the guest and enters its loop, which yields at
         // the next epoch tick; from then on it spins on a worker thread.
@@ -1047,14 +1056,79 @@ mod contract {
         );
     }
 
-    /// A 0.2.0 component imports the new interface only when it calls it: a plugin
+    /// A component built against 0.2.0 (from the frozen WIT, without the SDK) imports
+    /// 0.2.0's `job`, which the daemon's 0.2.1 `job` (one function more) meets: it
+    /// loads and runs, and its call through the import answers.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_component_built_against_wit_0_2_0_loads_and_runs_its_job_import() {
+        let imports = imports(ELDER);
+        assert!(
+            imports
+                .iter()
+                .any(|name| name == "honeydew:plugin/job@0.2.0"),
+            "{imports:?}"
+        );
+        assert!(
+            !imports.iter().any(|name| name.contains("logging")),
+            "{imports:?}"
+        );
+        let dir = PluginDir::with(&[ELDER]);
+        let runtime = dir.start().await;
+        assert_eq!(runtime.plugins().len(), 1, "{:?}", runtime.skipped());
+        assert_eq!(
+            ok_text(&run(&runtime, "elder.echo", "as it was").await),
+            "as it was"
+        );
+        assert_eq!(
+            ok_text(&run(&runtime, "elder.snoozes", "").await),
+            r#"{"snooze_count":0}"#
+        );
+    }
+
+    /// A 0.2.1 component's log lines (`wasi:logging`) and progress (`job.progress`)
+    /// reach the attempt's output sink, clamped and in order.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_plugins_log_lines_and_progress_reach_the_output_sink() {
+        use honeydew::worker::Executor;
+        let imports = imports(CHATTY);
+        assert!(
+            imports
+                .iter()
+                .any(|name| name == "wasi:logging/logging@0.1.0-draft"),
+            "{imports:?}"
+        );
+        let dir = PluginDir::with(&[CHATTY]);
+        let runtime = dir.start().await;
+        let sink = OutputSink::for_attempt(1);
+        let execution = runtime
+            .execute(
+                &job("chatty.talk", r#"{"lines": 12, "long": true}"#),
+                tokio_util::sync::CancellationToken::new(),
+                sink.clone(),
+            )
+            .await;
+        assert_eq!(ok_text(&execution), r#"{"lines":12}"#);
+        let output = sink.take();
+        assert_eq!(output.lines.len(), 13);
+        assert!(output.lines[0].line.starts_with("line 1x"));
+        assert_eq!(output.lines[0].line.len(), 2048, "cut to the line cap");
+        assert_eq!(output.lines[9].level, honeydew_core::output::LogLevel::Warn);
+        assert_eq!(output.lines[12].line, "finished after 12 lines");
+        let progress = output.progress.expect("progress");
+        assert_eq!(
+            (progress.done, progress.total, progress.message.as_deref()),
+            (2, Some(2), Some("done"))
+        );
+    }
+
+    /// A 0.2.x component imports the new interface only when it calls it: a plugin
     /// that does not use the workspace needs nothing the old contract lacked.
     #[test]
     fn components_built_against_wit_0_2_0_import_the_workspace_only_when_they_use_it() {
         let echo = imports(ECHO);
         assert!(
             echo.iter()
-                .any(|name| name == "honeydew:plugin/types@0.2.0"),
+                .any(|name| name == "honeydew:plugin/types@0.2.1"),
             "{echo:?}"
         );
         assert!(
@@ -1065,7 +1139,7 @@ mod contract {
         assert!(
             digger
                 .iter()
-                .any(|name| name == "honeydew:plugin/workspace@0.2.0"),
+                .any(|name| name == "honeydew:plugin/workspace@0.2.1"),
             "{digger:?}"
         );
     }
@@ -1077,7 +1151,7 @@ mod contract {
         assert!(
             snoozer
                 .iter()
-                .any(|name| name == "honeydew:plugin/job@0.2.0"),
+                .any(|name| name == "honeydew:plugin/job@0.2.1"),
             "{snoozer:?}"
         );
         for fixture in [ECHO, DIGGER, LEGACY] {
@@ -1226,7 +1300,9 @@ mod job_requests {
         for (snooze_count, snoozes_again) in [(0, true), (1, true), (2, false)] {
             let mut job = job("snoozer.snooze", payload.clone());
             job.snooze_count = snooze_count;
-            let execution = runtime.execute(&job, CancellationToken::new()).await;
+            let execution = runtime
+                .execute(&job, CancellationToken::new(), OutputSink::discard())
+                .await;
             assert_eq!(
                 execution.request.is_some(),
                 snoozes_again,

@@ -115,6 +115,7 @@ async fn unknown_jobs_bad_ids_and_out_of_range_fields() {
     let status = queue(&channel)
         .watch_job(pb::WatchJobRequest {
             job_id: unknown.clone(),
+            ..Default::default()
         })
         .await
         .unwrap_err();

@@ -556,6 +556,7 @@ async fn send_refused_requests(channel: &Channel) {
     let outcome = client
         .watch_job(pb::WatchJobRequest {
             job_id: "../../etc/passwd".into(),
+            ..Default::default()
         })
         .await;
     check_refused(

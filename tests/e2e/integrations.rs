@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use crate::support::{
     Daemon, DataDir, HttpStub, Received, Reply, assert_matches_schema, daemon_command, finished,
-    honeydew, stderr, stdout, submit,
+    get, honeydew, stderr, stdout, submit,
 };
 
 /// A data directory with `plugin` whose shipped manifest has `base_url` (and, for
@@ -267,6 +267,16 @@ async fn github_commits_come_back_complete_across_pages() {
     let result = envelope(&job);
     assert_eq!(field(&result, "sha"), all_shas());
     assert_eq!(result["truncated"], false);
+    // The SDK's paging reports every page fetched as the job's progress.
+    let progress = get(&daemon.connect().await, &job.id)
+        .await
+        .progress
+        .expect("the pages fetched were reported");
+    assert_eq!((progress.done, progress.total), (2, None));
+    assert_eq!(
+        progress.message(),
+        format!("2 pages fetched, {} items", all_shas().len())
+    );
     assert_eq!(result["items"][3]["author"], Value::Null);
     assert_eq!(
         result["items"][4]["author"],

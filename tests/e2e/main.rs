@@ -53,6 +53,10 @@ mod metrics;
 // Outcomes a plugin asks for, on both backends: snooze (no retry spent), cancel by the
 // plugin (never retried), the snooze cap; a 0.1.0 component beside.
 mod outcomes;
+// A plugin's log lines and progress, on both backends: WatchJob with output, `honeydew
+// logs` (--follow, --json), the bar of `honeydew wait` on a pty, the capped tail of a
+// flood, a 0.2.0 component; a watch on another PostgreSQL node.
+mod progress;
 // The daemon on PostgreSQL: --database-url, jobs done, psql reads them, a restart.
 mod postgres;
 // A typed proxy RPC end to end: `github.commits` against a local fake of GitHub.

@@ -71,7 +71,10 @@ async fn a_snoozed_job_runs_again_after_the_delay_without_spending_a_retry(postg
     )
     .await;
     let mut stream = queue(&channel)
-        .watch_job(pb::WatchJobRequest { job_id: id.clone() })
+        .watch_job(pb::WatchJobRequest {
+            job_id: id.clone(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -144,7 +147,10 @@ async fn a_snoozed_job_shows_its_reason_and_next_run(postgres: bool) {
     let id = submit(&channel, "snoozer.snooze", payload).await;
     // Watch until it is pending again after its first attempt.
     let mut stream = queue(&channel)
-        .watch_job(pb::WatchJobRequest { job_id: id.clone() })
+        .watch_job(pb::WatchJobRequest {
+            job_id: id.clone(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();

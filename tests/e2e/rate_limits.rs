@@ -82,7 +82,10 @@ async fn first_retry(daemon: &Daemon, command: &str, payload: &str) -> Retry {
     let channel = daemon.connect().await;
     let decided_after = Utc::now();
     let id = submit(&channel, command, payload).await;
-    let request = pb::WatchJobRequest { job_id: id.clone() };
+    let request = pb::WatchJobRequest {
+        job_id: id.clone(),
+        ..Default::default()
+    };
     let mut stream = queue(&channel)
         .watch_job(request)
         .await

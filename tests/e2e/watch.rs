@@ -22,7 +22,10 @@ async fn watch_sees_every_transition_of_a_job_that_fails_twice_then_succeeds() {
     let id = submit(&channel, "flaky.fail_then_succeed", &payload).await;
     // WatchJob answers only once it has subscribed and read the job: from here on no
     // change can be missed, and the job is surely still pending.
-    let request = pb::WatchJobRequest { job_id: id.clone() };
+    let request = pb::WatchJobRequest {
+        job_id: id.clone(),
+        ..Default::default()
+    };
     let mut stream = queue(&channel)
         .watch_job(request)
         .await

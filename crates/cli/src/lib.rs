@@ -14,6 +14,7 @@
 //! binary instead of the daemon's code ([`daemon`]).
 
 pub mod daemon;
+mod logs;
 mod output;
 mod proxies;
 mod wait;
@@ -106,6 +107,18 @@ enum ClientCommand {
     Wait {
         /// The job id
         id: String,
+    },
+    /// Print a job's log: the lines its plugin logged, each attempt's tail (the last 2000
+    /// lines within 256 KiB)
+    Logs {
+        /// The job id
+        id: String,
+        /// Keep printing new lines as they come, until the job ends
+        #[arg(long, short)]
+        follow: bool,
+        /// Only this attempt's lines (1 for the first)
+        #[arg(long, value_name = "N")]
+        attempt: Option<u32>,
     },
     /// List jobs, newest first
     List(ListArgs),
@@ -634,6 +647,11 @@ async fn run(
             Ok(())
         }
         ClientCommand::Wait { id } => wait_and_print(channel, id, json).await,
+        ClientCommand::Logs {
+            id,
+            follow,
+            attempt,
+        } => logs::logs(&mut queue(channel), id, attempt, follow, json).await,
         ClientCommand::List(args) => list(channel, args, json).await,
         ClientCommand::Explain { id } => {
             let request = pb::ExplainJobRequest { job_id: id };

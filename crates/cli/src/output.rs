@@ -99,6 +99,15 @@ pub fn job_json(job: &pb::Job) -> Value {
     if job.attempt > 0 {
         object["attempt"] = job.attempt.into();
     }
+    if let Some(progress) = &job.progress {
+        object["progress"] = json!({
+            "attempt": progress.attempt,
+            "done": progress.done,
+            "total": progress.total,
+            "message": progress.message,
+            "updated_at": rfc3339(progress.updated_at.as_ref()),
+        });
+    }
     if !job.payload.is_empty() {
         object["payload"] = body_json(&job.payload);
     }
@@ -144,6 +153,16 @@ pub fn print_job(job: &pb::Job) {
     if let Some(error) = &job.error {
         let kind = job.error_kind.as_deref().unwrap_or("error");
         lines.push(("error", format!("{kind}: {error}")));
+    }
+    if let Some(progress) = &job.progress {
+        lines.push((
+            "progress",
+            format!(
+                "{} (attempt {})",
+                super::wait::bar(progress),
+                progress.attempt
+            ),
+        ));
     }
     for (name, value) in lines.iter().filter(|(_, value)| !value.is_empty()) {
         println!("{name:<10} {value}");

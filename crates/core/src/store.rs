@@ -22,6 +22,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::job::{ErrorKind, Job, JobId, JobStatus, PluginRef, QueuedJob};
+use crate::output::{AttemptOutput, JobOutput, LogQuery};
 use crate::pause::Pause;
 use crate::rate_limit::RateLimitHold;
 use crate::schedule::Schedule;
@@ -565,6 +566,18 @@ pub trait JobStore: Send + Sync + 'static {
         since: DateTime<Utc>,
     ) -> Result<Vec<FinishedMinute>, StoreError>;
 
+    /// Appends attempt output of job `id`: its new log lines (each attempt's log then
+    /// trimmed to its tail, the last [`crate::output::MAX_LOG_LINES`] lines within
+    /// [`crate::output::MAX_LOG_BYTES`]) and its latest progress, in one write that
+    /// need not survive power loss. A line whose (attempt, seq) is already stored is
+    /// skipped; output of a job that is gone is dropped.
+    async fn append_output(&self, id: JobId, output: AttemptOutput) -> Result<(), StoreError>;
+
+    /// The log lines of job `id` that `query` asks for, in order (attempt, then seq),
+    /// and the progress of its latest attempt (or of the attempt asked for).
+    /// [`StoreError::NotFound`] when there is no such job.
+    async fn job_output(&self, id: JobId, query: LogQuery) -> Result<JobOutput, StoreError>;
+
     /// Adds a schedule; [`StoreError::DuplicateSchedule`] when its name is taken.
     async fn insert_schedule(&self, schedule: Schedule) -> Result<(), StoreError>;
 
@@ -765,6 +778,12 @@ pub enum ClusterSignal {
     },
     /// Schedules were added, removed or changed, on some node.
     SchedulesChanged,
+    /// New output (log lines, progress) of job `id`, which some node watches, was
+    /// stored, on some node.
+    OutputWritten {
+        /// The job.
+        id: JobId,
+    },
     /// The connection that carries these came back: some may have been lost, so look
     /// again at what they would have said.
     Resynced,

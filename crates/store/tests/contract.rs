@@ -10,6 +10,10 @@ use std::collections::HashSet;
 use chrono::{SubsecRound, TimeDelta, Utc};
 use honeydew_core::job::{ErrorKind, Job, JobId, JobStatus, PluginRef};
 use honeydew_core::rate_limit::RateLimitHold;
+use honeydew_core::output::{
+    AttemptOutput, JobProgress, LogLevel, LogLine, LogQuery, MAX_LOG_BYTES, MAX_LOG_LINE_BYTES,
+    MAX_LOG_LINES,
+};
 use honeydew_core::schedule::{MisfirePolicy, Schedule};
 use honeydew_core::store::{
     AttemptReport, BulkFilter, Claimed, FinishedMinute, JobCount, JobFilter, Outcome, Store,
@@ -78,6 +82,7 @@ contract!(
     rate_limit_holds_are_shared_keep_the_later_end_and_expire,
     a_rate_limited_attempt_waits_for_the_reset_without_spending_a_retry,
     a_jobs_trace_context_is_kept_from_its_submit_to_its_claims,
+    attempt_output_keeps_its_tail_reads_in_order_and_goes_with_its_job,
 );
 
 fn job(command: &str, payload: &[u8], priority: i64) -> Job {
@@ -1812,4 +1817,178 @@ async fn a_jobs_trace_context_is_kept_from_its_submit_to_its_claims(fx: Fixture)
             expected.trace_parent
         );
     }
+}
+
+fn log_lines(attempt: u32, seqs: std::ops::RangeInclusive<u64>, text: &str) -> Vec<LogLine> {
+    let at = Utc::now().trunc_subsecs(3);
+    seqs.map(|seq| {
+        LogLine::new(
+            attempt,
+            seq,
+            at,
+            LogLevel::Info,
+            "",
+            &format!("{text} {seq}"),
+        )
+    })
+    .collect()
+}
+
+async fn attempt_output_keeps_its_tail_reads_in_order_and_goes_with_its_job(fx: Fixture) {
+    let store = fx.open().await;
+    let job = job("echo.echo", b"{}", 0);
+    let claimed = insert_running(&store, &job).await;
+    let attempt = claimed.attempt;
+    let everything = LogQuery {
+        limit: MAX_LOG_LINES * 2,
+        ..LogQuery::default()
+    };
+
+    // Flushes in batches, past the line cap: only the last lines stay, in order.
+    let total = MAX_LOG_LINES as u64 + 700;
+    for start in (1..=total).step_by(500) {
+        let end = (start + 499).min(total);
+        let progress = JobProgress::new(attempt, end, Some(total), Some("paging"), Utc::now());
+        store
+            .append_output(
+                job.id,
+                AttemptOutput {
+                    lines: log_lines(attempt, start..=end, "line"),
+                    progress: Some(progress),
+                },
+            )
+            .await
+            .unwrap();
+    }
+    let output = store.job_output(job.id, everything).await.unwrap();
+    assert_eq!(output.lines.len(), MAX_LOG_LINES, "the line cap holds");
+    assert_eq!(output.lines.first().unwrap().seq, 701, "the tail is kept");
+    assert_eq!(output.lines.last().unwrap().line, format!("line {total}"));
+    assert!(
+        output
+            .lines
+            .windows(2)
+            .all(|pair| pair[0].seq < pair[1].seq)
+    );
+    let progress = output.progress.expect("progress is stored");
+    assert_eq!(
+        (progress.attempt, progress.done, progress.total),
+        (attempt, total, Some(total))
+    );
+    assert_eq!(progress.message.as_deref(), Some("paging"));
+
+    // Following: only the lines after the last one read; a repeated line is not doubled.
+    let after = LogQuery {
+        after: Some((attempt, total - 2)),
+        ..LogQuery::default()
+    };
+    let tail = store.job_output(job.id, after).await.unwrap();
+    let seqs: Vec<u64> = tail.lines.iter().map(|line| line.seq).collect();
+    assert_eq!(seqs, vec![total - 1, total]);
+    store
+        .append_output(
+            job.id,
+            AttemptOutput {
+                lines: log_lines(attempt, total..=total + 1, "again"),
+                progress: None,
+            },
+        )
+        .await
+        .unwrap();
+    let tail = store.job_output(job.id, after).await.unwrap();
+    let texts: Vec<&str> = tail.lines.iter().map(|line| line.line.as_str()).collect();
+    assert_eq!(
+        texts,
+        vec![
+            format!("line {}", total - 1),
+            format!("line {total}"),
+            format!("again {}", total + 1)
+        ]
+    );
+
+    // The byte cap: long lines keep at most MAX_LOG_BYTES of text.
+    let retry = Outcome::Retry {
+        kind: ErrorKind::PluginError,
+        error: "again".into(),
+        run_at: Utc::now() - TimeDelta::seconds(1),
+    };
+    store
+        .finish(job.id, attempt, retry, report())
+        .await
+        .unwrap();
+    let second = store.claim(job.id, 1, Utc::now()).await.unwrap().unwrap();
+    let long = "x".repeat(MAX_LOG_LINE_BYTES * 2);
+    store
+        .append_output(
+            job.id,
+            AttemptOutput {
+                lines: log_lines(second.attempt, 1..=300, &long),
+                progress: None,
+            },
+        )
+        .await
+        .unwrap();
+    let only_second = LogQuery {
+        attempt: Some(second.attempt),
+        ..LogQuery::default()
+    };
+    let output = store.job_output(job.id, only_second).await.unwrap();
+    let bytes: usize = output.lines.iter().map(|line| line.line.len()).sum();
+    assert!(bytes <= MAX_LOG_BYTES, "{bytes} bytes kept");
+    assert_eq!(output.lines.len(), MAX_LOG_BYTES / MAX_LOG_LINE_BYTES);
+    assert_eq!(output.lines.last().unwrap().seq, 300);
+    assert!(
+        output
+            .lines
+            .iter()
+            .all(|line| line.attempt == second.attempt)
+    );
+    assert_eq!(output.progress, None, "the second attempt reported none");
+    let first_too = store.job_output(job.id, everything).await.unwrap();
+    assert_eq!(
+        first_too.lines.first().unwrap().attempt,
+        attempt,
+        "each attempt keeps its own"
+    );
+    assert_eq!(
+        first_too.progress.unwrap().attempt,
+        attempt,
+        "the latest progress reported"
+    );
+
+    // Retention: the output goes with its job, and output of a gone job is dropped.
+    store
+        .finish(job.id, second.attempt, Outcome::Completed(vec![]), report())
+        .await
+        .unwrap();
+    let pruned = store
+        .prune_finished(JobStatus::Completed, Utc::now() + TimeDelta::days(1), 10)
+        .await
+        .unwrap();
+    assert_eq!(pruned, 1);
+    assert!(matches!(
+        store.job_output(job.id, LogQuery::default()).await,
+        Err(StoreError::NotFound(_))
+    ));
+    store
+        .append_output(
+            job.id,
+            AttemptOutput {
+                lines: log_lines(1, 1..=1, "late"),
+                progress: None,
+            },
+        )
+        .await
+        .expect("output of a pruned job is dropped, not an error");
+    let other = Job::new("echo.echo", b"{}".to_vec(), 0, 3);
+    store.insert_job(other.clone()).await.unwrap();
+    assert!(
+        store
+            .job_output(other.id, LogQuery::default())
+            .await
+            .unwrap()
+            .lines
+            .is_empty(),
+        "nothing of the pruned job's log is left to anyone"
+    );
 }

@@ -14,6 +14,7 @@ use crate::queue::{
 };
 use crate::scheduler::{MisfirePolicy, Schedule, ScheduleError};
 use crate::store::{MAX_DEPENDENCIES, StoreError};
+use honeydew_core::output::{JobProgress, LogLine};
 
 /// The most retries a submitter may ask for.
 pub use crate::config::MAX_RETRIES_LIMIT;
@@ -91,6 +92,27 @@ pub fn job_to_pb(job: Job, attempt: u32, full: bool) -> pb::Job {
             version: plugin.version,
             sha256: plugin.sha256,
         }),
+        progress: None,
+    }
+}
+
+pub fn progress_to_pb(progress: JobProgress) -> pb::JobProgress {
+    pb::JobProgress {
+        attempt: progress.attempt,
+        done: progress.done,
+        total: progress.total,
+        message: progress.message,
+        updated_at: Some(timestamp(progress.updated_at)),
+    }
+}
+
+pub fn log_line_to_pb(line: LogLine) -> pb::LogLine {
+    pb::LogLine {
+        attempt: line.attempt,
+        seq: line.seq,
+        at: Some(timestamp(line.at)),
+        level: line.level.as_str().to_owned(),
+        line: line.line,
     }
 }
 

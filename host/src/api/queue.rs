@@ -1,4 +1,5 @@
-//! The `Queue` service: submit, cancel, get, list and watch jobs through the manager.
+//! The `Queue` service: submit, cancel, get, list and watch jobs through the manager,
+//! and read a job's log (`GetJobLog`).
 
 use std::sync::Arc;
 
@@ -12,6 +13,7 @@ use super::watch;
 use crate::job::{Job, JobId, JobStatus};
 use crate::queue::{CancelOutcome, Holdup, MAX_BATCH_JOBS, PauseError, SubmitError, SubmitRequest};
 use crate::store::{JobFilter, StoreError};
+use honeydew_core::output::LogQuery;
 
 /// Per job of a full `ListJobs` page, what the message costs besides payload and result.
 const JOB_OVERHEAD_BYTES: usize = 512;
@@ -36,6 +38,23 @@ pub async fn job_with_attempt(state: &ApiState, id: JobId) -> Result<(Job, u32),
         .get_job_with_attempt(id)
         .await
         .map_err(convert::store_status)
+}
+
+/// The latest progress job `id`'s plugin reported, if any; a store that cannot say
+/// leaves it out rather than failing the status.
+pub async fn latest_progress(state: &ApiState, id: JobId) -> Option<pb::JobProgress> {
+    let query = LogQuery {
+        limit: 1,
+        after: Some((u32::MAX, u64::MAX)),
+        ..LogQuery::default()
+    };
+    match state.manager.store().job_output(id, query).await {
+        Ok(output) => output.progress.map(convert::progress_to_pb),
+        Err(err) => {
+            tracing::debug!(job_id = %id, error = %err, "cannot read a job's progress");
+            None
+        }
+    }
 }
 
 #[tonic::async_trait]
@@ -262,8 +281,47 @@ impl Queue for QueueService {
     ) -> Result<Response<pb::GetJobStatusResponse>, Status> {
         let id = convert::parse_job_id("job_id", &request.into_inner().job_id)?;
         let (job, attempt) = job_with_attempt(&self.state, id).await?;
-        Ok(Response::new(pb::GetJobStatusResponse {
-            job: Some(convert::job_to_pb(job, attempt, true)),
+        let mut job = convert::job_to_pb(job, attempt, true);
+        job.progress = latest_progress(&self.state, id).await;
+        Ok(Response::new(pb::GetJobStatusResponse { job: Some(job) }))
+    }
+
+    async fn get_job_log(
+        &self,
+        request: Request<pb::GetJobLogRequest>,
+    ) -> Result<Response<pb::GetJobLogResponse>, Status> {
+        let request = request.into_inner();
+        let id = convert::parse_job_id("job_id", &request.job_id)?;
+        let after = match (request.after_attempt, request.after_seq) {
+            (0, 0) => None,
+            after => Some(after),
+        };
+        let query = LogQuery {
+            attempt: request.attempt,
+            after,
+            limit: usize::try_from(request.limit).unwrap_or(usize::MAX),
+        };
+        let page_size = query.page_size();
+        let output = self
+            .state
+            .manager
+            .store()
+            .job_output(id, query)
+            .await
+            .map_err(convert::store_status)?;
+        let next = match output.lines.last() {
+            Some(last) if output.lines.len() == page_size => (last.attempt, last.seq),
+            _ => (0, 0),
+        };
+        Ok(Response::new(pb::GetJobLogResponse {
+            lines: output
+                .lines
+                .into_iter()
+                .map(convert::log_line_to_pb)
+                .collect(),
+            progress: output.progress.map(convert::progress_to_pb),
+            next_after_attempt: next.0,
+            next_after_seq: next.1,
         }))
     }
 
@@ -362,8 +420,9 @@ impl Queue for QueueService {
         &self,
         request: Request<pb::WatchJobRequest>,
     ) -> Result<Response<Self::WatchJobStream>, Status> {
-        let id = convert::parse_job_id("job_id", &request.into_inner().job_id)?;
-        let stream = watch::watch(Arc::clone(&self.state), id).await?;
+        let request = request.into_inner();
+        let id = convert::parse_job_id("job_id", &request.job_id)?;
+        let stream = watch::watch(Arc::clone(&self.state), id, request.output).await?;
         Ok(Response::new(stream))
     }
 }

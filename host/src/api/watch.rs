@@ -10,6 +10,12 @@
 //! changes are announced), the manager republishes every change the database
 //! announces, wherever it happened, and the watcher reads the job again every few
 //! seconds in case an announcement was lost.
+//!
+//! With `output`, the watch also sends the job's log so far and then whatever the
+//! workers store of it (lines and progress, read back from the store, which is the one
+//! record on every backend), woken by this daemon's flushes and, on a shared store, by
+//! the `honeydew_output` announcements of every node. The terminal update comes after
+//! the last output, which the worker stores before the outcome.
 
 use std::sync::Arc;
 
@@ -20,10 +26,11 @@ use tonic::Status;
 use super::ApiState;
 use super::convert;
 use super::pb;
-use super::queue::job_with_attempt;
+use super::queue::{job_with_attempt, latest_progress};
 use crate::job::{Job, JobId, JobStatus};
 use crate::queue::JobEvent;
-use crate::store::Store;
+use crate::store::{ClusterSignal, Store};
+use honeydew_core::output::{JobProgress, LogQuery};
 
 /// How far a job has got: later states compare greater. An attempt's `running` comes
 /// before the `pending` it may fall back to (a retry or a shutdown), which comes
@@ -55,13 +62,137 @@ const SHARED_REREAD: std::time::Duration = std::time::Duration::from_secs(5);
 pub async fn watch(
     state: Arc<ApiState>,
     id: JobId,
+    output: bool,
 ) -> Result<ReceiverStream<Result<pb::JobUpdate, Status>>, Status> {
     let events = state.manager.subscribe();
+    // Subscribed before the first read too, so no output falls in between.
+    let output = output.then(|| OutputFollower::new(&state, id));
     let registered = Registered::watch(state.manager.store(), id).await;
     let (job, attempt) = job_with_attempt(&state, id).await?;
     let (updates, stream) = mpsc::channel(16);
-    tokio::spawn(follow(state, id, events, job, attempt, updates, registered));
+    tokio::spawn(follow(
+        state, id, events, output, job, attempt, updates, registered,
+    ));
     Ok(ReceiverStream::new(stream))
+}
+
+/// The most log lines one update carries (each at most 2 KiB, so an update stays well
+/// within a gRPC message).
+const LINES_PER_UPDATE: usize = 500;
+
+/// What a watch with output has sent of the job's output, and what wakes it when there
+/// is more: this daemon's flushes, and on a shared store every node's announcements.
+struct OutputFollower {
+    after: Option<(u32, u64)>,
+    progress: Option<JobProgress>,
+    local: broadcast::Receiver<JobId>,
+    shared: Option<broadcast::Receiver<ClusterSignal>>,
+}
+
+impl OutputFollower {
+    fn new(state: &ApiState, _id: JobId) -> Self {
+        Self {
+            after: None,
+            progress: None,
+            local: state.manager.subscribe_output(),
+            shared: state
+                .manager
+                .store()
+                .shared()
+                .map(|shared| shared.signals()),
+        }
+    }
+
+    /// Waits until output of `id` may have been stored (a lag counts: look anyway).
+    async fn written(&mut self, id: JobId) {
+        let Self { local, shared, .. } = self;
+        loop {
+            let shared = async {
+                match shared.as_mut() {
+                    Some(signals) => match signals.recv().await {
+                        Ok(ClusterSignal::OutputWritten { id: written }) => written == id,
+                        Ok(ClusterSignal::Resynced)
+                        | Err(broadcast::error::RecvError::Lagged(_)) => true,
+                        Ok(_) => false,
+                        Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
+                    },
+                    None => std::future::pending().await,
+                }
+            };
+            let woken = tokio::select! {
+                local = local.recv() => match local {
+                    Ok(written) => written == id,
+                    Err(broadcast::error::RecvError::Lagged(_)) => true,
+                    Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
+                },
+                woken = shared => woken,
+            };
+            if woken {
+                return;
+            }
+        }
+    }
+
+    /// Sends what is new of `id`'s output as updates in its `status`; false when the
+    /// watcher is gone.
+    async fn send_new(
+        &mut self,
+        state: &ApiState,
+        id: JobId,
+        status: (JobStatus, u32, u32),
+        updates: &Updates,
+    ) -> bool {
+        loop {
+            let query = LogQuery {
+                after: self.after,
+                limit: LINES_PER_UPDATE,
+                ..LogQuery::default()
+            };
+            let output = match state.manager.store().job_output(id, query).await {
+                Ok(output) => output,
+                Err(err) => {
+                    tracing::debug!(job_id = %id, error = %err, "cannot read a watched job's output");
+                    return true;
+                }
+            };
+            let full = output.lines.len() == LINES_PER_UPDATE;
+            if let Some(last) = output.lines.last() {
+                self.after = Some((last.attempt, last.seq));
+            }
+            let progress = match output.progress {
+                Some(progress) if self.progress.as_ref() != Some(&progress) => {
+                    self.progress = Some(progress.clone());
+                    Some(convert::progress_to_pb(progress))
+                }
+                _ => None,
+            };
+            if output.lines.is_empty() && progress.is_none() {
+                return true;
+            }
+            let (job_status, attempt, retry_count) = status;
+            let update = pb::JobUpdate {
+                job_id: id.to_string(),
+                status: convert::status_to_pb(job_status).into(),
+                attempt,
+                retry_count,
+                error: None,
+                at: Some(convert::timestamp(chrono::Utc::now())),
+                job: None,
+                progress,
+                log_lines: output
+                    .lines
+                    .into_iter()
+                    .map(convert::log_line_to_pb)
+                    .collect(),
+            };
+            if updates.send(Ok(update)).await.is_err() {
+                return false;
+            }
+            if !full {
+                return true;
+            }
+        }
+    }
 }
 
 /// A watch registered on a shared store, so that other nodes' changes of the job are
@@ -105,10 +236,12 @@ impl Drop for Registered {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn follow(
     state: Arc<ApiState>,
     id: JobId,
     mut events: broadcast::Receiver<JobEvent>,
+    mut output: Option<OutputFollower>,
     job: Job,
     attempt: u32,
     updates: Updates,
@@ -116,7 +249,29 @@ async fn follow(
 ) {
     let mut sent = Progress::of(job.status, attempt);
     let terminal = job.status.is_terminal();
-    if updates.send(Ok(snapshot(job, attempt))).await.is_err() || terminal {
+    let mut current = (job.status, attempt, job.retry_count);
+    if terminal {
+        // The output of a finished job comes before the update that ends the watch.
+        if let Some(output) = output.as_mut()
+            && !output.send_new(&state, id, current, &updates).await
+        {
+            return;
+        }
+        let _ = updates
+            .send(Ok(snapshot_of(&state, job, attempt).await))
+            .await;
+        return;
+    }
+    if updates
+        .send(Ok(snapshot_of(&state, job, attempt).await))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    if let Some(output) = output.as_mut()
+        && !output.send_new(&state, id, current, &updates).await
+    {
         return;
     }
     // On a shared store another node's changes come as announcements, which a lost
@@ -136,17 +291,35 @@ async fn follow(
                 None => std::future::pending().await,
             }
         };
-        let event = tokio::select! {
-            () = reread_due => Err(broadcast::error::RecvError::Lagged(0)),
-            () = state.closing.cancelled() => {
-                let status = Status::unavailable(
-                    "the daemon is shutting down: watch the job again once it is back",
-                );
-                let _ = updates.send(Err(status)).await;
+        let event = {
+            let output_written = async {
+                match output.as_mut() {
+                    Some(output) => output.written(id).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = output_written => None,
+                () = reread_due => Some(Err(broadcast::error::RecvError::Lagged(0))),
+                () = state.closing.cancelled() => {
+                    let status = Status::unavailable(
+                        "the daemon is shutting down: watch the job again once it is back",
+                    );
+                    let _ = updates.send(Err(status)).await;
+                    return;
+                }
+                () = updates.closed() => return,
+                event = events.recv() => Some(event),
+            }
+        };
+        let Some(event) = event else {
+            // New output: send it, in the state the watcher last saw.
+            if let Some(output) = output.as_mut()
+                && !output.send_new(&state, id, current, &updates).await
+            {
                 return;
             }
-            () = updates.closed() => return,
-            event = events.recv() => event,
+            continue;
         };
         match event {
             Ok(event) if event.id != id => continue,
@@ -154,6 +327,7 @@ async fn follow(
                 let progress = Progress::of(event.status, event.attempt);
                 if progress > sent {
                     sent = progress;
+                    current = (event.status, event.attempt, event.retry_count);
                     if updates.send(Ok(from_event(event))).await.is_err() {
                         return;
                     }
@@ -178,9 +352,22 @@ async fn follow(
         };
         let progress = Progress::of(job.status, attempt);
         let terminal = job.status.is_terminal();
+        // The worker stores an attempt's last output before its outcome: read it
+        // before the terminal update, so the watcher has the whole log when it ends.
+        if terminal
+            && let Some(output) = output.as_mut()
+            && !output.send_new(&state, id, current, &updates).await
+        {
+            return;
+        }
         if progress > sent {
             sent = progress;
-            if updates.send(Ok(snapshot(job, attempt))).await.is_err() {
+            current = (job.status, attempt, job.retry_count);
+            if updates
+                .send(Ok(snapshot_of(&state, job, attempt).await))
+                .await
+                .is_err()
+            {
                 return;
             }
         }
@@ -188,6 +375,16 @@ async fn follow(
             return;
         }
     }
+}
+
+/// [`snapshot`] with the job's latest progress, as `GetJobStatus` shows it.
+async fn snapshot_of(state: &ApiState, job: Job, attempt: u32) -> pb::JobUpdate {
+    let id = job.id;
+    let mut update = snapshot(job, attempt);
+    if let Some(job) = update.job.as_mut() {
+        job.progress = latest_progress(state, id).await;
+    }
+    update
 }
 
 fn snapshot(job: Job, attempt: u32) -> pb::JobUpdate {
@@ -199,6 +396,8 @@ fn snapshot(job: Job, attempt: u32) -> pb::JobUpdate {
         error: job.error.clone(),
         at: Some(convert::timestamp(changed_at(&job))),
         job: Some(convert::job_to_pb(job, attempt, true)),
+        progress: None,
+        log_lines: Vec::new(),
     }
 }
 
@@ -221,6 +420,8 @@ fn from_event(event: JobEvent) -> pb::JobUpdate {
         error: event.error,
         at: Some(convert::timestamp(event.at)),
         job: None,
+        progress: None,
+        log_lines: Vec::new(),
     }
 }
 

@@ -315,6 +315,8 @@ pub struct Manager {
     /// again rather than parked (the plugin it missed may be the one just loaded).
     plugin_loads: std::sync::atomic::AtomicU64,
     events: broadcast::Sender<JobEvent>,
+    /// The ids of jobs whose output (log lines, progress) was just stored here.
+    output_written: broadcast::Sender<JobId>,
     /// Where submits, attempts and store writes are counted, when metrics are served.
     metrics: Option<Arc<Metrics>>,
 }
@@ -333,6 +335,7 @@ impl Manager {
             parked: Mutex::new(HashMap::new()),
             plugin_loads: std::sync::atomic::AtomicU64::new(0),
             events: broadcast::channel(4096).0,
+            output_written: broadcast::channel(1024).0,
             metrics: None,
         }
     }
@@ -380,6 +383,17 @@ impl Manager {
     /// Subscribes to every job's state changes from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<JobEvent> {
         self.events.subscribe()
+    }
+
+    /// Subscribes to the ids of jobs whose output this daemon stores from now on (see
+    /// [`crate::output`]); another node's is announced by the shared store.
+    pub fn subscribe_output(&self) -> broadcast::Receiver<JobId> {
+        self.output_written.subscribe()
+    }
+
+    /// Announces that output of job `id` was stored.
+    pub fn output_written(&self, id: JobId) {
+        let _ = self.output_written.send(id);
     }
 
     /// Persists a new job and queues it; returns its id once the row is durable.

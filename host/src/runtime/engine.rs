@@ -6,8 +6,8 @@
 //! The linker grants the WASI interfaces a component built by the Rust toolchain
 //! imports, all denying by default (no preopens but a granted workspace, no
 //! environment, no sockets), plus `wasi:http` through the egress hook,
-//! `wasi:config/store` and the contract's `honeydew:plugin/workspace` and
-//! `honeydew:plugin/job`. This file decides
+//! `wasi:config/store`, `wasi:logging` (since 0.2.1) and the contract's
+//! `honeydew:plugin/workspace` and `honeydew:plugin/job`. This file decides
 //! what a guest can call; what a single job may use is `sandbox`'s business.
 
 use std::path::Path;
@@ -82,6 +82,12 @@ impl SandboxEngine {
         )
         .map_err(anyhow::Error::from)
         .context("cannot link honeydew:plugin/job")?;
+        bindings::wasi::logging::logging::add_to_linker::<StoreData, HasSelf<StoreData>>(
+            &mut linker,
+            |data| data,
+        )
+        .map_err(anyhow::Error::from)
+        .context("cannot link wasi:logging")?;
 
         start_epoch_ticker(&engine)?;
         Ok(Self {

@@ -38,6 +38,7 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::job::{ErrorKind, Job};
+use crate::output::OutputSink;
 use crate::queue::{CommandCatalog, CommandDefaults, SubmitError};
 use crate::retry::Failure;
 use crate::worker::{BoxFuture, Execution, Executor};
@@ -246,7 +247,12 @@ impl Runtime {
 }
 
 impl Executor for Runtime {
-    fn execute<'a>(&'a self, job: &'a Job, cancel: CancellationToken) -> BoxFuture<'a, Execution> {
+    fn execute<'a>(
+        &'a self,
+        job: &'a Job,
+        cancel: CancellationToken,
+        output: OutputSink,
+    ) -> BoxFuture<'a, Execution> {
         Box::pin(async move {
             let plugin = match self.resolve_plugin(&job.command) {
                 Ok(plugin) => plugin,
@@ -261,7 +267,7 @@ impl Executor for Runtime {
                     return Execution::of(Err(failure));
                 }
             };
-            self.registry.run(&plugin, job, cancel).await
+            self.registry.run(&plugin, job, cancel, output).await
         })
     }
 }

@@ -24,6 +24,7 @@ use super::{
     CompileStats, PluginEvent, PluginSummary, RuntimeConfig, SkippedPlugin, cache, sandbox,
 };
 use crate::job::Job;
+use crate::output::OutputSink;
 use crate::worker::Execution;
 use crate::workspace::Workspaces;
 
@@ -126,6 +127,7 @@ impl Registry {
         plugin: &LoadedPlugin,
         job: &Job,
         cancel: CancellationToken,
+        output: OutputSink,
     ) -> Execution {
         let command = job
             .command
@@ -137,6 +139,7 @@ impl Registry {
             job,
             command,
             cancel,
+            output,
             &self.caps,
             self.workspaces.as_ref(),
         )

@@ -17,7 +17,9 @@
 //! [`MAX_GUEST_TEXT_BYTES`], and keeps the attempt's workspace only when the attempt
 //! completed (any other end discards it, a dropped future included). The store's data
 //! also records what the guest asks of its job through `honeydew:plugin/job` (see
-//! [`JobContext`]), reported only when `run` returned. This file must
+//! [`JobContext`]), reported only when `run` returned, and sends the guest's
+//! `wasi:logging` lines and `job.progress` reports to the attempt's [`OutputSink`]
+//! (clamped there, flushed by the worker). This file must
 //! not decide policy (that is the manifest's and `egress`'s) nor keep anything between
 //! jobs.
 //!
@@ -54,15 +56,18 @@ use wasmtime_wasi_http::{FieldMapError, WasiHttpCtx, WasiHttpCtxView, WasiHttpVi
 
 use super::Limits;
 use super::bindings::honeydew::plugin::workspace::{ArchiveRequest, ArchiveSummary};
+use super::bindings::wasi::logging::logging::Level as GuestLevel;
 use super::bindings::{Error as GuestError, PluginInfo, PluginPre};
 use super::egress::{EgressHooks, EgressPolicy, MAX_HEADER_MAP_BYTES};
 use super::loader::LoadedPlugin;
 use super::workspace::{self, GUEST_PATH, WorkspaceAccess};
 use crate::job::{ErrorKind, Job, JobId};
 use crate::job_request::JobRequest;
+use crate::output::OutputSink;
 use crate::retry::Failure;
 use crate::worker::Execution;
 use crate::workspace::{AttemptWorkspace, Workspaces};
+use honeydew_core::output::LogLevel;
 
 /// How much of a guest's stderr is kept: the last this many bytes.
 const STDERR_CAPTURE_BYTES: usize = 4096;
@@ -115,6 +120,9 @@ pub(super) struct StoreData {
     workspace: Option<WorkspaceAccess>,
     /// The job as the guest sees it through `honeydew:plugin/job`.
     job: JobContext,
+    /// Where the guest's log lines (`wasi:logging`) and progress go; discarded unless
+    /// the attempt's worker gave one.
+    output: OutputSink,
 }
 
 /// What `honeydew:plugin/job` shows of the job and what the guest asked of it: the
@@ -155,6 +163,24 @@ impl super::bindings::honeydew::plugin::job::Host for StoreData {
 
     async fn snooze_count(&mut self) -> u32 {
         self.job.snooze_count
+    }
+
+    async fn progress(&mut self, done: u64, total: Option<u64>, message: Option<String>) {
+        self.output.progress(done, total, message.as_deref());
+    }
+}
+
+impl super::bindings::wasi::logging::logging::Host for StoreData {
+    fn log(&mut self, level: GuestLevel, context: String, message: String) {
+        let level = match level {
+            GuestLevel::Trace => LogLevel::Trace,
+            GuestLevel::Debug => LogLevel::Debug,
+            GuestLevel::Info => LogLevel::Info,
+            GuestLevel::Warn => LogLevel::Warn,
+            GuestLevel::Error => LogLevel::Error,
+            GuestLevel::Critical => LogLevel::Critical,
+        };
+        self.output.log(level, &context, &message);
     }
 }
 
@@ -514,6 +540,7 @@ impl Sandbox {
             plugin: plugin.to_owned(),
             workspace,
             job: JobContext::default(),
+            output: OutputSink::discard(),
         };
         let mut store = Store::new(engine, data);
         store.limiter(|data| &mut data.limiter);
@@ -592,6 +619,11 @@ impl Sandbox {
     /// Shows the guest a job that has snoozed `snooze_count` times before this attempt.
     pub(super) fn set_snooze_count(&mut self, snooze_count: u32) {
         self.store.data_mut().job.snooze_count = snooze_count;
+    }
+
+    /// Sends what the guest logs and reports as progress to `output`.
+    pub(super) fn set_output(&mut self, output: OutputSink) {
+        self.store.data_mut().output = output;
     }
 
     /// The guest's last request about its job, taken out of the store.
@@ -738,12 +770,15 @@ pub(super) struct JobCaps {
 /// sandbox and reports it to the worker. A plugin granted a workspace gets a fresh one
 /// in `workspaces`, kept only if the attempt completes. What the guest asked of its job
 /// is reported only when its `run` returned.
+// What one attempt needs, each from its own owner; a struct would only rename them.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn run_job(
     engine: &Engine,
     plugin: &LoadedPlugin,
     job: &Job,
     command: &str,
     cancel: CancellationToken,
+    output: OutputSink,
     caps: &JobCaps,
     workspaces: Option<&Workspaces>,
 ) -> Execution {
@@ -794,6 +829,7 @@ pub(super) async fn run_job(
         }
     };
     sandbox.set_snooze_count(job.snooze_count);
+    sandbox.set_output(output);
     let outcome = sandbox.run(&plugin.pre, command, payload).await;
     // A request stands only for an attempt whose `run` returned; one that trapped,
     // timed out or was stopped ends as it would have without it.

@@ -463,7 +463,9 @@ async fn follow_other_nodes(
         match signals.recv().await {
             Ok(ClusterSignal::SchedulesChanged | ClusterSignal::Resynced)
             | Err(RecvError::Lagged(_)) => {}
-            Ok(ClusterSignal::CancelRequested { .. }) => continue,
+            Ok(ClusterSignal::CancelRequested { .. } | ClusterSignal::OutputWritten { .. }) => {
+                continue;
+            }
             Err(RecvError::Closed) => return,
         }
         let Some(scheduler) = scheduler.upgrade() else {

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use honeydew::job::Job;
+use honeydew::output::OutputSink;
 use honeydew::runtime::{PluginEvent, Runtime, RuntimeConfig};
 use honeydew::worker::{Execution, Executor};
 use sha2::{Digest, Sha256};
@@ -26,8 +27,10 @@ use tokio_util::sync::CancellationToken;
 pub const BUILT_PLUGINS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/plugins");
 
 /// The fixture plugins these tests use.
+pub const CHATTY: &str = "chatty";
 pub const DIGGER: &str = "digger";
 pub const ECHO: &str = "echo";
+pub const ELDER: &str = "elder";
 pub const FETCH: &str = "fetch";
 pub const FLAKY: &str = "flaky";
 pub const FLOOD: &str = "flood";
@@ -154,7 +157,11 @@ pub fn job(command: &str, payload: impl Into<Vec<u8>>) -> Job {
 /// Runs `command` once through the runtime, uncancelled.
 pub async fn run(runtime: &Runtime, command: &str, payload: impl Into<Vec<u8>>) -> Execution {
     runtime
-        .execute(&job(command, payload), CancellationToken::new())
+        .execute(
+            &job(command, payload),
+            CancellationToken::new(),
+            OutputSink::discard(),
+        )
         .await
 }
 

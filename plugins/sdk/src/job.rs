@@ -1,5 +1,6 @@
 //! The job this attempt belongs to: snooze it (run it again later without spending a
-//! retry), cancel it for good, or ask how often it has snoozed.
+//! retry), cancel it for good, ask how often it has snoozed, or report how far it has
+//! got ([`progress`], since contract 0.2.1: `honeydew wait` draws it as a bar).
 //!
 //! A request is recorded by the daemon, not acted on, until [`Plugin::run`] returns;
 //! when a plugin asks several times, the last request stands. Once `run` returns, the
@@ -57,6 +58,24 @@ pub fn cancel(reason: &str) {
 pub fn snooze_count() -> u32 {
     wit::snooze_count()
 }
+
+/// Reports how far the attempt has got: `done` units of work out of `total` when the
+/// plugin knows it, and what it is doing (`message`, cut to 256 bytes by the daemon).
+/// Each report replaces the one before; the daemon stores the latest a few times a
+/// second at most, so report as often as is convenient. [`crate::paging`] reports the
+/// pages it fetched by itself.
+pub fn progress(done: u64, total: Option<u64>, message: Option<&str>) {
+    report_progress(done, total, message);
+}
+
+#[cfg(target_family = "wasm")]
+fn report_progress(done: u64, total: Option<u64>, message: Option<&str>) {
+    wit::progress(done, total, message);
+}
+
+/// Outside a component (the SDK's own native tests) there is no daemon to tell.
+#[cfg(not(target_family = "wasm"))]
+fn report_progress(_done: u64, _total: Option<u64>, _message: Option<&str>) {}
 
 /// `delay` in whole milliseconds, saturating (the daemon clamps it anyway).
 fn delay_ms(delay: Duration) -> u64 {

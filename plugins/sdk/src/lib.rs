@@ -32,7 +32,8 @@
 //! envelope, [`time`] checks and normalises timestamps, [`vocabulary`] is the shape
 //! every integration gives a repository, commit, pull request, issue and person,
 //! [`workspace`] has the daemon download and unpack an archive into the job's own
-//! directory, [`job`] snoozes or cancels the job itself, and [`parse_payload`] /
+//! directory, [`job`] snoozes or cancels the job itself or reports its progress,
+//! [`log`] writes lines to the attempt's log (`honeydew logs`), and [`parse_payload`] /
 //! [`to_json`] turn JSON payloads and results into typed values with the right error
 //! class.
 
@@ -43,6 +44,7 @@ pub mod config;
 mod error;
 pub mod http;
 pub mod job;
+pub mod log;
 pub mod paging;
 pub mod rate_limit;
 pub mod time;

@@ -170,7 +170,8 @@ impl Paging {
     /// Fetches pages from the start position on, `fetch(position)` getting each (the
     /// position is `None` for the first page), until the API has no next page or
     /// `max_items` are in hand; the envelope's cursor resumes after the last item
-    /// returned. An error of `fetch` ends the listing with that error.
+    /// returned. An error of `fetch` ends the listing with that error. Each page
+    /// fetched is reported as the job's progress ([`crate::job::progress`]).
     pub fn collect<T>(
         self,
         mut fetch: impl FnMut(Option<&str>) -> Result<Fetched<T>, PluginError>,
@@ -179,8 +180,20 @@ impl Paging {
         let mut position = self.start.clone();
         let mut skip = self.skip;
         let mut empty_pages = 0;
+        let mut pages = 0u64;
         loop {
             let Fetched { items: page, next } = fetch(position.as_deref())?;
+            pages += 1;
+            // What a watcher of the job sees (`honeydew wait`): pages so far.
+            let noun = if pages == 1 { "page" } else { "pages" };
+            crate::job::progress(
+                pages,
+                None,
+                Some(&format!(
+                    "{pages} {noun} fetched, {} items",
+                    items.len() + page.len()
+                )),
+            );
             if let (Some(next), Some(base_url)) = (&next, &self.base_url)
                 && !is_under(next, base_url)
             {

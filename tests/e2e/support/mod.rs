@@ -68,7 +68,10 @@ pub async fn submit(channel: &Channel, command: &str, payload: &str) -> String {
 
 /// Every update `WatchJob` sends for `id`, to the end of the stream.
 pub async fn watch_to_end(channel: &Channel, id: &str) -> Vec<pb::JobUpdate> {
-    let request = pb::WatchJobRequest { job_id: id.into() };
+    let request = pb::WatchJobRequest {
+        job_id: id.into(),
+        ..Default::default()
+    };
     let mut stream = queue(channel)
         .watch_job(request)
         .await
@@ -93,7 +96,10 @@ pub async fn watch_until(
     id: &str,
     reached: impl Fn(&pb::JobUpdate) -> bool,
 ) -> Vec<pb::JobUpdate> {
-    let request = pb::WatchJobRequest { job_id: id.into() };
+    let request = pb::WatchJobRequest {
+        job_id: id.into(),
+        ..Default::default()
+    };
     let mut stream = queue(channel)
         .watch_job(request)
         .await
@@ -125,7 +131,10 @@ pub async fn finished(channel: &Channel, id: &str) -> pb::Job {
 
 /// Waits until job `id` is running.
 pub async fn running(channel: &Channel, id: &str) {
-    let request = pb::WatchJobRequest { job_id: id.into() };
+    let request = pb::WatchJobRequest {
+        job_id: id.into(),
+        ..Default::default()
+    };
     let mut stream = queue(channel)
         .watch_job(request)
         .await

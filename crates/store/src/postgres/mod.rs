@@ -15,6 +15,7 @@
 mod dependencies;
 mod jobs;
 mod nodes;
+mod output;
 mod pauses;
 mod rate_limits;
 mod schedules;
@@ -28,6 +29,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use honeydew_core::job::{Job, JobId, JobStatus, QueuedJob};
+use honeydew_core::output::{AttemptOutput, JobOutput, LogQuery};
 use honeydew_core::pause::Pause;
 use honeydew_core::rate_limit::RateLimitHold;
 use honeydew_core::schedule::Schedule;
@@ -506,6 +508,21 @@ impl JobStore for PostgresStore {
     ) -> Result<Vec<FinishedMinute>, StoreError> {
         let client = self.client().await?;
         Ok(jobs::finished_per_minute(&client, since).await?)
+    }
+
+    async fn append_output(&self, id: JobId, output: AttemptOutput) -> Result<(), StoreError> {
+        if output.is_empty() {
+            return Ok(());
+        }
+        let mut client = self.client().await?;
+        output::append_output(&mut client, id, &output).await?;
+        self.stats.relaxed_commits.fetch_add(1, Relaxed);
+        Ok(())
+    }
+
+    async fn job_output(&self, id: JobId, query: LogQuery) -> Result<JobOutput, StoreError> {
+        let client = self.client().await?;
+        Ok(output::job_output(&client, id, query).await?)
     }
 
     async fn insert_schedule(&self, schedule: Schedule) -> Result<(), StoreError> {

@@ -20,6 +20,7 @@ use uuid::Uuid;
 
 use super::Result;
 use super::jobs::{JOB_COLUMNS_OF_JOBS, read_job};
+use super::output::OUTPUT_CHANNEL;
 
 /// The channel every statement that leaves a job pending notifies (a trigger does it).
 pub(super) const WORK_CHANNEL: &str = "honeydew_work";
@@ -304,6 +305,11 @@ impl Listeners {
             SCHEDULES_CHANNEL => {
                 let _ = self.signals.send(ClusterSignal::SchedulesChanged);
             }
+            OUTPUT_CHANNEL => {
+                if let Ok(id) = payload.parse() {
+                    let _ = self.signals.send(ClusterSignal::OutputWritten { id });
+                }
+            }
             _ => {}
         }
     }
@@ -349,6 +355,7 @@ pub(super) async fn listen(url: String, to: Listeners) {
                 JOBS_CHANNEL,
                 CANCEL_CHANNEL,
                 SCHEDULES_CHANNEL,
+                OUTPUT_CHANNEL,
             ]
             .map(|channel| format!("LISTEN {channel};"))
             .concat();

@@ -275,6 +275,30 @@ CREATE TABLE rate_limit_holds (
     PRIMARY KEY (plugin, host, credential)
 );
 "#,
+    // v11: what a plugin says while it runs. Each attempt keeps the tail of its log
+    // (the store trims it as it appends) and its latest progress; both go with the job.
+    // An append of a watched job is announced on `honeydew_output` (its id), for
+    // the watchers of other nodes.
+    r#"
+CREATE TABLE attempt_logs (
+    job_id   uuid NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+    attempt  integer NOT NULL,
+    seq      bigint NOT NULL,
+    at       timestamptz NOT NULL,
+    level    text NOT NULL,
+    line     text NOT NULL,
+    PRIMARY KEY (job_id, attempt, seq)
+);
+CREATE TABLE job_progress (
+    job_id     uuid NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+    attempt    integer NOT NULL,
+    done       bigint NOT NULL,
+    total      bigint,
+    message    text,
+    updated_at timestamptz NOT NULL,
+    PRIMARY KEY (job_id, attempt)
+);
+"#,
 ];
 
 /// The schema version this binary writes.

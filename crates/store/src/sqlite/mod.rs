@@ -13,12 +13,13 @@
 //!
 //! Every state change is one guarded `UPDATE ... WHERE id = ? AND status = ?`; a
 //! transition whose guard does not hold changes nothing and comes back as
-//! [`StoreError::StaleTransition`]. `jobs.rs`, `dependencies.rs`, `schedules.rs` and
-//! `pauses.rs`, `rate_limits.rs` hold the statements, as functions of a connection; this file says which
+//! [`StoreError::StaleTransition`]. `jobs.rs`, `dependencies.rs`, `schedules.rs`,
+//! `output.rs`, `pauses.rs` and `rate_limits.rs` hold the statements, as functions of a connection; this file says which
 //! kind of write each one is.
 
 mod dependencies;
 mod jobs;
+mod output;
 mod pauses;
 mod rate_limits;
 mod schedules;
@@ -38,6 +39,7 @@ use tokio::sync::oneshot;
 
 use chrono::{DateTime, Utc};
 use honeydew_core::job::{Job, JobId, JobStatus, QueuedJob};
+use honeydew_core::output::{AttemptOutput, JobOutput, LogQuery};
 use honeydew_core::pause::Pause;
 use honeydew_core::rate_limit::RateLimitHold;
 use honeydew_core::schedule::Schedule;
@@ -478,6 +480,19 @@ impl JobStore for SqliteStore {
         since: DateTime<Utc>,
     ) -> Result<Vec<FinishedMinute>, StoreError> {
         self.read(move |conn| jobs::finished_per_minute(conn, since))
+    }
+
+    async fn append_output(&self, id: JobId, output: AttemptOutput) -> Result<(), StoreError> {
+        if output.is_empty() {
+            return Ok(());
+        }
+        // A log line lost to a power cut costs no job: no fsync of its own.
+        self.write_relaxed(move |conn| output::append_output(conn, id, &output))
+            .await
+    }
+
+    async fn job_output(&self, id: JobId, query: LogQuery) -> Result<JobOutput, StoreError> {
+        self.read(move |conn| output::job_output(conn, id, query))
             .await
     }
 

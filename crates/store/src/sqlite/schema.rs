@@ -191,6 +191,28 @@ CREATE TABLE rate_limit_holds (
     PRIMARY KEY (plugin, host, credential)
 ) WITHOUT ROWID;
 "#,
+    // v12: what a plugin says while it runs. Each attempt keeps the tail of its log
+    // (the store trims it as it appends) and its latest progress; both go with the job.
+    r#"
+CREATE TABLE attempt_logs (
+    job_id   TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+    attempt  INTEGER NOT NULL,
+    seq      INTEGER NOT NULL,                 -- the line's place in the attempt's log
+    at       TEXT NOT NULL,
+    level    TEXT NOT NULL,                    -- trace, debug, info, warn, error, critical
+    line     TEXT NOT NULL,
+    PRIMARY KEY (job_id, attempt, seq)
+) WITHOUT ROWID;
+CREATE TABLE job_progress (
+    job_id     TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+    attempt    INTEGER NOT NULL,
+    done       INTEGER NOT NULL,
+    total      INTEGER,
+    message    TEXT,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (job_id, attempt)
+) WITHOUT ROWID;
+"#,
 ];
 
 /// The schema version this binary writes.
