@@ -9,11 +9,11 @@ use std::collections::HashSet;
 
 use chrono::{SubsecRound, TimeDelta, Utc};
 use honeydew_core::job::{ErrorKind, Job, JobId, JobStatus, PluginRef};
-use honeydew_core::rate_limit::RateLimitHold;
 use honeydew_core::output::{
     AttemptOutput, JobProgress, LogLevel, LogLine, LogQuery, MAX_LOG_BYTES, MAX_LOG_LINE_BYTES,
     MAX_LOG_LINES,
 };
+use honeydew_core::rate_limit::RateLimitHold;
 use honeydew_core::schedule::{MisfirePolicy, Schedule};
 use honeydew_core::store::{
     AttemptReport, BulkFilter, Claimed, FinishedMinute, JobCount, JobFilter, Outcome, Store,

@@ -480,6 +480,7 @@ impl JobStore for SqliteStore {
         since: DateTime<Utc>,
     ) -> Result<Vec<FinishedMinute>, StoreError> {
         self.read(move |conn| jobs::finished_per_minute(conn, since))
+            .await
     }
 
     async fn append_output(&self, id: JobId, output: AttemptOutput) -> Result<(), StoreError> {
