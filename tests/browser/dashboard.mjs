@@ -3,11 +3,13 @@
 // and runs this as
 //   node tests/browser/dashboard.mjs URL
 // with the token, the CLI, the data directory and the screenshot directory in the
-// environment (HONEYDEW_TOKEN, HONEYDEW_CLI, HONEYDEW_DATA_DIR, HONEYDEW_SCREENSHOTS).
-// It checks that the pages refuse a browser without the token, log it in with the
-// token, pause a plugin from its page, show a submitted job without a reload from
-// pending until it completes, cancel a running job from its page, and refuse an action without the CSRF header; it keeps a
-// screenshot of each page. Its last line on stdout is one JSON object: {"ok": true,
+// environment (HONEYDEW_TOKEN, HONEYDEW_CLI, HONEYDEW_DATA_DIR, HONEYDEW_SCREENSHOTS,
+// and HONEYDEW_HOLD_URL / HONEYDEW_RELEASE_URL, the test's server that holds a job
+// halfway). It checks that the pages refuse a browser without the token, log it in
+// with the token, pause a plugin from its page, show a submitted job without a reload
+// from pending until it completes, cancel a running job from its page, show a running
+// job's log and progress live, and refuse an action without the CSRF header; it keeps
+// a screenshot of each page. Its last line on stdout is one JSON object: {"ok": true,
 // ...} with the ids of the jobs it submitted, or {"ok": false, "error": ...}.
 // Every wait is on something the page shows, bounded by TIMEOUT_MS.
 
@@ -152,6 +154,27 @@ try {
   await page.waitForSelector("#retry");
   check(await page.isVisible("#retry"), "a cancelled job offers a retry");
 
+  // A running job's log lines and progress show on its page as the plugin writes
+  // them: chatty logs 25 lines, reports 1 of 2 and waits on the test's server until
+  // this script has seen them and lets it go; then the rest arrives live too.
+  const talked = submit("chatty.talk", JSON.stringify({ lines: 25, hold_url: process.env.HONEYDEW_HOLD_URL }));
+  await page.goto(`${base}/dashboard/jobs/${talked}`);
+  await ready();
+  await page.waitForSelector("#live.on");
+  await page.waitForFunction(() => (document.querySelector("#job-progress")?.textContent || "").includes("halfway"));
+  const halfway = await page.textContent("#job-progress");
+  check(halfway.includes("1 of 2"), "a running job's progress shows on its page, live");
+  await page.waitForFunction(() => (document.querySelector("[data-log-attempt='1'] pre")?.textContent || "").includes("line 25"));
+  const logged = await page.textContent("[data-log-attempt='1'] pre");
+  check(logged.includes("line 1\n") && logged.includes("warn  line 10"), "a running job's log lines show with their levels, live");
+  screenshots.push(await shot(page, "job-log"));
+  const released = await fetch(process.env.HONEYDEW_RELEASE_URL);
+  check(released.ok, "the held job is let go");
+  await page.waitForSelector("#job-status[data-status='completed']");
+  await page.waitForFunction(() => (document.querySelector("#job-progress")?.textContent || "").includes("2 of 2"));
+  const finished = await page.textContent("[data-log-attempt='1'] pre");
+  check(finished.includes("finished after 25 lines"), "the log's last line arrives without a reload");
+
   // An action without the CSRF header is refused, even with the session.
   const forged = await page.evaluate(async () => {
     const response = await fetch("/dashboard/api/pauses/echo/pause", { method: "POST", credentials: "same-origin" });
@@ -196,7 +219,7 @@ try {
   check((await page.request.get(`${base}/dashboard/api/overview`)).status() === 401, "after logging out the API refuses again");
 
   check(pageErrors.length === 0, `no script errors (${pageErrors.join("; ")})`);
-  Object.assign(result, { ok: true, echo, cancelled: sleeper, checks, screenshots });
+  Object.assign(result, { ok: true, echo, talked, cancelled: sleeper, checks, screenshots });
 } catch (err) {
   try { screenshots.push(await shot(page, "failure")); } catch (_) { /* the page is gone */ }
   Object.assign(result, { ok: false, error: String(err && err.stack || err), url: page.url(), checks, pageErrors, screenshots });

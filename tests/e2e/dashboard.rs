@@ -1,7 +1,9 @@
 //! The dashboard, end to end: the daemon serves it on `--listen-http`, and a real
 //! headless Chromium (Debian's `chromium`, driven by `tests/browser/dashboard.mjs`
 //! through playwright-core) logs in with the token, pauses a plugin, watches a
-//! submitted job go from pending to completed without a reload, cancels a running job from its page and keeps a screenshot of
+//! submitted job go from pending to completed without a reload, cancels a running job
+//! from its page, follows a running job's log lines and progress live on its page
+//! (the `chatty` fixture, held halfway by a loopback server), and keeps a screenshot of
 //! each page in `target/dashboard-screenshots/<backend>/`; on SQLite and PostgreSQL.
 //! Then, over plain HTTP, who may use it on a non-loopback listener: only a session
 //! opened with the token (bound to the host it was opened through) or the token
@@ -17,6 +19,7 @@ use honeydew::api::pb::JobStatus;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::backend::{Backend, on_both_backends};
+use crate::support::hold::Hold;
 use crate::support::{Daemon, DataDir, PATIENCE, get, honeydew, stderr, stdout};
 
 on_both_backends!(the_dashboard_works_in_a_real_browser);
@@ -58,7 +61,7 @@ async fn the_dashboard_works_in_a_real_browser(postgres: bool) {
             && Path::new("/usr/bin/chromium").exists(),
         "the browser test needs Debian's chromium and `npm ci` in tests/browser: run scripts/setup.sh"
     );
-    let data = DataDir::with_plugins(&["echo", "spin"]);
+    let data = DataDir::with_plugins(&["echo", "spin", "chatty"]);
     std::fs::write(data.path().join("plugins/broken.wasm"), b"not a component").unwrap();
     let mut backend = Backend::start_in(
         postgres,
@@ -97,6 +100,9 @@ async fn the_dashboard_works_in_a_real_browser(postgres: bool) {
         .join(backend_name);
     let _ = std::fs::remove_dir_all(&screenshots);
     let token = std::fs::read_to_string(Token::path_in(backend.data.path())).unwrap();
+    // Holds the `chatty` job halfway, its log and progress on its page, until the
+    // browser test has seen them and releases it.
+    let hold = Hold::start().await;
     let mut command = Command::new("node");
     command
         .arg(browser.join("dashboard.mjs"))
@@ -106,6 +112,8 @@ async fn the_dashboard_works_in_a_real_browser(postgres: bool) {
         .env("HONEYDEW_CLI", env!("CARGO_BIN_EXE_honeydew"))
         .env("HONEYDEW_DATA_DIR", backend.data.path())
         .env("HONEYDEW_SCREENSHOTS", &screenshots)
+        .env("HONEYDEW_HOLD_URL", &hold.url)
+        .env("HONEYDEW_RELEASE_URL", &hold.release_url)
         .env_remove("HONEYDEW_SOCKET")
         .env_remove("HONEYDEW_TCP")
         .stdin(Stdio::null())
@@ -150,6 +158,8 @@ async fn the_dashboard_works_in_a_real_browser(postgres: bool) {
     // What the browser did, as the daemon records it.
     let echo = get(&channel, result["echo"].as_str().unwrap()).await;
     assert_eq!(echo.status(), JobStatus::Completed);
+    let talked = get(&channel, result["talked"].as_str().unwrap()).await;
+    assert_eq!(talked.status(), JobStatus::Completed);
     let cancelled = get(&channel, result["cancelled"].as_str().unwrap()).await;
     assert_eq!(cancelled.status(), JobStatus::Cancelled);
     assert_eq!(cancelled.error_kind(), "cancelled");
@@ -160,6 +170,7 @@ async fn the_dashboard_works_in_a_real_browser(postgres: bool) {
         "jobs",
         "job",
         "job-running",
+        "job-log",
         "schedules",
         "plugins",
         "overview",

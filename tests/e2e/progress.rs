@@ -10,18 +10,15 @@
 
 use std::io::Read;
 use std::process::{Child, Stdio};
-use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::Instant;
 
 use honeydew::api::pb::{self, JobStatus};
 use honeydew_testkit::TestSchema;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tonic::transport::Channel;
 
 use crate::support::backend::{Backend, on_both_backends};
+use crate::support::hold::Hold;
 use crate::support::{
     Daemon, DataDir, PATIENCE, finished, honeydew, honeydew_command, queue, result_text, stdout,
     submit,
@@ -32,50 +29,6 @@ on_both_backends!(
     a_flood_of_log_lines_leaves_only_the_capped_tail,
     a_component_built_against_wit_0_2_0_still_runs,
 );
-
-/// A loopback server whose every answer waits for [`Hold::release`]: the job that
-/// calls it stays running, halfway, for as long as the test needs.
-struct Hold {
-    url: String,
-    release: Arc<Semaphore>,
-}
-
-impl Hold {
-    async fn start() -> Hold {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let url = format!("http://{}/hold", listener.local_addr().expect("address"));
-        let release = Arc::new(Semaphore::new(0));
-        let permits = Arc::clone(&release);
-        tokio::spawn(async move {
-            while let Ok((mut socket, _)) = listener.accept().await {
-                let permits = Arc::clone(&permits);
-                tokio::spawn(async move {
-                    let mut head = Vec::new();
-                    let mut buffer = [0u8; 1024];
-                    while !head.windows(4).any(|window| window == b"\r\n\r\n") {
-                        match socket.read(&mut buffer).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => head.extend_from_slice(&buffer[..n]),
-                        }
-                    }
-                    let Ok(permit) = permits.acquire().await else {
-                        return;
-                    };
-                    permit.forget();
-                    let reply = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
-                                 content-length: 2\r\nconnection: close\r\n\r\n{}";
-                    let _ = socket.write_all(reply.as_bytes()).await;
-                    let _ = socket.shutdown().await;
-                });
-            }
-        });
-        Hold { url, release }
-    }
-
-    fn release(&self) {
-        self.release.add_permits(1);
-    }
-}
 
 /// What a watch with output saw.
 #[derive(Default)]

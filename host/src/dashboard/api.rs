@@ -30,6 +30,7 @@ use crate::queue::{CancelError, CancelOutcome, JobEvent, PauseError};
 use crate::runtime::PluginSummary;
 use crate::scheduler::ScheduleError;
 use crate::store::{JobFilter, StoreError};
+use honeydew_core::output::{LogLine, LogQuery};
 
 /// The largest page of jobs the list asks for.
 pub const PAGE_MAX: usize = 200;
@@ -39,6 +40,10 @@ pub const BODY_SHOWN_MAX: usize = 256 * 1024;
 
 /// An error message longer than this is cut in a listing (a job's page shows it all).
 const LIST_ERROR_MAX: usize = 300;
+
+/// A job's page shows the log of at most this many of its latest attempts (each the
+/// tail the store keeps: at most 2000 lines within 256 KiB); `honeydew logs` has all.
+const LOGGED_ATTEMPTS_SHOWN: u32 = 3;
 
 /// How far back the overview's charts go.
 const CHART_SPAN: TimeDelta = TimeDelta::hours(1);
@@ -307,9 +312,41 @@ async fn job(State(dashboard): State<Arc<Dashboard>>, Path(id): Path<String>) ->
         .iter()
         .map(|(id, status)| json!({ "id": id.to_string(), "status": status.as_str() }))
         .collect();
+    // The latest attempts' logs, and the latest attempt's progress.
+    let mut logs = Vec::new();
+    let mut progress = None;
+    for number in (1..=attempt).rev().take(LOGGED_ATTEMPTS_SHOWN as usize) {
+        let query = LogQuery {
+            attempt: Some(number),
+            after: None,
+            limit: 0,
+        };
+        match store.job_output(id, query).await {
+            Ok(output) => {
+                if number == attempt {
+                    progress = output.progress;
+                }
+                logs.push((number, log_text(&output.lines)));
+            }
+            Err(err) => return store_error(&err),
+        }
+    }
+    value["progress"] = progress.map_or(Value::Null, |progress| {
+        json!({
+            "attempt": progress.attempt,
+            "done": progress.done,
+            "total": progress.total,
+            "message": progress.message,
+            "updated_at": time(Some(progress.updated_at)),
+        })
+    });
     value["attempts"] = attempts
         .iter()
         .map(|row| {
+            let log = logs
+                .iter()
+                .find(|(number, _)| *number == row.attempt)
+                .and_then(|(_, text)| text.clone());
             json!({
                 "attempt": row.attempt,
                 "worker_id": row.worker_id,
@@ -318,10 +355,29 @@ async fn job(State(dashboard): State<Arc<Dashboard>>, Path(id): Path<String>) ->
                 "error": row.error,
                 "duration_ms": row.duration_ms,
                 "fuel_used": row.fuel_used,
+                "log": log,
             })
         })
         .collect();
     ok(value)
+}
+
+/// An attempt's log lines as the page shows them, one a line (`HH:MM:SS.mmm level
+/// text`); `None` when it logged nothing.
+fn log_text(lines: &[LogLine]) -> Option<String> {
+    if lines.is_empty() {
+        return None;
+    }
+    let mut text = String::new();
+    for line in lines {
+        text.push_str(&format!(
+            "{} {:<5} {}\n",
+            line.at.format("%H:%M:%S%.3f"),
+            line.level.as_str(),
+            line.line
+        ));
+    }
+    Some(text)
 }
 
 /// `POST /dashboard/api/jobs/ID/cancel`.
@@ -487,32 +543,52 @@ fn event_json(event: &JobEvent) -> Value {
 /// and `lagged` when some were dropped, so the page reads everything again), until
 /// the client goes or the daemon stops.
 async fn events(State(dashboard): State<Arc<Dashboard>>) -> impl IntoResponse {
-    let receiver = dashboard.manager.subscribe();
+    let receivers = Receivers {
+        jobs: dashboard.manager.subscribe(),
+        outputs: dashboard.manager.subscribe_output(),
+    };
     let closing = dashboard.closing.clone();
-    Sse::new(event_stream(receiver, closing))
+    Sse::new(event_stream(receivers, closing))
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }
 
+/// What the event stream follows: job events, and the ids of jobs whose output (log
+/// lines, progress) was stored.
+struct Receivers {
+    jobs: broadcast::Receiver<JobEvent>,
+    outputs: broadcast::Receiver<JobId>,
+}
+
 fn event_stream(
-    receiver: broadcast::Receiver<JobEvent>,
+    receivers: Receivers,
     closing: tokio_util::sync::CancellationToken,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
-    futures_util::stream::unfold((receiver, closing), |(mut receiver, closing)| async move {
-        let received = tokio::select! {
-            () = closing.cancelled() => return None,
-            received = receiver.recv() => received,
-        };
-        let event = match received {
-            Ok(event) => Event::default()
-                .event("job")
-                .data(event_json(&event).to_string()),
-            Err(broadcast::error::RecvError::Lagged(missed)) => {
-                Event::default().event("lagged").data(missed.to_string())
-            }
-            Err(broadcast::error::RecvError::Closed) => return None,
-        };
-        Some((Ok(event), (receiver, closing)))
-    })
+    futures_util::stream::unfold(
+        (receivers, closing),
+        |(mut receivers, closing)| async move {
+            let lagged = |missed: u64| Event::default().event("lagged").data(missed.to_string());
+            let event = tokio::select! {
+                () = closing.cancelled() => return None,
+                received = receivers.jobs.recv() => match received {
+                    Ok(event) => Event::default()
+                        .event("job")
+                        .data(event_json(&event).to_string()),
+                    Err(broadcast::error::RecvError::Lagged(missed)) => lagged(missed),
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                },
+                // A job's page reads its log and progress again (at most ~4 times a
+                // second per job: the rate output is stored at).
+                received = receivers.outputs.recv() => match received {
+                    Ok(id) => Event::default()
+                        .event("output")
+                        .data(json!({ "id": id.to_string() }).to_string()),
+                    Err(broadcast::error::RecvError::Lagged(missed)) => lagged(missed),
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                },
+            };
+            Some((Ok(event), (receivers, closing)))
+        },
+    )
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 pub mod archive;
 pub mod backend;
 mod daemon;
+pub mod hold;
 mod http;
 mod schema;
 

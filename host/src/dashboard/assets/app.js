@@ -362,10 +362,8 @@ function attemptsTable(attempts) {
       el("td", {}, attempt.error ? el("span", { class: "error", text: `${attempt.error_kind}: ${attempt.error}` }) : ""))))));
 }
 
-// The hook for each attempt's log and the job's live progress: the store and the API
-// gain them separately (a plugin's progress and log lines). When the job's JSON has
-// `progress` ({done, total, message}) or an attempt has `log` (text), they are shown
-// here; until then this renders nothing.
+// Each attempt's log (its latest attempts' tails, as the store keeps them) and the
+// job's latest progress, read again whenever the event stream says its output moved.
 function renderLogAndProgress(job) {
   const parts = [];
   if (job.progress) {
@@ -379,7 +377,7 @@ function renderLogAndProgress(job) {
   const logged = (job.attempts || []).filter((attempt) => attempt.log);
   if (logged.length) {
     parts.push(el("h2", { text: "Log" }),
-      logged.map((attempt) => el("div", { "data-log-attempt": attempt.attempt },
+      ...logged.map((attempt) => el("div", { "data-log-attempt": attempt.attempt },
         el("p", { class: "muted", text: `attempt ${attempt.attempt}` }), el("pre", { text: attempt.log }))));
   }
   return parts.length ? el("section", { id: "job-log" }, parts) : "";
@@ -534,6 +532,11 @@ function follow(current) {
     const event = JSON.parse(message.data);
     if (current.jobId && event.id !== current.jobId) return;
     scheduleRefresh(current.jobId ? 100 : current.nav === "overview" ? 1000 : 300);
+  });
+  // New log lines or progress: only the page of that job reads again.
+  events.addEventListener("output", (message) => {
+    const event = JSON.parse(message.data);
+    if (current.jobId && event.id === current.jobId) scheduleRefresh(250);
   });
   events.addEventListener("lagged", () => scheduleRefresh(0));
 }
