@@ -20,22 +20,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::backend::{Backend, on_both_backends};
 use crate::support::hold::Hold;
+use crate::support::listener::{self, http_address};
 use crate::support::{Daemon, DataDir, PATIENCE, get, honeydew, stderr, stdout};
 
 on_both_backends!(the_dashboard_works_in_a_real_browser);
-
-/// The address the daemon's HTTP listener reports in its start-up log.
-fn http_address(daemon: &mut Daemon) -> String {
-    let log = daemon.stderr();
-    let line = log
-        .lines()
-        .find(|line| line.contains("http listener started"))
-        .unwrap_or_else(|| panic!("no http listener in the log:\n{log}"));
-    line.split_whitespace()
-        .find_map(|field| field.strip_prefix("address="))
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .to_owned()
-}
 
 /// The workspace's root.
 fn root() -> PathBuf {
@@ -189,31 +177,8 @@ async fn the_dashboard_works_in_a_real_browser(postgres: bool) {
 
 /// One HTTP/1.1 exchange: the status, the headers (names lowercase) and the body.
 async fn exchange(address: &str, request: String) -> (u16, Vec<(String, String)>, String) {
-    let talk = async {
-        let mut socket = tokio::net::TcpStream::connect(address)
-            .await
-            .expect("connect");
-        socket.write_all(request.as_bytes()).await.expect("send");
-        let mut answer = Vec::new();
-        socket.read_to_end(&mut answer).await.expect("read");
-        answer
-    };
-    let answer = tokio::time::timeout(PATIENCE, talk)
-        .await
-        .expect("the listener answered in time");
-    let text = String::from_utf8_lossy(&answer).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").expect("a head and a body");
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|line| line.split_whitespace().nth(1))
-        .and_then(|code| code.parse().ok())
-        .expect("a status line");
-    let headers = lines
-        .filter_map(|line| line.split_once(':'))
-        .map(|(name, value)| (name.trim().to_lowercase(), value.trim().to_owned()))
-        .collect();
-    (status, headers, body.to_owned())
+    let answer = listener::exchange(address, &request).await;
+    (answer.status, answer.headers, answer.body)
 }
 
 /// `method path` with `headers` (each `Name: value`) and `body`, naming `host`.

@@ -10,80 +10,22 @@ use honeydew::api::Token;
 use honeydew::api::pb::JobStatus;
 use honeydew_testkit::TestSchema;
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::backend::on_both_backends;
-use crate::support::{Daemon, DataDir, HttpStub, PATIENCE, daemon_command, finished, submit};
+use crate::support::listener::{Answer, exchange, http_address};
+use crate::support::{Daemon, DataDir, HttpStub, daemon_command, finished, submit};
 
 on_both_backends!(a_scrape_after_known_work_counts_what_was_done);
 
-/// The address the daemon's HTTP listener reports in its start-up log.
-fn http_address(daemon: &mut Daemon) -> String {
-    let log = daemon.stderr();
-    let line = log
-        .lines()
-        .find(|line| line.contains("http listener started"))
-        .unwrap_or_else(|| panic!("no http listener in the log:\n{log}"));
-    let address = line
-        .split_whitespace()
-        .find_map(|field| field.strip_prefix("address="))
-        .unwrap_or_else(|| panic!("no address in {line:?}"));
-    address.to_owned()
-}
-
-/// One HTTP/1.1 answer: status, headers (names lowercase), body.
-struct Answer {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Answer {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(key, _)| key == name)
-            .map(|(_, value)| value.as_str())
-    }
-}
-
 /// `GET path` on `address`, with `Authorization: Bearer token` when given.
 async fn get(address: &str, path: &str, token: Option<&str>) -> Answer {
-    let exchange = async {
-        let mut socket = tokio::net::TcpStream::connect(address)
-            .await
-            .expect("connect to the http listener");
-        let authorization = token
-            .map(|token| format!("Authorization: Bearer {token}\r\n"))
-            .unwrap_or_default();
-        let request = format!(
-            "GET {path} HTTP/1.1\r\nHost: {address}\r\n{authorization}Connection: close\r\n\r\n"
-        );
-        socket.write_all(request.as_bytes()).await.expect("send");
-        let mut answer = Vec::new();
-        socket.read_to_end(&mut answer).await.expect("read");
-        answer
-    };
-    let answer = tokio::time::timeout(PATIENCE, exchange)
-        .await
-        .expect("the http listener answered in time");
-    let text = String::from_utf8(answer).expect("a utf-8 answer");
-    let (head, body) = text.split_once("\r\n\r\n").expect("a head and a body");
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|line| line.split_whitespace().nth(1))
-        .and_then(|code| code.parse().ok())
-        .expect("a status line");
-    let headers = lines
-        .filter_map(|line| line.split_once(':'))
-        .map(|(name, value)| (name.trim().to_lowercase(), value.trim().to_owned()))
-        .collect();
-    Answer {
-        status,
-        headers,
-        body: body.to_owned(),
-    }
+    let authorization = token
+        .map(|token| format!("Authorization: Bearer {token}\r\n"))
+        .unwrap_or_default();
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\n{authorization}Connection: close\r\n\r\n"
+    );
+    exchange(address, &request).await
 }
 
 /// One sample of the text exposition.

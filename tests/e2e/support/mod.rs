@@ -7,6 +7,7 @@ pub mod backend;
 mod daemon;
 pub mod hold;
 mod http;
+pub mod listener;
 mod schema;
 
 use std::path::PathBuf;
