@@ -16,7 +16,11 @@
 //!    attempt exported over OTLP/gRPC to a collector in this process, which counts
 //!    them), against both off; each round runs the three in a rotated order.
 //!
-//! `HONEYDEW_BENCH_PART=metrics` runs part 3 alone.
+//! 4. Concurrency keys: the drain at the default workers with every job carrying one
+//!    of `KEYS` concurrency keys (so at most one job of a key runs at a time, and keys
+//!    take turns), against the same jobs without keys; rounds alternate the two.
+//!
+//! `HONEYDEW_BENCH_PART=metrics` runs part 3 alone, `=keys` part 4 alone.
 //!
 //! `synchronous=FULL`, fresh databases on the project's disk, `ROUNDS` rounds, medians.
 //! Run with `cargo bench -p honeydew --bench drain` after `scripts/build-plugins.sh`.
@@ -53,12 +57,48 @@ const ROUNDS: usize = 3;
 /// Part 3 compares figures a few percent apart on noisy cores: more rounds.
 const OBSERVABILITY_ROUNDS: usize = 5;
 
+/// Concurrency keys of part 4.
+const KEYS: usize = 100;
+
 /// A fresh database at `path` with `count` pending echo jobs.
 async fn fill(path: &Path, count: usize) {
+    fill_keyed(path, count, 0).await;
+}
+
+/// [`fill`] with the jobs spread over `keys` concurrency keys.
+async fn fill_keyed(path: &Path, count: usize, keys: usize) {
     let store = SqliteStore::open(SqliteConfig::new(path))
         .map(Store::new)
         .expect("open store");
-    support::fill(&store, count).await;
+    support::fill_keyed(&store, count, keys).await;
+}
+
+/// Part 4: the drain with jobs over [`KEYS`] concurrency keys against none.
+async fn keyed_dispatch(scratch: &Path, plugins: &Path, cache: &Path) {
+    let mut rates: [Vec<f64>; 2] = Default::default();
+    for turn in 0..2 * OBSERVABILITY_ROUNDS {
+        let keyed = (turn / 2 + turn % 2) % 2;
+        let dir = tempfile::TempDir::new_in(scratch).expect("db dir");
+        let db = dir.path().join("honeydew.db");
+        fill_keyed(&db, DRAIN_JOBS, keyed * KEYS).await;
+        let elapsed = run(
+            &db,
+            plugins,
+            cache,
+            DEFAULT_WORKERS,
+            DRAIN_JOBS,
+            false,
+            Observe::default(),
+        )
+        .await;
+        rates[keyed].push(DRAIN_JOBS as f64 / elapsed.as_secs_f64());
+    }
+    let [none, keyed] = rates.map(median);
+    println!(
+        "concurrency keys (drain, {DEFAULT_WORKERS} workers, median of {OBSERVABILITY_ROUNDS}): \
+         no key {none:.0} jobs/s, {KEYS} keys {keyed:.0} jobs/s ({:.0}% of no key)",
+        keyed / none * 100.0
+    );
 }
 
 /// What a run observes besides the jobs: metrics, and traces to this collector.
@@ -244,9 +284,16 @@ async fn observability_overhead(scratch: &Path, plugins: &Path, cache: &Path) {
 async fn bench(scratch: PathBuf) {
     let plugins = plugin_dir(&scratch);
     let cache = tempfile::TempDir::new_in(&scratch).expect("cache dir");
-    if std::env::var("HONEYDEW_BENCH_PART").as_deref() == Ok("metrics") {
-        observability_overhead(&scratch, plugins.path(), cache.path()).await;
-        return;
+    match std::env::var("HONEYDEW_BENCH_PART").as_deref() {
+        Ok("metrics") => {
+            observability_overhead(&scratch, plugins.path(), cache.path()).await;
+            return;
+        }
+        Ok("keys") => {
+            keyed_dispatch(&scratch, plugins.path(), cache.path()).await;
+            return;
+        }
+        _ => {}
     }
     println!("drain of {DRAIN_JOBS} pending echo.echo jobs after a start (median of {ROUNDS})");
     println!("  workers   drain jobs/s   sandbox alone jobs/s   drain / sandbox");
@@ -303,6 +350,7 @@ async fn bench(scratch: PathBuf) {
         median(firsts)
     );
     observability_overhead(&scratch, plugins.path(), cache.path()).await;
+    keyed_dispatch(&scratch, plugins.path(), cache.path()).await;
 }
 
 fn main() {

@@ -12,6 +12,11 @@
 //!    draining jobs that are all watched: every claim and every finish then announces
 //!    its change (as schema v3 did for every job), which shows what that costs.
 //!
+//! 3. Concurrency keys: one daemon draining `E2E_JOBS` jobs spread over `KEYS`
+//!    concurrency keys (one job of a key at a time, keys taking turns: every claim
+//!    goes through the key's lock and the skip scan over the keys' lines), against the
+//!    same jobs without keys, rounds alternating the two.
+//!
 //! Each figure is the median of `ROUNDS` runs on fresh schemas of the test server
 //! (`scripts/test-postgres.sh` finds or starts one). Run with
 //! `cargo bench -p honeydew --bench postgres` after `scripts/build-plugins.sh`.
@@ -32,13 +37,14 @@ use honeydew::worker::{PoolConfig, WorkerPool};
 use honeydew_testkit::TestSchema;
 
 mod support;
-use support::{fill, median, plugin_dir};
+use support::{fill, fill_keyed, median, plugin_dir};
 
 const CLIENTS: [usize; 3] = [1, 16, 64];
 const RUN_TIME: Duration = Duration::from_millis(1500);
 const ROUNDS: usize = 3;
 const E2E_JOBS: usize = 5_000;
 const BARE_CLIENTS: usize = 8;
+const KEYS: usize = 100;
 
 struct NoPlugins;
 
@@ -246,9 +252,13 @@ fn scratch() -> PathBuf {
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let scratch = scratch();
-    // HONEYDEW_BENCH_PART=submits or e2e runs one part only.
+    // HONEYDEW_BENCH_PART=submits, e2e or keys runs one part only.
     let part = std::env::var("HONEYDEW_BENCH_PART").unwrap_or_default();
     println!("PostgreSQL: {}", honeydew_testkit::server_url());
+    if part == "keys" {
+        keyed_drain(&scratch).await;
+        return;
+    }
     println!("\n== durable submits (jobs/s, median of {ROUNDS} x {RUN_TIME:?})");
     println!("clients  postgres-grpc  one-insert-per-tx  ratio  sqlite-grpc");
     for clients in CLIENTS.into_iter().filter(|_| part != "e2e") {
@@ -339,4 +349,25 @@ async fn main() {
     );
     println!("bare loop ({BARE_CLIENTS} clients, claim + complete): {bare:>8.0}");
     println!("sqlite, 1 daemon (16 workers):     {sqlite:>8.0}");
+    keyed_drain(&scratch).await;
+}
+
+/// Part 3: one daemon's drain of jobs over [`KEYS`] concurrency keys against none.
+async fn keyed_drain(scratch: &Path) {
+    let plugins = plugin_dir(scratch);
+    let cache = tempfile::TempDir::new_in(scratch).expect("cache");
+    let mut rates: [Vec<f64>; 2] = Default::default();
+    for turn in 0..2 * ROUNDS {
+        let keyed = (turn / 2 + turn % 2) % 2;
+        let schema = TestSchema::create().await;
+        let store = postgres(&schema, "node-1").await;
+        fill_keyed(&store, E2E_JOBS, keyed * KEYS).await;
+        rates[keyed].push(drain(vec![store], E2E_JOBS, plugins.path(), cache.path()).await);
+    }
+    let [none, keyed] = rates.map(median);
+    println!(
+        "\n== concurrency keys, 1 daemon, {E2E_JOBS} no-op echo jobs (jobs/s, median of {ROUNDS})\n\
+         postgres, no key: {none:>8.0}\npostgres, {KEYS} keys: {keyed:>8.0}  {:.0}% of no key",
+        keyed / none * 100.0
+    );
 }

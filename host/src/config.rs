@@ -29,6 +29,13 @@
 //! timeout_ms = 30000
 //! max_retries = 3
 //!
+//! [concurrency]                   # jobs running at once, over the manifests' limits
+//! github = 4                      # a plugin (every daemon on a shared database)
+//! "github.clone" = 1              # a command
+//!
+//! [concurrency_per_key]           # jobs of one concurrency key running at once
+//! github = 2                      # (1 when neither this nor the manifest says)
+//!
 //! [retry]                         # backoff between retries
 //! base_ms = 1000
 //! multiplier = 2.0
@@ -70,6 +77,7 @@ use serde::Deserialize;
 
 use crate::retry::BackoffPolicy;
 use crate::store::SyncMode;
+use honeydew_core::concurrency::ConcurrencyLimits;
 
 /// The file looked for in the data directory.
 pub const CONFIG_FILE_NAME: &str = "honeydew.toml";
@@ -346,6 +354,8 @@ pub struct DaemonConfig {
     pub backoff: BackoffPolicy,
     /// Times one job may snooze.
     pub max_snoozes: u32,
+    /// Concurrency limits over the manifests' own.
+    pub concurrency: ConcurrencyLimits,
     /// How long finished jobs are kept.
     pub retention: crate::retention::RetentionPolicy,
     /// Values for manifests' auth rules: only what the operator declared.
@@ -493,7 +503,9 @@ impl DaemonConfig {
                 crate::job_request::MAX_CONFIGURABLE_SNOOZES
             )));
         }
+        let concurrency = concurrency_limits(&file.concurrency, &file.concurrency_per_key)?;
         Ok(Self {
+            concurrency,
             plugin_dir: args
                 .plugin_dir
                 .or(file.plugin_dir.map(relative))
@@ -526,6 +538,44 @@ impl DaemonConfig {
             data_dir,
         })
     }
+}
+
+/// The file's `[concurrency]` and `[concurrency_per_key]` tables, checked: each names a
+/// plugin or a command (a plugin for a per-key limit) and a limit of 1 to
+/// [`MAX_LIMIT`](honeydew_core::concurrency::MAX_LIMIT).
+fn concurrency_limits(
+    running: &BTreeMap<String, u32>,
+    per_key: &BTreeMap<String, u32>,
+) -> Result<ConcurrencyLimits, ConfigError> {
+    use honeydew_core::concurrency::MAX_LIMIT;
+    let check = |table: &str, target: &str, limit: u32, plugin_only: bool| {
+        if crate::pause::validate_target(target).is_err() || (plugin_only && target.contains('.')) {
+            let what = if plugin_only {
+                "a plugin"
+            } else {
+                "a plugin or a PLUGIN.COMMAND"
+            };
+            return Err(ConfigError::Invalid(format!(
+                "{table}: {target:?} is not {what}"
+            )));
+        }
+        if !(1..=MAX_LIMIT).contains(&limit) {
+            return Err(ConfigError::Invalid(format!(
+                "{table}.{target} must be between 1 and {MAX_LIMIT}, not {limit}"
+            )));
+        }
+        Ok(())
+    };
+    for (target, limit) in running {
+        check("concurrency", target, *limit, false)?;
+    }
+    for (target, limit) in per_key {
+        check("concurrency_per_key", target, *limit, true)?;
+    }
+    Ok(ConcurrencyLimits {
+        running: running.clone(),
+        per_key: per_key.clone(),
+    })
 }
 
 /// Checks that `endpoint` is a URL the trace exporter can reach: `http://HOST:PORT`
@@ -570,6 +620,10 @@ struct FileConfig {
     max_result_bytes: Option<usize>,
     max_snoozes: Option<u32>,
     limits: Option<LimitOverrides>,
+    #[serde(default)]
+    concurrency: BTreeMap<String, u32>,
+    #[serde(default)]
+    concurrency_per_key: BTreeMap<String, u32>,
     retry: Option<BackoffPolicy>,
     retention: Option<crate::retention::RetentionPolicy>,
     #[serde(default)]
@@ -699,6 +753,33 @@ mod tests {
         assert_eq!(config.limits.max_retries, Some(1));
         assert_eq!(config.backoff.base, Duration::from_millis(20));
         assert_eq!(config.backoff.jitter, 0.0);
+    }
+
+    #[test]
+    fn concurrency_limits_come_from_the_file_and_are_checked() {
+        let file = "[concurrency]\ngithub = 4\n\"github.clone\" = 1\n\
+                    [concurrency_per_key]\ngithub = 2\n";
+        let config = load(Some(file), DaemonArgs::default(), &[]).unwrap();
+        assert_eq!(config.concurrency.running["github"], 4);
+        assert_eq!(config.concurrency.running["github.clone"], 1);
+        assert_eq!(config.concurrency.per_key["github"], 2);
+        for (file, wanted) in [
+            (
+                "[concurrency]\ngithub = 0",
+                "concurrency.github must be between 1 and 100000",
+            ),
+            (
+                "[concurrency]\n\"a b\" = 1",
+                "is not a plugin or a PLUGIN.COMMAND",
+            ),
+            (
+                "[concurrency_per_key]\n\"github.clone\" = 1",
+                "is not a plugin",
+            ),
+        ] {
+            let error = load(Some(file), DaemonArgs::default(), &[]).unwrap_err();
+            assert!(error.to_string().contains(wanted), "{file}: {error}");
+        }
     }
 
     #[test]

@@ -145,6 +145,7 @@ impl Daemon {
         runtime_config.max_retry_after = config.backoff.max_after;
         runtime_config.metrics = metrics.clone();
         runtime_config.rate_limits = Some(Arc::clone(&rate_limits));
+        runtime_config.concurrency = config.concurrency.clone();
         if let Some(max_result_bytes) = config.max_result_bytes {
             runtime_config.max_result_bytes = max_result_bytes;
         }
@@ -398,7 +399,11 @@ async fn requeue_when_plugins_load(
 ) {
     use tokio::sync::broadcast::error::RecvError;
     loop {
-        match events.recv().await {
+        let event = events.recv().await;
+        if !matches!(event, Err(RecvError::Closed)) {
+            manager.plugins_changed();
+        }
+        match event {
             Ok(PluginEvent::Loaded(plugin)) => manager.plugin_loaded(&plugin.name),
             Ok(_) => {}
             // Events were missed: whatever is loaded now may have waiting jobs.

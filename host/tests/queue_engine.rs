@@ -355,6 +355,7 @@ async fn job_fails_after_max_retries() {
             unique: None,
             after: Vec::new(),
             trace_parent: None,
+            concurrency_key: None,
         })
         .await
         .unwrap()

@@ -14,6 +14,9 @@ mod support;
 
 // Cancelling pending, running and finished jobs.
 mod cancel;
+// Concurrency limits on both backends, seen by a loopback server counting requests in
+// flight: a plugin's limit, one job per key with keys taking turns, two daemons.
+mod concurrency;
 // github/gitlab/bitbucket.clone against fakes of their APIs: the ref pinned to a commit,
 // the archive downloaded with the host-added credential, the files on disk.
 mod clone;

@@ -217,8 +217,14 @@ struct SubmitArgs {
     /// cancelled if one of them fails or is cancelled
     #[arg(long, value_name = "ID", conflicts_with = "unique_key")]
     after: Vec<String>,
+    /// A concurrency key, such as a repository or a tenant: at most a few jobs of the
+    /// plugin with this key run at once (its manifest's limits.concurrency_per_key,
+    /// 1 by default), and keys take turns
+    #[arg(long, value_name = "KEY")]
+    concurrency_key: Option<String>,
     /// Submit every job of FILE (or - for stdin), one JSON object a line:
-    /// {"command": "echo.echo", "payload": {...}, "priority": 0, "max_retries": 3};
+    /// {"command": "echo.echo", "payload": {...}, "priority": 0, "max_retries": 3,
+    /// "concurrency_key": "K"};
     /// all of them are stored, or none is. Prints the ids in order
     #[arg(long, value_name = "FILE.jsonl|-", conflicts_with_all = ["payload", "unique_key", "after"])]
     batch: Option<String>,
@@ -298,6 +304,8 @@ struct BatchLine {
     priority: i64,
     #[serde(default)]
     max_retries: Option<u32>,
+    #[serde(default)]
+    concurrency_key: Option<String>,
 }
 
 /// The most jobs a batch may carry (the daemon's limit for one transaction).
@@ -330,6 +338,7 @@ fn read_batch(source: &str) -> Result<Vec<pb::SubmitJobRequest>, CliError> {
                 .unwrap_or_default(),
             priority: job.priority,
             max_retries: job.max_retries,
+            concurrency_key: job.concurrency_key,
             ..Default::default()
         });
         if jobs.len() > MAX_BATCH_JOBS {
@@ -631,6 +640,7 @@ async fn run(
                     .collect(),
                 on_conflict: pb::OnConflict::from(args.on_conflict).into(),
                 after: args.after,
+                concurrency_key: args.concurrency_key,
             };
             let submitted = queue(channel).submit_job(request).await?.into_inner();
             finish_submit(channel, submitted, args.job.wait, json).await

@@ -90,6 +90,7 @@ pub fn job_json(job: &pb::Job) -> Value {
         "retry_count": job.retry_count,
         "max_retries": job.max_retries,
         "snooze_count": job.snooze_count,
+        "concurrency_key": job.concurrency_key,
         "plugin": job.plugin.as_ref().map(|plugin| json!({
             "name": plugin.name,
             "version": plugin.version,
@@ -377,6 +378,7 @@ pub fn print_explanation(explained: &pb::ExplainJobResponse, json: bool) {
         pb::Holdup::Queued => "queued",
         pb::Holdup::Dependencies => "dependencies",
         pb::Holdup::RateLimited => "rate_limited",
+        pb::Holdup::ConcurrencyLimited => "concurrency_limited",
     };
     print_json(&json!({
         "status": status_name(explained.status()),
@@ -387,6 +389,7 @@ pub fn print_explanation(explained: &pb::ExplainJobResponse, json: bool) {
         "paused_by": explained.paused_by,
         "waiting_for": explained.waiting_for,
         "rate_limited_host": explained.rate_limited_host,
+        "concurrency_scope": explained.concurrency_scope,
     }));
 }
 

@@ -303,6 +303,10 @@ pub struct Job {
     /// The W3C `traceparent` its attempts continue: the submit's span when the daemon
     /// exports traces, else the submitting client's own, else none.
     pub trace_parent: Option<String>,
+    /// The concurrency key it was submitted with (one repository, one tenant...): at
+    /// most a few jobs of its plugin with the same key run at once, and keys take
+    /// turns (see [`crate::concurrency`]).
+    pub concurrency_key: Option<String>,
 }
 
 impl Job {
@@ -343,6 +347,7 @@ impl Job {
             max_retries,
             snooze_count: 0,
             trace_parent: None,
+            concurrency_key: None,
             plugin: None,
         }
     }
@@ -450,6 +455,8 @@ pub struct QueuedJob {
     pub created_at: DateTime<Utc>,
     /// Not eligible before this instant.
     pub run_at: DateTime<Utc>,
+    /// Its concurrency key, if it has one.
+    pub concurrency_key: Option<std::sync::Arc<str>>,
 }
 
 impl From<&Job> for QueuedJob {
@@ -460,6 +467,7 @@ impl From<&Job> for QueuedJob {
             priority: job.priority,
             created_at: job.created_at,
             run_at: job.run_at,
+            concurrency_key: job.concurrency_key.as_deref().map(Into::into),
         }
     }
 }

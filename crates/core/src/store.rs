@@ -21,6 +21,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use crate::concurrency::{ConcurrencyLimits, Scope};
 use crate::job::{ErrorKind, Job, JobId, JobStatus, PluginRef, QueuedJob};
 use crate::output::{AttemptOutput, JobOutput, LogQuery};
 use crate::pause::Pause;
@@ -650,6 +651,10 @@ pub trait JobStore: Send + Sync + 'static {
     /// not held by a pause, and of higher priority, or of its priority and older.
     async fn count_ahead(&self, id: JobId, now: DateTime<Utc>) -> Result<u64, StoreError>;
 
+    /// How many jobs of `scope` (a plugin, a command, or a key within a plugin) are
+    /// `running`, on every node.
+    async fn running_in(&self, scope: Scope) -> Result<u64, StoreError>;
+
     /// What group commit has done so far.
     fn commit_stats(&self) -> CommitStats;
 
@@ -703,12 +708,18 @@ pub trait SharedQueue: Send + Sync {
     async fn heartbeat(&self) -> Result<(), StoreError>;
 
     /// Claims the best eligible pending job among `commands` (every command when
-    /// `None`) for `worker_id` on this node.
+    /// `None`) for `worker_id` on this node, within `limits`: a job whose plugin,
+    /// command or key runs as many jobs as its limit allows (counted on every node) is
+    /// left pending, and keys take turns (see [`crate::concurrency`]).
     async fn claim_next(
         &self,
         commands: Option<Vec<String>>,
+        limits: &ConcurrencyLimits,
         worker_id: usize,
     ) -> Result<ClaimNext, StoreError>;
+
+    /// Wakes every node's idle workers: a slot of a concurrency limit was freed.
+    async fn wake_all(&self) -> Result<(), StoreError>;
 
     /// How many nodes (this one included) heartbeat within `lease_ms`, by the
     /// database's clock: the live ones, which share a declared rate limit.

@@ -8,6 +8,7 @@ mod support;
 use std::collections::HashSet;
 
 use chrono::{SubsecRound, TimeDelta, Utc};
+use honeydew_core::concurrency::Scope;
 use honeydew_core::job::{ErrorKind, Job, JobId, JobStatus, PluginRef};
 use honeydew_core::output::{
     AttemptOutput, JobProgress, LogLevel, LogLine, LogQuery, MAX_LOG_BYTES, MAX_LOG_LINE_BYTES,
@@ -83,6 +84,7 @@ contract!(
     a_rate_limited_attempt_waits_for_the_reset_without_spending_a_retry,
     a_jobs_trace_context_is_kept_from_its_submit_to_its_claims,
     attempt_output_keeps_its_tail_reads_in_order_and_goes_with_its_job,
+    a_jobs_concurrency_key_is_kept_and_running_jobs_are_counted_by_scope,
 );
 
 fn job(command: &str, payload: &[u8], priority: i64) -> Job {
@@ -1817,6 +1819,69 @@ async fn a_jobs_trace_context_is_kept_from_its_submit_to_its_claims(fx: Fixture)
             expected.trace_parent
         );
     }
+}
+
+async fn a_jobs_concurrency_key_is_kept_and_running_jobs_are_counted_by_scope(fx: Fixture) {
+    // The key goes with the job through every write that carries it (single and bulk
+    // inserts, claims, retries, recovery), and `running_in` counts what runs per
+    // plugin, command and key: what `explain` and the shared claims rely on.
+    let store = fx.open().await;
+    let keyed = |command: &str, key: &str| Job {
+        concurrency_key: Some(key.to_owned()),
+        ..job(command, b"{}", 0)
+    };
+    let first = keyed("github.commits", "rust-lang/rust");
+    store.insert_job(first.clone()).await.unwrap();
+    let batch = vec![
+        keyed("github.commits", "rust-lang/rust"),
+        keyed("github.issues", "tokio-rs/tokio"),
+        job("github.issues", b"{}", 0),
+        job("echo.echo", b"{}", 0),
+    ];
+    store.insert_jobs(batch.clone()).await.unwrap();
+    for expected in batch.iter().chain([&first]) {
+        assert_eq!(store.get_job(expected.id).await.unwrap(), *expected);
+    }
+    let recovered = store.recover(Utc::now()).await.unwrap();
+    let keys: HashSet<Option<String>> = recovered
+        .pending
+        .iter()
+        .map(|queued| queued.concurrency_key.as_deref().map(str::to_owned))
+        .collect();
+    assert!(keys.contains(&Some("rust-lang/rust".to_owned())) && keys.contains(&None));
+    for expected in [&first, &batch[1], &batch[2], &batch[3]] {
+        let claimed = store
+            .claim(expected.id, 1, Utc::now())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(claimed.job.concurrency_key, expected.concurrency_key);
+    }
+    let plugin = |name: &str| Scope::Plugin(name.to_owned());
+    let key = |key: &str| Scope::Key {
+        plugin: "github".to_owned(),
+        key: key.to_owned(),
+    };
+    assert_eq!(store.running_in(plugin("github")).await.unwrap(), 3);
+    assert_eq!(store.running_in(plugin("echo")).await.unwrap(), 1);
+    assert_eq!(
+        store.running_in(plugin("git")).await.unwrap(),
+        0,
+        "not a prefix match"
+    );
+    let issues = Scope::Command("github.issues".to_owned());
+    assert_eq!(store.running_in(issues).await.unwrap(), 2);
+    assert_eq!(store.running_in(key("rust-lang/rust")).await.unwrap(), 1);
+    assert_eq!(store.running_in(key("tokio-rs/tokio")).await.unwrap(), 1);
+    let retried = Outcome::Retry {
+        kind: ErrorKind::PluginError,
+        error: "again".into(),
+        run_at: Utc::now(),
+    };
+    store.finish(first.id, 1, retried, report()).await.unwrap();
+    assert_eq!(store.running_in(key("rust-lang/rust")).await.unwrap(), 0);
+    let again = store.claim(first.id, 2, Utc::now()).await.unwrap().unwrap();
+    assert_eq!(again.job.concurrency_key, first.concurrency_key);
 }
 
 fn log_lines(attempt: u32, seqs: std::ops::RangeInclusive<u64>, text: &str) -> Vec<LogLine> {

@@ -7,6 +7,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
+use honeydew_core::concurrency::ConcurrencyLimits;
 use honeydew_core::job::{ErrorKind, Job, JobId, JobStatus};
 use honeydew_core::rate_limit::RateLimitHold;
 use honeydew_core::store::{
@@ -30,7 +31,11 @@ fn shared(store: &Store) -> &dyn SharedQueue {
 
 async fn claim(store: &Store, commands: Option<&[&str]>) -> Option<Claimed> {
     let commands = commands.map(|c| c.iter().map(|s| s.to_string()).collect());
-    match shared(store).claim_next(commands, 1).await.unwrap() {
+    match shared(store)
+        .claim_next(commands, &ConcurrencyLimits::default(), 1)
+        .await
+        .unwrap()
+    {
         ClaimNext::Claimed(claimed) => Some(*claimed),
         ClaimNext::NothingUntil(_) => None,
     }
@@ -82,18 +87,142 @@ async fn nodes_claim_the_best_job_they_serve_and_never_the_same_one() {
     assert_eq!(all.len(), jobs.len(), "no job claimed twice");
 }
 
+/// Claims with `limits` on `store` until nothing is claimable; the jobs claimed.
+async fn claim_all(store: &Store, limits: &ConcurrencyLimits) -> Vec<Claimed> {
+    let mut claimed = Vec::new();
+    loop {
+        match shared(store).claim_next(None, limits, 1).await.unwrap() {
+            ClaimNext::Claimed(job) => claimed.push(*job),
+            // Taken or filled between the look and the claim: look again.
+            ClaimNext::NothingUntil(Some(due)) if due <= Utc::now() + TimeDelta::seconds(1) => {}
+            ClaimNext::NothingUntil(_) => return claimed,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_racing_for_limited_jobs_never_run_more_than_the_limit() {
+    let schema = TestSchema::create().await;
+    let (a, b) = (node(&schema, "a").await, node(&schema, "b").await);
+    let mut limits = ConcurrencyLimits::default();
+    limits.running.insert("github".into(), 3);
+    limits.running.insert("echo.echo".into(), 2);
+    for n in 0..40 {
+        let command = if n % 2 == 0 {
+            "github.commits"
+        } else {
+            "echo.echo"
+        };
+        a.insert_job(Job::new(command, vec![], 0, 0)).await.unwrap();
+    }
+    let unlimited = Job::new("echo.other", vec![], 0, 0);
+    a.insert_job(unlimited.clone()).await.unwrap();
+    let race = |store: Store, limits: ConcurrencyLimits| {
+        tokio::spawn(async move { claim_all(&store, &limits).await })
+    };
+    let (ta, tb) = (
+        race(a.clone(), limits.clone()),
+        race(b.clone(), limits.clone()),
+    );
+    let claimed: Vec<Claimed> = ta
+        .await
+        .unwrap()
+        .into_iter()
+        .chain(tb.await.unwrap())
+        .collect();
+    let of = |command: &str| claimed.iter().filter(|c| c.job.command == command).count();
+    assert_eq!(of("github.commits"), 3, "github's limit, across both nodes");
+    assert_eq!(of("echo.echo"), 2, "echo.echo's limit");
+    assert_eq!(of("echo.other"), 1, "an unlimited command passes");
+    // A slot freed on one node is taken on the other.
+    let done = claimed
+        .iter()
+        .find(|c| c.job.command == "github.commits")
+        .unwrap();
+    let outcome = Outcome::Completed(b"{}".to_vec());
+    a.finish(done.job.id, done.attempt, outcome, AttemptReport::default())
+        .await
+        .unwrap();
+    let next = claim_all(&b, &limits).await;
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].job.command, "github.commits");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyed_jobs_run_one_per_key_and_keys_take_turns() {
+    let schema = TestSchema::create().await;
+    let a = node(&schema, "a").await;
+    let keyed = |key: &str| Job {
+        concurrency_key: Some(key.into()),
+        ..Job::new("github.commits", vec![], 0, 0)
+    };
+    let mut limits = ConcurrencyLimits::default();
+    limits.running.insert("github".into(), 1);
+    let first = keyed("a");
+    a.insert_job(first.clone()).await.unwrap();
+    let started = claim_all(&a, &limits).await;
+    assert_eq!(started.len(), 1);
+    let later_a: Vec<Job> = (0..3).map(|_| keyed("a")).collect();
+    let b = keyed("b");
+    for job in later_a.iter().chain([&b]) {
+        a.insert_job(job.clone()).await.unwrap();
+    }
+    let mut order = vec![started[0].job.concurrency_key.clone().unwrap()];
+    let mut running = started[0].clone();
+    loop {
+        let outcome = Outcome::Completed(b"{}".to_vec());
+        a.finish(
+            running.job.id,
+            running.attempt,
+            outcome,
+            AttemptReport::default(),
+        )
+        .await
+        .unwrap();
+        let next = claim_all(&a, &limits).await;
+        let Some(next) = next.into_iter().next() else {
+            break;
+        };
+        order.push(next.job.concurrency_key.clone().unwrap());
+        running = next;
+    }
+    // a's second job was waiting when a's first started, b's came later; then a's
+    // third rejoins behind b.
+    assert_eq!(order.concat(), "aabaa");
+    // Without a plugin limit, one per key still.
+    let schema = TestSchema::create().await;
+    let a = node(&schema, "a").await;
+    for key in ["x", "x", "y"] {
+        a.insert_job(keyed(key)).await.unwrap();
+    }
+    let claimed = claim_all(&a, &ConcurrencyLimits::default()).await;
+    let mut keys: Vec<String> = claimed
+        .into_iter()
+        .filter_map(|c| c.job.concurrency_key)
+        .collect();
+    keys.sort();
+    assert_eq!(keys, ["x", "y"]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_eligible_says_when_the_next_job_is_due() {
     let schema = TestSchema::create().await;
     let a = node(&schema, "a").await;
     assert!(matches!(
-        shared(&a).claim_next(None, 1).await.unwrap(),
+        shared(&a)
+            .claim_next(None, &ConcurrencyLimits::default(), 1)
+            .await
+            .unwrap(),
         ClaimNext::NothingUntil(None)
     ));
     let mut later = Job::new("echo.echo", vec![], 0, 0);
     later.run_at = later.created_at + TimeDelta::minutes(10);
     a.insert_job(later.clone()).await.unwrap();
-    match shared(&a).claim_next(None, 1).await.unwrap() {
+    match shared(&a)
+        .claim_next(None, &ConcurrencyLimits::default(), 1)
+        .await
+        .unwrap()
+    {
         ClaimNext::NothingUntil(Some(due)) => assert_eq!(due, later.run_at),
         other => panic!("{other:?}"),
     }
@@ -622,7 +751,11 @@ async fn a_pause_holds_jobs_back_from_every_nodes_claims() {
     assert_eq!(first.job.id, other.id, "the paused plugin's job is skipped");
     // Nothing else is eligible: no due time either, so idle workers sleep rather than
     // spin on the held job.
-    match shared(&b).claim_next(None, 1).await.unwrap() {
+    match shared(&b)
+        .claim_next(None, &ConcurrencyLimits::default(), 1)
+        .await
+        .unwrap()
+    {
         ClaimNext::NothingUntil(due) => assert_eq!(due, None),
         ClaimNext::Claimed(claimed) => panic!("claimed {:?} while paused", claimed.job.id),
     }
@@ -660,7 +793,11 @@ async fn a_rate_limit_hold_keeps_its_plugins_jobs_from_every_nodes_claims_until_
     let first = claim(&b, None).await.unwrap();
     assert_eq!(first.job.id, other.id, "the held plugin's job is skipped");
     // Idle workers sleep until the hold ends rather than spin on the held job.
-    match shared(&b).claim_next(None, 1).await.unwrap() {
+    match shared(&b)
+        .claim_next(None, &ConcurrencyLimits::default(), 1)
+        .await
+        .unwrap()
+    {
         ClaimNext::NothingUntil(due) => {
             let due = due.expect("a due time: the hold's end");
             assert!(

@@ -32,12 +32,20 @@ pub fn plugin_dir(scratch: &Path) -> tempfile::TempDir {
 /// Inserts `count` pending `echo.echo` jobs into `store`, from 64 submitters (group
 /// commit), before any clock starts.
 pub async fn fill(store: &Store, count: usize) {
+    fill_keyed(store, count, 0).await;
+}
+
+/// [`fill`], the jobs spread round robin over `keys` concurrency keys (none when 0).
+pub async fn fill_keyed(store: &Store, count: usize, keys: usize) {
     let mut inserts = tokio::task::JoinSet::new();
     for chunk in 0..64 {
         let store = store.clone();
         inserts.spawn(async move {
-            for _ in (chunk..count).step_by(64) {
-                let job = Job::new("echo.echo", PAYLOAD.to_vec(), 0, 3);
+            for n in (chunk..count).step_by(64) {
+                let job = Job {
+                    concurrency_key: (keys > 0).then(|| format!("key-{}", n % keys)),
+                    ..Job::new("echo.echo", PAYLOAD.to_vec(), 0, 3)
+                };
                 store.insert_job(job).await.expect("insert");
             }
         });

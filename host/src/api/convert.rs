@@ -86,6 +86,7 @@ pub fn job_to_pb(job: Job, attempt: u32, full: bool) -> pb::Job {
         retry_count: job.retry_count,
         max_retries: job.max_retries,
         snooze_count: job.snooze_count,
+        concurrency_key: job.concurrency_key,
         attempt,
         plugin: job.plugin.map(|plugin| pb::PluginRef {
             name: plugin.name,
@@ -164,6 +165,7 @@ pub async fn submit(
         unique: None,
         after: Vec::new(),
         trace_parent,
+        concurrency_key: None,
     };
     submit_one(manager, request).await
 }
@@ -225,6 +227,7 @@ pub fn submit_request(request: pb::SubmitJobRequest) -> Result<SubmitRequest, St
         unique,
         after,
         trace_parent: None,
+        concurrency_key: request.concurrency_key,
     })
 }
 

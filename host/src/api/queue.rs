@@ -244,6 +244,10 @@ impl Queue for QueueService {
                 response.until = Some(convert::timestamp(until));
                 pb::Holdup::RateLimited
             }
+            Holdup::ConcurrencyLimited { scope, .. } => {
+                response.concurrency_scope = Some(scope);
+                pb::Holdup::ConcurrencyLimited
+            }
         };
         response.holdup = holdup.into();
         Ok(Response::new(response))

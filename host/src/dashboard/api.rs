@@ -504,6 +504,17 @@ async fn plugins(State(dashboard): State<Arc<Dashboard>>) -> Response {
     let mut skipped = dashboard.plugins.skipped();
     skipped.sort_by(|a, b| a.path.cmp(&b.path));
     let pauses = dashboard.manager.pauses().await.unwrap_or_default();
+    let concurrency = dashboard.manager.concurrency_limits();
+    let commands_limited = |plugin: &str| -> serde_json::Map<String, Value> {
+        concurrency
+            .running
+            .iter()
+            .filter_map(|(target, limit)| {
+                let command = target.strip_prefix(plugin)?.strip_prefix('.')?;
+                Some((command.to_owned(), json!(limit)))
+            })
+            .collect()
+    };
     ok(json!({
         "plugins": plugins.iter().map(|plugin| json!({
             "name": plugin.name,
@@ -515,6 +526,13 @@ async fn plugins(State(dashboard): State<Arc<Dashboard>>) -> Response {
                 "memory_mib": plugin.limits.memory_mib,
                 "timeout_ms": u64::try_from(plugin.limits.timeout.as_millis()).unwrap_or(u64::MAX),
                 "max_retries": plugin.limits.max_retries,
+            },
+            // In force: the manifest's, or the daemon's configuration over it.
+            "concurrency": {
+                "plugin": concurrency.running.get(&plugin.name),
+                "per_key": concurrency.per_key.get(&plugin.name).copied()
+                    .unwrap_or(honeydew_core::concurrency::DEFAULT_PER_KEY),
+                "commands": commands_limited(&plugin.name),
             },
             "allowed_hosts": plugin.allowed_hosts,
         })).collect::<Vec<_>>(),

@@ -4,7 +4,8 @@
 //! the job's plugin or command holds it first; then a rate limit of its plugin's API
 //! (a stored hold, live now); then the jobs it depends on; then
 //! whether a loaded plugin serves its command; then its `run_at` (a retry's backoff);
-//! then its place in line, counted in the store among the eligible jobs that would be
+//! then a concurrency limit of its plugin, command or key that is reached; then its
+//! place in line, counted in the store among the eligible jobs that would be
 //! claimed before it. A running or finished job is explained too, so that the question
 //! always has an answer.
 
@@ -14,6 +15,7 @@ use super::Manager;
 use crate::job::{Job, JobId, JobStatus};
 use crate::pause::covers;
 use crate::store::StoreError;
+use honeydew_core::concurrency::Scope;
 
 /// What holds a job, the first thing dispatch would stop at.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,6 +42,16 @@ pub enum Holdup {
     NoPlugin,
     /// It is not eligible before its `run_at`.
     NotYetDue(DateTime<Utc>),
+    /// Its plugin, command or key (`scope`, by name) runs `running` jobs, as many as its
+    /// concurrency limit `limit` allows.
+    ConcurrencyLimited {
+        /// The scope at its limit: `github`, `github.clone` or `github[rust-lang/rust]`.
+        scope: String,
+        /// Jobs of the scope running now.
+        running: u64,
+        /// Its limit.
+        limit: u32,
+    },
     /// Eligible, with `ahead` eligible jobs to be claimed before it.
     Queued {
         /// Jobs ahead of it.
@@ -190,6 +202,35 @@ impl Manager {
                 when(at),
             );
             return Ok((Holdup::NotYetDue(at), text));
+        }
+        let limits = self.concurrency_limits();
+        for (scope, limit) in limits.limited(&job.command, job.concurrency_key.as_deref()) {
+            let running = self.store().running_in(scope.clone()).await?;
+            if running >= u64::from(limit) {
+                let what = match &scope {
+                    Scope::Plugin(plugin) => format!("plugin {plugin}"),
+                    Scope::Command(command) => format!("command {command}"),
+                    Scope::Key { plugin, key } => format!("key {key:?} of {plugin}"),
+                };
+                let text = format!(
+                    "Job {} ({}) is pending: {what} runs {running} job{}, as many as its \
+                     concurrency limit of {limit} allows. It starts when one of them ends{}.",
+                    job.id,
+                    job.command,
+                    if running == 1 { "" } else { "s" },
+                    if matches!(scope, Scope::Key { .. }) {
+                        "; keys take turns, so other keys' jobs do not hold it back for long"
+                    } else {
+                        ""
+                    },
+                );
+                let holdup = Holdup::ConcurrencyLimited {
+                    scope: scope.name(),
+                    running,
+                    limit,
+                };
+                return Ok((holdup, text));
+            }
         }
         let ahead = self.store().count_ahead(job.id, now).await?;
         let busy = self.running_here();

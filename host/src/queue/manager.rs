@@ -33,6 +33,7 @@ use crate::store::{
     MAX_DEPENDENCIES, Outcome, Settled, Store, StoreError, UniqueInsert, Uniqueness,
 };
 use crate::traces::SubmitSpan;
+use honeydew_core::concurrency::{ConcurrencyLimits, validate_key};
 
 /// What a command's plugin asks for by default.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -51,6 +52,11 @@ pub trait CommandCatalog: Send + Sync + 'static {
     /// store claims only those); `None` for every command.
     fn served(&self) -> Option<Vec<String>> {
         None
+    }
+
+    /// The concurrency limits of the plugins loaded now, with the daemon's overrides.
+    fn concurrency_limits(&self) -> ConcurrencyLimits {
+        ConcurrencyLimits::default()
     }
 }
 
@@ -99,6 +105,8 @@ pub struct SubmitRequest {
     /// The submitting client's W3C `traceparent`, already checked
     /// ([`crate::traces::valid_traceparent`]): the submit's span continues its trace.
     pub trace_parent: Option<String>,
+    /// Its concurrency key (see [`honeydew_core::concurrency`]).
+    pub concurrency_key: Option<String>,
 }
 
 /// A unique key on a submit: while a job holding the key blocks (it is in one of
@@ -183,6 +191,9 @@ pub enum SubmitError {
     /// The unique key or its window is out of bounds.
     #[error("{0}")]
     InvalidUnique(String),
+    /// The concurrency key is out of bounds.
+    #[error("{0}")]
+    InvalidConcurrencyKey(String),
     /// Its unique key is held by another job, and the submit asked to be refused.
     #[error("job {0} already holds this unique key")]
     AlreadyExists(JobId),
@@ -296,6 +307,9 @@ pub struct JobEvent {
 struct Running {
     token: CancellationToken,
     plugin_loads: u64,
+    /// The queue entry whose concurrency slots the attempt holds (the in-memory queue
+    /// only; on a shared store the database counts what runs).
+    slots: Option<QueuedJob>,
 }
 
 /// The queue's front door and the workers' source of jobs.
@@ -319,15 +333,22 @@ pub struct Manager {
     output_written: broadcast::Sender<JobId>,
     /// Where submits, attempts and store writes are counted, when metrics are served.
     metrics: Option<Arc<Metrics>>,
+    /// The concurrency limits in force (the catalog's, read at start and at each
+    /// change of the plugin set); a shared store's claims are given them.
+    limits: std::sync::RwLock<Arc<ConcurrencyLimits>>,
 }
 
 impl Manager {
     /// A manager over `store`, accepting the commands `catalog` knows. Call
     /// [`crate::recovery::recover`] before starting workers.
     pub fn new(store: Store, catalog: Arc<dyn CommandCatalog>, config: ManagerConfig) -> Self {
+        let limits = catalog.concurrency_limits();
+        let queue = JobQueue::new();
+        queue.set_limits(limits.clone());
         Self {
             store,
-            queue: Arc::new(JobQueue::new()),
+            queue: Arc::new(queue),
+            limits: std::sync::RwLock::new(Arc::new(limits)),
             catalog,
             config,
             running: Mutex::new(HashMap::new()),
@@ -576,7 +597,11 @@ impl Manager {
             unique: _,
             after: _,
             trace_parent,
+            concurrency_key,
         } = request;
+        if let Some(key) = &concurrency_key {
+            validate_key(key).map_err(|err| SubmitError::InvalidConcurrencyKey(err.to_string()))?;
+        }
         if !is_well_formed(&command) {
             return Err(SubmitError::MalformedCommand(command));
         }
@@ -592,6 +617,7 @@ impl Manager {
             .unwrap_or(self.config.default_max_retries);
         Ok(Job {
             trace_parent,
+            concurrency_key,
             ..Job::new(command, payload, priority, max_retries)
         })
     }
@@ -852,10 +878,11 @@ impl Manager {
         let mut wake = shared.wake_ups();
         loop {
             wake.borrow_and_update();
+            let limits = self.concurrency_limits();
             let next = self
                 .timed(
                     StoreWrite::Claim,
-                    shared.claim_next(self.catalog.served(), worker_id),
+                    shared.claim_next(self.catalog.served(), &limits, worker_id),
                 )
                 .await;
             let due = match next {
@@ -864,6 +891,7 @@ impl Manager {
                     let running = Running {
                         token: token.clone(),
                         plugin_loads: self.plugin_loads.load(std::sync::atomic::Ordering::SeqCst),
+                        slots: None,
                     };
                     let early = {
                         let mut registered = self.lock_running();
@@ -919,6 +947,7 @@ impl Manager {
         let running = Running {
             token: token.clone(),
             plugin_loads: self.plugin_loads.load(std::sync::atomic::Ordering::SeqCst),
+            slots: Some(queued.clone()),
         };
         self.lock_running().insert(queued.id, running);
         let claim = self.store.claim(queued.id, worker_id, Utc::now());
@@ -931,15 +960,24 @@ impl Manager {
                 Ok(Some((claimed, token)))
             }
             Ok(None) => {
-                self.lock_running().remove(&queued.id);
+                self.unregister(queued.id);
                 Ok(None)
             }
             Err(err) => {
-                self.lock_running().remove(&queued.id);
+                self.unregister(queued.id);
                 self.enqueue(queued);
                 Err(err)
             }
         }
+    }
+
+    /// Forgets the running attempt of job `id` and frees the concurrency slots it held.
+    fn unregister(&self, id: JobId) -> Option<Running> {
+        let running = self.lock_running().remove(&id);
+        if let Some(slots) = running.as_ref().and_then(|running| running.slots.as_ref()) {
+            self.queue.release(slots);
+        }
+        running
     }
 
     /// Records how an attempt ended, requeues the job when it goes back to pending,
@@ -969,9 +1007,19 @@ impl Manager {
                 self.timed(StoreWrite::Finish, finish)
             })
             .await;
-        let running = self.lock_running().remove(&job.id);
+        let running = self.unregister(job.id);
         let settled = written?;
         self.settled(settled);
+        if let Some(shared) = self.store.shared()
+            && !self
+                .concurrency_limits()
+                .limited(&job.command, job.concurrency_key.as_deref())
+                .is_empty()
+            && let Err(err) = shared.wake_all().await
+        {
+            // Other nodes' idle workers look again at their safety poll instead.
+            tracing::warn!(job_id = %job.id, error = %err, "cannot announce a freed concurrency slot");
+        }
         if let Some(metrics) = &self.metrics {
             metrics.attempt_finished(
                 &job.command,
@@ -1156,6 +1204,23 @@ impl Manager {
             .entry(plugin)
             .or_default()
             .insert(job.id, QueuedJob::from(job));
+    }
+
+    /// The plugin set changed: the concurrency limits its manifests (and the daemon's
+    /// configuration) declare now are put in force.
+    pub fn plugins_changed(&self) {
+        let limits = self.catalog.concurrency_limits();
+        let changed = **self.limits.read().expect("limits lock poisoned") != limits;
+        if changed {
+            tracing::info!(?limits, "concurrency limits changed");
+            *self.limits.write().expect("limits lock poisoned") = Arc::new(limits.clone());
+            self.queue.set_limits(limits);
+        }
+    }
+
+    /// The concurrency limits in force.
+    pub fn concurrency_limits(&self) -> Arc<ConcurrencyLimits> {
+        Arc::clone(&self.limits.read().expect("limits lock poisoned"))
     }
 
     /// Plugin `name` was loaded (or replaced): the jobs waiting for it are queued again.
@@ -1447,6 +1512,7 @@ mod tests {
                 unique: None,
                 after: Vec::new(),
                 trace_parent: None,
+                concurrency_key: None,
             };
             match manager.new_job(request) {
                 Ok(job) => {

@@ -79,6 +79,25 @@ impl JobQueue {
         self.lock().hold_until(plugin, until);
     }
 
+    /// The attempt of `job` (popped from here) ended: its concurrency slots are free,
+    /// and a worker wakes for a job that waited for one.
+    pub fn release(&self, job: &QueuedJob) {
+        if self.lock().release(job) {
+            self.work_arrived.notify_one();
+        }
+    }
+
+    /// Puts `limits` in force from now on; jobs waiting for a slot are judged again.
+    pub fn set_limits(&self, limits: honeydew_core::concurrency::ConcurrencyLimits) {
+        self.lock().set_limits(limits);
+        self.work_arrived.notify_one();
+    }
+
+    /// The scope whose lack of a free slot keeps `id` waiting, if one does.
+    pub fn blocked_by(&self, id: JobId) -> Option<honeydew_core::concurrency::Scope> {
+        self.lock().blocked_by(id)
+    }
+
     /// Queued jobs a pause holds aside.
     pub fn held(&self) -> usize {
         self.lock().held()
@@ -143,6 +162,7 @@ mod tests {
             priority,
             created_at: now,
             run_at: now,
+            concurrency_key: None,
         }
     }
 

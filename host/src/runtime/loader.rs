@@ -23,7 +23,7 @@ use super::bindings::{PluginInfo, PluginPre};
 use super::egress::EgressPolicy;
 use super::egress_limits::EgressLimits;
 use super::engine::SandboxEngine;
-use super::manifest::{Manifest, Secrets};
+use super::manifest::{Manifest, PluginConcurrency, Secrets};
 use super::sandbox::{Sandbox, StoreData};
 use super::workspace::WorkspaceGrant;
 use super::{Limits, PluginSummary, cache};
@@ -59,6 +59,8 @@ pub(super) struct LoadedPlugin {
     manifest_sha256: String,
     pub(super) path: PathBuf,
     pub(super) limits: Limits,
+    /// The concurrency limits its manifest declares.
+    pub(super) concurrency: PluginConcurrency,
     allowed_hosts: Vec<String>,
     pub(super) egress: Arc<EgressPolicy>,
     pub(super) config: Arc<WasiConfigVariables>,
@@ -97,6 +99,7 @@ impl LoadedPlugin {
             sha256: self.sha256.clone(),
             commands,
             limits: self.limits.clone(),
+            concurrency: self.concurrency.clone(),
             allowed_hosts: self.allowed_hosts.clone(),
         }
     }
@@ -266,6 +269,20 @@ pub(super) async fn load(
         )
     })?;
     check_info(stem, &info).map_err(|reason| LoadError::new("bad_describe", sha, reason))?;
+    let concurrency = manifest.concurrency();
+    if let Some(unknown) = concurrency
+        .commands
+        .keys()
+        .find(|name| !info.commands.contains(name))
+    {
+        return Err(refused(
+            "invalid_manifest",
+            anyhow::anyhow!(
+                "limits.commands.{unknown}: the plugin has no command {unknown:?} (it serves {})",
+                info.commands.join(", ")
+            ),
+        ));
+    }
 
     let allowed_hosts: Vec<String> = manifest
         .allowed_hosts()
@@ -303,6 +320,7 @@ pub(super) async fn load(
         manifest_sha256,
         path,
         limits,
+        concurrency,
         allowed_hosts,
         egress: Arc::new(egress),
         config,

@@ -6,6 +6,11 @@
 //! memory_mib = 64
 //! timeout_ms = 30_000
 //! max_retries = 5
+//! concurrency = 4          # jobs of this plugin running at once, on every daemon
+//! concurrency_per_key = 1  # of those, with one concurrency key (1 when not given)
+//!
+//! [limits.commands.clone]  # a command's own limit, within the plugin's
+//! concurrency = 1
 //!
 //! [network]                # no entry, no network
 //! allowed_hosts = ["https://api.github.com", "https://*.example.com:*"]
@@ -50,6 +55,7 @@ use super::workspace::{
 
 use crate::config::{MAX_MEMORY_MIB, MAX_RETRIES_LIMIT, MAX_TIMEOUT_MS};
 use crate::rate_limits::{MAX_DECLARED_REQUESTS, parse_per};
+use honeydew_core::concurrency::MAX_LIMIT;
 
 /// What `${NAME}` placeholders may resolve to: the secrets the operator declared, and
 /// the names (only) of environment variables that are set but were not declared.
@@ -126,6 +132,27 @@ struct RawLimits {
     memory_mib: Option<u64>,
     timeout_ms: Option<u64>,
     max_retries: Option<u32>,
+    concurrency: Option<u32>,
+    concurrency_per_key: Option<u32>,
+    #[serde(default)]
+    commands: BTreeMap<String, RawCommandLimits>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCommandLimits {
+    concurrency: Option<u32>,
+}
+
+/// The concurrency limits a manifest declares (see [`honeydew_core::concurrency`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PluginConcurrency {
+    /// Jobs of the plugin running at once.
+    pub plugin: Option<u32>,
+    /// Jobs of one concurrency key running at once.
+    pub per_key: Option<u32>,
+    /// Jobs of a command running at once, by command name (without the plugin).
+    pub commands: BTreeMap<String, u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -236,6 +263,20 @@ impl Manifest {
             workspace,
             rate_limits,
         })
+    }
+
+    /// The concurrency limits declared.
+    pub(super) fn concurrency(&self) -> PluginConcurrency {
+        PluginConcurrency {
+            plugin: self.limits.concurrency,
+            per_key: self.limits.concurrency_per_key,
+            commands: self
+                .limits
+                .commands
+                .iter()
+                .filter_map(|(name, limits)| Some((name.clone(), limits.concurrency?)))
+                .collect(),
+        }
     }
 
     /// The `[[rate_limit]]`s declared.
@@ -370,6 +411,20 @@ fn validate_limits(limits: &RawLimits) -> anyhow::Result<()> {
         && max_retries > MAX_RETRIES_LIMIT
     {
         bail!("limits.max_retries must be at most {MAX_RETRIES_LIMIT}, not {max_retries}");
+    }
+    let concurrency = |field: &str, value: Option<u32>| match value {
+        Some(value) if !(1..=MAX_LIMIT).contains(&value) => {
+            bail!("{field} must be between 1 and {MAX_LIMIT}, not {value}")
+        }
+        _ => Ok(()),
+    };
+    concurrency("limits.concurrency", limits.concurrency)?;
+    concurrency("limits.concurrency_per_key", limits.concurrency_per_key)?;
+    for (name, command) in &limits.commands {
+        concurrency(
+            &format!("limits.commands.{name}.concurrency"),
+            command.concurrency,
+        )?;
     }
     Ok(())
 }
@@ -587,6 +642,32 @@ mod tests {
             with("host = \"https://api.github.com\"\nrequests = 5\nper = \"1w\"")
                 .contains("unknown unit")
         );
+    }
+
+    #[test]
+    fn concurrency_limits_are_read_for_the_plugin_its_keys_and_its_commands() {
+        let manifest = Manifest::parse(
+            "[limits]\nconcurrency = 4\nconcurrency_per_key = 2\n\
+             [limits.commands.clone]\nconcurrency = 1\n",
+        )
+        .unwrap();
+        let concurrency = manifest.concurrency();
+        assert_eq!(concurrency.plugin, Some(4));
+        assert_eq!(concurrency.per_key, Some(2));
+        assert_eq!(concurrency.commands["clone"], 1);
+        assert_eq!(
+            Manifest::parse("").unwrap().concurrency(),
+            PluginConcurrency::default()
+        );
+        assert_eq!(
+            error_of("[limits]\nconcurrency = 0"),
+            "limits.concurrency must be between 1 and 100000, not 0"
+        );
+        assert_eq!(
+            error_of("[limits.commands.clone]\nconcurrency = 0"),
+            "limits.commands.clone.concurrency must be between 1 and 100000, not 0"
+        );
+        assert!(error_of("[limits.commands.clone]\nconcurency = 1").contains("unknown field"));
     }
 
     #[test]

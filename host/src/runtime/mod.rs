@@ -42,8 +42,10 @@ use crate::output::OutputSink;
 use crate::queue::{CommandCatalog, CommandDefaults, SubmitError};
 use crate::retry::Failure;
 use crate::worker::{BoxFuture, Execution, Executor};
+use honeydew_core::concurrency::ConcurrencyLimits;
 
 use self::registry::Registry;
+pub use manifest::PluginConcurrency;
 
 /// How the runtime is set up. Built by the daemon from its configuration.
 #[derive(Clone)]
@@ -77,6 +79,8 @@ pub struct RuntimeConfig {
     /// The rate limits plugins' requests keep (learned from responses, declared in
     /// manifests); without it, none is kept.
     pub rate_limits: Option<Arc<crate::rate_limits::RateLimits>>,
+    /// Concurrency limits of the daemon's configuration, over the manifests' own.
+    pub concurrency: ConcurrencyLimits,
 }
 
 impl RuntimeConfig {
@@ -94,6 +98,7 @@ impl RuntimeConfig {
             workspaces: None,
             metrics: None,
             rate_limits: None,
+            concurrency: ConcurrencyLimits::default(),
         }
     }
 }
@@ -155,6 +160,9 @@ pub struct PluginSummary {
     pub commands: Vec<String>,
     /// The limits in force (the manifest's, or the daemon's defaults).
     pub limits: Limits,
+    /// The concurrency limits its manifest declares (the daemon's configuration may
+    /// override them).
+    pub concurrency: PluginConcurrency,
     /// The manifest's `allowed_hosts`, as written.
     pub allowed_hosts: Vec<String>,
 }
@@ -194,6 +202,8 @@ pub struct CompileStats {
 /// The plugin runtime: loads, watches and runs plugins.
 pub struct Runtime {
     registry: Arc<Registry>,
+    /// The configuration's concurrency limits, over the manifests'.
+    concurrency: ConcurrencyLimits,
     // Dropping the watcher closes its channel, which ends the reload task.
     _watcher: watch::DirWatcher,
 }
@@ -203,6 +213,7 @@ impl Runtime {
     /// and skipped) and starts watching the directory. Fails only when the engine, the
     /// cache or the directories cannot be set up.
     pub async fn start(config: RuntimeConfig) -> anyhow::Result<Arc<Runtime>> {
+        let concurrency = config.concurrency.clone();
         let registry = Arc::new(Registry::new(config)?);
         // Watch before the first scan, so a file dropped in meanwhile is not missed.
         let watcher = watch::DirWatcher::start(Arc::clone(&registry))?;
@@ -216,6 +227,7 @@ impl Runtime {
         );
         Ok(Arc::new(Runtime {
             registry,
+            concurrency,
             _watcher: watcher,
         }))
     }
@@ -278,6 +290,23 @@ impl CommandCatalog for Runtime {
         Ok(CommandDefaults {
             max_retries: Some(plugin.limits.max_retries),
         })
+    }
+
+    fn concurrency_limits(&self) -> ConcurrencyLimits {
+        let mut limits = ConcurrencyLimits::default();
+        for (name, plugin) in self.registry.snapshot().iter() {
+            let declared = &plugin.concurrency;
+            if let Some(limit) = declared.plugin {
+                limits.running.insert(name.clone(), limit);
+            }
+            if let Some(limit) = declared.per_key {
+                limits.per_key.insert(name.clone(), limit);
+            }
+            for (command, limit) in &declared.commands {
+                limits.running.insert(format!("{name}.{command}"), *limit);
+            }
+        }
+        limits.overridden_by(&self.concurrency)
     }
 
     fn served(&self) -> Option<Vec<String>> {

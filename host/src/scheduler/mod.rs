@@ -183,6 +183,7 @@ impl Scheduler {
             unique: None,
             after: Vec::new(),
             trace_parent: None,
+            concurrency_key: None,
         })?;
         // The store keeps milliseconds: answer with what it keeps.
         let now = Utc::now().trunc_subsecs(3);
@@ -339,6 +340,7 @@ impl Scheduler {
             unique: None,
             after: Vec::new(),
             trace_parent: None,
+            concurrency_key: None,
         })?;
         let fresh = self
             .manager

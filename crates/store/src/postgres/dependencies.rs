@@ -103,7 +103,7 @@ pub(super) async fn settle_after(
                 .prepare_cached(&format!(
                     "UPDATE jobs SET waiting_on = {UNFINISHED} WHERE status = 'pending' \
                      AND id IN (SELECT job_id FROM job_dependencies WHERE depends_on = $1) \
-                     RETURNING id, priority, created_at, run_at, command, waiting_on"
+                     RETURNING id, priority, created_at, run_at, command, concurrency_key, waiting_on"
                 ))
                 .await?;
             let rows = client.query(&statement, &[&id.as_uuid()]).await?;
@@ -129,7 +129,7 @@ pub(super) async fn settle_all(client: &impl GenericClient, now: DateTime<Utc>) 
         .prepare_cached(&format!(
             "UPDATE jobs SET waiting_on = {UNFINISHED} WHERE waiting_on > 0 AND status = 'pending' \
              AND waiting_on <> {UNFINISHED} \
-             RETURNING id, priority, created_at, run_at, command, waiting_on"
+             RETURNING id, priority, created_at, run_at, command, concurrency_key, waiting_on"
         ))
         .await?;
     let rows = client.query(&statement, &[]).await?;
@@ -142,7 +142,7 @@ pub(super) async fn settle_all(client: &impl GenericClient, now: DateTime<Utc>) 
 /// The rows of a recount whose job waits for nothing any more.
 fn released(rows: &[Row]) -> Vec<QueuedJob> {
     rows.iter()
-        .filter(|row| row.get::<_, i32>(5) == 0)
+        .filter(|row| row.get::<_, i32>(6) == 0)
         .map(queued_of)
         .collect()
 }

@@ -19,19 +19,21 @@ use super::{Error, Result};
 
 const JOB_COLUMNS: &str = "id, command, payload, priority, status, created_at, run_at, \
      started_at, completed_at, result, error, error_kind, retry_count, max_retries, \
-     plugin_name, plugin_version, plugin_sha256, attempt, snooze_count, trace_parent";
+     plugin_name, plugin_version, plugin_sha256, attempt, snooze_count, trace_parent, \
+     concurrency_key";
 
 /// [`JOB_COLUMNS`] qualified by the table, for statements that join another.
 pub(super) const JOB_COLUMNS_OF_JOBS: &str = "jobs.id, jobs.command, jobs.payload, jobs.priority, \
      jobs.status, jobs.created_at, jobs.run_at, jobs.started_at, jobs.completed_at, jobs.result, \
      jobs.error, jobs.error_kind, jobs.retry_count, jobs.max_retries, jobs.plugin_name, \
      jobs.plugin_version, jobs.plugin_sha256, jobs.attempt, jobs.snooze_count, \
-     jobs.trace_parent";
+     jobs.trace_parent, jobs.concurrency_key";
 
 /// [`JOB_COLUMNS`] without the payload and result, which a summary listing never reads.
 const SUMMARY_COLUMNS: &str = "id, command, NULL::bytea, priority, status, created_at, run_at, \
      started_at, completed_at, NULL::bytea, error, error_kind, retry_count, max_retries, \
-     plugin_name, plugin_version, plugin_sha256, attempt, snooze_count, trace_parent";
+     plugin_name, plugin_version, plugin_sha256, attempt, snooze_count, trace_parent, \
+     concurrency_key";
 
 /// Inserts pending jobs, all in one statement (one commit).
 pub(super) async fn insert_jobs(client: &impl GenericClient, jobs: &[&Job]) -> Result<()> {
@@ -46,15 +48,20 @@ pub(super) async fn insert_jobs(client: &impl GenericClient, jobs: &[&Job]) -> R
     let max_retries: Vec<i32> = jobs.iter().map(|job| int(job.max_retries)).collect();
     let trace_parents: Vec<Option<&str>> =
         jobs.iter().map(|job| job.trace_parent.as_deref()).collect();
+    let keys: Vec<Option<&str>> = jobs
+        .iter()
+        .map(|job| job.concurrency_key.as_deref())
+        .collect();
     let statement = client
         .prepare_cached(
             "INSERT INTO jobs (id, command, payload, priority, status, created_at, run_at, \
-             retry_count, max_retries, updated_at, trace_parent) \
+             retry_count, max_retries, updated_at, trace_parent, concurrency_key) \
              SELECT id, command, payload, priority, status, created_at, run_at, retry_count, \
-             max_retries, created_at, trace_parent FROM unnest($1::uuid[], $2::text[], \
-             $3::bytea[], $4::int8[], $5::text[], $6::timestamptz[], $7::timestamptz[], \
-             $8::int4[], $9::int4[], $10::text[]) AS t (id, command, payload, priority, \
-             status, created_at, run_at, retry_count, max_retries, trace_parent)",
+             max_retries, created_at, trace_parent, concurrency_key FROM unnest($1::uuid[], \
+             $2::text[], $3::bytea[], $4::int8[], $5::text[], $6::timestamptz[], \
+             $7::timestamptz[], $8::int4[], $9::int4[], $10::text[], $11::text[]) AS t (id, \
+             command, payload, priority, status, created_at, run_at, retry_count, max_retries, \
+             trace_parent, concurrency_key)",
         )
         .await?;
     client
@@ -71,6 +78,7 @@ pub(super) async fn insert_jobs(client: &impl GenericClient, jobs: &[&Job]) -> R
                 &retries,
                 &max_retries,
                 &trace_parents,
+                &keys,
             ],
         )
         .await?;
@@ -295,6 +303,7 @@ pub(super) fn queued_of(row: &Row) -> QueuedJob {
         priority: row.get(1),
         created_at: row.get(2),
         run_at: row.get(3),
+        concurrency_key: row.get::<_, Option<&str>>(5).map(Into::into),
     }
 }
 
@@ -307,7 +316,7 @@ pub(super) async fn retry_job(
     let statement = client
         .prepare_cached(&format!(
             "UPDATE jobs SET {RETRY_SET} WHERE id = $2 AND status IN ('failed', 'cancelled') \
-             RETURNING id, priority, created_at, run_at, command"
+             RETURNING id, priority, created_at, run_at, command, concurrency_key"
         ))
         .await?;
     match client.query_opt(&statement, &[&now, &id.as_uuid()]).await? {
@@ -326,7 +335,7 @@ pub(super) async fn retry_matching(
     let statement = client
         .prepare_cached(&format!(
             "UPDATE jobs SET {RETRY_SET} WHERE {BULK_MATCH} \
-             RETURNING id, priority, created_at, run_at, command"
+             RETURNING id, priority, created_at, run_at, command, concurrency_key"
         ))
         .await?;
     let rows = client
@@ -441,7 +450,7 @@ pub(super) async fn recover(
         .await?;
     let pending = client
         .query(
-            "SELECT id, priority, created_at, run_at, command FROM jobs \
+            "SELECT id, priority, created_at, run_at, command, concurrency_key FROM jobs \
              WHERE status = 'pending' AND waiting_on = 0 ORDER BY priority DESC, created_at, id",
             &[],
         )
@@ -686,6 +695,7 @@ pub(super) fn read_job(row: &Row) -> Result<(Job, u32)> {
         max_retries: unsigned(row.try_get(13)?),
         snooze_count: unsigned(row.try_get(18)?),
         trace_parent: row.try_get(19)?,
+        concurrency_key: row.try_get(20)?,
         plugin: plugin_name
             .map(|name| -> Result<PluginRef> {
                 Ok(PluginRef {

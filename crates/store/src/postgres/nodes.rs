@@ -12,6 +12,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use futures_util::{FutureExt, StreamExt};
+use honeydew_core::concurrency::{ConcurrencyLimits, Scope, plugin_of};
 use honeydew_core::job::JobId;
 use honeydew_core::store::{ClaimNext, Claimed, ClusterSignal, JobChange, Rescued};
 use tokio::sync::{broadcast, watch};
@@ -87,50 +88,285 @@ const NOT_RATE_LIMITED: &str = "NOT EXISTS (SELECT 1 FROM rate_limit_holds \
 const HOLD_ENDS: &str = "LEFT JOIN (SELECT plugin, max(until) AS until FROM rate_limit_holds \
      GROUP BY plugin) AS holds ON holds.plugin = split_part(jobs.command, '.', 1)";
 
+/// What a claim must respect besides the commands it serves: the concurrency limits of
+/// this node's plugins (see [`honeydew_core::concurrency`]).
+pub(super) struct ClaimLimits<'a> {
+    /// Plugins and commands with a limit, and their limits.
+    pub(super) targets: Vec<&'a str>,
+    pub(super) limits: Vec<i32>,
+    /// Plugins with a per-key limit other than the default, and those limits.
+    pub(super) key_plugins: Vec<&'a str>,
+    pub(super) key_limits: Vec<i32>,
+    source: &'a ConcurrencyLimits,
+}
+
+impl<'a> ClaimLimits<'a> {
+    pub(super) fn of(limits: &'a ConcurrencyLimits) -> Self {
+        let clamp = |limit: &u32| i32::try_from(*limit).unwrap_or(i32::MAX);
+        Self {
+            targets: limits.running.keys().map(String::as_str).collect(),
+            limits: limits.running.values().map(clamp).collect(),
+            key_plugins: limits.per_key.keys().map(String::as_str).collect(),
+            key_limits: limits.per_key.values().map(clamp).collect(),
+            source: limits,
+        }
+    }
+}
+
+/// The candidates of a claim, best first: the best unkeyed jobs (in dispatch order,
+/// along `jobs_pending_by_priority`) and the head of each key's line (found by a skip
+/// scan over `jobs_pending_by_key`, standing where the key rejoined the line), leaving
+/// out every job whose plugin, command or key runs as many jobs as its limit allows.
+/// `$1` now, `$2` the commands served (NULL: all), `$5`/`$6` the limited targets and
+/// their limits, `$7`/`$8` the per-key limits.
+fn candidates() -> String {
+    format!(
+        "\
+    running AS MATERIALIZED (SELECT command, split_part(command, '.', 1) AS plugin, \
+        concurrency_key AS key FROM jobs WHERE status = 'running'), \
+    full_targets AS (SELECT l.target FROM unnest($5::text[], $6::int4[]) AS l (target, lim) \
+        WHERE (SELECT count(*) FROM running r WHERE r.command = l.target OR r.plugin = l.target) \
+        >= l.lim), \
+    full_keys AS (SELECT r.plugin, r.key FROM running r \
+        LEFT JOIN unnest($7::text[], $8::int4[]) AS k (plugin, lim) ON k.plugin = r.plugin \
+        WHERE r.key IS NOT NULL GROUP BY r.plugin, r.key, k.lim \
+        HAVING count(*) >= COALESCE(k.lim, 1)), \
+    unkeyed AS (SELECT id, priority, created_at AS ord, command, NULL::text AS key FROM jobs \
+        WHERE status = 'pending' AND concurrency_key IS NULL AND run_at <= $1 \
+        AND waiting_on = 0 AND ($2::text[] IS NULL OR command = ANY($2)) \
+        AND {NOT_PAUSED} AND {NOT_RATE_LIMITED} \
+        AND command NOT IN (SELECT target FROM full_targets) \
+        AND split_part(command, '.', 1) NOT IN (SELECT target FROM full_targets) \
+        ORDER BY priority DESC, created_at, id LIMIT 4), \
+    keys AS (\
+        (SELECT split_part(command, '.', 1) AS plugin, concurrency_key AS key FROM jobs \
+         WHERE status = 'pending' AND concurrency_key IS NOT NULL \
+         ORDER BY split_part(command, '.', 1), concurrency_key LIMIT 1) \
+        UNION ALL \
+        SELECT next.plugin, next.key FROM keys CROSS JOIN LATERAL (\
+            SELECT split_part(command, '.', 1) AS plugin, concurrency_key AS key FROM jobs \
+            WHERE status = 'pending' AND concurrency_key IS NOT NULL \
+            AND (split_part(command, '.', 1), concurrency_key) > (keys.plugin, keys.key) \
+            ORDER BY split_part(command, '.', 1), concurrency_key LIMIT 1) AS next), \
+    heads AS (SELECT head.id, head.priority, \
+            GREATEST(head.created_at, COALESCE(turns.last_started_at, head.created_at)) AS ord, \
+            head.command, keys.key \
+        FROM keys CROSS JOIN LATERAL (\
+            SELECT id, priority, created_at, command FROM jobs \
+            WHERE status = 'pending' AND concurrency_key = keys.key \
+            AND split_part(command, '.', 1) = keys.plugin AND run_at <= $1 AND waiting_on = 0 \
+            AND ($2::text[] IS NULL OR command = ANY($2)) \
+            AND {NOT_PAUSED} AND {NOT_RATE_LIMITED} \
+            ORDER BY priority DESC, created_at, id LIMIT 1) AS head \
+        LEFT JOIN concurrency_keys AS turns ON turns.plugin = keys.plugin AND turns.key = keys.key \
+        WHERE (keys.plugin, keys.key) NOT IN (SELECT plugin, key FROM full_keys) \
+        AND head.command NOT IN (SELECT target FROM full_targets) \
+        AND keys.plugin NOT IN (SELECT target FROM full_targets)), \
+    candidates AS (SELECT * FROM (SELECT * FROM unkeyed UNION ALL SELECT * FROM heads) AS c \
+        ORDER BY priority DESC, ord, id LIMIT 4)"
+    )
+}
+
+/// The columns set when a claim moves a job to `running` (`$1` now, `$4` the node).
+const CLAIM_SET: &str = "status = 'running', started_at = $1, updated_at = $1, \
+     attempt = jobs.attempt + 1, node_id = $4, cancel_requested = false";
+
 /// Claims the best eligible pending job among `commands` for `worker_id` on `node`,
-/// skipping rows another node holds, jobs a pause holds back and jobs of a plugin a
-/// rate limit holds; says when the next one is due otherwise.
+/// skipping rows another node holds, jobs a pause holds back, jobs of a plugin a rate
+/// limit holds, and jobs a concurrency limit holds; says when the next one is due
+/// otherwise.
+///
+/// One statement finds the best candidates and claims the first when nothing limits
+/// it. A limited one is claimed in a transaction of its own that first takes an
+/// advisory lock (of its plugin when the plugin or the command is limited, else of its
+/// key), then counts what runs again: so every node counts the claims of the others,
+/// and a limit holds across the cluster.
 pub(super) async fn claim_next(
-    client: &impl GenericClient,
+    client: &mut deadpool_postgres::Object,
     commands: Option<&[String]>,
     worker_id: usize,
     now: DateTime<Utc>,
     node: &str,
+    limits: &ConcurrencyLimits,
 ) -> Result<ClaimNext> {
-    let statement = client
-        .prepare_cached(&format!(
-            "WITH next AS (\
-                 SELECT id FROM jobs WHERE status = 'pending' AND run_at <= $1 \
-                 AND waiting_on = 0 AND ($2::text[] IS NULL OR command = ANY($2)) \
-                 AND {NOT_PAUSED} AND {NOT_RATE_LIMITED} \
-                 ORDER BY priority DESC, created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED), \
-             claimed AS (\
-                 UPDATE jobs SET status = 'running', started_at = $1, updated_at = $1, \
-                 attempt = jobs.attempt + 1, node_id = $4, cancel_requested = false \
-                 FROM next WHERE jobs.id = next.id RETURNING {JOB_COLUMNS_OF_JOBS}), \
+    static STATEMENT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let candidates = candidates();
+        format!(
+            "WITH RECURSIVE {candidates}, \
+             first AS (SELECT id FROM candidates ORDER BY priority DESC, ord, id LIMIT 1), \
+             next AS (SELECT jobs.id FROM jobs JOIN first ON first.id = jobs.id \
+                 WHERE jobs.status = 'pending' AND jobs.concurrency_key IS NULL \
+                 AND jobs.command <> ALL($5) AND split_part(jobs.command, '.', 1) <> ALL($5) \
+                 FOR UPDATE OF jobs SKIP LOCKED), \
+             claimed AS (UPDATE jobs SET {CLAIM_SET} FROM next WHERE jobs.id = next.id \
+                 RETURNING {JOB_COLUMNS_OF_JOBS}), \
              opened AS (\
                  INSERT INTO job_attempts (job_id, attempt, worker_id, started_at, node_id) \
                  SELECT id, attempt, $3, $1, $4 FROM claimed) \
-             SELECT * FROM claimed"
-        ))
-        .await?;
+             SELECT claimed.*, \
+                 (SELECT array_agg(id ORDER BY priority DESC, ord, id) FROM candidates), \
+                 (SELECT array_agg(command ORDER BY priority DESC, ord, id) FROM candidates), \
+                 (SELECT array_agg(key ORDER BY priority DESC, ord, id) FROM candidates) \
+             FROM (SELECT 1) AS one LEFT JOIN claimed ON true"
+        )
+    });
+    let claim = ClaimLimits::of(limits);
+    let statement = client.prepare_cached(&STATEMENT).await?;
     let worker = i32::try_from(worker_id).unwrap_or(i32::MAX);
-    if let Some(row) = client
-        .query_opt(&statement, &[&now, &commands, &worker, &node])
-        .await?
-    {
+    let row = client
+        .query_one(
+            &statement,
+            &[
+                &now,
+                &commands,
+                &worker,
+                &node,
+                &claim.targets,
+                &claim.limits,
+                &claim.key_plugins,
+                &claim.key_limits,
+            ],
+        )
+        .await?;
+    if row.try_get::<_, Option<Uuid>>(0)?.is_some() {
         let (job, attempt) = read_job(&row)?;
         return Ok(ClaimNext::Claimed(Box::new(Claimed { job, attempt })));
+    }
+    let columns = row.len();
+    let ids: Vec<Uuid> = row
+        .try_get::<_, Option<_>>(columns - 3)?
+        .unwrap_or_default();
+    let candidate_commands: Vec<String> = row
+        .try_get::<_, Option<_>>(columns - 2)?
+        .unwrap_or_default();
+    let keys: Vec<Option<String>> = row
+        .try_get::<_, Option<_>>(columns - 1)?
+        .unwrap_or_default();
+    let mut candidates = ids.into_iter().zip(candidate_commands).zip(keys).peekable();
+    if candidates.peek().is_some() {
+        for ((id, command), key) in candidates {
+            let claimed = claim_one(
+                client,
+                id,
+                &command,
+                key.as_deref(),
+                worker,
+                now,
+                node,
+                claim.source,
+            )
+            .await?;
+            if let Some(claimed) = claimed {
+                return Ok(ClaimNext::Claimed(Box::new(claimed)));
+            }
+        }
+        // Every candidate went to another node or filled up meanwhile: look again soon.
+        return Ok(ClaimNext::NothingUntil(Some(now + RECLAIM_AFTER)));
     }
     let statement = client
         .prepare_cached(&format!(
             "SELECT min(GREATEST(run_at, COALESCE(holds.until, run_at))) FROM jobs {HOLD_ENDS} \
              WHERE status = 'pending' AND waiting_on = 0 \
-             AND ($1::text[] IS NULL OR command = ANY($1)) AND {NOT_PAUSED}"
+             AND ($1::text[] IS NULL OR command = ANY($1)) AND {NOT_PAUSED} \
+             AND GREATEST(run_at, COALESCE(holds.until, run_at)) > $2"
         ))
         .await?;
-    let next: Option<DateTime<Utc>> = client.query_one(&statement, &[&commands]).await?.get(0);
+    let next: Option<DateTime<Utc>> = client
+        .query_one(&statement, &[&commands, &now])
+        .await?
+        .get(0);
     Ok(ClaimNext::NothingUntil(next))
+}
+
+/// How soon a claim that found only taken or full candidates looks again.
+const RECLAIM_AFTER: chrono::TimeDelta = chrono::TimeDelta::milliseconds(20);
+
+/// Claims candidate `id` (of `command`, with `key`) if it is still pending and, when a
+/// concurrency limit covers it, if a slot is free once this node holds the lock that
+/// every claim of that limit takes.
+#[allow(clippy::too_many_arguments)]
+async fn claim_one(
+    client: &mut deadpool_postgres::Object,
+    id: Uuid,
+    command: &str,
+    key: Option<&str>,
+    worker: i32,
+    now: DateTime<Utc>,
+    node: &str,
+    limits: &ConcurrencyLimits,
+) -> Result<Option<Claimed>> {
+    let plugin = plugin_of(command);
+    let limit_of = |scope: Scope| {
+        limits
+            .limit(&scope)
+            .map(|limit| i32::try_from(limit).unwrap_or(i32::MAX))
+    };
+    let plugin_limit = limit_of(Scope::Plugin(plugin.to_owned()));
+    let command_limit = limit_of(Scope::Command(command.to_owned()));
+    let key_limit = key.and_then(|key| {
+        limit_of(Scope::Key {
+            plugin: plugin.to_owned(),
+            key: key.to_owned(),
+        })
+    });
+    let lock = if plugin_limit.is_some() || command_limit.is_some() {
+        Some(format!("honeydew:{plugin}"))
+    } else {
+        key.map(|key| format!("honeydew:{plugin}[{key}]"))
+    };
+    let tx = client.transaction().await?;
+    if let Some(lock) = &lock {
+        let statement = tx
+            .prepare_cached("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .await?;
+        tx.execute(&statement, &[lock]).await?;
+    }
+    // After the lock, in a statement of its own: its snapshot has every claim of this
+    // limit that committed before.
+    let statement = tx
+        .prepare_cached(&format!(
+            "WITH next AS (SELECT id FROM jobs WHERE id = $2 AND status = 'pending' \
+                 AND run_at <= $1 AND waiting_on = 0 FOR UPDATE SKIP LOCKED), \
+             free AS (SELECT 1 AS ok WHERE \
+                 ($6::int4 IS NULL OR (SELECT count(*) FROM jobs WHERE status = 'running' \
+                     AND split_part(command, '.', 1) = $5) < $6) \
+                 AND ($8::int4 IS NULL OR (SELECT count(*) FROM jobs WHERE status = 'running' \
+                     AND command = $7) < $8) \
+                 AND ($9::text IS NULL OR (SELECT count(*) FROM jobs WHERE status = 'running' \
+                     AND split_part(command, '.', 1) = $5 AND concurrency_key = $9) < $10::int4)), \
+             claimed AS (UPDATE jobs SET {CLAIM_SET} FROM next, free WHERE jobs.id = next.id \
+                 RETURNING {JOB_COLUMNS_OF_JOBS}), \
+             opened AS (\
+                 INSERT INTO job_attempts (job_id, attempt, worker_id, started_at, node_id) \
+                 SELECT id, attempt, $3, $1, $4 FROM claimed), \
+             turn AS (\
+                 INSERT INTO concurrency_keys (plugin, key, last_started_at) \
+                 SELECT $5, $9, $1 FROM claimed WHERE $9::text IS NOT NULL \
+                 ON CONFLICT (plugin, key) DO UPDATE SET last_started_at = \
+                     GREATEST(concurrency_keys.last_started_at, EXCLUDED.last_started_at)) \
+             SELECT * FROM claimed"
+        ))
+        .await?;
+    let row = tx
+        .query_opt(
+            &statement,
+            &[
+                &now,
+                &id,
+                &worker,
+                &node,
+                &plugin,
+                &plugin_limit,
+                &command,
+                &command_limit,
+                &key,
+                &key_limit,
+            ],
+        )
+        .await?;
+    tx.commit().await?;
+    row.map(|row| read_job(&row).map(|(job, attempt)| Claimed { job, attempt }))
+        .transpose()
 }
 
 /// Puts back the running jobs of every node but `me` whose heartbeat is older than

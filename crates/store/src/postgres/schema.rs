@@ -299,6 +299,27 @@ CREATE TABLE job_progress (
     PRIMARY KEY (job_id, attempt)
 );
 "#,
+    // v12: concurrency keys. A job may carry a key (one repository, one tenant): at
+    // most a few jobs of its plugin with that key run at once, and keys take turns.
+    // `jobs_pending_by_key` lists each key's pending jobs in dispatch order (its first
+    // is the key's head, and a skip scan over it finds the keys); `concurrency_keys`
+    // says when each key's latest job started, which is where its next one stands in
+    // line. `jobs_pending_by_priority` keeps only the unkeyed pending jobs, so that a
+    // claim's walk in dispatch order never steps over a key's line.
+    r#"
+ALTER TABLE jobs ADD COLUMN concurrency_key text;
+DROP INDEX jobs_pending_by_priority;
+CREATE INDEX jobs_pending_by_priority ON jobs (priority DESC, created_at, id)
+    WHERE status = 'pending' AND concurrency_key IS NULL;
+CREATE INDEX jobs_pending_by_key ON jobs (split_part(command, '.', 1), concurrency_key,
+    priority DESC, created_at, id) WHERE status = 'pending' AND concurrency_key IS NOT NULL;
+CREATE TABLE concurrency_keys (
+    plugin          text NOT NULL,
+    key             text NOT NULL,
+    last_started_at timestamptz NOT NULL,
+    PRIMARY KEY (plugin, key)
+);
+"#,
 ];
 
 /// The schema version this binary writes.

@@ -90,7 +90,7 @@ pub(super) fn settle_after(
             let mut statement = conn.prepare_cached(&format!(
                 "UPDATE jobs SET waiting_on = {UNFINISHED} WHERE status = 'pending' \
                  AND id IN (SELECT job_id FROM job_dependencies WHERE depends_on = ?1) \
-                 RETURNING id, priority, created_at, run_at, command, waiting_on"
+                 RETURNING id, priority, created_at, run_at, command, concurrency_key, waiting_on"
             ))?;
             let released = released(statement.query(params![Text(id)])?)?;
             Ok(Settled {
@@ -114,7 +114,7 @@ pub(super) fn settle_all(conn: &Connection, now: DateTime<Utc>) -> Result<Settle
     let mut statement = conn.prepare_cached(&format!(
         "UPDATE jobs SET waiting_on = {UNFINISHED} WHERE waiting_on > 0 AND status = 'pending' \
              AND waiting_on <> {UNFINISHED} \
-         RETURNING id, priority, created_at, run_at, command, waiting_on"
+         RETURNING id, priority, created_at, run_at, command, concurrency_key, waiting_on"
     ))?;
     let released = released(statement.query([])?)?;
     Ok(Settled {
@@ -127,7 +127,7 @@ pub(super) fn settle_all(conn: &Connection, now: DateTime<Utc>) -> Result<Settle
 fn released(mut rows: rusqlite::Rows<'_>) -> Result<Vec<honeydew_core::job::QueuedJob>, Error> {
     let mut released = Vec::new();
     while let Some(row) = rows.next()? {
-        let waiting: i64 = row.get(5)?;
+        let waiting: i64 = row.get(6)?;
         if waiting == 0 {
             released.push(queued_of(row)??);
         }

@@ -19,13 +19,15 @@ use super::Error;
 
 const JOB_COLUMNS: &str = "id, command, payload, priority, status, created_at, run_at, \
      started_at, completed_at, result, error, error_kind, retry_count, max_retries, \
-     plugin_name, plugin_version, plugin_sha256, attempt, snooze_count, trace_parent";
+     plugin_name, plugin_version, plugin_sha256, attempt, snooze_count, trace_parent, \
+     concurrency_key";
 
 /// [`JOB_COLUMNS`] without the payload and result, which a summary listing never reads
 /// (they can be megabytes each): the same positions, filled with NULL.
 const SUMMARY_COLUMNS: &str = "id, command, NULL, priority, status, created_at, run_at, \
      started_at, completed_at, NULL, error, error_kind, retry_count, max_retries, \
-     plugin_name, plugin_version, plugin_sha256, attempt, snooze_count, trace_parent";
+     plugin_name, plugin_version, plugin_sha256, attempt, snooze_count, trace_parent, \
+     concurrency_key";
 
 /// Cancels a pending job. [`StoreError::StaleTransition`] when it is not pending.
 pub(super) fn cancel_pending(
@@ -62,7 +64,7 @@ pub(super) fn retry_job(
     let queued = conn
         .prepare_cached(&format!(
             "UPDATE jobs SET {RETRY_SET} WHERE id = ?2 AND status IN ('failed', 'cancelled') \
-             RETURNING id, priority, created_at, run_at, command"
+             RETURNING id, priority, created_at, run_at, command, concurrency_key"
         ))?
         .query_row(params![Time(now), Text(id)], queued_of)
         .optional()?;
@@ -86,7 +88,7 @@ pub(super) fn retry_matching(
     limit: usize,
 ) -> Result<Vec<QueuedJob>, Error> {
     let sql = format!(
-        "UPDATE jobs SET {RETRY_SET} WHERE {BULK_MATCH} RETURNING id, priority, created_at, run_at, command"
+        "UPDATE jobs SET {RETRY_SET} WHERE {BULK_MATCH} RETURNING id, priority, created_at, run_at, command, concurrency_key"
     );
     let mut queued = bulk_update(conn, &sql, filter, now, limit, queued_of)?;
     queued.sort_by_key(|job: &QueuedJob| job.id);
@@ -140,13 +142,15 @@ fn bulk_update<T>(
     Ok(read)
 }
 
-/// A `RETURNING id, priority, created_at, run_at, command` row as a queue entry.
+/// A `RETURNING id, priority, created_at, run_at, command, concurrency_key` row as a
+/// queue entry.
 pub(super) fn queued_of(row: &Row<'_>) -> rusqlite::Result<Result<QueuedJob, StoreError>> {
     let id: String = row.get(0)?;
     let priority: i64 = row.get(1)?;
     let created_at: String = row.get(2)?;
     let run_at: String = row.get(3)?;
     let command: String = row.get(4)?;
+    let concurrency_key: Option<String> = row.get(5)?;
     Ok((|| {
         Ok(QueuedJob {
             id: parse_id(&id)?,
@@ -154,6 +158,7 @@ pub(super) fn queued_of(row: &Row<'_>) -> rusqlite::Result<Result<QueuedJob, Sto
             priority,
             created_at: parse_time(&id, &created_at)?,
             run_at: parse_time(&id, &run_at)?,
+            concurrency_key: concurrency_key.map(Into::into),
         })
     })())
 }
@@ -182,7 +187,7 @@ pub(super) fn recover(conn: &Connection, now: DateTime<Utc>) -> Result<Recovered
         )?
         .execute(params![Time(now), DIED_DURING_ATTEMPT])?;
     let mut statement = conn.prepare_cached(
-        "SELECT id, priority, created_at, run_at, command FROM jobs \
+        "SELECT id, priority, created_at, run_at, command, concurrency_key FROM jobs \
          WHERE status = 'pending' AND waiting_on = 0 ORDER BY priority DESC, created_at, id",
     )?;
     // One string per command, however many jobs it has pending.
@@ -195,10 +200,11 @@ pub(super) fn recover(conn: &Connection, now: DateTime<Utc>) -> Result<Recovered
                 row.get::<_, String>(2)?,
                 row.get::<_, String>(3)?,
                 row.get::<_, String>(4)?,
+                row.get::<_, Option<String>>(5)?,
             ))
         })?
         .map(|row| {
-            let (id, priority, created_at, run_at, command) = row?;
+            let (id, priority, created_at, run_at, command, concurrency_key) = row?;
             let command = match commands.get(command.as_str()) {
                 Some(shared) => shared.clone(),
                 None => {
@@ -213,6 +219,7 @@ pub(super) fn recover(conn: &Connection, now: DateTime<Utc>) -> Result<Recovered
                 priority,
                 created_at: parse_time(&id, &created_at)?,
                 run_at: parse_time(&id, &run_at)?,
+                concurrency_key: concurrency_key.map(Into::into),
             })
         })
         .collect::<Result<Vec<_>, Error>>()?;
@@ -430,8 +437,8 @@ pub(super) fn list_sql(filter: &JobFilter) -> String {
 
 /// The submit path's one statement.
 pub(super) const INSERT_JOB: &str = "INSERT INTO jobs (id, command, payload, priority, status, \
-     created_at, run_at, retry_count, max_retries, updated_at, trace_parent) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?6, ?10)";
+     created_at, run_at, retry_count, max_retries, updated_at, trace_parent, concurrency_key) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?6, ?10, ?11)";
 
 pub(super) fn insert_job(conn: &Connection, job: &Job) -> Result<(), Error> {
     conn.prepare_cached(INSERT_JOB)?.execute(params![
@@ -445,6 +452,7 @@ pub(super) fn insert_job(conn: &Connection, job: &Job) -> Result<(), Error> {
         job.retry_count,
         job.max_retries,
         job.trace_parent,
+        job.concurrency_key,
     ])?;
     Ok(())
 }
@@ -638,6 +646,7 @@ fn read_job(row: &Row<'_>) -> rusqlite::Result<Result<Job, StoreError>> {
     let plugin_sha256: Option<String> = row.get(16)?;
     let snooze_count: u32 = row.get(18)?;
     let trace_parent: Option<String> = row.get(19)?;
+    let concurrency_key: Option<String> = row.get(20)?;
     Ok((|| {
         Ok(Job {
             id: parse_id(&id)?,
@@ -661,6 +670,7 @@ fn read_job(row: &Row<'_>) -> rusqlite::Result<Result<Job, StoreError>> {
             max_retries,
             snooze_count,
             trace_parent,
+            concurrency_key,
             plugin: plugin_name.map(|name| PluginRef {
                 name,
                 version: plugin_version.unwrap_or_default(),

@@ -17,6 +17,7 @@
 //! `output.rs`, `pauses.rs` and `rate_limits.rs` hold the statements, as functions of a connection; this file says which
 //! kind of write each one is.
 
+mod concurrency;
 mod dependencies;
 mod jobs;
 mod output;
@@ -38,6 +39,7 @@ use rusqlite::{Connection, OpenFlags};
 use tokio::sync::oneshot;
 
 use chrono::{DateTime, Utc};
+use honeydew_core::concurrency::Scope;
 use honeydew_core::job::{Job, JobId, JobStatus, QueuedJob};
 use honeydew_core::output::{AttemptOutput, JobOutput, LogQuery};
 use honeydew_core::pause::Pause;
@@ -576,6 +578,11 @@ impl JobStore for SqliteStore {
 
     async fn count_ahead(&self, id: JobId, now: DateTime<Utc>) -> Result<u64, StoreError> {
         self.read(move |conn| pauses::count_ahead(conn, id, now))
+            .await
+    }
+
+    async fn running_in(&self, scope: Scope) -> Result<u64, StoreError> {
+        self.read(move |conn| concurrency::running_in(conn, &scope))
             .await
     }
 

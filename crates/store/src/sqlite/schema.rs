@@ -213,6 +213,13 @@ CREATE TABLE job_progress (
     PRIMARY KEY (job_id, attempt)
 ) WITHOUT ROWID;
 "#,
+    // v13: concurrency keys. A job may carry a key (one repository, one tenant) that
+    // limits how many jobs of its plugin with that key run at once. The in-memory queue
+    // enforces it; the row only keeps the key across restarts. No index: the submit
+    // path does not grow.
+    r#"
+ALTER TABLE jobs ADD COLUMN concurrency_key TEXT;
+"#,
 ];
 
 /// The schema version this binary writes.

@@ -146,6 +146,7 @@ async fn inserting_a_job_builds_no_temporary_btree() {
                 "t",
                 0,
                 3,
+                None::<String>,
                 None::<String>
             ],
             |row| row.get(1),

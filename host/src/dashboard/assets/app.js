@@ -423,7 +423,10 @@ async function pluginsView(root) {
           `fuel ${number(plugin.limits.fuel)}`, el("br"),
           `memory ${plugin.limits.memory_mib} MiB`, el("br"),
           `timeout ${duration(plugin.limits.timeout_ms)}`, el("br"),
-          `retries ${plugin.limits.max_retries}`),
+          `retries ${plugin.limits.max_retries}`, el("br"),
+          plugin.concurrency.plugin ? `at most ${plugin.concurrency.plugin} at once` : "no concurrency limit", el("br"),
+          ...Object.entries(plugin.concurrency.commands).flatMap(([command, limit]) => [`${command}: at most ${limit}`, el("br")]),
+          `${plugin.concurrency.per_key} per concurrency key`),
         el("td", {}, plugin.allowed_hosts.length
           ? el("div", { class: "tags" }, plugin.allowed_hosts.map((host) => el("span", { class: "tag", text: host })))
           : el("span", { class: "muted", text: "no network" })),
