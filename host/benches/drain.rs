@@ -202,6 +202,19 @@ async fn sandbox_only(plugins: &Path, cache: &Path, workers: usize, count: usize
     count as f64 / started.elapsed().as_secs_f64()
 }
 
+/// CPU time this process has used so far (all threads), in user mode and in the
+/// kernel, from `/proc/self/stat` in clock ticks (100 a second on Linux).
+fn cpu_seconds() -> (f64, f64) {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
+    // The fields after the command (which may hold spaces) start after its ')'.
+    let fields: Vec<&str> = stat[stat.rfind(')').expect("stat") + 2..]
+        .split(' ')
+        .collect();
+    let ticks = |index: usize| fields[index].parse::<f64>().expect("ticks");
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the command.
+    (ticks(11) / 100.0, ticks(12) / 100.0)
+}
+
 /// An OTLP/gRPC trace collector that only counts the spans it is sent.
 #[derive(Clone, Default)]
 struct CountingCollector {
@@ -248,6 +261,8 @@ async fn observability_overhead(scratch: &Path, plugins: &Path, cache: &Path) {
     let collector = CountingCollector::default();
     let endpoint = collector.start().await;
     let mut rates: [Vec<f64>; 3] = Default::default();
+    let mut cpu: [Vec<f64>; 3] = Default::default();
+    let mut system: [Vec<f64>; 3] = Default::default();
     // Each round runs the three modes in a rotated order (off, metrics, traces; then
     // metrics, traces, off; ...), so that no mode always runs after the same ones.
     for turn in 0..3 * OBSERVABILITY_ROUNDS {
@@ -255,6 +270,7 @@ async fn observability_overhead(scratch: &Path, plugins: &Path, cache: &Path) {
         let dir = tempfile::TempDir::new_in(scratch).expect("db dir");
         let db = dir.path().join("honeydew.db");
         fill(&db, DRAIN_JOBS).await;
+        let (user_before, system_before) = cpu_seconds();
         let elapsed = run(
             &db,
             plugins,
@@ -269,8 +285,16 @@ async fn observability_overhead(scratch: &Path, plugins: &Path, cache: &Path) {
         )
         .await;
         rates[mode].push(DRAIN_JOBS as f64 / elapsed.as_secs_f64());
+        let (user_after, system_after) = cpu_seconds();
+        let per_job = |seconds: f64| seconds / DRAIN_JOBS as f64 * 1e6;
+        cpu[mode].push(per_job(
+            user_after - user_before + system_after - system_before,
+        ));
+        system[mode].push(per_job(system_after - system_before));
     }
     let [off, metrics, traced] = rates.map(median);
+    let [cpu_off, cpu_metrics, cpu_traced] = cpu.map(median);
+    let [system_off, system_metrics, system_traced] = system.map(median);
     println!(
         "observability (drain, {DEFAULT_WORKERS} workers, median of {OBSERVABILITY_ROUNDS}): off {off:.0} \
          jobs/s, metrics {metrics:.0} jobs/s (overhead {:.1}%), metrics and traces \
@@ -278,6 +302,11 @@ async fn observability_overhead(scratch: &Path, plugins: &Path, cache: &Path) {
         (1.0 - metrics / off) * 100.0,
         (1.0 - traced / off) * 100.0,
         collector.spans.load(Ordering::Relaxed)
+    );
+    println!(
+        "  CPU per job (the process, collector included; of it in the kernel): off \
+         {cpu_off:.1} us ({system_off:.1}), metrics {cpu_metrics:.1} us ({system_metrics:.1}), \
+         metrics and traces {cpu_traced:.1} us ({system_traced:.1})"
     );
 }
 

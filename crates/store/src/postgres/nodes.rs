@@ -113,8 +113,9 @@ impl<'a> ClaimLimits<'a> {
     }
 }
 
-/// The candidates of a claim, best first: the best unkeyed jobs (in dispatch order,
-/// along `jobs_pending_by_priority`) and the head of each key's line (found by a skip
+/// The candidates of a claim, best first: the best unkeyed job no other claim holds (in
+/// dispatch order along `jobs_pending_by_priority`, locked as the walk finds it, so
+/// that concurrent claims each find another) and the head of each key's line (found by a skip
 /// scan over `jobs_pending_by_key`, standing where the key rejoined the line), leaving
 /// out every job whose plugin, command or key runs as many jobs as its limit allows.
 /// `$1` now, `$2` the commands served (NULL: all), `$5`/`$6` the limited targets and
@@ -137,7 +138,7 @@ fn candidates() -> String {
         AND {NOT_PAUSED} AND {NOT_RATE_LIMITED} \
         AND command NOT IN (SELECT target FROM full_targets) \
         AND split_part(command, '.', 1) NOT IN (SELECT target FROM full_targets) \
-        ORDER BY priority DESC, created_at, id LIMIT 4), \
+        ORDER BY priority DESC, created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED), \
     keys AS (\
         (SELECT split_part(command, '.', 1) AS plugin, concurrency_key AS key FROM jobs \
          WHERE status = 'pending' AND concurrency_key IS NOT NULL \
@@ -163,7 +164,7 @@ fn candidates() -> String {
         AND head.command NOT IN (SELECT target FROM full_targets) \
         AND keys.plugin NOT IN (SELECT target FROM full_targets)), \
     candidates AS (SELECT * FROM (SELECT * FROM unkeyed UNION ALL SELECT * FROM heads) AS c \
-        ORDER BY priority DESC, ord, id LIMIT 4)"
+        ORDER BY priority DESC, ord, id LIMIT 16)"
     )
 }
 
@@ -242,13 +243,25 @@ pub(super) async fn claim_next(
     let keys: Vec<Option<String>> = row
         .try_get::<_, Option<_>>(columns - 1)?
         .unwrap_or_default();
-    let mut candidates = ids.into_iter().zip(candidate_commands).zip(keys).peekable();
-    if candidates.peek().is_some() {
-        for ((id, command), key) in candidates {
+    let candidates: Vec<((Uuid, String), Option<String>)> =
+        ids.into_iter().zip(candidate_commands).zip(keys).collect();
+    if !candidates.is_empty() {
+        // Claims of jobs limited only by their key take different keys' locks: workers
+        // start at different candidates so that they do not all queue for the first.
+        // A plugin's or a command's limit is one lock for all: the order is kept.
+        let first = &candidates[0];
+        let plugin_locked = !claim.source.limited(&first.0.1, None).is_empty();
+        let start = if first.1.is_some() && !plugin_locked {
+            worker_id % candidates.len()
+        } else {
+            0
+        };
+        for index in (0..candidates.len()).map(|n| (n + start) % candidates.len()) {
+            let ((id, command), key) = &candidates[index];
             let claimed = claim_one(
                 client,
-                id,
-                &command,
+                *id,
+                command,
                 key.as_deref(),
                 worker,
                 now,
@@ -279,7 +292,7 @@ pub(super) async fn claim_next(
 }
 
 /// How soon a claim that found only taken or full candidates looks again.
-const RECLAIM_AFTER: chrono::TimeDelta = chrono::TimeDelta::milliseconds(20);
+const RECLAIM_AFTER: chrono::TimeDelta = chrono::TimeDelta::milliseconds(5);
 
 /// Claims candidate `id` (of `command`, with `key`) if it is still pending and, when a
 /// concurrency limit covers it, if a slot is free once this node holds the lock that
