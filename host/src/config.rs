@@ -425,7 +425,13 @@ impl DaemonConfig {
         }
         let mut secrets: HashMap<String, String> = file.secrets.into_iter().collect();
         let mut undeclared_env = Vec::new();
+        let (mut backtraces, mut library_backtraces) = (None, None);
         for (name, value) in environment {
+            match name.as_str() {
+                "RUST_BACKTRACE" => backtraces = Some(value.clone()),
+                "RUST_LIB_BACKTRACE" => library_backtraces = Some(value.clone()),
+                _ => {}
+            }
             if let Some(secret) = name.strip_prefix(SECRET_ENV_PREFIX)
                 && is_secret_name(secret)
             {
@@ -437,6 +443,11 @@ impl DaemonConfig {
             }
         }
         undeclared_env.sort();
+        if let Some(warning) =
+            backtrace_warning(backtraces.as_deref(), library_backtraces.as_deref())
+        {
+            warnings.push(warning);
+        }
         let file_limits = file.limits.unwrap_or_default();
         let backoff = file.retry.unwrap_or_default();
         backoff.validate().map_err(ConfigError::Invalid)?;
@@ -537,6 +548,21 @@ impl DaemonConfig {
             config_file,
             data_dir,
         })
+    }
+}
+
+/// What to tell the operator when `RUST_BACKTRACE` turns on library backtraces too:
+/// wasmtime tears down every finished sandbox's fibers with an error value, which then
+/// captures a backtrace, once a job (measured: 302 us of CPU a job without, 423 us
+/// with, in the drain bench). `RUST_LIB_BACKTRACE=0` keeps them for panics only.
+fn backtrace_warning(backtraces: Option<&str>, library_backtraces: Option<&str>) -> Option<String> {
+    match (backtraces, library_backtraces) {
+        (Some(value), None) if value != "0" => Some(format!(
+            "RUST_BACKTRACE={value} makes every job capture a backtrace in wasmtime's sandbox \
+             teardown (about 40% more CPU a job); set RUST_LIB_BACKTRACE=0 as well to keep \
+             backtraces for panics only"
+        )),
+        _ => None,
     }
 }
 
@@ -753,6 +779,25 @@ mod tests {
         assert_eq!(config.limits.max_retries, Some(1));
         assert_eq!(config.backoff.base, Duration::from_millis(20));
         assert_eq!(config.backoff.jitter, 0.0);
+    }
+
+    #[test]
+    fn rust_backtrace_without_rust_lib_backtrace_draws_a_warning() {
+        let warned = |env: &[(&str, &str)]| {
+            let config = load(None, DaemonArgs::default(), env).unwrap();
+            config
+                .warnings
+                .iter()
+                .any(|w| w.contains("RUST_LIB_BACKTRACE=0"))
+        };
+        assert!(warned(&[("RUST_BACKTRACE", "1")]));
+        assert!(warned(&[("RUST_BACKTRACE", "full")]));
+        assert!(!warned(&[
+            ("RUST_BACKTRACE", "1"),
+            ("RUST_LIB_BACKTRACE", "0")
+        ]));
+        assert!(!warned(&[("RUST_BACKTRACE", "0")]));
+        assert!(!warned(&[]));
     }
 
     #[test]
