@@ -382,6 +382,22 @@ impl PriorityQueue {
             .map(|(scope, _)| scope)
     }
 
+    /// Puts a job back in line from every scope that waits with a slot free; whether
+    /// one went.
+    fn unblock_free(&mut self) -> bool {
+        let free: Vec<Scope> = self
+            .blocked
+            .keys()
+            .filter(|scope| self.has_free_slot(scope))
+            .cloned()
+            .collect();
+        let mut released = false;
+        for scope in free {
+            released |= self.unblock_one(&scope);
+        }
+        released
+    }
+
     /// Puts the best live job waiting for a slot of `scope` back in line.
     fn unblock_one(&mut self, scope: &Scope) -> bool {
         let Some(waiting) = self.blocked.get_mut(scope) else {
@@ -409,7 +425,14 @@ impl PriorityQueue {
     pub fn peek(&mut self, now: DateTime<Utc>) -> Option<QueuedJob> {
         self.promote_due(now);
         loop {
-            let job = self.peek_ready()?;
+            let Some(job) = self.peek_ready() else {
+                // A job a release put back in line may have been cancelled since, its
+                // slot still free: the line ran dry, so hand such slots on.
+                if self.unblock_free() {
+                    continue;
+                }
+                return None;
+            };
             if self.is_paused(&job.command) {
                 self.ready.pop();
                 self.members.remove(&job.id);
