@@ -12,12 +12,12 @@ use std::sync::{Arc, Mutex};
 
 use honeydew::api::pb::{self, JobStatus};
 use honeydew_testkit::TestSchema;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, Semaphore};
 use tonic::transport::Channel;
 
 use crate::support::backend::{Backend, on_both_backends};
+use crate::support::hold::{answer_empty_json, read_head};
 use crate::support::{Daemon, DataDir, PATIENCE, finished, queue};
 
 /// What the server saw: requests in flight now and at most, overall and by path (the
@@ -59,14 +59,9 @@ impl Gate {
                     Arc::clone(&permits),
                 );
                 tokio::spawn(async move {
-                    let mut head = Vec::new();
-                    let mut buffer = [0u8; 1024];
-                    while !head.windows(4).any(|window| window == b"\r\n\r\n") {
-                        match socket.read(&mut buffer).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => head.extend_from_slice(&buffer[..n]),
-                        }
-                    }
+                    let Some(head) = read_head(&mut socket).await else {
+                        return;
+                    };
                     let line = String::from_utf8_lossy(&head)
                         .lines()
                         .next()
@@ -101,10 +96,7 @@ impl Gate {
                         seen.in_flight -= 1;
                         *seen.by_path.get_mut(&path).unwrap() -= 1;
                     }
-                    let reply = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
-                                 content-length: 2\r\nconnection: close\r\n\r\n{}";
-                    let _ = socket.write_all(reply.as_bytes()).await;
-                    let _ = socket.shutdown().await;
+                    answer_empty_json(socket).await;
                 });
             }
         });

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
 pub struct Hold {
@@ -28,14 +28,9 @@ impl Hold {
             while let Ok((mut socket, _)) = listener.accept().await {
                 let permits = Arc::clone(&permits);
                 tokio::spawn(async move {
-                    let mut head = Vec::new();
-                    let mut buffer = [0u8; 1024];
-                    while !head.windows(4).any(|window| window == b"\r\n\r\n") {
-                        match socket.read(&mut buffer).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => head.extend_from_slice(&buffer[..n]),
-                        }
-                    }
+                    let Some(head) = read_head(&mut socket).await else {
+                        return;
+                    };
                     if head.starts_with(b"GET /release ") {
                         permits.add_permits(1);
                     } else {
@@ -44,10 +39,7 @@ impl Hold {
                         };
                         permit.forget();
                     }
-                    let reply = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
-                                 content-length: 2\r\nconnection: close\r\n\r\n{}";
-                    let _ = socket.write_all(reply.as_bytes()).await;
-                    let _ = socket.shutdown().await;
+                    answer_empty_json(socket).await;
                 });
             }
         });
@@ -62,4 +54,25 @@ impl Hold {
     pub fn release(&self) {
         self.release.add_permits(1);
     }
+}
+
+/// Reads a request's head (through the blank line); `None` if the client went away.
+pub async fn read_head(socket: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut head = Vec::new();
+    let mut buffer = [0u8; 1024];
+    while !head.windows(4).any(|window| window == b"\r\n\r\n") {
+        match socket.read(&mut buffer).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => head.extend_from_slice(&buffer[..n]),
+        }
+    }
+    Some(head)
+}
+
+/// Answers `200` with `{}` and closes the connection.
+pub async fn answer_empty_json(mut socket: TcpStream) {
+    let reply = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                 content-length: 2\r\nconnection: close\r\n\r\n{}";
+    let _ = socket.write_all(reply.as_bytes()).await;
+    let _ = socket.shutdown().await;
 }
