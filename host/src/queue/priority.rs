@@ -125,15 +125,21 @@ impl Running {
 
     fn started(&mut self, job: &QueuedJob) {
         let plugin = plugin_of(&job.command);
-        *self.plugins.entry(plugin.into()).or_default() += 1;
+        // Looked up by `&str` first: a dispatch allocates a key only for a new plugin.
+        match self.plugins.get_mut(plugin) {
+            Some(count) => *count += 1,
+            None => {
+                self.plugins.insert(plugin.into(), 1);
+            }
+        }
         *self.commands.entry(Arc::clone(&job.command)).or_default() += 1;
         if let Some(key) = &job.concurrency_key {
-            *self
-                .keys
-                .entry(plugin.into())
-                .or_default()
-                .entry(Arc::clone(key))
-                .or_default() += 1;
+            if !self.keys.contains_key(plugin) {
+                self.keys.insert(plugin.into(), HashMap::new());
+            }
+            if let Some(keys) = self.keys.get_mut(plugin) {
+                *keys.entry(Arc::clone(key)).or_default() += 1;
+            }
         }
     }
 
@@ -317,7 +323,13 @@ impl PriorityQueue {
     pub fn release(&mut self, job: &QueuedJob) -> bool {
         self.running.ended(job);
         let mut released = false;
-        for scope in ConcurrencyLimits::scopes_of(&job.command, job.concurrency_key.as_deref()) {
+        // Nothing waits aside (the usual case without limits): no scope to look at.
+        let scopes = if self.blocked.is_empty() {
+            Vec::new()
+        } else {
+            ConcurrencyLimits::scopes_of(&job.command, job.concurrency_key.as_deref())
+        };
+        for scope in scopes {
             if self.has_free_slot(&scope) {
                 released |= self.unblock_one(&scope);
             }
