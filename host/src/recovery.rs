@@ -5,8 +5,9 @@
 //! it runs again), the lost attempt counted against its `max_retries` (so a job that
 //! kills the daemon fails once its retries are spent, instead of running at every
 //! start); the stored pauses are applied, then every pending job, delayed retries with
-//! their `run_at` kept, is loaded into the queue in dispatch order. The counts are
-//! logged.
+//! their `run_at` kept, is loaded into the queue in dispatch order. On a shared store
+//! (PostgreSQL) recovery touches only this node's own running jobs and loads nothing:
+//! the database is the queue. The counts are logged.
 
 use chrono::Utc;
 
@@ -20,7 +21,8 @@ pub struct RecoveryReport {
     pub reset_running: usize,
     /// Jobs found `running` with no retry left, now `failed` (kind `interrupted`).
     pub failed_interrupted: usize,
-    /// Pending jobs loaded into the queue (including the reset ones).
+    /// Pending jobs loaded into the queue (including the reset ones); none on a shared
+    /// store.
     pub loaded: usize,
     /// Of those, how many wait for a future `run_at`.
     pub delayed: usize,
@@ -33,20 +35,21 @@ pub async fn recover(manager: &Manager) -> Result<RecoveryReport, StoreError> {
         manager.queue().pause(&pause.target);
     }
     let now = Utc::now();
-    let recovered = manager.store().recover(now).await?;
-    let delayed = recovered
-        .pending
-        .iter()
-        .filter(|job| job.run_at > now)
-        .count();
+    let store = manager.store();
+    let recovered = store.recover(now).await?;
+    // On a shared store the database is the queue: nothing to load, and nothing of
+    // the other nodes' to read.
+    let pending = match store.shared() {
+        Some(_) => Vec::new(),
+        None => store.pending_jobs().await?,
+    };
     let report = RecoveryReport {
         reset_running: recovered.reset_running,
         failed_interrupted: recovered.failed_interrupted,
-        loaded: recovered.pending.len(),
-        delayed,
+        loaded: pending.len(),
+        delayed: pending.iter().filter(|job| job.run_at > now).count(),
     };
-    // On a shared store the database is the queue: nothing to load.
-    for job in recovered.pending {
+    for job in pending {
         manager.enqueue(job);
     }
     // Outcomes whose dependents a crash left unsettled.

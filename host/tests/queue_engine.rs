@@ -1,6 +1,7 @@
 //! The queue engine end to end inside one process: manager, worker pool, retries,
-//! cancellation, graceful stop and recovery, over a real SQLite file, with a scripted
-//! executor standing in for the plugin runtime. Waiting is on job events, not sleeps.
+//! cancellation, graceful stop and recovery, over a real SQLite file (and PostgreSQL
+//! for recovery on a shared store), with a scripted executor standing in for the
+//! plugin runtime. Waiting is on job events, not sleeps.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -594,6 +595,58 @@ async fn restart_recovers_running_and_pending_jobs_in_priority_order_and_runs_th
     assert_eq!(*executor.order.lock().unwrap(), [high, crashed, low]);
     assert_eq!(manager.get(crashed).await.unwrap().retry_count, 1);
     pool.stop(Duration::from_secs(5)).await;
+}
+
+/// Regression (issue 11): on PostgreSQL, start-up recovery read every pending row of
+/// every node into a queue that a shared store never uses. It now touches only the
+/// starting node's own running jobs and reads no pending one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_on_a_shared_store_resets_only_its_own_jobs_and_loads_no_pending_ones() {
+    use honeydew::store::{ClaimNext, PostgresConfig, PostgresStore};
+    let schema = honeydew_testkit::TestSchema::create().await;
+    let open = |node: &str| {
+        let config = PostgresConfig {
+            pool_size: 2,
+            ..PostgresConfig::new(schema.url(), node)
+        };
+        async move { Store::new(PostgresStore::open(config).await.unwrap()) }
+    };
+    let (a, b) = (open("a").await, open("b").await);
+    let limits = Default::default();
+    let mut running = Vec::new();
+    for store in [&a, &b] {
+        store
+            .insert_job(Job::new("test.ok", vec![], 9, 3))
+            .await
+            .unwrap();
+        let ClaimNext::Claimed(claimed) = store
+            .shared()
+            .unwrap()
+            .claim_next(None, &limits, 1)
+            .await
+            .unwrap()
+        else {
+            panic!("a job to claim");
+        };
+        running.push(claimed.job.id);
+    }
+    for _ in 0..3 {
+        a.insert_job(Job::new("test.ok", vec![], 0, 0))
+            .await
+            .unwrap();
+    }
+    // Node a dies and starts again.
+    drop(a);
+    let manager = manager_of(open("a").await);
+    let report = recovery::recover(&manager).await.unwrap();
+    assert_eq!(
+        (report.reset_running, report.loaded),
+        (1, 0),
+        "its own running job is reset; the pending ones stay in the database"
+    );
+    let (own, other) = (running[0], running[1]);
+    assert_eq!(manager.get(own).await.unwrap().status, JobStatus::Pending);
+    assert_eq!(manager.get(other).await.unwrap().status, JobStatus::Running);
 }
 
 /// Regression (issue 9, defect 2): a panic in a worker killed its task, leaving the job

@@ -232,8 +232,6 @@ pub struct RecoveredJobs {
     /// Jobs that were `running` when the daemon died with no retry left: `failed`
     /// (kind `interrupted`). A job that kills the daemon every time ends here.
     pub failed_interrupted: usize,
-    /// Every pending job, in dispatch order.
-    pub pending: Vec<QueuedJob>,
 }
 
 /// One recorded attempt of a job, as [`JobStore::attempts`] reads it.
@@ -524,11 +522,17 @@ pub trait JobStore: Send + Sync + 'static {
     /// Cancels a pending job. [`StoreError::StaleTransition`] when it is not pending.
     async fn cancel_pending(&self, id: JobId, now: DateTime<Utc>) -> Result<(), StoreError>;
 
-    /// Start-up recovery: every `running` job (the daemon died under it) has its open
-    /// attempt marked `interrupted` and counted against `max_retries`: back to `pending`
-    /// while retries are left, `failed` (kind `interrupted`) once they are spent. Then
-    /// every pending job, delayed retries included, is returned in dispatch order.
+    /// Start-up recovery: every `running` job the daemon died under (on a shared
+    /// queue, only this node's) has its open attempt marked `interrupted` and counted
+    /// against `max_retries`: back to `pending` while retries are left, `failed` (kind
+    /// `interrupted`) once they are spent. No other job is read or touched.
     async fn recover(&self, now: DateTime<Utc>) -> Result<RecoveredJobs, StoreError>;
+
+    /// Every pending job that waits on no other, delayed retries included, in dispatch
+    /// order: what a daemon whose queue lives in memory loads at start-up, after
+    /// [`JobStore::recover`]. A [`SharedQueue`]'s daemons never call it (the database
+    /// is their queue, and reading it whole at every start would grow with the backlog).
+    async fn pending_jobs(&self) -> Result<Vec<QueuedJob>, StoreError>;
 
     /// Deletes up to `limit` jobs in `status` (a finished one) that finished before
     /// `before`, with their attempts; returns how many. One short write: call it again

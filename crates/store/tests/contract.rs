@@ -346,9 +346,10 @@ async fn recovery_after_a_crash_resets_running_and_keeps_delayed_retries(fx: Fix
     let store = fx.open().await;
     let recovered = store.recover(Utc::now()).await.unwrap();
     assert_eq!(recovered.reset_running, 1);
-    let order: Vec<_> = recovered.pending.iter().map(|job| job.id).collect();
+    let pending = store.pending_jobs().await.unwrap();
+    let order: Vec<_> = pending.iter().map(|job| job.id).collect();
     assert_eq!(order, [waiting.id, retrying.id, interrupted.id]);
-    assert_eq!(recovered.pending[1].run_at, run_at);
+    assert_eq!(pending[1].run_at, run_at);
     assert_eq!(
         store.get_job(interrupted.id).await.unwrap().status,
         JobStatus::Pending
@@ -436,7 +437,8 @@ async fn a_time_past_year_9999_is_refused_and_the_job_stays_readable(fx: Fixture
     assert_eq!(page.jobs.len(), 1);
     drop(store);
     let reopened = fx.open().await;
-    assert_eq!(reopened.recover(Utc::now()).await.unwrap().pending.len(), 1);
+    reopened.recover(Utc::now()).await.unwrap();
+    assert_eq!(reopened.pending_jobs().await.unwrap().len(), 1);
 }
 
 /// Regression (issue 9, defect 12): recovery put `running` back to `pending` without
@@ -472,7 +474,7 @@ async fn a_job_that_kills_the_daemon_fails_once_its_retries_are_spent(fx: Fixtur
         (recovered.reset_running, recovered.failed_interrupted),
         (0, 1)
     );
-    assert!(recovered.pending.is_empty());
+    assert!(store.pending_jobs().await.unwrap().is_empty());
     let job = store.get_job(poison.id).await.unwrap();
     assert_eq!(job.status, JobStatus::Failed);
     assert_eq!(job.error_kind, Some(ErrorKind::Interrupted));
@@ -585,8 +587,9 @@ async fn concurrent_submits_share_commits_and_are_all_durable_after_reopening(fx
     );
     drop(store);
     let reopened = fx.open().await;
-    let recovered = reopened.recover(Utc::now()).await.unwrap();
-    let stored: HashSet<_> = recovered.pending.iter().map(|job| job.id).collect();
+    reopened.recover(Utc::now()).await.unwrap();
+    let pending = reopened.pending_jobs().await.unwrap();
+    let stored: HashSet<_> = pending.iter().map(|job| job.id).collect();
     assert_eq!(stored, acknowledged);
 }
 
@@ -1842,9 +1845,10 @@ async fn a_jobs_concurrency_key_is_kept_and_running_jobs_are_counted_by_scope(fx
     for expected in batch.iter().chain([&first]) {
         assert_eq!(store.get_job(expected.id).await.unwrap(), *expected);
     }
-    let recovered = store.recover(Utc::now()).await.unwrap();
-    let keys: HashSet<Option<String>> = recovered
-        .pending
+    let keys: HashSet<Option<String>> = store
+        .pending_jobs()
+        .await
+        .unwrap()
         .iter()
         .map(|queued| queued.concurrency_key.as_deref().map(str::to_owned))
         .collect();

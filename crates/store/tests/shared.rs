@@ -365,12 +365,8 @@ fn retry_outcome() -> Outcome {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancel_asked_on_one_node_reaches_the_node_running_the_job() {
     let schema = TestSchema::create().await;
-    // Notifications are database-wide, and other tests' nodes are named `a` and `b`
-    // too: these node ids are this test's own, as a daemon's random one is.
-    let (id_a, id_b) = (
-        format!("a-{}", schema.name()),
-        format!("b-{}", schema.name()),
-    );
+    // Other tests' nodes are named `a` and `b` too, in schemas of their own.
+    let (id_a, id_b) = ("a".to_owned(), "b".to_owned());
     let (a, b) = (node(&schema, &id_a).await, node(&schema, &id_b).await);
     let mut to_a = shared(&a).signals();
     let mut to_b = shared(&b).signals();
@@ -413,6 +409,80 @@ async fn a_cancel_asked_on_one_node_reaches_the_node_running_the_job() {
     })
     .await;
     assert!(stray.is_err(), "the cancel went to node a only");
+}
+
+/// Regression: notification channels were database-wide, so a cancel asked in one
+/// schema reached the node of the same id in every other schema.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_in_another_schema_is_not_heard_by_a_node_of_the_same_id() {
+    let (one, two) = (TestSchema::create().await, TestSchema::create().await);
+    let (in_one, in_two) = (node(&one, "n").await, node(&two, "n").await);
+    let mut heard_in_two = shared(&in_two).signals();
+    listening(&in_one).await;
+    listening(&in_two).await;
+    let elsewhere = Job::new("echo.echo", vec![], 0, 0);
+    in_one.insert_job(elsewhere.clone()).await.unwrap();
+    claim(&in_one, None).await.unwrap();
+    assert!(
+        shared(&in_one)
+            .request_cancel(elsewhere.id)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    // Asked after the other schema's cancel committed: PostgreSQL delivers
+    // notifications in commit order, so a leaked one would be heard first.
+    let here = Job::new("echo.echo", vec![], 0, 0);
+    in_two.insert_job(here.clone()).await.unwrap();
+    let claimed = claim(&in_two, None).await.unwrap();
+    assert!(
+        shared(&in_two)
+            .request_cancel(here.id)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let heard = signal_where(&mut heard_in_two, |s| {
+        matches!(s, ClusterSignal::CancelRequested { .. })
+    })
+    .await;
+    assert_eq!(
+        heard,
+        ClusterSignal::CancelRequested {
+            id: here.id,
+            attempt: claimed.attempt
+        },
+        "the first cancel heard in schema two is its own"
+    );
+}
+
+/// Regression: the trigger functions looked `job_watches` up on the caller's search
+/// path, so an update of the jobs from a session whose path lacks the schema (psql
+/// with the default path) failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_can_be_updated_from_a_session_whose_search_path_lacks_the_schema() {
+    let schema = TestSchema::create().await;
+    let store = node(&schema, "a").await;
+    let job = Job::new("echo.echo", vec![], 0, 0);
+    store.insert_job(job.clone()).await.unwrap();
+    let mut wake = shared(&store).wake_ups();
+    listening(&store).await;
+    wake.borrow_and_update();
+    honeydew_testkit::run(
+        honeydew_testkit::server_url(),
+        &format!(
+            "UPDATE {}.jobs SET priority = 7 WHERE id = '{}'",
+            schema.name(),
+            job.id
+        ),
+    )
+    .await
+    .expect("the update and its triggers run outside the daemon's search path");
+    tokio::time::timeout(Duration::from_secs(5), wake.changed())
+        .await
+        .expect("the pending job's update wakes the schema's nodes within 5 s")
+        .unwrap();
+    assert_eq!(store.get_job(job.id).await.unwrap().priority, 7);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -448,7 +448,16 @@ pub(super) async fn recover(
             &[&now, &DIED_DURING_ATTEMPT, &node],
         )
         .await?;
-    let pending = client
+    Ok(RecoveredJobs {
+        reset_running: reset_running as usize,
+        failed_interrupted: failed_interrupted as usize,
+    })
+}
+
+/// The pending jobs to queue (see
+/// [`JobStore::pending_jobs`](honeydew_core::store::JobStore::pending_jobs)).
+pub(super) async fn pending_jobs(client: &impl GenericClient) -> Result<Vec<QueuedJob>> {
+    Ok(client
         .query(
             "SELECT id, priority, created_at, run_at, command, concurrency_key FROM jobs \
              WHERE status = 'pending' AND waiting_on = 0 ORDER BY priority DESC, created_at, id",
@@ -457,12 +466,7 @@ pub(super) async fn recover(
         .await?
         .iter()
         .map(queued_of)
-        .collect();
-    Ok(RecoveredJobs {
-        reset_running: reset_running as usize,
-        failed_interrupted: failed_interrupted as usize,
-        pending,
-    })
+        .collect())
 }
 
 /// Deletes up to `limit` jobs in the finished `status` that finished before `before`,

@@ -21,9 +21,9 @@ mod pauses;
 mod rate_limits;
 mod schedules;
 mod schema;
+mod tls;
 
 use std::collections::HashMap;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
@@ -41,7 +41,6 @@ use honeydew_core::store::{
     RecoveredJobs, Rescued, Settled, SharedQueue, StoreError, UniqueInsert, Uniqueness,
 };
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
-use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 use uuid::Uuid;
 
@@ -110,22 +109,41 @@ impl From<Error> for StoreError {
                 }
                 _ => StoreError::Database(describe_error(&err)),
             },
-            Error::Pool(err) => {
-                StoreError::Database(format!("no connection to the database: {err}"))
-            }
+            Error::Pool(err) => StoreError::Database(format!(
+                "no connection to the database: {}",
+                describe_pool_error(&err)
+            )),
         }
     }
 }
 
 /// The server's message with its detail, when it sent one (`Display` alone says only
-/// "db error").
+/// "db error"); else the error with its causes ("error performing TLS handshake:
+/// invalid peer certificate: UnknownIssuer").
 pub(crate) fn describe_error(err: &tokio_postgres::Error) -> String {
     match err.as_db_error() {
         Some(db) => match db.detail() {
             Some(detail) => format!("{}: {detail}", db.message()),
             None => db.message().to_owned(),
         },
-        None => err.to_string(),
+        None => {
+            let mut text = err.to_string();
+            let mut cause = std::error::Error::source(err);
+            while let Some(inner) = cause {
+                text.push_str(": ");
+                text.push_str(&inner.to_string());
+                cause = inner.source();
+            }
+            text
+        }
+    }
+}
+
+/// Why the pool gave no connection, with the server's or the TLS layer's reason.
+fn describe_pool_error(err: &deadpool_postgres::PoolError) -> String {
+    match err {
+        deadpool_postgres::PoolError::Backend(err) => describe_error(err),
+        err => err.to_string(),
     }
 }
 
@@ -143,6 +161,8 @@ pub struct PostgresStore {
     stats: Arc<Counters>,
     node_id: Arc<str>,
     target: Arc<str>,
+    /// The notification channels of this store's schema.
+    channels: Arc<nodes::Channels>,
     /// Bumped by the `LISTEN` task whenever work may have arrived.
     wake: watch::Receiver<u64>,
     /// Job changes the `LISTEN` task hears.
@@ -171,10 +191,11 @@ struct Counters {
 impl PostgresStore {
     /// Connects, migrates the schema and starts the submit task.
     pub async fn open(config: PostgresConfig) -> Result<Self, StoreError> {
-        let pg = tokio_postgres::Config::from_str(&config.url).map_err(|err| StoreError::Open {
+        let connection = tls::connection(&config.url).map_err(|reason| StoreError::Open {
             target: "the PostgreSQL URL".into(),
-            reason: err.to_string(),
+            reason,
         })?;
+        let pg = connection.config.clone();
         let target = describe_target(&pg);
         let opened = |reason: String| StoreError::Open {
             target: target.clone(),
@@ -183,7 +204,7 @@ impl PostgresStore {
         let pool = |pg: tokio_postgres::Config, size: usize| {
             let manager = Manager::from_config(
                 pg,
-                NoTls,
+                connection.tls.clone(),
                 ManagerConfig {
                     recycling_method: RecyclingMethod::Fast,
                 },
@@ -212,7 +233,10 @@ impl PostgresStore {
         relaxed_config.options(&options);
         let relaxed = pool(relaxed_config, config.pool_size.div_ceil(2))?;
 
-        let mut client = durable.get().await.map_err(|err| opened(err.to_string()))?;
+        let mut client = durable
+            .get()
+            .await
+            .map_err(|err| opened(describe_pool_error(&err)))?;
         schema::migrate(&mut client)
             .await
             .map_err(StoreError::from)?;
@@ -225,15 +249,20 @@ impl PostgresStore {
         nodes::unwatch(&client, &config.node_id, None)
             .await
             .map_err(StoreError::from)?;
+        let channels = nodes::Channels::of_current_schema(&client)
+            .await
+            .map_err(StoreError::from)?;
         drop(client);
         let (wake_up, wake) = watch::channel(0);
         // Sized for bursts: a submit of 1024 jobs announces 1024 changes at once.
         let job_changes = broadcast::channel(16 * 1024).0;
         let signals = broadcast::channel(1024).0;
+        tracing::debug!(target = %target, sslmode = connection.mode, "connected to PostgreSQL");
         tokio::spawn(nodes::listen(
-            config.url.clone(),
+            connection.clone(),
             nodes::Listeners {
                 node: config.node_id.clone(),
+                channels: channels.clone(),
                 wake: wake_up,
                 job_changes: job_changes.clone(),
                 signals: signals.clone(),
@@ -255,6 +284,7 @@ impl PostgresStore {
             stats,
             node_id: config.node_id.into(),
             target: target.into(),
+            channels: Arc::new(channels),
             wake,
             job_changes,
             signals,
@@ -467,6 +497,11 @@ impl JobStore for PostgresStore {
         Ok(recovered)
     }
 
+    async fn pending_jobs(&self) -> Result<Vec<QueuedJob>, StoreError> {
+        let client = self.client().await?;
+        Ok(jobs::pending_jobs(&client).await?)
+    }
+
     async fn prune_finished(
         &self,
         status: JobStatus,
@@ -521,7 +556,7 @@ impl JobStore for PostgresStore {
             return Ok(());
         }
         let mut client = self.client().await?;
-        output::append_output(&mut client, id, &output).await?;
+        output::append_output(&mut client, &self.channels, id, &output).await?;
         self.stats.relaxed_commits.fetch_add(1, Relaxed);
         Ok(())
     }
@@ -708,7 +743,7 @@ impl SharedQueue for PostgresStore {
     async fn wake_all(&self) -> Result<(), StoreError> {
         let client = self.relaxed.get().await.map_err(Error::from)?;
         client
-            .execute("SELECT pg_notify($1, '')", &[&nodes::WORK_CHANNEL])
+            .execute("SELECT pg_notify($1, '')", &[&self.channels.work])
             .await
             .map_err(Error::from)?;
         Ok(())
@@ -773,7 +808,7 @@ impl SharedQueue for PostgresStore {
 
     async fn request_cancel(&self, id: JobId) -> Result<Option<(String, u32)>, StoreError> {
         let client = self.client().await?;
-        let asked = nodes::request_cancel(&client, id).await?;
+        let asked = nodes::request_cancel(&client, &self.channels, id).await?;
         if asked.is_some() {
             self.committed();
         }

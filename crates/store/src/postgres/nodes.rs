@@ -6,7 +6,6 @@
 //! Leases are judged by the database's clock (`now()`), never by a node's own, so nodes
 //! whose clocks disagree still agree on who is dead.
 
-use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -16,25 +15,61 @@ use honeydew_core::concurrency::{ConcurrencyLimits, Scope, plugin_of};
 use honeydew_core::job::JobId;
 use honeydew_core::store::{ClaimNext, Claimed, ClusterSignal, JobChange, Rescued};
 use tokio::sync::{broadcast, watch};
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
 use uuid::Uuid;
 
 use super::Result;
 use super::jobs::{JOB_COLUMNS_OF_JOBS, read_job};
-use super::output::OUTPUT_CHANNEL;
 
-/// The channel every statement that leaves a job pending notifies (a trigger does it).
-pub(super) const WORK_CHANNEL: &str = "honeydew_work";
+/// The notification channels of this store's schema. Each is `KIND.SCHEMA` (see
+/// migration 13's `honeydew_channel`), so the daemons of one schema never hear another
+/// schema's wake-ups, cancels or changes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Channels {
+    /// Notified by every statement that leaves a job pending (a trigger does it).
+    pub work: String,
+    /// Notified by every statement that changes watched jobs (a trigger does it), one
+    /// line `id status attempt retry_count` per job some node watches.
+    pub jobs: String,
+    /// Cancel requests, `id attempt node`, for the node running the job.
+    pub cancel: String,
+    /// Notified by every change of the schedules (a trigger does it).
+    pub schedules: String,
+    /// The id of a watched job whose log or progress grew.
+    pub output: String,
+}
 
-/// The channel every statement that changes watched jobs notifies (a trigger does it),
-/// one line `id status attempt retry_count` per job some node watches.
-pub(super) const JOBS_CHANNEL: &str = "honeydew_jobs";
+impl Channels {
+    /// The channels of the connection's current schema, named by the database.
+    pub(super) async fn of_current_schema(client: &impl GenericClient) -> Result<Self> {
+        let row = client
+            .query_one(
+                "SELECT honeydew_channel('honeydew_work', s), honeydew_channel('honeydew_jobs', s),                  honeydew_channel('honeydew_cancel', s), honeydew_channel('honeydew_schedules', s),                  honeydew_channel('honeydew_output', s) FROM current_schema() AS s",
+                &[],
+            )
+            .await?;
+        Ok(Self {
+            work: row.get(0),
+            jobs: row.get(1),
+            cancel: row.get(2),
+            schedules: row.get(3),
+            output: row.get(4),
+        })
+    }
 
-/// The channel of cancel requests, `id attempt node`, for the node running the job.
-pub(super) const CANCEL_CHANNEL: &str = "honeydew_cancel";
-
-/// The channel every change of the schedules notifies (a trigger does it).
-pub(super) const SCHEDULES_CHANNEL: &str = "honeydew_schedules";
+    /// `LISTEN` on every channel, each name quoted as an identifier.
+    fn listen_sql(&self) -> String {
+        [
+            &self.work,
+            &self.jobs,
+            &self.cancel,
+            &self.schedules,
+            &self.output,
+        ]
+        .map(|channel| format!("LISTEN \"{}\";", channel.replace('"', "\"\"")))
+        .concat()
+    }
+}
 
 /// Records that `node` is alive: registers it the first time, renews its lease after.
 pub(super) async fn heartbeat(client: &impl GenericClient, node: &str) -> Result<()> {
@@ -436,7 +471,7 @@ pub(super) async fn rescue_expired(
 }
 
 /// Registers that `node` watches the jobs `ids`: from the commit on, their changes are
-/// announced on [`JOBS_CHANNEL`].
+/// announced on the `jobs` channel.
 pub(super) async fn watch(client: &impl GenericClient, node: &str, ids: &[Uuid]) -> Result<()> {
     let statement = client
         .prepare_cached(
@@ -465,22 +500,25 @@ pub(super) async fn unwatch(
 }
 
 /// Asks the node running job `id` to cancel it: marks the running attempt and notifies
-/// [`CANCEL_CHANNEL`] with `id attempt node`, in one statement.
+/// the `cancel` channel with `id attempt node`, in one statement.
 pub(super) async fn request_cancel(
     client: &impl GenericClient,
+    channels: &Channels,
     id: JobId,
 ) -> Result<Option<(String, u32)>> {
     let statement = client
-        .prepare_cached(&format!(
+        .prepare_cached(
             "WITH asked AS (\
                  UPDATE jobs SET cancel_requested = true \
                  WHERE id = $1 AND status = 'running' AND node_id IS NOT NULL \
                  RETURNING id, attempt, node_id) \
              SELECT node_id, attempt, \
-                 pg_notify('{CANCEL_CHANNEL}', concat_ws(' ', id, attempt, node_id)) FROM asked"
-        ))
+                 pg_notify($2, concat_ws(' ', id, attempt, node_id)) FROM asked",
+        )
         .await?;
-    let row = client.query_opt(&statement, &[&id.as_uuid()]).await?;
+    let row = client
+        .query_opt(&statement, &[&id.as_uuid(), &channels.cancel])
+        .await?;
     Ok(row.map(|row| {
         let attempt: i32 = row.get(1);
         (row.get(0), u32::try_from(attempt).unwrap_or(0))
@@ -515,9 +553,11 @@ pub(super) async fn cancels_requested(
 pub(super) struct Listeners {
     /// This node: cancels for other nodes are not delivered.
     pub node: String,
-    /// Bumped at every [`WORK_CHANNEL`] notification.
+    /// What to listen on.
+    pub channels: Channels,
+    /// Bumped at every `work` notification.
     pub wake: watch::Sender<u64>,
-    /// Each job change heard on [`JOBS_CHANNEL`].
+    /// Each job change heard on the `jobs` channel.
     pub job_changes: broadcast::Sender<JobChange>,
     /// Cancels for this node, schedule changes, reconnections.
     pub signals: broadcast::Sender<ClusterSignal>,
@@ -535,36 +575,32 @@ impl Listeners {
     }
 
     fn deliver(&self, channel: &str, payload: &str) {
-        match channel {
-            WORK_CHANNEL => self.bump(),
-            JOBS_CHANNEL => {
-                for change in payload.lines().filter_map(parse_job_change) {
-                    let _ = self.job_changes.send(change);
-                }
+        let channels = &self.channels;
+        if channel == channels.work {
+            self.bump();
+        } else if channel == channels.jobs {
+            for change in payload.lines().filter_map(parse_job_change) {
+                let _ = self.job_changes.send(change);
             }
-            CANCEL_CHANNEL => {
-                if let Some((id, attempt, node)) = parse_cancel(payload)
-                    && node == self.node
-                {
-                    let _ = self
-                        .signals
-                        .send(ClusterSignal::CancelRequested { id, attempt });
-                }
+        } else if channel == channels.cancel {
+            if let Some((id, attempt, node)) = parse_cancel(payload)
+                && node == self.node
+            {
+                let _ = self
+                    .signals
+                    .send(ClusterSignal::CancelRequested { id, attempt });
             }
-            SCHEDULES_CHANNEL => {
-                let _ = self.signals.send(ClusterSignal::SchedulesChanged);
-            }
-            OUTPUT_CHANNEL => {
-                if let Ok(id) = payload.parse() {
-                    let _ = self.signals.send(ClusterSignal::OutputWritten { id });
-                }
-            }
-            _ => {}
+        } else if channel == channels.schedules {
+            let _ = self.signals.send(ClusterSignal::SchedulesChanged);
+        } else if channel == channels.output
+            && let Ok(id) = payload.parse()
+        {
+            let _ = self.signals.send(ClusterSignal::OutputWritten { id });
         }
     }
 }
 
-/// One line of a [`JOBS_CHANNEL`] payload: `id status attempt retry_count`.
+/// One line of a `jobs` channel payload: `id status attempt retry_count`.
 fn parse_job_change(line: &str) -> Option<JobChange> {
     let mut fields = line.split(' ');
     let id = fields.next()?.parse().ok()?;
@@ -579,7 +615,7 @@ fn parse_job_change(line: &str) -> Option<JobChange> {
     })
 }
 
-/// A [`CANCEL_CHANNEL`] payload: `id attempt node`.
+/// A `cancel` channel payload: `id attempt node`.
 fn parse_cancel(payload: &str) -> Option<(JobId, u32, &str)> {
     let mut fields = payload.splitn(3, ' ');
     let id = fields.next()?.parse().ok()?;
@@ -591,23 +627,14 @@ fn parse_cancel(payload: &str) -> Option<(JobId, u32, &str)> {
 /// receivers), delivering each notification, and resyncing after every (re)connection:
 /// notifications sent while the connection was down are lost, so every waiter looks
 /// again and every follower reads again.
-pub(super) async fn listen(url: String, to: Listeners) {
+pub(super) async fn listen(to_server: super::tls::Connection, to: Listeners) {
     let mut backoff = Duration::from_millis(100);
     while !to.wake.is_closed() {
         let listened = async {
-            let config = tokio_postgres::Config::from_str(&url)?;
-            let (client, mut connection) = config.connect(NoTls).await?;
+            let (client, mut connection) = to_server.config.connect(to_server.tls.clone()).await?;
             let mut messages =
                 futures_util::stream::poll_fn(move |cx| connection.poll_message(cx)).boxed();
-            let listen_sql = [
-                WORK_CHANNEL,
-                JOBS_CHANNEL,
-                CANCEL_CHANNEL,
-                SCHEDULES_CHANNEL,
-                OUTPUT_CHANNEL,
-            ]
-            .map(|channel| format!("LISTEN {channel};"))
-            .concat();
+            let listen_sql = to.channels.listen_sql();
             let listen = client.batch_execute(&listen_sql);
             // The connection must be driven while LISTEN is answered.
             let mut listen = std::pin::pin!(listen.fuse());

@@ -3,7 +3,7 @@
 //! CASCADE`). An append is one transaction without a WAL flush of its own
 //! (`synchronous_commit = off`: a log line lost with the server's power costs no job)
 //! that trims the attempts it wrote to their tail and, when some node watches the job,
-//! notifies [`OUTPUT_CHANNEL`] so that watchers on every node read the new output.
+//! notifies the schema's `output` channel so that watchers on every node read the new output.
 
 use std::collections::BTreeSet;
 
@@ -18,9 +18,7 @@ use honeydew_core::store::StoreError;
 
 use super::Result;
 use super::jobs::unsigned;
-
-/// The channel an append notifies, with the job's id, when some node watches the job.
-pub(super) const OUTPUT_CHANNEL: &str = "honeydew_output";
+use super::nodes::Channels;
 
 fn to_sql_u64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
@@ -34,6 +32,7 @@ fn from_sql_u64(value: i64) -> u64 {
 /// [`JobStore::append_output`](honeydew_core::store::JobStore::append_output)).
 pub(super) async fn append_output(
     client: &mut deadpool_postgres::Object,
+    channels: &Channels,
     id: JobId,
     output: &AttemptOutput,
 ) -> Result<()> {
@@ -128,11 +127,11 @@ pub(super) async fn append_output(
     }
     let notify = tx
         .prepare_cached(
-            "SELECT pg_notify('honeydew_output', $1::uuid::text) \
+            "SELECT pg_notify($2, $1::uuid::text) \
              WHERE EXISTS (SELECT 1 FROM job_watches WHERE job_id = $1)",
         )
         .await?;
-    tx.query(&notify, &[&uuid]).await?;
+    tx.query(&notify, &[&uuid, &channels.output]).await?;
     tx.commit().await?;
     Ok(())
 }

@@ -320,6 +320,62 @@ CREATE TABLE concurrency_keys (
     PRIMARY KEY (plugin, key)
 );
 "#,
+    // v13: notifications per schema. Channels were database-wide, so the daemons of
+    // one schema were woken by every other schema's submits, and a cancel reached a
+    // node of the same id in another schema. A channel is now `KIND.SCHEMA` (the
+    // schema's md5 when that would pass PostgreSQL's 63-byte limit). The trigger
+    // functions also keep the search path they were created with: a session whose
+    // own path lacks the schema (`psql` updating `myschema.jobs`) still finds
+    // `job_watches` and `honeydew_channel`.
+    r#"
+CREATE FUNCTION honeydew_channel(kind text, schema text) RETURNS text
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
+    SELECT CASE WHEN octet_length(kind || '.' || schema) <= 63 THEN kind || '.' || schema
+                ELSE kind || '.' || md5(schema) END
+$$;
+
+CREATE OR REPLACE FUNCTION honeydew_notify_jobs() RETURNS trigger LANGUAGE plpgsql
+    SET search_path FROM CURRENT AS $$
+DECLARE
+    batch text;
+BEGIN
+    IF EXISTS (SELECT 1 FROM changed_jobs WHERE status = 'pending') THEN
+        PERFORM pg_notify(honeydew_channel('honeydew_work', TG_TABLE_SCHEMA), '');
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM job_watches) THEN
+        RETURN NULL;
+    END IF;
+    FOR batch IN
+        SELECT string_agg(concat_ws(' ', id, status, attempt, retry_count), E'\n')
+        FROM (SELECT id, status, attempt, retry_count,
+                     (row_number() OVER () - 1) / 100 AS chunk
+              FROM changed_jobs
+              WHERE EXISTS (SELECT 1 FROM job_watches WHERE job_watches.job_id = changed_jobs.id))
+             AS numbered
+        GROUP BY chunk
+    LOOP
+        PERFORM pg_notify(honeydew_channel('honeydew_jobs', TG_TABLE_SCHEMA), batch);
+    END LOOP;
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION honeydew_notify_schedules() RETURNS trigger LANGUAGE plpgsql
+    SET search_path FROM CURRENT AS $$
+BEGIN
+    PERFORM pg_notify(honeydew_channel('honeydew_schedules', TG_TABLE_SCHEMA), '');
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION honeydew_notify_resumed() RETURNS trigger LANGUAGE plpgsql
+    SET search_path FROM CURRENT AS $$
+BEGIN
+    PERFORM pg_notify(honeydew_channel('honeydew_work', TG_TABLE_SCHEMA), '');
+    RETURN NULL;
+END
+$$;
+"#,
 ];
 
 /// The schema version this binary writes.

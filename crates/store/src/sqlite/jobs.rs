@@ -186,13 +186,22 @@ pub(super) fn recover(conn: &Connection, now: DateTime<Utc>) -> Result<Recovered
              WHERE status = 'running'",
         )?
         .execute(params![Time(now), DIED_DURING_ATTEMPT])?;
+    Ok(RecoveredJobs {
+        reset_running,
+        failed_interrupted,
+    })
+}
+
+/// The pending jobs to queue (see
+/// [`JobStore::pending_jobs`](honeydew_core::store::JobStore::pending_jobs)).
+pub(super) fn pending_jobs(conn: &Connection) -> Result<Vec<QueuedJob>, Error> {
     let mut statement = conn.prepare_cached(
         "SELECT id, priority, created_at, run_at, command, concurrency_key FROM jobs \
          WHERE status = 'pending' AND waiting_on = 0 ORDER BY priority DESC, created_at, id",
     )?;
     // One string per command, however many jobs it has pending.
     let mut commands = std::collections::HashSet::<std::sync::Arc<str>>::new();
-    let pending = statement
+    statement
         .query_map([], |row| {
             Ok((
                 row.get::<_, String>(0)?,
@@ -222,12 +231,7 @@ pub(super) fn recover(conn: &Connection, now: DateTime<Utc>) -> Result<Recovered
                 concurrency_key: concurrency_key.map(Into::into),
             })
         })
-        .collect::<Result<Vec<_>, Error>>()?;
-    Ok(RecoveredJobs {
-        reset_running,
-        failed_interrupted,
-        pending,
-    })
+        .collect()
 }
 
 /// Deletes up to `limit` finished jobs in `status` that finished before `before`.

@@ -443,6 +443,10 @@ impl JobStore for SqliteStore {
         self.write(move |conn| jobs::recover(conn, now)).await
     }
 
+    async fn pending_jobs(&self) -> Result<Vec<QueuedJob>, StoreError> {
+        self.read(jobs::pending_jobs).await
+    }
+
     async fn prune_finished(
         &self,
         status: JobStatus,

@@ -350,8 +350,9 @@ async fn concurrent_submits_share_commits_and_are_all_durable_after_reopening() 
     }
     drop(store);
     let reopened = open(&dir);
-    let recovered = reopened.recover(Utc::now()).await.unwrap();
-    let stored: HashSet<_> = recovered.pending.iter().map(|job| job.id).collect();
+    reopened.recover(Utc::now()).await.unwrap();
+    let pending = reopened.pending_jobs().await.unwrap();
+    let stored: HashSet<_> = pending.iter().map(|job| job.id).collect();
     assert_eq!(acknowledged.len(), 64 + 64 * 20);
     assert_eq!(stored, acknowledged);
 }
