@@ -236,6 +236,28 @@ impl Drop for Registered {
     }
 }
 
+/// Brings `current` (and `sent`) up to the job's stored state when that is further
+/// along, just before its output is read. A job's state changes are stored before the
+/// output of the attempt they begin, so the output goes out in the state it was written
+/// in: the first read after a snapshot taken while the job was still `pending` (its
+/// `running` event then still unread) would otherwise send the attempt's lines as
+/// `pending`. A terminal state is left to the terminal update.
+async fn catch_up(
+    state: &ApiState,
+    id: JobId,
+    sent: &mut Progress,
+    current: &mut (JobStatus, u32, u32),
+) {
+    let Ok((job, attempt)) = state.manager.store().get_job_with_attempt(id).await else {
+        return;
+    };
+    let progress = Progress::of(job.status, attempt);
+    if !job.status.is_terminal() && progress > *sent {
+        *sent = progress;
+        *current = (job.status, attempt, job.retry_count);
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn follow(
     state: Arc<ApiState>,
@@ -269,10 +291,11 @@ async fn follow(
     {
         return;
     }
-    if let Some(output) = output.as_mut()
-        && !output.send_new(&state, id, current, &updates).await
-    {
-        return;
+    if let Some(output) = output.as_mut() {
+        catch_up(&state, id, &mut sent, &mut current).await;
+        if !output.send_new(&state, id, current, &updates).await {
+            return;
+        }
     }
     // On a shared store another node's changes come as announcements, which a lost
     // connection can drop: read the job again now and then.
@@ -313,11 +336,12 @@ async fn follow(
             }
         };
         let Some(event) = event else {
-            // New output: send it, in the state the watcher last saw.
-            if let Some(output) = output.as_mut()
-                && !output.send_new(&state, id, current, &updates).await
-            {
-                return;
+            // New output: send it, in the state it was written in.
+            if let Some(output) = output.as_mut() {
+                catch_up(&state, id, &mut sent, &mut current).await;
+                if !output.send_new(&state, id, current, &updates).await {
+                    return;
+                }
             }
             continue;
         };
