@@ -236,26 +236,33 @@ impl Drop for Registered {
     }
 }
 
-/// Brings `current` (and `sent`) up to the job's stored state when that is further
-/// along, just before its output is read. A job's state changes are stored before the
-/// output of the attempt they begin, so the output goes out in the state it was written
-/// in: the first read after a snapshot taken while the job was still `pending` (its
-/// `running` event then still unread) would otherwise send the attempt's lines as
-/// `pending`. A terminal state is left to the terminal update.
+/// Brings the watch up to the job's stored state just before its output is read,
+/// sending that state first when it is further along than what was sent; false when
+/// the watcher is gone. A job's state changes are stored before the output of the
+/// attempt they begin, so the output then goes out in the state it was written in:
+/// read after a snapshot taken while the job was still `pending` (its `running` event
+/// not yet taken), the attempt's lines would otherwise go out as `pending`. A terminal
+/// state is left to the terminal update, which follows the last output.
 async fn catch_up(
     state: &ApiState,
     id: JobId,
     sent: &mut Progress,
     current: &mut (JobStatus, u32, u32),
-) {
+    updates: &Updates,
+) -> bool {
     let Ok((job, attempt)) = state.manager.store().get_job_with_attempt(id).await else {
-        return;
+        return true;
     };
     let progress = Progress::of(job.status, attempt);
-    if !job.status.is_terminal() && progress > *sent {
-        *sent = progress;
-        *current = (job.status, attempt, job.retry_count);
+    if job.status.is_terminal() || progress <= *sent {
+        return true;
     }
+    *sent = progress;
+    *current = (job.status, attempt, job.retry_count);
+    updates
+        .send(Ok(snapshot_of(state, job, attempt).await))
+        .await
+        .is_ok()
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -291,11 +298,11 @@ async fn follow(
     {
         return;
     }
-    if let Some(output) = output.as_mut() {
-        catch_up(&state, id, &mut sent, &mut current).await;
-        if !output.send_new(&state, id, current, &updates).await {
-            return;
-        }
+    if let Some(output) = output.as_mut()
+        && !(catch_up(&state, id, &mut sent, &mut current, &updates).await
+            && output.send_new(&state, id, current, &updates).await)
+    {
+        return;
     }
     // On a shared store another node's changes come as announcements, which a lost
     // connection can drop: read the job again now and then.
@@ -337,11 +344,11 @@ async fn follow(
         };
         let Some(event) = event else {
             // New output: send it, in the state it was written in.
-            if let Some(output) = output.as_mut() {
-                catch_up(&state, id, &mut sent, &mut current).await;
-                if !output.send_new(&state, id, current, &updates).await {
-                    return;
-                }
+            if let Some(output) = output.as_mut()
+                && !(catch_up(&state, id, &mut sent, &mut current, &updates).await
+                    && output.send_new(&state, id, current, &updates).await)
+            {
+                return;
             }
             continue;
         };

@@ -44,7 +44,10 @@ impl Channels {
     pub(super) async fn of_current_schema(client: &impl GenericClient) -> Result<Self> {
         let row = client
             .query_one(
-                "SELECT honeydew_channel('honeydew_work', s), honeydew_channel('honeydew_jobs', s),                  honeydew_channel('honeydew_cancel', s), honeydew_channel('honeydew_schedules', s),                  honeydew_channel('honeydew_output', s) FROM current_schema() AS s",
+                "SELECT honeydew_channel('honeydew_work', s), honeydew_channel('honeydew_jobs', s), \
+                 honeydew_channel('honeydew_cancel', s), \
+                 honeydew_channel('honeydew_schedules', s), \
+                 honeydew_channel('honeydew_output', s) FROM current_schema() AS s",
                 &[],
             )
             .await?;

@@ -107,14 +107,22 @@ pub(super) fn connection(conninfo: &str) -> Result<Connection, String> {
             .get_hosts()
             .iter()
             .all(|host| matches!(host, Host::Unix(_)));
-    config.ssl_mode(if only_sockets {
+    let ssl_mode = if only_sockets {
         SslMode::Disable
     } else {
         ssl_mode
-    });
-    let roots = match keys.root_cert.as_deref() {
-        Some(given) => Some(Roots::given(given)),
-        None => default_root_cert().map(Roots::File),
+    };
+    config.ssl_mode(ssl_mode);
+    // Without TLS no root is read: a stray `~/.postgresql/root.crt` cannot stop a
+    // connection over a socket or with `sslmode=disable`.
+    let roots = match (ssl_mode, keys.root_cert.as_deref()) {
+        (SslMode::Disable, _) => None,
+        (_, Some(given)) => Some(Roots::given(given)),
+        (_, None) => default_root_cert().map(Roots::File),
+    };
+    let verify = match ssl_mode {
+        SslMode::Disable => Verify::Nothing,
+        _ => verify,
     };
     // As libpq: a root certificate at hand makes `prefer` and `require` check the chain.
     let verify = match (verify, &roots) {
@@ -465,6 +473,10 @@ mod tests {
         let err =
             connection("host=db sslmode=verify-full sslrootcert=/nonexistent/ca.pem").unwrap_err();
         assert!(err.contains("/nonexistent/ca.pem"), "{err}");
+        assert!(
+            connection("host=db sslmode=disable sslrootcert=/nonexistent/ca.pem").is_ok(),
+            "no root is read without TLS"
+        );
         let err = connection("host=db sslcert=/c.pem").unwrap_err();
         assert!(err.contains("sslcert and sslkey"), "{err}");
     }
